@@ -1,0 +1,43 @@
+# ztproxy: the two set-up commands are `make demo` and `make test`; both install what is missing.
+BUILD       ?= build
+BUILD_ASAN  ?= build-asan
+BUILD_FUZZ  ?= build-fuzz
+JOBS        ?= $(shell nproc)
+CMAKE_FLAGS ?=
+WERROR      ?= ON
+
+.PHONY: all deps build build-asan build-fuzz test test-host test-asan test-fuzz test-ktls demo clean
+
+all: build
+
+deps:
+	@deploy/install-build-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DZTP_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DZTP_SANITIZE=ON -DZTP_WERROR=$(WERROR) >/dev/null
+	cmake --build $(BUILD_ASAN) -j $(JOBS)
+
+build-fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -DZTP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+
+# Everything: the host suite (unit, loopback, e2e, bpf; the ktls label runs inside the kTLS kernel
+# through the ktls_vm_suite test), the sanitizer build of unit+loopback, and the fuzz smoke runs.
+test: build build-asan build-fuzz
+	ctest --test-dir $(BUILD_ASAN) -L 'unit|loopback' --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD_FUZZ) -L fuzz --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# Only the kTLS label, inside the kTLS kernel.
+test-ktls: build
+	ctest --test-dir $(BUILD) -R ktls_vm_suite --output-on-failure
+
+demo: build
+	@$(BUILD)/ztproxy demo --workdir .demo
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) .demo

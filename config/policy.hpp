@@ -1,0 +1,110 @@
+// The policy model: plain structs, no toml++ and no OpenSSL. The loader (policy_loader.hpp) fills
+// it from a TOML file; quick mode and `ztproxy demo` fill it in code. Everything downstream
+// (crypto contexts, listeners, routes) reads only this.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proxy/base/socket_address.hpp"
+
+namespace ztp::config {
+
+// Where a value came from, so `ztproxy check` can say file:line:col. Empty file = built in code.
+struct SourceLoc {
+    std::string file;
+    int line = 0;
+    int col = 0;
+    std::string str() const;  // "file:line:col" (or "<builtin>")
+};
+
+enum class TlsVersion { tls1_2, tls1_3 };
+// Only AEADs the kernel's TLS offload implements (so every connection can take the kTLS path).
+enum class Cipher { aes_128_gcm, aes_256_gcm, chacha20_poly1305 };
+enum class LogFormat { text, json };
+
+const char* to_string(TlsVersion v);  // "1.2" / "1.3"
+const char* to_string(Cipher c);      // "AES-128-GCM" ...
+const char* to_string(LogFormat f);   // "text" / "json"
+
+struct Certificate {
+    std::string name;                       // referenced by tls.default_certificate
+    std::string cert_file;                  // PEM chain, leaf first (absolute after loading)
+    std::string key_file;                   // PEM private key (absolute after loading)
+    std::vector<std::string> server_names;  // exact names or "*.suffix" wildcards, lower case
+    SourceLoc loc;
+};
+
+struct TlsSettings {
+    std::vector<Certificate> certificates;  // at least one
+    std::string default_certificate;        // name; empty = the first certificate
+    TlsVersion min_version = TlsVersion::tls1_2;
+    TlsVersion max_version = TlsVersion::tls1_3;
+    std::vector<Cipher> ciphers{Cipher::aes_128_gcm, Cipher::aes_256_gcm, Cipher::chacha20_poly1305};
+    std::vector<std::string> alpn;          // server preference order; empty = no ALPN
+    bool session_tickets = true;
+    SourceLoc loc;
+};
+
+struct Listener {
+    std::string name;
+    SocketAddress address;
+    TlsSettings tls;
+    SourceLoc loc;
+};
+
+struct Backend {
+    std::string name;
+    std::vector<SocketAddress> addresses;  // tried round-robin, next one on connect failure
+    SourceLoc loc;
+};
+
+struct Route {
+    std::string listener;                   // listener name; empty = every listener
+    std::vector<std::string> server_names;  // SNI values (exact or "*.suffix"); empty with is_default
+    bool is_default = false;                // taken when no server_names route matches
+    std::string backend;                    // backend name
+    SourceLoc loc;
+};
+
+struct Limits {
+    uint32_t max_connections = 10000;                      // per process
+    std::chrono::milliseconds handshake_timeout{10'000};
+    std::chrono::milliseconds idle_timeout{300'000};
+    std::chrono::milliseconds backend_connect_timeout{5'000};
+    uint32_t connection_buffer_bytes = 64 * 1024;          // per direction, per connection
+    SourceLoc loc;
+};
+
+struct Logging {
+    std::string level = "info";   // trace, debug, info, warn, error, off
+    LogFormat format = LogFormat::text;
+    bool access_log = true;
+    SourceLoc loc;
+};
+
+struct Runtime {
+    unsigned workers = 0;  // 0 = one per CPU
+    SourceLoc loc;
+};
+
+struct Policy {
+    std::string source;  // file path, or "<quick>" / "<demo>"
+    std::vector<Listener> listeners;
+    std::vector<Backend> backends;
+    std::vector<Route> routes;
+    Limits limits;
+    Logging logging;
+    Runtime runtime;
+
+    const Backend* find_backend(std::string_view name) const;
+};
+
+// Does `name` (an SNI value, lower case) match `pattern` (exact, or "*.example.com" matching
+// exactly one extra label)? Shared by certificate and route selection so both agree.
+bool server_name_matches(std::string_view pattern, std::string_view name);
+
+}  // namespace ztp::config
