@@ -1,0 +1,456 @@
+// The TOML policy file, read with toml++ into config::Policy.
+//
+//   [runtime]
+//   workers = 2                     # 0 or absent = one per CPU (max 1024)
+//
+//   [logging]
+//   level = "info"                  # trace|debug|info|warn|error|off
+//   format = "text"                 # text|json
+//   access_log = true
+//
+//   [limits]
+//   max_connections = 10000         # per process, >= 1
+//   handshake_timeout = "10s"       # durations: "250ms", "5s", "2m", "1h", "1m30s"; > 0
+//   idle_timeout = "5m"
+//   backend_connect_timeout = "5s"
+//   connection_buffer = "64KiB"     # integer bytes or size string; min 4KiB, max 16MiB
+//
+//   [[listener]]
+//   name = "public"                 # required, unique
+//   address = "0.0.0.0:8443"        # required; "[::]:8443" for IPv6; no host names
+//     [listener.tls]                # required
+//     min_version = "1.2"           # "1.2"|"1.3"
+//     max_version = "1.3"
+//     ciphers = ["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"]  # subset, non-empty, any case
+//     alpn = ["h2", "http/1.1"]     # optional; each 1..255 bytes
+//     session_tickets = true
+//     default_certificate = "main"  # optional; default = first certificate
+//     [[listener.tls.certificate]]  # at least one
+//     name = "main"                 # required, unique within the listener
+//     cert = "certs/main.pem"       # required; relative = relative to this file's directory
+//     key = "certs/main.key"        # required; same
+//     server_names = ["a.example.com", "*.example.com"]  # optional; lower-cased; "*." only leading
+//
+//   [[backend]]
+//   name = "app"                    # required, unique
+//   addresses = ["127.0.0.1:8080"]  # required, non-empty (or `address = "..."`, a single one)
+//
+//   [[route]]
+//   listener = "public"             # optional: absent = every listener
+//   server_names = ["a.example.com"]  # either server_names (exact or "*.suffix")...
+//   default = true                  # ...or default = true, exactly one of the two
+//   backend = "app"                 # required
+//
+// Unknown keys are errors at the key, wrong types at the value, missing required keys at the
+// table header. All problems are collected, then the semantic checks of validate_policy() run
+// on what could be read. Certificate files are not opened here: the crypto layer does that, so
+// `ztproxy check` and `ztproxy run` fail the same way.
+#include "config/policy_loader.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include "config/policy_validate.hpp"
+#include "config/toml_reader.hpp"
+#include "config/units.hpp"
+
+namespace ztp::config {
+
+namespace {
+
+namespace fs = std::filesystem;
+using detail::StringItem;
+using detail::TomlReader;
+
+constexpr std::string_view kRoot = "root table";
+constexpr std::string_view kRuntime = "[runtime]";
+constexpr std::string_view kLogging = "[logging]";
+constexpr std::string_view kLimits = "[limits]";
+constexpr std::string_view kListener = "[[listener]]";
+constexpr std::string_view kTls = "[listener.tls]";
+constexpr std::string_view kCert = "[[listener.tls.certificate]]";
+constexpr std::string_view kBackend = "[[backend]]";
+constexpr std::string_view kRoute = "[[route]]";
+
+std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string lowercase(std::string_view s) {
+    std::string r(s);
+    std::transform(r.begin(), r.end(), r.begin(), lower);
+    return r;
+}
+
+bool fail(std::string* why, std::string message) {
+    *why = std::move(message);
+    return false;
+}
+
+// Server names as they appear in SNI: lower-case DNS labels, with "*." allowed only in front.
+bool normalize_server_name(std::string& name, std::string* why) {
+    name = lowercase(name);
+    if (name.empty()) return fail(why, "must not be empty");
+    if (name.size() > 253) return fail(why, "longer than 253 characters");
+    std::string_view rest = name;
+    if (rest.substr(0, 2) == "*.") rest.remove_prefix(2);
+    if (rest.find('*') != std::string_view::npos)
+        return fail(why, "'*' is only allowed as a leading '*.'");
+    if (rest.empty()) return fail(why, "nothing after '*.'");
+    size_t label = 0;
+    for (char c : rest) {
+        if (c == '.') {
+            if (label == 0) return fail(why, "empty label");
+            label = 0;
+            continue;
+        }
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+        if (!ok) return fail(why, "unexpected character " + in_quotes(std::string(1, c)));
+        if (++label > 63) return fail(why, "label longer than 63 characters");
+    }
+    if (label == 0) return fail(why, "must not end with '.'");
+    return true;
+}
+
+class PolicyReader {
+public:
+    PolicyReader(const std::string& path, std::vector<Diagnostic>& out, Policy& policy)
+        : r_(path, out), p_(policy) {
+        // A policy given as "policy.toml" resolves "certs/a.pem" against the current directory.
+        std::error_code ec;
+        fs::path dir = fs::path(path).parent_path();
+        base_dir_ = fs::absolute(dir.empty() ? fs::path(".") : dir, ec).lexically_normal();
+    }
+
+    void read(const toml::table& root) {
+        r_.check_keys(root, {"runtime", "logging", "limits", "listener", "backend", "route"}, kRoot);
+        if (auto* t = r_.table(root, "runtime", kRoot)) read_runtime(*t);
+        if (auto* t = r_.table(root, "logging", kRoot)) read_logging(*t);
+        if (auto* t = r_.table(root, "limits", kRoot)) read_limits(*t);
+        auto listeners = r_.tables(root, "listener", kRoot, "listener");
+        if (const toml::node* n = root.get("listener"); !n || (n->is_array() && n->as_array()->empty()))
+            r_.error(n ? n->source() : toml::source_region{{1, 1}, {1, 1}, nullptr},
+                     "no listener: at least one [[listener]] is required");
+        for (auto* t : listeners) read_listener(*t);
+        for (auto* t : r_.tables(root, "backend", kRoot, "backend")) read_backend(*t);
+        for (auto* t : r_.tables(root, "route", kRoot, "route")) read_route(*t);
+    }
+
+private:
+    static const toml::source_region& at(const toml::table& t, std::string_view key) {
+        return t.get(key)->source();
+    }
+
+    // A required, non-empty string (names, references).
+    std::optional<std::string> name(const toml::table& t, std::string_view key, std::string_view where,
+                                    bool required) {
+        auto v = r_.string(t, key, where, required);
+        if (v && v->empty()) {
+            r_.error(at(t, key), in_quotes(key) + " must not be empty");
+            return std::nullopt;
+        }
+        return v;
+    }
+
+    void read_runtime(const toml::table& t) {
+        p_.runtime.loc = r_.loc(t.source());
+        r_.check_keys(t, {"workers"}, kRuntime);
+        if (auto v = r_.integer(t, "workers", kRuntime)) {
+            if (*v < 0 || *v > 1024)
+                r_.error(at(t, "workers"), "'workers' must be between 0 and 1024");
+            else
+                p_.runtime.workers = static_cast<unsigned>(*v);
+        }
+    }
+
+    void read_logging(const toml::table& t) {
+        Logging& lg = p_.logging;
+        lg.loc = r_.loc(t.source());
+        r_.check_keys(t, {"level", "format", "access_log"}, kLogging);
+        if (auto v = r_.string(t, "level", kLogging)) {
+            static constexpr std::string_view levels[] = {"trace", "debug", "info", "warn", "error", "off"};
+            if (std::find(std::begin(levels), std::end(levels), *v) != std::end(levels))
+                lg.level = *v;
+            else
+                r_.error(at(t, "level"), "'level' must be one of trace, debug, info, warn, error, off");
+        }
+        if (auto v = r_.string(t, "format", kLogging)) {
+            if (*v == "text")
+                lg.format = LogFormat::text;
+            else if (*v == "json")
+                lg.format = LogFormat::json;
+            else
+                r_.error(at(t, "format"), "'format' must be \"text\" or \"json\"");
+        }
+        if (auto v = r_.boolean(t, "access_log", kLogging)) lg.access_log = *v;
+    }
+
+    void duration(const toml::table& t, std::string_view key, std::chrono::milliseconds& out) {
+        const toml::node* n = r_.get(t, key, kLimits, false);
+        if (!n) return;
+        const auto* s = n->as_string();
+        if (!s) return r_.type_error(key, *n, "a duration string such as \"10s\"");
+        std::string why;
+        auto d = parse_duration(s->get(), &why);
+        if (!d)
+            r_.error(n->source(),
+                     "bad duration " + in_quotes(s->get()) + " for " + in_quotes(key) + ": " + why);
+        else if (d->count() <= 0)
+            r_.error(n->source(), in_quotes(key) + " must be greater than 0");
+        else
+            out = *d;
+    }
+
+    void read_limits(const toml::table& t) {
+        Limits& lim = p_.limits;
+        lim.loc = r_.loc(t.source());
+        r_.check_keys(t,
+                      {"max_connections", "handshake_timeout", "idle_timeout", "backend_connect_timeout",
+                       "connection_buffer"},
+                      kLimits);
+        if (auto v = r_.integer(t, "max_connections", kLimits)) {
+            if (*v < 1 || *v > int64_t{UINT32_MAX})
+                r_.error(at(t, "max_connections"), "'max_connections' must be between 1 and 4294967295");
+            else
+                lim.max_connections = static_cast<uint32_t>(*v);
+        }
+        duration(t, "handshake_timeout", lim.handshake_timeout);
+        duration(t, "idle_timeout", lim.idle_timeout);
+        duration(t, "backend_connect_timeout", lim.backend_connect_timeout);
+
+        if (const toml::node* n = r_.get(t, "connection_buffer", kLimits, false)) {
+            std::optional<uint64_t> bytes;
+            if (auto* i = n->as_integer()) {
+                if (i->get() >= 0) bytes = static_cast<uint64_t>(i->get());
+            } else if (auto* s = n->as_string()) {
+                std::string why;
+                bytes = parse_size(s->get(), &why);
+                if (!bytes) {
+                    r_.error(n->source(),
+                             "bad size " + in_quotes(s->get()) + " for 'connection_buffer': " + why);
+                    return;
+                }
+            } else {
+                return r_.type_error("connection_buffer", *n,
+                                     "an integer or a size string such as \"64KiB\"");
+            }
+            if (!bytes || *bytes < 4 * 1024 || *bytes > 16 * 1024 * 1024)
+                r_.error(n->source(), "'connection_buffer' must be between 4KiB and 16MiB");
+            else
+                lim.connection_buffer_bytes = static_cast<uint32_t>(*bytes);
+        }
+    }
+
+    std::optional<SocketAddress> address(const std::string& text, const toml::source_region& where,
+                                         bool backend) {
+        std::string why;
+        auto a = SocketAddress::parse(text, &why);
+        if (!a) {
+            r_.error(where, "bad address " + in_quotes(text) + ": " + why);
+        } else if (backend && a->port() == 0) {
+            r_.error(where, "bad address " + in_quotes(text) + ": a backend needs a port other than 0");
+            a.reset();
+        }
+        return a;
+    }
+
+    std::vector<std::string> server_names(const toml::table& t, std::string_view where) {
+        std::vector<std::string> names;
+        auto items = r_.strings(t, "server_names", where);
+        if (!items) return names;
+        for (auto& item : *items) {
+            std::string why;
+            std::string n = item.value;
+            if (!normalize_server_name(n, &why))
+                r_.error(item.where, "bad server name " + in_quotes(item.value) + ": " + why);
+            // Kept even when bad (the load fails anyway), so the route does not look name-less.
+            names.push_back(std::move(n));
+        }
+        return names;
+    }
+
+    std::string resolve(const std::string& file) const {
+        fs::path p(file);
+        return (p.is_absolute() ? p : base_dir_ / p).lexically_normal().string();
+    }
+
+    void read_listener(const toml::table& t) {
+        Listener l;
+        l.loc = r_.loc(t.source());
+        r_.check_keys(t, {"name", "address", "tls"}, kListener);
+        if (auto v = name(t, "name", kListener, true)) l.name = *v;
+        if (auto v = r_.string(t, "address", kListener, true))
+            if (auto a = address(*v, at(t, "address"), false)) l.address = *a;
+        if (auto* tls = r_.table(t, "tls", kListener, true)) read_tls(*tls, l.tls);
+        p_.listeners.push_back(std::move(l));
+    }
+
+    std::optional<TlsVersion> version(const toml::table& t, std::string_view key) {
+        auto v = r_.string(t, key, kTls);
+        if (!v) return std::nullopt;
+        if (*v == "1.2") return TlsVersion::tls1_2;
+        if (*v == "1.3") return TlsVersion::tls1_3;
+        r_.error(at(t, key), in_quotes(key) + " must be \"1.2\" or \"1.3\"");
+        return std::nullopt;
+    }
+
+    void read_tls(const toml::table& t, TlsSettings& tls) {
+        tls.loc = r_.loc(t.source());
+        r_.check_keys(t,
+                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets",
+                       "default_certificate", "certificate"},
+                      kTls);
+        if (auto v = version(t, "min_version")) tls.min_version = *v;
+        if (auto v = version(t, "max_version")) tls.max_version = *v;
+        if (auto items = r_.strings(t, "ciphers", kTls)) {
+            tls.ciphers.clear();
+            if (items->empty()) r_.error(at(t, "ciphers"), "'ciphers' must not be empty");
+            for (const auto& item : *items) {
+                static constexpr Cipher all[] = {Cipher::aes_128_gcm, Cipher::aes_256_gcm,
+                                                 Cipher::chacha20_poly1305};
+                auto it = std::find_if(std::begin(all), std::end(all), [&](Cipher c) {
+                    return lowercase(to_string(c)) == lowercase(item.value);
+                });
+                if (it == std::end(all))
+                    r_.error(item.where, "unknown cipher " + in_quotes(item.value) +
+                                             " (use AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305)");
+                else if (std::find(tls.ciphers.begin(), tls.ciphers.end(), *it) != tls.ciphers.end())
+                    r_.error(item.where, "cipher " + in_quotes(to_string(*it)) + " listed twice");
+                else
+                    tls.ciphers.push_back(*it);
+            }
+        }
+        if (auto items = r_.strings(t, "alpn", kTls)) {
+            for (const auto& item : *items) {
+                if (item.value.empty() || item.value.size() > 255)
+                    r_.error(item.where,
+                             "ALPN protocol " + in_quotes(item.value) + " must be 1 to 255 bytes long");
+                else
+                    tls.alpn.push_back(item.value);
+            }
+        }
+        if (auto v = r_.boolean(t, "session_tickets", kTls)) tls.session_tickets = *v;
+        if (auto v = name(t, "default_certificate", kTls, false)) tls.default_certificate = *v;
+
+        auto certs = r_.tables(t, "certificate", kTls, "listener.tls.certificate", true);
+        if (const toml::node* n = t.get("certificate"); n && n->is_array() && n->as_array()->empty())
+            r_.error(n->source(), "'certificate' must list at least one certificate");
+        for (auto* c : certs) tls.certificates.push_back(read_certificate(*c));
+    }
+
+    Certificate read_certificate(const toml::table& t) {
+        Certificate c;
+        c.loc = r_.loc(t.source());
+        r_.check_keys(t, {"name", "cert", "key", "server_names"}, kCert);
+        if (auto v = name(t, "name", kCert, true)) c.name = *v;
+        if (auto v = name(t, "cert", kCert, true)) c.cert_file = resolve(*v);
+        if (auto v = name(t, "key", kCert, true)) c.key_file = resolve(*v);
+        c.server_names = server_names(t, kCert);
+        return c;
+    }
+
+    void read_backend(const toml::table& t) {
+        Backend b;
+        b.loc = r_.loc(t.source());
+        r_.check_keys(t, {"name", "address", "addresses"}, kBackend);
+        if (auto v = name(t, "name", kBackend, true)) b.name = *v;
+        bool has_one = t.contains("address"), has_many = t.contains("addresses");
+        if (has_one && has_many) {
+            r_.error(at(t, "address"), "use either 'address' or 'addresses', not both");
+        } else if (has_one) {
+            if (auto v = r_.string(t, "address", kBackend))
+                if (auto a = address(*v, at(t, "address"), true)) b.addresses.push_back(*a);
+        } else if (auto items = r_.strings(t, "addresses", kBackend, true)) {
+            if (items->empty()) r_.error(at(t, "addresses"), "'addresses' must not be empty");
+            for (const auto& item : *items)
+                if (auto a = address(item.value, item.where, true)) b.addresses.push_back(*a);
+        }
+        p_.backends.push_back(std::move(b));
+    }
+
+    void read_route(const toml::table& t) {
+        Route r;
+        r.loc = r_.loc(t.source());
+        r_.check_keys(t, {"listener", "server_names", "default", "backend"}, kRoute);
+        if (auto v = name(t, "listener", kRoute, false)) r.listener = *v;
+        r.server_names = server_names(t, kRoute);
+        if (auto v = r_.boolean(t, "default", kRoute)) r.is_default = *v;
+        if (auto v = name(t, "backend", kRoute, true)) r.backend = *v;
+        p_.routes.push_back(std::move(r));
+    }
+
+    TomlReader r_;
+    Policy& p_;
+    fs::path base_dir_;
+};
+
+std::string lower_first(std::string_view s) {
+    std::string r(s);
+    if (!r.empty()) r[0] = lower(r[0]);
+    return r;
+}
+
+}  // namespace
+
+LoadOutcome load_policy_text(std::string_view text, const std::string& path) {
+    LoadOutcome out;
+    // toml++ and std::filesystem report by exception; nothing may escape to the caller.
+    try {
+        toml::table root;
+        try {
+            root = toml::parse(text, std::string_view{path});
+        } catch (const toml::parse_error& e) {
+            const auto& b = e.source().begin;
+            out.problems.push_back({SourceLoc{path, static_cast<int>(b.line), static_cast<int>(b.column)},
+                                    lower_first(e.description())});
+            return out;
+        }
+        Policy policy;
+        policy.source = path;
+        PolicyReader(path, out.problems, policy).read(root);
+        auto semantic = detail::validate(policy, true);
+        out.problems.insert(out.problems.end(), semantic.begin(), semantic.end());
+        std::stable_sort(out.problems.begin(), out.problems.end(),
+                         [](const Diagnostic& a, const Diagnostic& b) {
+                             return std::pair(a.loc.line, a.loc.col) < std::pair(b.loc.line, b.loc.col);
+                         });
+        if (out.problems.empty()) out.policy = std::move(policy);
+    } catch (const std::exception& e) {
+        out.policy.reset();
+        out.problems.push_back(
+            {SourceLoc{path, 1, 1}, std::string("internal error while loading: ") + e.what()});
+    }
+    return out;
+}
+
+LoadOutcome load_policy_file(const std::string& path) {
+    // Policies are small; a cap keeps a mistaken path (a disk image, /dev/zero) from eating memory.
+    constexpr size_t max_size = 4 * 1024 * 1024;
+    auto fail = [&](std::string why) {
+        LoadOutcome out;
+        out.problems.push_back({SourceLoc{path, 1, 1}, "cannot read policy file: " + why});
+        return out;
+    };
+    try {
+        std::error_code ec;
+        if (fs::is_directory(path, ec)) return fail("is a directory");
+        std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+        if (!f) return fail(std::strerror(errno));
+        std::string text;
+        char buf[16384];
+        size_t n = 0;
+        while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0 && text.size() <= max_size)
+            text.append(buf, n);
+        if (std::ferror(f.get())) return fail(std::strerror(errno));
+        if (text.size() > max_size) return fail("larger than 4 MiB");
+        return load_policy_text(text, path);
+    } catch (const std::exception& e) {
+        return fail(e.what());
+    }
+}
+
+}  // namespace ztp::config

@@ -1,0 +1,189 @@
+// Semantic checks on a Policy model, however it was built. Positions come from the SourceLoc of
+// the offending item (its table header when loaded from a file).
+#include "config/policy_validate.hpp"
+
+#include <exception>
+#include <set>
+#include <utility>
+
+namespace ztp::config {
+
+namespace detail {
+
+// Problems about the policy as a whole (e.g. no listener) point at the start of the file.
+SourceLoc policy_loc(const Policy& p) {
+    if (p.source.empty() || p.source.front() == '<') return {};
+    return SourceLoc{p.source, 1, 1};
+}
+
+namespace {
+
+std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+class Checker {
+public:
+    Checker(const Policy& p, bool fields_checked) : p_(p), fields_checked_(fields_checked) {}
+
+    std::vector<Diagnostic> run() {
+        if (p_.listeners.empty() && !fields_checked_)
+            add(policy_loc(p_), "no listener: at least one [[listener]] is required");
+        for (size_t i = 0; i < p_.listeners.size(); ++i) check_listener(i);
+        check_backends();
+        for (const auto& r : p_.routes) check_route_refs(r);
+        check_route_overlaps();
+        check_reachability();
+        return std::move(out_);
+    }
+
+private:
+    void add(const SourceLoc& loc, std::string msg) { out_.push_back({loc, std::move(msg)}); }
+
+    void check_listener(size_t i) {
+        const Listener& l = p_.listeners[i];
+        if (!fields_checked_) {
+            if (l.name.empty()) add(l.loc, "listener has no name");
+            if (l.address.family() == 0) add(l.loc, "listener " + in_quotes(l.name) + " has no address");
+            if (l.tls.certificates.empty())
+                add(l.loc, "listener " + in_quotes(l.name) + " has no certificate");
+            if (l.tls.ciphers.empty()) add(l.tls.loc, "listener " + in_quotes(l.name) + " has no cipher");
+            for (const auto& proto : l.tls.alpn)
+                if (proto.empty() || proto.size() > 255)
+                    add(l.tls.loc, "'alpn' entries must be 1 to 255 bytes long");
+        }
+        for (size_t j = 0; j < i; ++j) {
+            const Listener& prev = p_.listeners[j];
+            if (!l.name.empty() && l.name == prev.name)
+                add(l.loc, "duplicate listener name " + in_quotes(l.name));
+            // SO_REUSEPORT would let both bind and silently share the traffic.
+            if (l.address.family() != 0 && l.address == prev.address)
+                add(l.loc, "listener " + in_quotes(l.name) + " has the same address " +
+                               l.address.to_string() + " as listener " + in_quotes(prev.name));
+        }
+
+        const TlsSettings& tls = l.tls;
+        std::set<std::string> cert_names;
+        for (const auto& c : tls.certificates) {
+            if (!fields_checked_) {
+                if (c.name.empty())
+                    add(c.loc, "certificate in listener " + in_quotes(l.name) + " has no name");
+                if (c.cert_file.empty()) add(c.loc, "certificate " + in_quotes(c.name) + " has no cert file");
+                if (c.key_file.empty()) add(c.loc, "certificate " + in_quotes(c.name) + " has no key file");
+            }
+            if (c.name.empty()) continue;
+            if (!cert_names.insert(c.name).second)
+                add(c.loc,
+                    "duplicate certificate name " + in_quotes(c.name) + " in listener " + in_quotes(l.name));
+        }
+        if (tls.min_version == TlsVersion::tls1_3 && tls.max_version == TlsVersion::tls1_2)
+            add(tls.loc, "'min_version' 1.3 is greater than 'max_version' 1.2");
+        if (!tls.default_certificate.empty() && !cert_names.count(tls.default_certificate))
+            add(tls.loc,
+                "'default_certificate' names unknown certificate " + in_quotes(tls.default_certificate));
+    }
+
+    void check_backends() {
+        std::set<std::string> names;
+        for (const auto& b : p_.backends) {
+            if (!fields_checked_) {
+                if (b.name.empty()) add(b.loc, "backend has no name");
+                if (b.addresses.empty()) add(b.loc, "backend " + in_quotes(b.name) + " has no address");
+            }
+            if (!b.name.empty() && !names.insert(b.name).second)
+                add(b.loc, "duplicate backend name " + in_quotes(b.name));
+        }
+    }
+
+    // An item whose name could not be read (already reported) might be the one a route means, so
+    // its presence suppresses "unknown ..." follow-on errors.
+    bool listener_known(const std::string& name) const {
+        for (const auto& l : p_.listeners)
+            if (l.name == name || l.name.empty()) return true;
+        return false;
+    }
+
+    bool backend_known(const std::string& name) const {
+        for (const auto& b : p_.backends)
+            if (b.name == name || b.name.empty()) return true;
+        return false;
+    }
+
+    void check_route_refs(const Route& r) {
+        if (r.backend.empty()) {
+            if (!fields_checked_) add(r.loc, "route has no backend");
+        } else if (!backend_known(r.backend)) {
+            add(r.loc, "route references unknown backend " + in_quotes(r.backend));
+        }
+        if (!r.listener.empty() && !listener_known(r.listener))
+            add(r.loc, "route references unknown listener " + in_quotes(r.listener));
+        if (r.is_default && !r.server_names.empty())
+            add(r.loc, "route has both 'server_names' and 'default = true'; use one");
+        else if (!r.is_default && r.server_names.empty())
+            add(r.loc, "route needs 'server_names' or 'default = true'");
+    }
+
+    static bool applies(const Route& r, const Listener& l) {
+        return r.listener.empty() || r.listener == l.name;
+    }
+
+    // A listener picks one backend per SNI value; two candidates would make the choice depend on
+    // file order, so both overlaps are errors (reported once per offending route).
+    void check_route_overlaps() {
+        std::set<size_t> has_default;                     // listener index
+        std::set<std::pair<size_t, std::string>> routed;  // (listener index, server name)
+        for (const auto& r : p_.routes) {
+            if (r.is_default) {
+                for (size_t i = 0; i < p_.listeners.size(); ++i) {
+                    if (!applies(r, p_.listeners[i])) continue;
+                    if (!has_default.insert(i).second) {
+                        add(r.loc,
+                            "more than one default route for listener " + in_quotes(p_.listeners[i].name));
+                        break;
+                    }
+                }
+            }
+            for (const auto& sn : r.server_names) {
+                for (size_t i = 0; i < p_.listeners.size(); ++i) {
+                    if (!applies(r, p_.listeners[i])) continue;
+                    if (!routed.insert({i, sn}).second) {
+                        add(r.loc, "server name " + in_quotes(sn) + " is routed twice on listener " +
+                                       in_quotes(p_.listeners[i].name));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    void check_reachability() {
+        for (const auto& l : p_.listeners) {
+            if (l.name.empty()) continue;  // already reported; a route could not name it anyway
+            bool reached = false;
+            for (const auto& r : p_.routes)
+                if (applies(r, l) && (r.is_default || !r.server_names.empty())) reached = true;
+            if (!reached) add(l.loc, "listener " + in_quotes(l.name) + " has no route");
+        }
+    }
+
+    const Policy& p_;
+    bool fields_checked_;
+    std::vector<Diagnostic> out_;
+};
+
+}  // namespace
+
+std::vector<Diagnostic> validate(const Policy& policy, bool fields_checked) {
+    return Checker(policy, fields_checked).run();
+}
+
+}  // namespace detail
+
+std::vector<Diagnostic> validate_policy(const Policy& policy) {
+    try {
+        return detail::validate(policy, false);
+    } catch (const std::exception& e) {  // only allocation failures; nothing may escape the API
+        std::string message = std::string("internal error while validating: ") + e.what();
+        return {Diagnostic{detail::policy_loc(policy), std::move(message)}};
+    }
+}
+
+}  // namespace ztp::config

@@ -1,0 +1,59 @@
+// Internal to config/: typed, position-aware access to a toml++ table. Every getter reports its
+// own problems (unknown key, wrong type, missing required key) and returns nothing on error, so
+// the section readers in policy_loader.cpp stay a flat list of fields.
+#pragma once
+
+#include <toml++/toml.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/policy_loader.hpp"
+
+namespace ztp::config::detail {
+
+struct StringItem {
+    std::string value;
+    toml::source_region where;
+};
+
+class TomlReader {
+public:
+    TomlReader(std::string path, std::vector<Diagnostic>& out) : path_(std::move(path)), out_(out) {}
+
+    const std::string& path() const { return path_; }
+    SourceLoc loc(const toml::source_region& r) const;
+    void error(const toml::source_region& r, std::string message);
+
+    // `where` names the table in messages: "root table", "[limits]", "[[listener]]"...
+    void check_keys(const toml::table& t, std::initializer_list<std::string_view> allowed,
+                    std::string_view where);
+
+    // Absent → nullopt (an error only when `required`); wrong type → error at the value.
+    const toml::node* get(const toml::table& t, std::string_view key, std::string_view where, bool required);
+    std::optional<std::string> string(const toml::table& t, std::string_view key, std::string_view where,
+                                      bool required = false);
+    std::optional<int64_t> integer(const toml::table& t, std::string_view key, std::string_view where,
+                                   bool required = false);
+    std::optional<bool> boolean(const toml::table& t, std::string_view key, std::string_view where);
+    std::optional<std::vector<StringItem>> strings(const toml::table& t, std::string_view key,
+                                                   std::string_view where, bool required = false);
+    const toml::table* table(const toml::table& t, std::string_view key, std::string_view where,
+                             bool required = false);
+    // `[[header]]` arrays; each element must be a table. Wrong elements are reported and skipped.
+    // `header` is the full dotted name for the hint in messages ("listener.tls.certificate").
+    std::vector<const toml::table*> tables(const toml::table& t, std::string_view key, std::string_view where,
+                                           std::string_view header, bool required = false);
+
+    void type_error(std::string_view key, const toml::node& n, std::string_view expected);
+
+private:
+    std::string path_;
+    std::vector<Diagnostic>& out_;
+};
+
+}  // namespace ztp::config::detail

@@ -1,0 +1,63 @@
+#include "crypto/handshake.hpp"
+
+#include <openssl/err.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace ztp::crypto {
+
+std::string take_openssl_error() {
+    std::string out;
+    while (unsigned long e = ERR_get_error()) {
+        if (!out.empty()) out += "; ";
+        const char* reason = ERR_reason_error_string(e);
+        out += reason ? reason : "unknown";
+    }
+    return out;
+}
+
+HandshakeStep handshake_step(SSL* ssl) {
+    // The error queue is per thread: stale entries from another connection would be misread.
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_do_handshake(ssl);
+    if (rc == 1) return {HandshakeStatus::done, {}};
+    int err = SSL_get_error(ssl, rc);
+    switch (err) {
+        case SSL_ERROR_WANT_READ: return {HandshakeStatus::want_read, {}};
+        case SSL_ERROR_WANT_WRITE: return {HandshakeStatus::want_write, {}};
+        case SSL_ERROR_SYSCALL: {
+            int e = errno;
+            std::string why = take_openssl_error();
+            if (why.empty()) why = e ? std::strerror(e) : "peer closed the connection during the handshake";
+            return {HandshakeStatus::failed, why};
+        }
+        case SSL_ERROR_ZERO_RETURN: return {HandshakeStatus::failed, "peer closed the connection during the handshake"};
+        default: {
+            std::string why = take_openssl_error();
+            return {HandshakeStatus::failed, why.empty() ? "handshake failed" : why};
+        }
+    }
+}
+
+std::string lower_sni(SSL* ssl) {
+    const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    std::string name = sni ? sni : "";
+    for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return name;
+}
+
+SessionInfo session_info(SSL* ssl) {
+    SessionInfo info;
+    info.sni = lower_sni(ssl);
+    const unsigned char* alpn = nullptr;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    if (alpn) info.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
+    info.version = SSL_get_version(ssl);
+    if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl)) info.cipher = SSL_CIPHER_get_name(c);
+    return info;
+}
+
+}  // namespace ztp::crypto

@@ -1,0 +1,34 @@
+// Drives a server handshake on a non-blocking socket one step at a time: the event loop calls
+// step() whenever the socket is ready in the direction the previous step asked for.
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <string>
+
+namespace ztp::crypto {
+
+enum class HandshakeStatus { done, want_read, want_write, failed };
+
+struct HandshakeStep {
+    HandshakeStatus status;
+    std::string error;  // set when failed: OpenSSL's reason, or the socket error
+};
+
+HandshakeStep handshake_step(SSL* ssl);
+
+// What the access log and routing need to know about an established session.
+struct SessionInfo {
+    std::string sni;      // lower case, empty when the client sent none
+    std::string alpn;     // negotiated protocol, empty when none
+    std::string version;  // "TLSv1.3"
+    std::string cipher;   // IANA-ish OpenSSL name, e.g. "TLS_AES_128_GCM_SHA256"
+};
+
+SessionInfo session_info(SSL* ssl);
+std::string lower_sni(SSL* ssl);  // available from the ClientHello on
+
+// The reason OpenSSL gave for the last failure on this thread, and clears the queue.
+std::string take_openssl_error();
+
+}  // namespace ztp::crypto

@@ -1,0 +1,55 @@
+// The kernel TLS (kTLS) socket contract in one place: attach the "tls" ULP, hand a direction's
+// traffic key to the kernel, and read from a kTLS RX socket the only safe way (recvmsg with a cmsg
+// buffer). Used by the probe, the tests and the kernel record path. No OpenSSL handshake here:
+// callers bring key material they derived themselves.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "config/policy.hpp"
+#include "proxy/base/result.hpp"
+
+namespace ztp::crypto {
+
+enum class Direction { tx, rx };
+
+// TLS record content types (RFC 8446 §5.1) as reported by TLS_GET_RECORD_TYPE.
+inline constexpr uint8_t kRecordChangeCipherSpec = 20;
+inline constexpr uint8_t kRecordAlert = 21;
+inline constexpr uint8_t kRecordHandshake = 22;
+inline constexpr uint8_t kRecordApplicationData = 23;
+
+// Every supported AEAD uses a 12-byte nonce base ("write IV"), laid out as in RFC 5288/8446/7905.
+inline constexpr size_t kKtlsIvSize = 12;
+// TLS 1.2 AES-GCM key blocks carry only the 4-byte implicit part (the salt).
+inline constexpr size_t kKtlsTls12GcmSaltSize = 4;
+
+size_t ktls_key_size(config::Cipher cipher);  // 16 for AES-128-GCM, 32 otherwise
+
+// Attach the "tls" upper-layer protocol to a connected TCP socket. ENOENT = this kernel has no kTLS.
+Result<void> ktls_enable_ulp(int fd);
+
+// Install one direction's traffic key. `iv` is the 12-byte write IV:
+//   TLS 1.3 (all ciphers) and TLS 1.2 CHACHA20-POLY1305: the full 12-byte IV, which is XORed with
+//     the record sequence number to form each nonce.
+//   TLS 1.2 AES-GCM: salt (4 implicit bytes from the key block) followed by the 8-byte explicit
+//     nonce of the first record we send. A 4-byte `iv` (just the salt) is also accepted; the
+//     explicit nonce then starts at `record_seq`, as in RFC 5288's suggestion and the kernel
+//     selftests. For RX only the salt matters: the explicit nonce travels in each record.
+// `record_seq` is the sequence number of the next record in that direction (0 after a handshake's
+// key change; NewSessionTickets we sent under the key advance it).
+Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, config::Cipher cipher,
+                          std::span<const uint8_t> key, std::span<const uint8_t> iv, uint64_t record_seq);
+
+struct KtlsRecv {
+    size_t bytes = 0;
+    uint8_t record_type = kRecordApplicationData;
+};
+
+// One recvmsg on a kTLS RX socket with room for the TLS_GET_RECORD_TYPE control message. Returns
+// 0 bytes at EOF. Errors: EBADMSG (authentication failed; `buf` has been scrubbed), EAGAIN, etc.
+Result<KtlsRecv> ktls_recv(int fd, std::span<uint8_t> buf, int flags = 0);
+
+}  // namespace ztp::crypto

@@ -1,0 +1,44 @@
+// RecordPath: the seam between the relay and whatever does the TLS record crypto for one
+// connection. The relay only ever sees plaintext through it. Implementations: OpenSSL
+// (SSL_read/SSL_write, the reference path), and later the kernel (kTLS) and ztproxy's own gated
+// userspace record layer.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <utility>
+
+namespace ztp::crypto {
+
+enum class IoStatus {
+    ok,          // `bytes` moved
+    want_read,   // wait until the socket is readable, then call again
+    want_write,  // wait until the socket is writable, then call again
+    eof,         // peer sent close_notify (orderly end of its direction)
+    eof_unclean, // peer closed TCP without close_notify (possible truncation; treated as end)
+    error,       // fatal for the connection; `reason` says why
+};
+
+struct IoResult {
+    IoResult(IoStatus s, size_t n = 0, std::string why = {}, int err = 0)
+        : status(s), bytes(n), reason(std::move(why)), sys_errno(err) {}
+
+    IoStatus status;
+    size_t bytes = 0;
+    std::string reason;  // for error: what failed, without payload bytes
+    int sys_errno = 0;   // for error: the socket errno when it was a socket failure
+};
+
+class RecordPath {
+public:
+    virtual ~RecordPath() = default;
+    virtual const char* rx_name() const = 0;  // what decrypts client→backend: "openssl", "kernel", …
+    virtual const char* tx_name() const = 0;  // what encrypts backend→client
+    virtual IoResult read(std::span<std::byte> out) = 0;
+    virtual IoResult write(std::span<const std::byte> in) = 0;
+    // Sends close_notify: our direction towards the client is finished.
+    virtual IoResult shutdown_write() = 0;
+};
+
+}  // namespace ztp::crypto

@@ -1,0 +1,226 @@
+#include "crypto/tls_context.hpp"
+
+#include <openssl/err.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include "crypto/handshake.hpp"
+
+namespace ztp::crypto {
+
+struct ServerTlsContext::Entry {
+    std::string name;
+    std::vector<std::string> server_names;
+    SslCtxPtr ctx;
+};
+
+namespace {
+
+std::string openssl_error_string() {
+    unsigned long e = ERR_get_error();
+    std::string out;
+    while (e != 0) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof buf);
+        if (!out.empty()) out += "; ";
+        const char* reason = ERR_reason_error_string(e);
+        out += reason ? reason : buf;
+        e = ERR_get_error();
+    }
+    return out.empty() ? "unknown OpenSSL error" : out;
+}
+
+int to_openssl_version(config::TlsVersion v) { return v == config::TlsVersion::tls1_2 ? TLS1_2_VERSION : TLS1_3_VERSION; }
+
+// TLS 1.2 suites: ECDHE key exchange only (forward secrecy), AEADs the kernel can offload only.
+std::string tls12_cipher_list(const std::vector<config::Cipher>& ciphers) {
+    std::string list;
+    auto add = [&](const char* s) {
+        if (!list.empty()) list += ':';
+        list += s;
+    };
+    for (auto c : ciphers) {
+        switch (c) {
+            case config::Cipher::aes_128_gcm:
+                add("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256");
+                break;
+            case config::Cipher::aes_256_gcm:
+                add("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384");
+                break;
+            case config::Cipher::chacha20_poly1305:
+                add("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
+                break;
+        }
+    }
+    return list;
+}
+
+std::string tls13_suites(const std::vector<config::Cipher>& ciphers) {
+    std::string list;
+    for (auto c : ciphers) {
+        if (!list.empty()) list += ':';
+        switch (c) {
+            case config::Cipher::aes_128_gcm: list += "TLS_AES_128_GCM_SHA256"; break;
+            case config::Cipher::aes_256_gcm: list += "TLS_AES_256_GCM_SHA384"; break;
+            case config::Cipher::chacha20_poly1305: list += "TLS_CHACHA20_POLY1305_SHA256"; break;
+        }
+    }
+    return list;
+}
+
+bool readable(const std::string& path, std::string& why) {
+    std::ifstream f(path);
+    if (!f) {
+        why = std::strerror(errno);
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+ServerTlsContext::~ServerTlsContext() = default;
+
+std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener& listener, ServerNameFilter filter,
+                                                          std::vector<config::Diagnostic>& problems) {
+    const auto& tls = listener.tls;
+    size_t problems_before = problems.size();
+    auto report = [&](const config::SourceLoc& loc, std::string msg) {
+        problems.push_back({loc, std::move(msg)});
+    };
+    std::shared_ptr<ServerTlsContext> self(new ServerTlsContext());
+    self->filter_ = std::move(filter);
+    for (const auto& proto : tls.alpn) {
+        if (proto.empty() || proto.size() > 255) {
+            report(tls.loc, "ALPN protocol names must be 1 to 255 bytes");
+            continue;
+        }
+        self->alpn_wire_.push_back(static_cast<unsigned char>(proto.size()));
+        self->alpn_wire_.insert(self->alpn_wire_.end(), proto.begin(), proto.end());
+    }
+    if (tls.certificates.empty()) report(listener.loc, "listener '" + listener.name + "' has no certificate");
+
+    for (const auto& cert : tls.certificates) {
+        ERR_clear_error();
+        std::string why;
+        if (!readable(cert.cert_file, why)) {
+            report(cert.loc, "cannot read certificate '" + cert.cert_file + "': " + why);
+            continue;
+        }
+        if (!readable(cert.key_file, why)) {
+            report(cert.loc, "cannot read key '" + cert.key_file + "': " + why);
+            continue;
+        }
+        auto e = std::make_unique<Entry>();
+        e->name = cert.name;
+        e->server_names = cert.server_names;
+        e->ctx.reset(SSL_CTX_new(TLS_server_method()));
+        SSL_CTX* ctx = e->ctx.get();
+        if (!ctx) {
+            report(cert.loc, "SSL_CTX_new failed: " + openssl_error_string());
+            continue;
+        }
+        SSL_CTX_set_min_proto_version(ctx, to_openssl_version(tls.min_version));
+        SSL_CTX_set_max_proto_version(ctx, to_openssl_version(tls.max_version));
+        // Renegotiation is a DoS and downgrade vector and kTLS cannot follow it; compression
+        // invites CRIME. Server preference makes the operator's cipher order count.
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+        // Partial writes + moving buffers let the relay hand SSL_write whatever it has; releasing
+        // buffers keeps idle connections small.
+        SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                  SSL_MODE_RELEASE_BUFFERS);
+        if (SSL_CTX_set_cipher_list(ctx, tls12_cipher_list(tls.ciphers).c_str()) != 1 ||
+            SSL_CTX_set_ciphersuites(ctx, tls13_suites(tls.ciphers).c_str()) != 1) {
+            report(tls.loc, "cipher configuration rejected: " + openssl_error_string());
+            continue;
+        }
+        SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384");
+        if (!tls.session_tickets) {
+            SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+            SSL_CTX_set_num_tickets(ctx, 0);
+        }
+        static const unsigned char sid_ctx[] = "ztproxy";
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+
+        if (SSL_CTX_use_certificate_chain_file(ctx, cert.cert_file.c_str()) != 1) {
+            report(cert.loc, "cannot load certificate '" + cert.cert_file + "': " + openssl_error_string());
+            continue;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, cert.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+            report(cert.loc, "cannot load key '" + cert.key_file + "': " + openssl_error_string());
+            continue;
+        }
+        if (SSL_CTX_check_private_key(ctx) != 1) {
+            ERR_clear_error();
+            report(cert.loc, "key '" + cert.key_file + "' does not match certificate '" + cert.cert_file + "'");
+            continue;
+        }
+        SSL_CTX_set_tlsext_servername_callback(ctx, &ServerTlsContext::on_server_name);
+        SSL_CTX_set_tlsext_servername_arg(ctx, self.get());
+        if (!self->alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, &ServerTlsContext::on_alpn, self.get());
+        self->entries_.push_back(std::move(e));
+    }
+    if (problems.size() != problems_before) return nullptr;
+
+    self->default_entry_ = self->entries_.front().get();
+    for (const auto& e : self->entries_)
+        if (!tls.default_certificate.empty() && e->name == tls.default_certificate) self->default_entry_ = e.get();
+    return self;
+}
+
+SslPtr ServerTlsContext::new_session(int fd) const {
+    ERR_clear_error();
+    SslPtr ssl(SSL_new(default_entry_->ctx.get()));
+    if (!ssl) return ssl;
+    if (SSL_set_fd(ssl.get(), fd) != 1) return {};
+    SSL_set_accept_state(ssl.get());
+    return ssl;
+}
+
+const ServerTlsContext::Entry* ServerTlsContext::select(std::string_view name) const {
+    for (const auto& e : entries_)  // exact names win over wildcards
+        for (const auto& n : e->server_names)
+            if (n == name) return e.get();
+    for (const auto& e : entries_)
+        for (const auto& n : e->server_names)
+            if (config::server_name_matches(n, name)) return e.get();
+    return nullptr;
+}
+
+int ServerTlsContext::on_server_name(SSL* ssl, int* alert, void* arg) {
+    auto* self = static_cast<ServerTlsContext*>(arg);
+    std::string name = lower_sni(ssl);
+    if (self->filter_ && !self->filter_(name)) {
+        *alert = SSL_AD_UNRECOGNIZED_NAME;
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    if (!name.empty()) {
+        if (const Entry* e = self->select(name); e && e != self->default_entry_)
+            SSL_set_SSL_CTX(ssl, e->ctx.get());
+    }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+int ServerTlsContext::on_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                              unsigned int inlen, void* arg) {
+    auto* self = static_cast<ServerTlsContext*>(arg);
+    // Server preference: the first of our protocols that the client also offers.
+    const auto& ours = self->alpn_wire_;
+    for (size_t i = 0; i < ours.size(); i += 1 + ours[i]) {
+        for (unsigned j = 0; j < inlen; j += 1 + in[j]) {
+            if (j + 1 + in[j] > inlen) break;
+            if (in[j] == ours[i] && std::equal(ours.begin() + i + 1, ours.begin() + i + 1 + ours[i], in + j + 1)) {
+                *out = in + j + 1;
+                *outlen = in[j];
+                return SSL_TLSEXT_ERR_OK;
+            }
+        }
+    }
+    // RFC 7301 §3.2: no common protocol is a fatal no_application_protocol alert, so a client
+    // never ends up speaking a protocol the backend was not configured for.
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+}  // namespace ztp::crypto

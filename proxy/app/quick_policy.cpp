@@ -1,0 +1,68 @@
+#include "proxy/app/quick_policy.hpp"
+
+#include <filesystem>
+
+#include "config/units.hpp"
+
+namespace ztp::app {
+
+namespace {
+
+bool parse_version(const std::string& s, config::TlsVersion& out) {
+    if (s == "1.2") out = config::TlsVersion::tls1_2;
+    else if (s == "1.3") out = config::TlsVersion::tls1_3;
+    else return false;
+    return true;
+}
+
+}  // namespace
+
+config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& problems) {
+    config::Policy p;
+    p.source = "<command line>";
+    config::Listener l;
+    l.name = "default";
+    std::string why;
+    if (auto a = SocketAddress::parse(o.listen, &why)) l.address = *a;
+    else problems.push_back("--listen '" + o.listen + "': " + why);
+    config::Certificate c;
+    c.name = "default";
+    c.cert_file = std::filesystem::absolute(o.cert).string();
+    c.key_file = std::filesystem::absolute(o.key).string();
+    l.tls.certificates.push_back(c);
+    l.tls.alpn = o.alpn;
+    if (!o.min_version.empty() && !parse_version(o.min_version, l.tls.min_version))
+        problems.push_back("--tls-min must be 1.2 or 1.3");
+    if (!o.max_version.empty() && !parse_version(o.max_version, l.tls.max_version))
+        problems.push_back("--tls-max must be 1.2 or 1.3");
+    p.listeners.push_back(l);
+
+    config::Backend b;
+    b.name = "default";
+    for (const auto& s : o.backends) {
+        if (auto a = SocketAddress::parse(s, &why)) b.addresses.push_back(*a);
+        else problems.push_back("--backend '" + s + "': " + why);
+    }
+    p.backends.push_back(b);
+    config::Route r;
+    r.is_default = true;
+    r.backend = "default";
+    p.routes.push_back(r);
+
+    auto duration = [&](const std::string& flag, const std::string& v, std::chrono::milliseconds& out) {
+        if (v.empty()) return;
+        if (auto d = config::parse_duration(v, &why)) out = *d;
+        else problems.push_back(flag + " '" + v + "': " + why);
+    };
+    duration("--handshake-timeout", o.handshake_timeout, p.limits.handshake_timeout);
+    duration("--idle-timeout", o.idle_timeout, p.limits.idle_timeout);
+    if (!o.connection_buffer.empty()) {
+        if (auto s = config::parse_size(o.connection_buffer, &why)) p.limits.connection_buffer_bytes = static_cast<uint32_t>(*s);
+        else problems.push_back("--connection-buffer '" + o.connection_buffer + "': " + why);
+    }
+    if (o.max_connections) p.limits.max_connections = o.max_connections;
+    p.runtime.workers = o.workers;
+    return p;
+}
+
+}  // namespace ztp::app

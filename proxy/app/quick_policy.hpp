@@ -1,0 +1,30 @@
+// Quick mode: `ztproxy run --listen … --backend … --cert … --key …` builds the same Policy a
+// file would, with one listener, one certificate, one backend and a default route.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "config/policy.hpp"
+
+namespace ztp::app {
+
+struct QuickOptions {
+    std::string listen;
+    std::vector<std::string> backends;
+    std::string cert;
+    std::string key;
+    std::vector<std::string> alpn;
+    std::string min_version;   // "1.2" / "1.3", empty = default
+    std::string max_version;
+    std::string handshake_timeout;  // duration strings, empty = default
+    std::string idle_timeout;
+    std::string connection_buffer;  // size string
+    unsigned max_connections = 0;   // 0 = default
+    unsigned workers = 0;
+};
+
+// Problems are returned as human messages naming the flag (no file positions in quick mode).
+config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& problems);
+
+}  // namespace ztp::app

@@ -1,0 +1,114 @@
+#include "proxy/app/run_command.hpp"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+#include "proxy/base/log.hpp"
+#include "proxy/base/version.hpp"
+#include "proxy/conn/runtime.hpp"
+#include "proxy/conn/worker.hpp"
+
+namespace ztp::app {
+
+namespace {
+
+Result<UniqueFd> listen_socket(const SocketAddress& addr) {
+    UniqueFd fd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return errno_error("socket");
+    int one = 1;
+    // SO_REUSEPORT: one socket per worker on the same address; the kernel load-balances
+    // new connections between them, so workers never contend on one accept queue.
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) return errno_error("SO_REUSEPORT");
+    if (addr.family() == AF_INET6) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (::bind(fd.get(), addr.sa(), addr.len()) != 0) return errno_error("bind");
+    if (::listen(fd.get(), SOMAXCONN) != 0) return errno_error("listen");
+    return fd;
+}
+
+SocketAddress bound_address(int fd) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+}  // namespace
+
+int run_policy(config::Policy policy, const ListeningCallback& on_listening) {
+    std::vector<config::Diagnostic> problems;
+    auto runtime = conn::Runtime::build(std::move(policy), problems);
+    if (!runtime) {
+        for (const auto& p : problems) std::cerr << p.str() << "\n";
+        log::main().error("policy rejected: {} problem(s)", problems.size());
+        return 1;
+    }
+    const auto& pol = runtime->policy();
+    unsigned workers = pol.runtime.workers ? pol.runtime.workers : std::max(1u, std::thread::hardware_concurrency());
+
+    // Bind everything before serving: a policy that cannot listen fails at start-up, whole.
+    std::vector<std::vector<conn::ListenSocket>> per_worker(workers);
+    std::vector<BoundListener> bound;
+    for (size_t li = 0; li < runtime->listeners().size(); ++li) {
+        const auto& l = *runtime->listeners()[li].config;
+        SocketAddress addr = l.address;
+        for (unsigned w = 0; w < workers; ++w) {
+            auto fd = listen_socket(addr);
+            if (!fd) {
+                log::main().error("listener '{}': cannot listen on {}: {}", l.name, addr.to_string(),
+                                  fd.error().message());
+                return 1;
+            }
+            // Port 0: the first socket picks the port, the other workers join it.
+            if (w == 0) addr = bound_address(fd->get());
+            per_worker[w].push_back({li, std::move(fd).value()});
+        }
+        bound.push_back({l.name, addr});
+    }
+
+    // Signals are taken synchronously by this thread (sigwait); workers never see them.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    // A peer that vanished must give EPIPE on write, not kill the proxy.
+    signal(SIGPIPE, SIG_IGN);
+
+    std::vector<std::unique_ptr<conn::Worker>> pool;
+    for (unsigned w = 0; w < workers; ++w) {
+        auto worker = conn::Worker::create(w, runtime, std::move(per_worker[w]));
+        if (!worker) {
+            log::main().error("cannot start worker {}: {}", w, worker.error().message());
+            return 1;
+        }
+        pool.push_back(std::move(worker).value());
+    }
+    for (auto& w : pool) w->start();
+    log::main().info("ztproxy {} started: {} worker(s), policy {}", kVersion, workers, pol.source);
+    for (const auto& b : bound) log::main().info("listener '{}' listening on {}", b.name, b.address.to_string());
+    if (on_listening) on_listening(bound);
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            log::main().warn("SIGHUP: policy reload is not implemented yet; still serving the current policy");
+            continue;
+        }
+        log::main().info("{}: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        break;
+    }
+    for (auto& w : pool) w->request_stop();
+    for (auto& w : pool) w->join();
+    log::main().info("stopped");
+    return 0;
+}
+
+}  // namespace ztp::app

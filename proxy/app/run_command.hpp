@@ -1,0 +1,23 @@
+// Runs the proxy from a policy until SIGTERM/SIGINT. Shared by `run -c`, quick mode and `demo`.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "config/policy.hpp"
+#include "proxy/base/socket_address.hpp"
+
+namespace ztp::app {
+
+struct BoundListener {
+    std::string name;
+    SocketAddress address;  // with the real port when the policy said port 0
+};
+
+// Called once every listener is bound (before connections are served), e.g. to print a URL.
+using ListeningCallback = std::function<void(const std::vector<BoundListener>&)>;
+
+// Returns the process exit code: 0 after a clean shutdown, 1 when the policy or sockets fail.
+int run_policy(config::Policy policy, const ListeningCallback& on_listening = {});
+
+}  // namespace ztp::app

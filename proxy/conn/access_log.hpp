@@ -1,0 +1,30 @@
+// One access-log line per connection, written when it ends: who, what TLS, which record path in
+// each direction, how many plaintext bytes, how long, and why it ended. Text (key=value) or JSON.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ztp::conn {
+
+struct AccessRecord {
+    std::string client;
+    std::string listener;
+    std::string sni;
+    std::string alpn;
+    std::string version;
+    std::string cipher;
+    std::string backend;
+    std::string rx_path;  // record path decrypting client → backend
+    std::string tx_path;  // record path encrypting backend → client
+    uint64_t bytes_up = 0;
+    uint64_t bytes_down = 0;
+    uint64_t duration_ms = 0;
+    std::string close;
+};
+
+std::string format_access_text(const AccessRecord& r);
+std::string format_access_json(const AccessRecord& r);
+void write_access_log(const AccessRecord& r);  // in the configured log format
+
+}  // namespace ztp::conn

@@ -1,0 +1,29 @@
+// Process-wide counters (relaxed atomics: each is independent, read by the admin side later).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace ztp::conn {
+
+struct Stats {
+    std::atomic<uint64_t> connections_total{0};
+    std::atomic<int64_t> connections_active{0};
+    std::atomic<uint64_t> connections_refused_limit{0};
+    std::atomic<uint64_t> handshakes_ok{0};
+    std::atomic<uint64_t> handshakes_failed{0};
+    std::atomic<uint64_t> handshake_timeouts{0};
+    std::atomic<uint64_t> idle_timeouts{0};
+    std::atomic<uint64_t> backend_connect_failures{0};
+    std::atomic<uint64_t> bytes_up{0};    // plaintext client → backend
+    std::atomic<uint64_t> bytes_down{0};  // plaintext backend → client
+};
+
+inline Stats& stats() {
+    static Stats s;
+    return s;
+}
+
+inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+
+}  // namespace ztp::conn

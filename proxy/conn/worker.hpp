@@ -1,0 +1,69 @@
+// Worker: one thread, one io_uring, its own SO_REUSEPORT socket per listener (the kernel spreads
+// new connections across workers), and the connections it accepted. Nothing is shared between
+// workers except the immutable Runtime snapshot and the relaxed counters in stats.hpp.
+#pragma once
+
+#include <sys/eventfd.h>
+
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "proxy/conn/connection.hpp"
+#include "proxy/conn/runtime.hpp"
+#include "proxy/io/event_loop.hpp"
+
+namespace ztp::conn {
+
+struct ListenSocket {
+    size_t listener_index;  // into Runtime::listeners()
+    UniqueFd fd;
+};
+
+class Worker final : public ConnectionOwner, public io::CompletionHandler {
+public:
+    static Result<std::unique_ptr<Worker>> create(unsigned id, std::shared_ptr<const Runtime> runtime,
+                                                  std::vector<ListenSocket> sockets);
+    ~Worker();
+
+    void start();          // spawns the thread
+    void request_stop();   // any thread: stop accepting, end connections, leave the loop
+    void join();
+
+    io::EventLoop& loop() override { return *loop_; }
+    void connection_finished(Connection* c) override { finished_.push_back(c); }
+    void on_completion(uint8_t tag, int res, uint32_t flags) override;
+
+private:
+    static constexpr uint8_t kTick = 254;
+    static constexpr uint8_t kWake = 255;
+
+    Worker() = default;
+    void run();
+    void arm_accept(size_t i);
+    void on_accept(size_t i, int res, uint32_t flags);
+    void on_tick();
+    void begin_stop();
+    void arm_tick();
+    void arm_wake();
+
+    unsigned id_ = 0;
+    std::shared_ptr<const Runtime> runtime_;
+    std::unique_ptr<io::EventLoop> loop_;
+    std::vector<ListenSocket> sockets_;
+    std::vector<io::Op> accept_ops_;
+    std::vector<bool> accept_armed_;
+    std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
+    std::vector<Connection*> finished_;
+    UniqueFd wake_fd_;
+    uint64_t wake_value_ = 0;
+    io::Op tick_op_{this, kTick};
+    io::Op wake_op_{this, kWake};
+    __kernel_timespec tick_interval_{0, 250'000'000};
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+}  // namespace ztp::conn

@@ -1,0 +1,107 @@
+#include "proxy/io/event_loop.hpp"
+
+#include <sys/socket.h>
+
+namespace ztp::io {
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
+    std::unique_ptr<EventLoop> loop(new EventLoop());
+    io_uring_params p{};
+    // One thread submits and reaps: let the kernel skip cross-thread wake-ups (COOP_TASKRUN),
+    // and keep going past a bad SQE instead of dropping the rest of the batch (SUBMIT_ALL).
+    // Flags unknown to an older kernel are retried without.
+    p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+    int rc = io_uring_queue_init_params(entries, &loop->ring_, &p);
+    if (rc == -EINVAL) {
+        io_uring_params plain{};
+        rc = io_uring_queue_init_params(entries, &loop->ring_, &plain);
+    }
+    if (rc < 0) return make_error(rc, "io_uring_queue_init");
+    loop->initialised_ = true;
+    return loop;
+}
+
+EventLoop::~EventLoop() {
+    if (initialised_) io_uring_queue_exit(&ring_);
+}
+
+io_uring_sqe* EventLoop::sqe() {
+    io_uring_sqe* s = io_uring_get_sqe(&ring_);
+    while (!s) {
+        // SQ full: hand what we have to the kernel and take a fresh slot.
+        io_uring_submit(&ring_);
+        s = io_uring_get_sqe(&ring_);
+    }
+    return s;
+}
+
+void EventLoop::poll(Op* op, int fd, unsigned events) {
+    auto* s = sqe();
+    io_uring_prep_poll_add(s, fd, events);
+    io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::recv(Op* op, int fd, void* buf, size_t len) {
+    auto* s = sqe();
+    io_uring_prep_recv(s, fd, buf, len, 0);
+    io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::send(Op* op, int fd, const void* buf, size_t len) {
+    auto* s = sqe();
+    // MSG_NOSIGNAL: a backend that went away must give EPIPE, not kill the process.
+    io_uring_prep_send(s, fd, buf, len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::read(Op* op, int fd, void* buf, size_t len) {
+    auto* s = sqe();
+    io_uring_prep_read(s, fd, buf, static_cast<unsigned>(len), 0);
+    io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::connect(Op* op, int fd, const sockaddr* addr, socklen_t len, __kernel_timespec* timeout) {
+    auto* s = sqe();
+    io_uring_prep_connect(s, fd, addr, len);
+    io_uring_sqe_set_data(s, op);
+    s->flags |= IOSQE_IO_LINK;
+    auto* t = sqe();
+    io_uring_prep_link_timeout(t, timeout, 0);
+    io_uring_sqe_set_data(t, nullptr);
+}
+
+void EventLoop::multishot_accept(Op* op, int listen_fd) {
+    auto* s = sqe();
+    // Accepted sockets come out non-blocking (OpenSSL drives them) and close-on-exec.
+    io_uring_prep_multishot_accept(s, listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::timeout(Op* op, __kernel_timespec* ts) {
+    auto* s = sqe();
+    io_uring_prep_timeout(s, ts, 0, 0);
+    io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::cancel_fd(int fd) {
+    auto* s = sqe();
+    io_uring_prep_cancel_fd(s, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data(s, nullptr);
+}
+
+Result<void> EventLoop::run_once() {
+    int rc = io_uring_submit_and_wait(&ring_, 1);
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) return make_error(rc, "io_uring_submit_and_wait");
+    io_uring_cqe* cqe = nullptr;
+    unsigned head = 0;
+    unsigned seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+        ++seen;
+        auto* op = static_cast<Op*>(io_uring_cqe_get_data(cqe));
+        if (op && op->handler) op->handler->on_completion(op->tag, cqe->res, cqe->flags);
+    }
+    io_uring_cq_advance(&ring_, seen);
+    return {};
+}
+
+}  // namespace ztp::io

@@ -1,0 +1,57 @@
+// EventLoop: one io_uring per worker thread. Every submitted operation carries a pointer to an
+// Op embedded in its owner; the owner must stay alive until that op's completion arrived (owners
+// count their in-flight ops and are freed only at zero). Ops submitted with a null Op (cancels,
+// link timeouts) complete silently.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "proxy/base/result.hpp"
+
+namespace ztp::io {
+
+class CompletionHandler {
+public:
+    virtual void on_completion(uint8_t tag, int res, uint32_t flags) = 0;
+
+protected:
+    ~CompletionHandler() = default;
+};
+
+struct Op {
+    CompletionHandler* handler = nullptr;
+    uint8_t tag = 0;
+};
+
+class EventLoop {
+public:
+    static Result<std::unique_ptr<EventLoop>> create(unsigned entries);
+    ~EventLoop();
+    EventLoop(const EventLoop&) = delete;
+    EventLoop& operator=(const EventLoop&) = delete;
+
+    void poll(Op* op, int fd, unsigned events);
+    void recv(Op* op, int fd, void* buf, size_t len);
+    void send(Op* op, int fd, const void* buf, size_t len);
+    void read(Op* op, int fd, void* buf, size_t len);
+    // connect with a deadline: the kernel cancels it (-ECANCELED) when `timeout_ms` passes.
+    void connect(Op* op, int fd, const sockaddr* addr, socklen_t len, __kernel_timespec* timeout);
+    void multishot_accept(Op* op, int listen_fd);
+    void timeout(Op* op, __kernel_timespec* ts);
+    // Cancels every op still pending on `fd`; their owners get -ECANCELED completions.
+    void cancel_fd(int fd);
+
+    // Submits pending SQEs, waits for at least one completion and dispatches all that are ready.
+    Result<void> run_once();
+
+private:
+    EventLoop() = default;
+    io_uring_sqe* sqe();
+    io_uring ring_{};
+    bool initialised_ = false;
+};
+
+}  // namespace ztp::io

@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""The plaintext backend the e2e tests put behind ztproxy (Python 3 stdlib only).
+
+    python3 backend.py [--mode http|echo] [--host 127.0.0.1] [--port 0]
+
+Binds (port 0 by default) and prints ``LISTENING <port>`` on stdout as its first line: that is
+the readiness signal. Afterwards it prints one event line per noteworthy thing, so tests can wait
+for what the backend saw instead of sleeping:
+
+    ECHO_CLOSED peer=IP:PORT bytes=N reason=eof|reset|error
+    BYTES_DONE peer=IP:PORT sent=N
+    BYTES_ABORTED peer=IP:PORT sent=N reason=...
+    SHA256_DONE peer=IP:PORT length=N
+
+HTTP mode (HTTP/1.1, keep-alive, every response has a Content-Length):
+    GET /              -> "ztproxy e2e backend\\n" (text/plain)
+    GET /bytes/N       -> N bytes of pattern_chunks(N), streamed in chunks
+    POST /sha256       -> reads Content-Length bytes in chunks, answers JSON
+                          {"sha256": hex, "length": n}
+    GET /echo-headers  -> JSON {"method", "path", "client", "headers": [[name, value], ...]}
+    anything else      -> 404
+
+Echo mode: raw TCP, every byte received is sent back; EOF from the peer -> shutdown(SHUT_WR).
+
+The module is also imported by the tests for pattern_chunks()/pattern_sha256().
+"""
+
+import argparse
+import hashlib
+import json
+import socket
+import socketserver
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CHUNK = 64 * 1024
+_print_lock = threading.Lock()
+
+
+def pattern_chunks(n, chunk=CHUNK):
+    """Yields the deterministic byte stream of length n, chunk by chunk (never n bytes at once).
+
+    Chunk k (all of size `chunk`, the last one cut short) is SHAKE-256 of b"ztp-bytes" + k as 8
+    big-endian bytes: incompressible, different everywhere, and cheap to recompute in a test.
+    """
+    k = 0
+    left = n
+    while left > 0:
+        size = min(chunk, left)
+        yield hashlib.shake_256(b"ztp-bytes" + k.to_bytes(8, "big")).digest(chunk)[:size]
+        left -= size
+        k += 1
+
+
+def pattern_sha256(n):
+    h = hashlib.sha256()
+    for c in pattern_chunks(n):
+        h.update(c)
+    return h.hexdigest()
+
+
+def emit(line):
+    with _print_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def peer_str(addr):
+    try:
+        return "%s:%d" % (addr[0], addr[1])
+    except (TypeError, IndexError):
+        return str(addr)
+
+
+class HttpHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; also makes Expect: 100-continue work
+    server_version = "ztp-e2e-backend"
+    sys_version = ""
+
+    def log_message(self, fmt, *args):  # keep stderr for real problems
+        pass
+
+    def _send(self, status, body, ctype="text/plain; charset=utf-8"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path == "/":
+            self._send(200, b"ztproxy e2e backend\n")
+        elif path.startswith("/bytes/"):
+            try:
+                n = int(path[len("/bytes/"):])
+                if n < 0:
+                    raise ValueError
+            except ValueError:
+                self._send(400, b"bad length\n")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            sent = 0
+            try:
+                for c in pattern_chunks(n):
+                    self.wfile.write(c)
+                    sent += len(c)
+                self.wfile.flush()
+            except OSError as e:  # BrokenPipe, ConnectionReset, ...
+                emit("BYTES_ABORTED peer=%s sent=%d reason=%s"
+                     % (peer_str(self.client_address), sent, type(e).__name__))
+                self.close_connection = True
+                return
+            emit("BYTES_DONE peer=%s sent=%d" % (peer_str(self.client_address), sent))
+        elif path == "/echo-headers":
+            body = json.dumps({
+                "method": self.command,
+                "path": self.path,
+                "client": peer_str(self.client_address),
+                "headers": [[k, v] for k, v in self.headers.items()],
+            }).encode()
+            self._send(200, body, "application/json")
+        else:
+            self._send(404, b"not found\n")
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        path = self.path.split("?", 1)[0]
+        length_hdr = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or length_hdr is None:
+            self.close_connection = True
+            self._send(411, b"Content-Length required\n")
+            return
+        try:
+            length = int(length_hdr)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            self._send(400, b"bad Content-Length\n")
+            return
+        h = hashlib.sha256()
+        left = length
+        while left > 0:
+            c = self.rfile.read(min(CHUNK, left))
+            if not c:
+                self.close_connection = True
+                return  # client went away mid-body
+            h.update(c)
+            left -= len(c)
+        if path != "/sha256":
+            self._send(404, b"not found\n")
+            return
+        emit("SHA256_DONE peer=%s length=%d" % (peer_str(self.client_address), length))
+        body = json.dumps({"sha256": h.hexdigest(), "length": length}).encode()
+        self._send(200, body, "application/json")
+
+
+class HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        pass  # a client resetting is normal in these tests
+
+
+class EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        sock = self.request
+        total = 0
+        reason = "eof"
+        try:
+            while True:
+                data = sock.recv(CHUNK)
+                if not data:
+                    break
+                sock.sendall(data)
+                total += len(data)
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        except ConnectionResetError:
+            reason = "reset"
+        except OSError as e:
+            reason = "error:" + type(e).__name__
+        emit("ECHO_CLOSED peer=%s bytes=%d reason=%s" % (peer_str(self.client_address), total, reason))
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mode", choices=["http", "echo"], default="http")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args()
+    cls, handler = (HttpServer, HttpHandler) if args.mode == "http" else (EchoServer, EchoHandler)
+    server = cls((args.host, args.port), handler)
+    emit("LISTENING %d" % server.server_address[1])
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""`ztproxy check -c FILE` against the example policies and the bad policy fixtures.
+
+Environment: ZTPROXY_BIN (the binary) and ZTP_SOURCE_DIR (the repository root); CTest sets both.
+The expected messages of each bad fixture live in its own "# expect: line:col: message" header,
+which the unit tests (tests/unit/config_loader_test.cpp) read too, so the two cannot drift.
+Certificates are generated here with the openssl CLI; nothing is hard-coded.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import tomllib
+import unittest
+
+SOURCE_DIR = pathlib.Path(os.environ.get("ZTP_SOURCE_DIR", pathlib.Path(__file__).resolve().parents[2]))
+BAD_DIR = SOURCE_DIR / "tests/fixtures/policies/bad"
+DEPLOY_DIR = SOURCE_DIR / "deploy/policies"
+EXPECT_PREFIX = "# expect: "
+
+
+def read_expectations(path):
+    """The "line:col: message" lines heading a bad fixture, in report order."""
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.startswith(EXPECT_PREFIX):
+                break
+            out.append(line[len(EXPECT_PREFIX):].rstrip("\n"))
+    return out
+
+
+# The table of expectations: fixture file -> expected "line:col: message" lines.
+EXPECTATIONS = {p.name: read_expectations(p) for p in sorted(BAD_DIR.glob("*.toml"))}
+
+
+def make_cert(cert, key, names, common_name="ztproxy-test"):
+    """A self-signed P-256 certificate valid for two days, SANs from `names`."""
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+           "-subj", "/CN=" + common_name, "-keyout", str(key), "-out", str(cert), "-days", "2"]
+    if names:
+        cmd += ["-addext", "subjectAltName=" + ",".join("DNS:" + n for n in names)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+
+MINIMAL_POLICY = """\
+[[listener]]
+name = "public"
+address = "127.0.0.1:8443"
+  [listener.tls]
+  [[listener.tls.certificate]]
+  name = "main"
+  cert = "{cert}"
+  key = "{key}"
+  server_names = ["check.test"]
+
+[[backend]]
+name = "app"
+address = "127.0.0.1:8080"
+
+[[route]]
+default = true
+backend = "app"
+"""
+
+
+class CheckCommand(unittest.TestCase):
+    def setUp(self):
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="ztp-check-"))
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def binary(self):
+        binary = os.environ.get("ZTPROXY_BIN")
+        # Not a skip: in CTest the variable is always set, so its absence is a broken setup.
+        self.assertTrue(binary, "ZTPROXY_BIN is not set")
+        self.assertTrue(os.access(binary, os.X_OK), f"ZTPROXY_BIN={binary} is not an executable file")
+        return binary
+
+    def check(self, policy):
+        # Run from an unrelated directory: relative certificate paths must resolve against the
+        # policy file's directory, not the working directory.
+        cwd = self.tmp / "elsewhere"
+        cwd.mkdir(exist_ok=True)
+        proc = subprocess.run([self.binary(), "check", "-c", str(policy)], cwd=cwd, capture_output=True,
+                              text=True, timeout=60)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def test_deploy_policies_pass(self):
+        policies = sorted(DEPLOY_DIR.glob("*.toml"))
+        self.assertGreaterEqual(len(policies), 2, f"no example policies in {DEPLOY_DIR}")
+        for src in policies:
+            with self.subTest(policy=src.name):
+                workdir = self.tmp / src.stem
+                workdir.mkdir()
+                policy = workdir / src.name
+                shutil.copy(src, policy)
+                with open(policy, "rb") as f:
+                    doc = tomllib.load(f)
+                for listener in doc.get("listener", []):
+                    for c in listener["tls"]["certificate"]:
+                        make_cert(workdir / c["cert"], workdir / c["key"], c.get("server_names", []), c["name"])
+                rc, out, err = self.check(policy)
+                self.assertEqual(rc, 0, f"stdout:\n{out}\nstderr:\n{err}")
+
+    def test_bad_fixtures_report_exact_problems(self):
+        self.assertGreaterEqual(len(EXPECTATIONS), 15)
+        for name, expected in EXPECTATIONS.items():
+            with self.subTest(fixture=name):
+                self.assertTrue(expected, f"{name} has no '{EXPECT_PREFIX}line:col: message' header")
+                path = BAD_DIR / name
+                rc, out, err = self.check(path)
+                self.assertEqual(rc, 1, f"stdout:\n{out}\nstderr:\n{err}")
+                prefix = f"{path}:"
+                reported = [line[len(prefix):] for line in out.splitlines() if line.startswith(prefix)]
+                self.assertEqual(reported, expected, f"stdout:\n{out}")
+
+    def test_key_that_does_not_match_the_certificate(self):
+        make_cert(self.tmp / "certs/a.pem", self.tmp / "certs/a.key", ["check.test"])
+        make_cert(self.tmp / "certs/b.pem", self.tmp / "certs/b.key", ["check.test"])
+        policy = self.tmp / "policy.toml"
+        policy.write_text(MINIMAL_POLICY.format(cert="certs/a.pem", key="certs/b.key"))
+        rc, out, err = self.check(policy)
+        self.assertEqual(rc, 1, f"stdout:\n{out}\nstderr:\n{err}")
+        key = str(self.tmp / "certs/b.key")
+        self.assertTrue(any(key in line and "does not match" in line for line in out.splitlines()),
+                        f"no line naming {key} with 'does not match' in:\n{out}")
+
+    def test_missing_certificate_file(self):
+        make_cert(self.tmp / "certs/a.pem", self.tmp / "certs/a.key", ["check.test"])
+        policy = self.tmp / "policy.toml"
+        policy.write_text(MINIMAL_POLICY.format(cert="certs/missing.pem", key="certs/a.key"))
+        rc, out, err = self.check(policy)
+        self.assertEqual(rc, 1, f"stdout:\n{out}\nstderr:\n{err}")
+        self.assertIn("cannot read", out)
+        self.assertIn(str(self.tmp / "certs/missing.pem"), out)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,58 @@
+#!/bin/bash
+# vm_suite.sh -- the ktls_vm_suite CTest test: boot the kTLS kernel once and run every test
+# labelled exactly "ktls" in it, then show what the kernel's TLS counters saw.
+#
+# usage: vm_suite.sh BUILD_DIR [CTEST]
+#
+# Fails (never skips) when the VM cannot start: kTLS claims must be proven in CI, and a green run
+# that proved nothing is worse than a red one. Why a separate ctest directory: the inner ctest
+# runs while the outer one (the one running this test) is still writing BUILD_DIR/Testing; a
+# CTestTestfile that only points at BUILD_DIR (subdirs) gives the inner run the same tests with
+# its own Testing/ logs.
+set -u
+
+if [ "${1:-}" = --guest ]; then
+    # Inside the VM: run the suite, then print the counters and their change (the tests assert on
+    # them; this is for humans reading the CI log).
+    ctest=$2 dir=$3
+    before=$(cat /proc/net/tls_stat 2>/dev/null)
+    "$ctest" --test-dir "$dir" -L '^ktls$' --output-on-failure --no-tests=error
+    rc=$?
+    echo "== /proc/net/tls_stat in the kTLS VM: value (change during the suite) =="
+    if [ -r /proc/net/tls_stat ]; then
+        awk 'NR == FNR { b[$1] = $2; next } { printf "  %-22s %6d  (%+d)\n", $1, $2, $2 - b[$1] }' \
+            <(printf '%s\n' "$before") /proc/net/tls_stat
+    else
+        echo "  (no /proc/net/tls_stat: the tls module is not loaded)"
+    fi
+    exit $rc
+fi
+
+[ $# -ge 1 ] || { echo "usage: $0 BUILD_DIR [CTEST]" >&2; exit 2; }
+here=$(cd "$(dirname "$0")" && pwd)
+build=$(cd "$1" && pwd)
+ctest=${2:-ctest}
+
+if [ -n "${KTLS_VM_GUEST:-}" ]; then
+    echo "ktls_vm_suite: FAIL: already inside the kTLS VM; run 'ctest -L ^ktls\$' instead" >&2
+    exit 1
+fi
+
+dir=$build/tests/ktls/vm-ctest
+rm -rf "$dir"
+mkdir -p "$dir"
+printf 'subdirs("%s")\n' "$build" >"$dir/CTestTestfile.cmake"
+# Same default per-test timeout and settings as the build tree's own ctest runs.
+cp "$build/DartConfiguration.tcl" "$dir/" 2>/dev/null
+
+"$here/run-in-ktls-kernel.sh" /bin/bash "$here/vm_suite.sh" --guest "$ctest" "$dir"
+rc=$?
+case $rc in
+    0) echo "ktls_vm_suite: all 'ktls' tests passed inside the kTLS kernel" ;;
+    125) echo "ktls_vm_suite: FAIL: the kTLS VM could not be prepared or booted, or timed out (exit 125;" \
+              "console tail above). Nothing about kTLS was proven. Warm the cache with" \
+              "'tests/ktls/run-in-ktls-kernel.sh --prepare' to see download problems." >&2
+         rc=1 ;;
+    *) echo "ktls_vm_suite: FAIL: the 'ktls' tests failed inside the kTLS kernel (ctest exit $rc)" >&2 ;;
+esac
+exit $rc
