@@ -120,11 +120,12 @@ Result<std::vector<uint8_t>> seal_record(config::TlsVersion version, config::Cip
     CipherCtxPtr ctx(EVP_CIPHER_CTX_new());
     int len = 0;
     uint8_t* out = rec.data() + kHeaderSize + prefix;
-    const bool ok = ctx && EVP_EncryptInit_ex(ctx.get(), evp_cipher(cipher), nullptr, key.data(), nonce.data()) == 1 &&
-                    EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad, aad_len) == 1 &&
-                    EVP_EncryptUpdate(ctx.get(), out, &len, inner.data(), static_cast<int>(inner.size())) == 1 &&
-                    EVP_EncryptFinal_ex(ctx.get(), out + len, &len) == 1 &&
-                    EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_GET_TAG, kTagSize, out + inner.size()) == 1;
+    const bool ok =
+        ctx && EVP_EncryptInit_ex(ctx.get(), evp_cipher(cipher), nullptr, key.data(), nonce.data()) == 1 &&
+        EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad, aad_len) == 1 &&
+        EVP_EncryptUpdate(ctx.get(), out, &len, inner.data(), static_cast<int>(inner.size())) == 1 &&
+        EVP_EncryptFinal_ex(ctx.get(), out + len, &len) == 1 &&
+        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_GET_TAG, kTagSize, out + inner.size()) == 1;
     OPENSSL_cleanse(inner.data(), inner.size());
     if (!ok) return make_error(EPROTO, "ktls_reference: EVP encrypt failed");
     return rec;
@@ -139,7 +140,8 @@ Result<Opened> open_record(config::TlsVersion version, config::Cipher cipher, st
     if (record.size() < kHeaderSize || record_size(record) != record.size() ||
         record.size() < kHeaderSize + prefix + kTagSize + (tls13 ? 1 : 0))
         return make_error(EINVAL, "ktls_reference: not one complete record");
-    if (record[1] != 3 || record[2] != 3) return make_error(EINVAL, "ktls_reference: record version is not 0x0303");
+    if (record[1] != 3 || record[2] != 3)
+        return make_error(EINVAL, "ktls_reference: record version is not 0x0303");
     if (tls13 && record[0] != kRecordApplicationData)
         return make_error(EINVAL, "ktls_reference: TLS 1.3 outer type is not application_data");
 
@@ -162,11 +164,12 @@ Result<Opened> open_record(config::TlsVersion version, config::Cipher cipher, st
     std::memcpy(tag.data(), ct + ct_len, kTagSize);
     CipherCtxPtr ctx(EVP_CIPHER_CTX_new());
     int len = 0;
-    const bool ok = ctx && EVP_DecryptInit_ex(ctx.get(), evp_cipher(cipher), nullptr, key.data(), nonce.data()) == 1 &&
-                    EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad, aad_len) == 1 &&
-                    EVP_DecryptUpdate(ctx.get(), o.plaintext.data(), &len, ct, static_cast<int>(ct_len)) == 1 &&
-                    EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_TAG, kTagSize, tag.data()) == 1 &&
-                    EVP_DecryptFinal_ex(ctx.get(), o.plaintext.data() + len, &len) == 1;
+    const bool ok =
+        ctx && EVP_DecryptInit_ex(ctx.get(), evp_cipher(cipher), nullptr, key.data(), nonce.data()) == 1 &&
+        EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad, aad_len) == 1 &&
+        EVP_DecryptUpdate(ctx.get(), o.plaintext.data(), &len, ct, static_cast<int>(ct_len)) == 1 &&
+        EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_TAG, kTagSize, tag.data()) == 1 &&
+        EVP_DecryptFinal_ex(ctx.get(), o.plaintext.data() + len, &len) == 1;
     if (!ok) {
         // Never hand out (or leave behind) bytes whose tag did not verify.
         OPENSSL_cleanse(o.plaintext.data(), o.plaintext.size());
@@ -178,7 +181,8 @@ Result<Opened> open_record(config::TlsVersion version, config::Cipher cipher, st
     }
     // TLSInnerPlaintext: content || type || zero padding; the type is the last non-zero byte.
     while (!o.plaintext.empty() && o.plaintext.back() == 0) o.plaintext.pop_back();
-    if (o.plaintext.empty()) return make_error(EBADMSG, "ktls_reference: TLS 1.3 record without content type");
+    if (o.plaintext.empty())
+        return make_error(EBADMSG, "ktls_reference: TLS 1.3 record without content type");
     o.type = o.plaintext.back();
     o.plaintext.pop_back();
     return o;
@@ -210,7 +214,8 @@ Result<TcpPair> tcp_pair() {
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t al = sizeof a;
-    if (::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return errno_error("bind 127.0.0.1:0");
+    if (::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+        return errno_error("bind 127.0.0.1:0");
     if (::listen(l.get(), 1) != 0) return errno_error("listen");
     if (::getsockname(l.get(), reinterpret_cast<sockaddr*>(&a), &al) != 0) return errno_error("getsockname");
     TcpPair p;
@@ -314,7 +319,8 @@ Result<void> check_rx(config::TlsVersion v, config::Cipher c) {
     if (!got) return got.error();
     const auto msg = probe_message();
     if (got->record_type != kRecordApplicationData ||
-        !std::equal(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(got->bytes), msg.begin(), msg.end()))
+        !std::equal(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(got->bytes), msg.begin(),
+                    msg.end()))
         return make_error(EPROTO, "kernel RX decrypted to different bytes");
     return ok_result();
 }

@@ -67,7 +67,7 @@ void fill_gcm(Gcm& g, config::TlsVersion version, std::span<const uint8_t> key, 
 
 size_t ktls_key_size(config::Cipher cipher) {
     return cipher == config::Cipher::aes_128_gcm ? TLS_CIPHER_AES_GCM_128_KEY_SIZE
-                                                  : TLS_CIPHER_AES_GCM_256_KEY_SIZE;
+                                                 : TLS_CIPHER_AES_GCM_256_KEY_SIZE;
 }
 
 Result<void> ktls_enable_ulp(int fd) {
@@ -84,8 +84,10 @@ Result<void> ktls_enable_ulp(int fd) {
 
 Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, config::Cipher cipher,
                           std::span<const uint8_t> key, std::span<const uint8_t> iv, uint64_t record_seq) {
-    if (key.size() != ktls_key_size(cipher)) return make_error(EINVAL, "ktls_install: key size does not match cipher");
-    const bool tls12_gcm = version == config::TlsVersion::tls1_2 && cipher != config::Cipher::chacha20_poly1305;
+    if (key.size() != ktls_key_size(cipher))
+        return make_error(EINVAL, "ktls_install: key size does not match cipher");
+    const bool tls12_gcm =
+        version == config::TlsVersion::tls1_2 && cipher != config::Cipher::chacha20_poly1305;
     if (iv.size() != kKtlsIvSize && !(tls12_gcm && iv.size() == kKtlsTls12GcmSaltSize))
         return make_error(EINVAL, "ktls_install: IV must be 12 bytes (or a 4-byte salt for TLS 1.2 AES-GCM)");
 
@@ -129,7 +131,8 @@ Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, con
     //    "rfc7539(chacha20,poly1305)") and could not load it.
     const int opt = dir == Direction::tx ? TLS_TX : TLS_RX;
     if (::setsockopt(fd, SOL_TLS, opt, &ci, len) != 0)
-        return errno_error(dir == Direction::tx ? "setsockopt(SOL_TLS, TLS_TX)" : "setsockopt(SOL_TLS, TLS_RX)");
+        return errno_error(dir == Direction::tx ? "setsockopt(SOL_TLS, TLS_TX)"
+                                                : "setsockopt(SOL_TLS, TLS_RX)");
     return ok_result();
 }
 
@@ -157,8 +160,7 @@ Result<KtlsRecv> ktls_recv(int fd, std::span<uint8_t> buf, int flags) {
     KtlsRecv r;
     r.bytes = static_cast<size_t>(n);
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
-            r.record_type = *CMSG_DATA(c);
+        if (c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE) r.record_type = *CMSG_DATA(c);
     }
     return r;
 }

@@ -1,6 +1,7 @@
 #include "crypto/tls_context.hpp"
 
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include <cstdio>
 #include <cstring>
@@ -149,7 +150,13 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
             continue;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, cert.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-            report(cert.loc, "cannot load key '" + cert.key_file + "': " + openssl_error_string());
+            // OpenSSL compares the key with the certificate while loading it.
+            if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+                ERR_clear_error();
+                report(cert.loc, "key '" + cert.key_file + "' does not match certificate '" + cert.cert_file + "'");
+            } else {
+                report(cert.loc, "cannot load key '" + cert.key_file + "': " + openssl_error_string());
+            }
             continue;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -65,7 +65,8 @@ nlohmann::json to_json(const Report& r) {
                      {"multishot_accept", r.uring.multishot_accept},
                      {"buf_ring", r.uring.buf_ring}};
 
-    j["bpf"] = {{"prog_load", r.bpf.prog_load}, {"why_not", r.bpf.why_not}, {"btf_vmlinux", r.bpf.btf_vmlinux}};
+    j["bpf"] = {
+        {"prog_load", r.bpf.prog_load}, {"why_not", r.bpf.why_not}, {"btf_vmlinux", r.bpf.btf_vmlinux}};
     return j;
 }
 
@@ -89,8 +90,8 @@ void print_text(const Report& r) {
     if (!r.uring.available) {
         std::printf("io_uring  unavailable: %s\n", r.uring.why_not.c_str());
     } else {
-        std::printf("io_uring  available; multishot accept: %s, buffer rings: %s\n", yes_no(r.uring.multishot_accept),
-                    yes_no(r.uring.buf_ring));
+        std::printf("io_uring  available; multishot accept: %s, buffer rings: %s\n",
+                    yes_no(r.uring.multishot_accept), yes_no(r.uring.buf_ring));
         std::string line = "          ops:";
         for (const auto& [name, ok] : r.uring.ops) {
             std::string item = " " + name + (ok ? "" : "(no)");
@@ -104,10 +105,11 @@ void print_text(const Report& r) {
     }
 
     if (r.bpf.prog_load)
-        std::printf("BPF       program load: yes; BTF (/sys/kernel/btf/vmlinux): %s\n", yes_no(r.bpf.btf_vmlinux));
-    else
-        std::printf("BPF       program load: no (%s); BTF (/sys/kernel/btf/vmlinux): %s\n", r.bpf.why_not.c_str(),
+        std::printf("BPF       program load: yes; BTF (/sys/kernel/btf/vmlinux): %s\n",
                     yes_no(r.bpf.btf_vmlinux));
+    else
+        std::printf("BPF       program load: no (%s); BTF (/sys/kernel/btf/vmlinux): %s\n",
+                    r.bpf.why_not.c_str(), yes_no(r.bpf.btf_vmlinux));
 }
 
 }  // namespace

@@ -78,8 +78,6 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening) {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    // A peer that vanished must give EPIPE on write, not kill the proxy.
-    signal(SIGPIPE, SIG_IGN);
 
     std::vector<std::unique_ptr<conn::Worker>> pool;
     for (unsigned w = 0; w < workers; ++w) {

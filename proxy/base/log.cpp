@@ -116,4 +116,6 @@ std::shared_ptr<spdlog::logger> access() {
 
 Format format() { return g_format; }
 
+std::string timestamp_now() { return utc_timestamp(spdlog::log_clock::now()); }
+
 }  // namespace ztp::log

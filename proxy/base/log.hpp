@@ -20,6 +20,9 @@ std::shared_ptr<spdlog::logger> get(const char* name);  // "main", "conn", "tls"
 std::shared_ptr<spdlog::logger> access();
 Format format();
 
+// "2026-11-22T08:30:00.123Z": the timestamp format every log line uses.
+std::string timestamp_now();
+
 // Per-logger shorthands used across the code base.
 inline spdlog::logger& main() { static auto l = get("main"); return *l; }
 inline spdlog::logger& conn() { static auto l = get("conn"); return *l; }

@@ -43,6 +43,7 @@ std::string format_access_text(const AccessRecord& r) {
         out += '=';
         append_value(out, v);
     };
+    if (!r.ts.empty()) field("ts", r.ts);
     field("client", r.client);
     field("listener", r.listener);
     field("sni", r.sni);
@@ -61,6 +62,7 @@ std::string format_access_text(const AccessRecord& r) {
 
 std::string format_access_json(const AccessRecord& r) {
     nlohmann::json j = {
+        {"ts", r.ts},
         {"client", r.client},   {"listener", r.listener},     {"sni", r.sni},
         {"alpn", r.alpn},       {"version", r.version},       {"cipher", r.cipher},
         {"backend", r.backend}, {"rx_path", r.rx_path},       {"tx_path", r.tx_path},

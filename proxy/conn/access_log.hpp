@@ -8,6 +8,7 @@
 namespace ztp::conn {
 
 struct AccessRecord {
+    std::string ts;  // when the connection ended (UTC)
     std::string client;
     std::string listener;
     std::string sni;

@@ -341,6 +341,7 @@ void Connection::release_if_idle() {
     released_ = true;
     if (runtime_->policy().logging.access_log) {
         AccessRecord r;
+        r.ts = log::timestamp_now();
         r.client = peer_.to_string();
         r.listener = listener_.config->name;
         r.sni = session_.sni;

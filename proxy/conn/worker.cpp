@@ -1,5 +1,6 @@
 #include "proxy/conn/worker.hpp"
 
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -31,6 +32,9 @@ Worker::~Worker() {
 }
 
 void Worker::start() {
+    // OpenSSL's socket BIO writes with write(), not send(MSG_NOSIGNAL): a client that vanished
+    // would raise SIGPIPE and kill the whole process. Workers cannot run without this.
+    ::signal(SIGPIPE, SIG_IGN);
     thread_ = std::thread([this] { run(); });
 }
 

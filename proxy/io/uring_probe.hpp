@@ -11,11 +11,11 @@
 namespace ztp::io {
 
 struct UringProbe {
-    bool available = false;                        // a ring could be created
-    std::string why_not;                           // set when !available
-    std::vector<std::pair<std::string, bool>> ops; // the opcodes ztproxy uses, in a fixed order
-    bool multishot_accept = false;                 // IORING_ACCEPT_MULTISHOT accepted a connection
-    bool buf_ring = false;                         // io_uring_register_buf_ring worked
+    bool available = false;                         // a ring could be created
+    std::string why_not;                            // set when !available
+    std::vector<std::pair<std::string, bool>> ops;  // the opcodes ztproxy uses, in a fixed order
+    bool multishot_accept = false;                  // IORING_ACCEPT_MULTISHOT accepted a connection
+    bool buf_ring = false;                          // io_uring_register_buf_ring worked
 };
 
 UringProbe probe_uring();

@@ -42,8 +42,27 @@ READY_TIMEOUT = 20.0    # a process printing its readiness line
 EVENT_TIMEOUT = 20.0    # a log line / backend event that must follow something the test did
 STOP_TIMEOUT = 5.0      # SIGTERM -> exit, before SIGKILL
 
-LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
+# "listener 'main' listening on 127.0.0.1:41235". `ztproxy demo` also logs "demo backend
+# listening on ...": that one is not a proxy listener.
+LISTEN_RE = re.compile(r"(?<!backend )listening on (\S+):(\d+)$")
 LISTENER_NAME_RE = re.compile(r"listener '([^']+)'")
+
+
+def log_message(line):
+    """The message of a log line: the "msg" of a JSON line (--log-format json), else the line."""
+    s = line.strip()
+    if s.startswith("{"):
+        try:
+            d = json.loads(s)
+            if isinstance(d, dict) and isinstance(d.get("msg"), str):
+                return d["msg"]
+        except ValueError:
+            pass
+    return s
+
+
+def find_listen(line):
+    return LISTEN_RE.search(log_message(line))
 
 
 def ztproxy_bin():
@@ -175,11 +194,19 @@ class Proc:
         rx = re.compile(regex) if isinstance(regex, str) else regex
         r = col.wait_for(rx.search, timeout, start)
         if r is None:
-            why = "exited" if not self.alive() or col.closed else "timed out after %.0fs" % timeout
+            why = self._why_not(col, timeout)
             raise AssertionError("%s: no %s line matching %r (%s)\n%s" % (
                 self.label, stream, rx.pattern, why if what is None else what + "; " + why,
                 self.diag()))
         return r[1]
+
+    def _why_not(self, col, timeout):
+        """Why a wait on `col` found nothing: the process ended (reaped here, so that diag()
+        shows the exit status) or the wait timed out."""
+        if col.closed or not self.alive():
+            self.wait_exit(5)
+            return "process ended first"
+        return "timed out after %.0fs" % timeout
 
     def send_signal(self, sig):
         if self.alive():
@@ -275,15 +302,15 @@ class Proxy(Proc):
         self.listeners = {}
         start = 0
         for _ in range(listeners):
-            r = self.err.wait_for(LISTEN_RE.search, READY_TIMEOUT, start)
+            r = self.err.wait_for(find_listen, READY_TIMEOUT, start)
             if r is None:
-                why = "exited" if not self.alive() else "timed out after %.0fs" % READY_TIMEOUT
+                why = self._why_not(self.err, READY_TIMEOUT)
                 raise AssertionError("ztproxy did not report %d listening line(s), got %d (%s)\n%s"
                                      % (listeners, len(self.ports), why, self.diag()))
             idx, m = r
             port = int(m.group(2))
             self.ports.append(port)
-            name = LISTENER_NAME_RE.search(self.err.snapshot()[idx])
+            name = LISTENER_NAME_RE.search(log_message(self.err.snapshot()[idx]))
             if name:
                 self.listeners[name.group(1)] = port
             start = idx + 1
@@ -296,7 +323,16 @@ class Proxy(Proc):
         return self.listeners[listener]
 
     def access_entries(self):
-        return [e for e in (parse_access_line(l) for l in self.out.snapshot()) if e is not None]
+        """Every access-log entry so far (parsed once per line: waits re-read often)."""
+        if not hasattr(self, "_parsed"):
+            self._parsed, self._parsed_upto = [], 0
+        lines = self.out.snapshot()
+        for line in lines[self._parsed_upto:]:
+            e = parse_access_line(line)
+            if e is not None:
+                self._parsed.append(e)
+        self._parsed_upto = len(lines)
+        return list(self._parsed)
 
     def wait_access(self, predicate=lambda e: True, count=1, timeout=EVENT_TIMEOUT, what=""):
         """Waits until `count` access entries satisfy predicate; returns them (all matching)."""
@@ -637,6 +673,13 @@ def s_client(port, payload, expect_len, servername=None, cafile=None, extra=(), 
     timeout), then closes stdin so s_client sends close_notify and exits. Never hangs: killed
     after `timeout`.
     """
+    return s_client_steps(port, [(payload, expect_len)], servername, cafile, extra, timeout)
+
+
+def s_client_steps(port, steps, servername=None, cafile=None, extra=(), timeout=20.0):
+    """Like s_client(), in steps: for each (bytes, n) writes bytes to s_client's stdin, then
+    waits until n bytes in all have come back. (s_client's interactive commands, e.g. a line
+    "k" for a TLS 1.3 KeyUpdate, stop its stdin forwarding in OpenSSL 3.0: do not rely on them.)"""
     require_tool("openssl")
     argv = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-brief"]
     if servername:
@@ -674,17 +717,20 @@ def s_client(port, payload, expect_len, servername=None, cafile=None, extra=(), 
     deadline = time.monotonic() + timeout
     timed_out = False
     try:
-        try:
-            p.stdin.write(payload)
-            p.stdin.flush()
-        except BrokenPipeError:
-            pass  # s_client already gave up (handshake failure): its output says why
-        with cond:
-            while len(got) < expect_len and t_out.is_alive() and p.poll() is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                cond.wait(min(left, 0.5))  # also re-checks p.poll()
+        for payload, expect_len in steps:
+            try:
+                p.stdin.write(payload)
+                p.stdin.flush()
+            except BrokenPipeError:
+                break  # s_client already gave up (handshake failure): its output says why
+            with cond:
+                while len(got) < expect_len and t_out.is_alive() and p.poll() is None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    cond.wait(min(left, 0.5))  # also re-checks p.poll()
+            if len(got) < expect_len:
+                break
         try:
             p.stdin.close()
         except BrokenPipeError:
@@ -796,3 +842,94 @@ class E2ETestCase(unittest.TestCase):
                                  % (describe_rc(rc), p.diag()))
         if rc is not None and rc < 0 and rc != -signal.SIGKILL:
             raise AssertionError("ztproxy died from %s on SIGTERM\n%s" % (describe_rc(rc), p.diag()))
+
+
+def open_fd_count(pid):
+    """Number of open file descriptors of a process (Linux /proc)."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def wait_until(predicate, timeout, what):
+    """For states that no process announces (e.g. /proc counters): re-checks predicate every
+    50 ms up to `timeout`. Returns the last value; raises AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = predicate()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
+        time.sleep(0.05)
+
+
+class BioTlsClient:
+    """TLS driven through ssl.MemoryBIO over a blocking socket, so that a test controls each
+    step. Its use: send close_notify and keep reading (a TLS half-close), which SSLSocket cannot
+    do (unwrap() waits for the peer's close_notify and drops data)."""
+
+    def __init__(self, port, server_name, ctx, timeout=15.0):
+        self.raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=server_name)
+        while True:
+            try:
+                self.obj.do_handshake()
+                self._flush()
+                return
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._pump():
+                    raise ssl.SSLEOFError("EOF during the handshake")
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.raw.sendall(data)
+
+    def _pump(self):
+        d = self.raw.recv(256 * 1024)
+        if d:
+            self.inc.write(d)
+        else:
+            self.inc.write_eof()
+        return d
+
+    def write(self, data):
+        view = memoryview(data)
+        for i in range(0, len(view), 64 * 1024):
+            self.obj.write(view[i:i + 64 * 1024])
+            self._flush()
+
+    def half_close(self):
+        """Sends close_notify; reading stays possible."""
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        self._flush()
+
+    def read_until_close(self):
+        """Reads until the peer ends; returns (data, 'close_notify' | 'eof' | 'reset' | error)."""
+        got = bytearray()
+        try:
+            while True:
+                try:
+                    c = self.obj.read(256 * 1024)
+                    if not c:
+                        return bytes(got), "close_notify"
+                    got += c
+                except ssl.SSLWantReadError:
+                    self._flush()
+                    if not self._pump():
+                        return bytes(got), "eof"
+        except ssl.SSLZeroReturnError:
+            return bytes(got), "close_notify"
+        except ssl.SSLEOFError:
+            return bytes(got), "eof"
+        except ConnectionResetError:
+            return bytes(got), "reset"
+        except socket.timeout:
+            return bytes(got), "timeout"
+
+    def close(self):
+        self.raw.close()

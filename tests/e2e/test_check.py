@@ -8,6 +8,7 @@ Certificates are generated here with the openssl CLI; nothing is hard-coded.
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import tempfile
@@ -101,7 +102,8 @@ class CheckCommand(unittest.TestCase):
                     doc = tomllib.load(f)
                 for listener in doc.get("listener", []):
                     for c in listener["tls"]["certificate"]:
-                        make_cert(workdir / c["cert"], workdir / c["key"], c.get("server_names", []), c["name"])
+                        names = c.get("server_names", [])
+                        make_cert(workdir / c["cert"], workdir / c["key"], names, c["name"])
                 rc, out, err = self.check(policy)
                 self.assertEqual(rc, 0, f"stdout:\n{out}\nstderr:\n{err}")
 
@@ -113,8 +115,9 @@ class CheckCommand(unittest.TestCase):
                 path = BAD_DIR / name
                 rc, out, err = self.check(path)
                 self.assertEqual(rc, 1, f"stdout:\n{out}\nstderr:\n{err}")
-                prefix = f"{path}:"
-                reported = [line[len(prefix):] for line in out.splitlines() if line.startswith(prefix)]
+                # Only "path:line:col: message" lines, not the summary ("path: N problem(s)").
+                located = re.compile(re.escape(f"{path}:") + r"(\d+:\d+: .*)$")
+                reported = [m.group(1) for m in map(located.match, out.splitlines()) if m]
                 self.assertEqual(reported, expected, f"stdout:\n{out}")
 
     def test_key_that_does_not_match_the_certificate(self):

@@ -22,12 +22,12 @@ def kernel_has_ktls():
         listener.listen(1)
         with socket.create_connection(listener.getsockname()) as client:
             server, _ = listener.accept()
-            server.close()
-            try:
-                client.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
-                return True, 0
-            except OSError as e:
-                return False, e.errno
+            with server:  # open until after the attempt: the ULP needs an ESTABLISHED socket
+                try:
+                    client.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
+                    return True, 0
+                except OSError as e:
+                    return False, e.errno
 
 
 class ProbeTest(unittest.TestCase):
@@ -67,9 +67,9 @@ class ProbeTest(unittest.TestCase):
 
         uring = report["io_uring"]
         self.assertTrue(uring["available"], uring["why_not"])
-        self.assertEqual(set(uring["ops"]), {"ACCEPT", "RECV", "SEND", "SENDMSG", "RECVMSG", "SPLICE", "POLL_ADD",
-                                             "TIMEOUT", "LINK_TIMEOUT", "ASYNC_CANCEL", "CLOSE", "SHUTDOWN",
-                                             "CONNECT", "SEND_ZC"})
+        self.assertEqual(set(uring["ops"]),
+                         {"ACCEPT", "RECV", "SEND", "SENDMSG", "RECVMSG", "SPLICE", "POLL_ADD", "TIMEOUT",
+                          "LINK_TIMEOUT", "ASYNC_CANCEL", "CLOSE", "SHUTDOWN", "CONNECT", "SEND_ZC"})
         for op in ("ACCEPT", "RECV", "SEND", "SPLICE"):
             self.assertTrue(uring["ops"][op], op)
         self.assertIsInstance(uring["multishot_accept"], bool)

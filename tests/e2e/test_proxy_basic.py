@@ -6,10 +6,11 @@ Every test starts the real binary (ZTPROXY_BIN) and a real backend process (back
 
 import json
 import os
+import ssl
 import unittest
 
-from harness import (E2ETestCase, CertAuthority, HttpConn, curl, curl_args, policy_toml,
-                     s_client, tls_connect)
+from harness import (BioTlsClient, E2ETestCase, CertAuthority, HttpConn, client_context, curl,
+                     curl_args, policy_toml, s_client, tls_connect)
 
 RECORD_PATHS = {"openssl", "kernel", "userspace"}
 
@@ -93,9 +94,11 @@ class ProxyBasicTest(E2ETestCase):
             length = int(headers["content-length"])
             body = json.loads(b"".join(conn.read_body_chunks(length)))
             self.assertIn(["X-Test", "exact-bytes"], body["headers"])
+            client_addr = "%s:%d" % s.getsockname()[:2]
             s.unwrap()  # our close_notify first: the proxy should log client_close
         [e] = proxy.wait_access(lambda e: e.get("sni") == "b.test", what="for the client")
         self.check_common_fields(e, backend)
+        self.assertEqual(e["client"], client_addr, e)
         self.assertEqual(e["alpn"], "http/1.1", e)
         self.assertEqual(e["bytes_up"], len(request), e)
         self.assertEqual(e["bytes_down"], conn.head_len + length, e)
@@ -104,12 +107,14 @@ class ProxyBasicTest(E2ETestCase):
     # ---------------------------------------------------------------- 2. s_client matrix
 
     def test_s_client_versions_cert_types_and_ciphers(self):
+        # One listener, an ECDSA and an RSA certificate chosen by SNI: the cipher suites offered
+        # for TLS 1.2 depend on the certificate picked for the name.
         backend = self.start_backend("echo")
         proxy = self.start_policy_proxy(policy_toml(
-            listeners=[{"name": "ec", "certs": [("ec", self.ec, None)]},
-                       {"name": "rsa", "certs": [("rsa", self.rsa, None)]}],
+            listeners=[{"name": "main", "certs": [("ec", self.ec, ["ec.test"]),
+                                                  ("rsa", self.rsa, ["rsa.test"])]}],
             backends=[{"name": "echo", "addresses": [backend.address]}],
-            routes=[{"default": True, "backend": "echo"}]), listeners=2)
+            routes=[{"default": True, "backend": "echo"}]))
         combos = []
         for kind in ("ec", "rsa"):
             for name, iana in TLS12_CIPHERS[kind].items():
@@ -118,7 +123,7 @@ class ProxyBasicTest(E2ETestCase):
                 combos.append((kind, "TLSv1.3", ["-tls1_3", "-ciphersuites", suite], {suite}))
         for kind, version, flags, cipher_names in combos:
             with self.subTest(cert=kind, flags=" ".join(flags)):
-                port = proxy.port_of(kind)
+                port = proxy.port
                 payload = ("hello %s %s\n" % (kind, " ".join(flags))).encode() * 3
                 r = s_client(port, payload, len(payload), servername="%s.test" % kind,
                              cafile=self.ca.cert, extra=flags)
@@ -127,36 +132,80 @@ class ProxyBasicTest(E2ETestCase):
                 self.assertIn(r.cipher, cipher_names, r.describe())
                 self.assertFalse(r.timed_out, r.describe())
                 [e] = proxy.wait_access(
-                    lambda e: e.get("listener") == kind and e.get("cipher") in cipher_names,
+                    lambda e: e.get("sni") == "%s.test" % kind and e.get("cipher") in cipher_names,
                     what="for s_client %s %s" % (kind, flags))
-                self.check_common_fields(e, backend, listener=kind)
+                self.check_common_fields(e, backend)
                 self.assertEqual(e["version"], version, e)
                 self.assertEqual(e["sni"], "%s.test" % kind, e)
                 self.assertEqual(e["bytes_up"], len(payload), e)
                 self.assertEqual(e["bytes_down"], len(payload), e)
                 self.assertEqual(e["close"], "client_close", e)
 
-    def test_tls_version_limits_from_policy(self):
+    def test_client_half_close_still_gets_the_reply(self):
+        # TLS 1.3 and 1.2 allow a half-close: the client sends its data and close_notify, then
+        # reads. The proxy must pass the end of input on (FIN to the backend) and still deliver
+        # everything the backend sends back, then close_notify.
         backend = self.start_backend("echo")
         proxy = self.start_policy_proxy(policy_toml(
-            listeners=[{"name": "only13", "tls": {"min_version": "1.3"},
-                        "certs": [("ec", self.ec, None)]},
-                       {"name": "only12", "tls": {"max_version": "1.2"},
-                        "certs": [("ec", self.ec, None)]}],
+            listeners=[{"name": "main", "certs": [("ec", self.ec, None)]}],
             backends=[{"name": "echo", "addresses": [backend.address]}],
-            routes=[{"default": True, "backend": "echo"}]), listeners=2)
-        r = s_client(proxy.port_of("only13"), b"x\n", 2, "ec.test", self.ca.cert, ["-tls1_2"])
+            routes=[{"default": True, "backend": "echo"}]))
+        size = 1 << 20
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            with self.subTest(version=version.name):
+                payload = os.urandom(size)
+                c = BioTlsClient(proxy.port, "ec.test",
+                                 client_context(self.ca.cert, maximum=version))
+                try:
+                    c.write(payload)
+                    c.half_close()
+                    got, how = c.read_until_close()
+                finally:
+                    c.close()
+                self.assertEqual((len(got), got == payload, how), (size, True, "close_notify"),
+                                 proxy.diag())
+        entries = proxy.wait_access(count=2)
+        for e in entries:
+            self.assertEqual((e["bytes_up"], e["bytes_down"], e["close"]),
+                             (size, size, "client_close"), e)
+
+    def test_tls_version_limits_from_policy(self):
+        backend = self.start_backend("echo")
+        proxies = {}
+        for name, tls in (("only13", {"min_version": "1.3"}), ("only12", {"max_version": "1.2"})):
+            proxies[name] = self.start_policy_proxy(policy_toml(
+                listeners=[{"name": name, "tls": tls, "certs": [("ec", self.ec, None)]}],
+                backends=[{"name": "echo", "addresses": [backend.address]}],
+                routes=[{"default": True, "backend": "echo"}]), label="ztproxy-" + name)
+        r = s_client(proxies["only13"].port, b"x\n", 2, "ec.test", self.ca.cert, ["-tls1_2"])
         self.assertNotEqual(r.stdout, b"x\n", r.describe())
         self.assertIsNone(r.protocol, r.describe())
-        r = s_client(proxy.port_of("only12"), b"y\n", 2, "ec.test", self.ca.cert, ["-tls1_3"])
+        r = s_client(proxies["only12"].port, b"y\n", 2, "ec.test", self.ca.cert, ["-tls1_3"])
         self.assertNotEqual(r.stdout, b"y\n", r.describe())
-        # ...and without a version flag each listener negotiates its own.
-        r = s_client(proxy.port_of("only13"), b"z\n", 2, "ec.test", self.ca.cert)
+        self.assertIsNone(r.protocol, r.describe())
+        # ...and without a version flag each negotiates what it allows, and still serves.
+        r = s_client(proxies["only13"].port, b"z\n", 2, "ec.test", self.ca.cert)
         self.assertEqual((r.stdout, r.protocol), (b"z\n", "TLSv1.3"), r.describe())
-        r = s_client(proxy.port_of("only12"), b"w\n", 2, "ec.test", self.ca.cert)
+        r = s_client(proxies["only12"].port, b"w\n", 2, "ec.test", self.ca.cert)
         self.assertEqual((r.stdout, r.protocol), (b"w\n", "TLSv1.2"), r.describe())
-        proxy.wait_access(lambda e: e.get("close") == "handshake_failed", count=2,
-                          what="close=handshake_failed for the two refused versions")
+        for p in proxies.values():
+            p.wait_access(lambda e: e.get("close") == "handshake_failed",
+                          what="close=handshake_failed for the refused version")
+
+    def test_two_listeners_on_port_zero(self):
+        # Port 0 means "any free port" for each listener: two of them are not the same address.
+        backend = self.start_backend("echo")
+        proxy = self.start_policy_proxy(policy_toml(
+            listeners=[{"name": "one", "certs": [("ec", self.ec, None)]},
+                       {"name": "two", "certs": [("rsa", self.rsa, None)]}],
+            backends=[{"name": "echo", "addresses": [backend.address]}],
+            routes=[{"default": True, "backend": "echo"}]), listeners=2)
+        self.assertNotEqual(proxy.port_of("one"), proxy.port_of("two"))
+        for name in ("one", "two"):
+            r = s_client(proxy.port_of(name), b"hi\n", 3, "localhost", self.ca.cert)
+            self.assertEqual(r.stdout, b"hi\n", r.describe())
+        entries = proxy.wait_access(count=2)
+        self.assertEqual(sorted(e["listener"] for e in entries), ["one", "two"])
 
     # ---------------------------------------------------------------- 3. SNI -> certificate
 
@@ -179,6 +228,19 @@ class ProxyBasicTest(E2ETestCase):
                     self.assertEqual(san_dns(s.getpeercert()), [other])
         entries = proxy.wait_access(lambda e: e.get("sni") in ("a.test", "b.test"), count=4)
         self.assertEqual(sorted(e["sni"] for e in entries), ["a.test"] * 2 + ["b.test"] * 2)
+
+    def test_sni_is_case_insensitive(self):
+        backend = self.start_backend("http")
+        proxy = self.start_policy_proxy(self.sni_policy(backend))
+        request = b"GET / HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n"
+        # Read until the backend closes (Connection: close), so expect "more than ever comes".
+        r = s_client(proxy.port, request, 1 << 20, "B.Test", self.ca.cert)
+        self.assertIn("CN = b.test", r.stderr, r.describe())
+        self.assertTrue(r.stdout.startswith(b"HTTP/1.1 200"), r.describe())
+        self.assertTrue(r.stdout.endswith(b"ztproxy e2e backend\n"), r.describe())
+        [e] = proxy.wait_access()
+        self.assertEqual(e["sni"].lower(), "b.test", e)
+        self.assertEqual(e["close"], "backend_close", e)
 
     def test_unknown_or_missing_sni_gets_default_certificate(self):
         backend = self.start_backend("http")

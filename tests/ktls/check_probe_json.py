@@ -45,7 +45,8 @@ def main() -> int:
     for e in entries:
         good = e["tx"] is True and e["rx"] is True
         ok &= good
-        print(f"TLS {e['version']} {e['cipher']:<18} tx={e['tx']} rx={e['rx']} {'' if good else e['error']}")
+        detail = "" if good else f" {e['error']}"
+        print(f"TLS {e['version']} {e['cipher']:<18} tx={e['tx']} rx={e['rx']}{detail}")
     print("kTLS probe: all combinations work in both directions" if ok else "FAIL: see above")
     return 0 if ok else 1
 

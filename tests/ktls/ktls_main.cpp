@@ -46,12 +46,15 @@ int main(int argc, char** argv) {
     const char* guest = std::getenv("KTLS_VM_GUEST");
     if (const std::string why = ktls_missing(); !why.empty()) {
         if (guest != nullptr && *guest != '\0') {
-            std::fprintf(stderr, "FAIL: running in the kTLS VM (KTLS_VM_GUEST=%s) but kTLS is unavailable: %s\n",
+            std::fprintf(stderr,
+                         "FAIL: running in the kTLS VM (KTLS_VM_GUEST=%s) but kTLS is unavailable: %s\n",
                          guest, why.c_str());
             return 1;
         }
-        std::fprintf(stderr, "SKIP: kTLS unavailable on this kernel (%s); run the 'ktls' tests through "
-                             "tests/ktls/run-in-ktls-kernel.sh\n", why.c_str());
+        std::fprintf(stderr,
+                     "SKIP: kTLS unavailable on this kernel (%s); run the 'ktls' tests through "
+                     "tests/ktls/run-in-ktls-kernel.sh\n",
+                     why.c_str());
         return kSkip;
     }
     const auto before = ztp::ktls_test::tls_stat();

@@ -59,7 +59,8 @@ TEST_P(ReferenceCodec, RoundTripAndTamperDetection) {
     truncated.pop_back();
     EXPECT_EQ(err_code(ref::open_record(v, c, k.key(), k.iv, 42, truncated)), EINVAL);
     const std::vector<uint8_t> too_big(16385);
-    EXPECT_EQ(err_code(ref::seal_record(v, c, k.key(), k.iv, 0, crypto::kRecordApplicationData, too_big)), EMSGSIZE);
+    EXPECT_EQ(err_code(ref::seal_record(v, c, k.key(), k.iv, 0, crypto::kRecordApplicationData, too_big)),
+              EMSGSIZE);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ReferenceCodec, testing::ValuesIn(all_params()), param_name);

@@ -218,8 +218,8 @@ TEST(KtlsContract, UlpOnlyOnce) {
 TEST(KtlsContract, KeyNeedsTheUlp) {
     auto p = tcp_pair();
     const Keys k = keys(config::Cipher::aes_128_gcm, 6);
-    auto r = crypto::ktls_install(p.a.get(), Direction::tx, config::TlsVersion::tls1_3, config::Cipher::aes_128_gcm,
-                                  k.key(), k.iv, 0);
+    auto r = crypto::ktls_install(p.a.get(), Direction::tx, config::TlsVersion::tls1_3,
+                                  config::Cipher::aes_128_gcm, k.key(), k.iv, 0);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, ENOPROTOOPT) << r.error().message();
 }
@@ -229,11 +229,11 @@ TEST(KtlsContract, EachDirectionOnce) {
     const Keys k = keys(config::Cipher::aes_256_gcm, 7);
     ASSERT_TRUE(crypto::ktls_enable_ulp(p.a.get()).ok());
     for (Direction d : {Direction::tx, Direction::rx}) {
-        auto first = crypto::ktls_install(p.a.get(), d, config::TlsVersion::tls1_2, config::Cipher::aes_256_gcm,
-                                          k.key(), k.iv, 0);
+        auto first = crypto::ktls_install(p.a.get(), d, config::TlsVersion::tls1_2,
+                                          config::Cipher::aes_256_gcm, k.key(), k.iv, 0);
         ASSERT_TRUE(first.ok()) << first.error().message();
-        auto again = crypto::ktls_install(p.a.get(), d, config::TlsVersion::tls1_2, config::Cipher::aes_256_gcm,
-                                          k.key(), k.iv, 0);
+        auto again = crypto::ktls_install(p.a.get(), d, config::TlsVersion::tls1_2,
+                                          config::Cipher::aes_256_gcm, k.key(), k.iv, 0);
         ASSERT_FALSE(again.ok());
         EXPECT_EQ(again.error().code, EBUSY) << again.error().message();
     }
@@ -262,8 +262,8 @@ TEST(KtlsContract, Tls12GcmSaltOnlyUsesSequenceAsExplicitNonce) {
     auto p = tcp_pair();
     const Keys k = keys(config::Cipher::aes_128_gcm, 9);
     ASSERT_TRUE(crypto::ktls_enable_ulp(p.a.get()).ok());
-    auto r = crypto::ktls_install(p.a.get(), Direction::tx, config::TlsVersion::tls1_2, config::Cipher::aes_128_gcm,
-                                  k.key(), std::span(k.iv).first(4), kSeq);
+    auto r = crypto::ktls_install(p.a.get(), Direction::tx, config::TlsVersion::tls1_2,
+                                  config::Cipher::aes_128_gcm, k.key(), std::span(k.iv).first(4), kSeq);
     ASSERT_TRUE(r.ok()) << r.error().message();
     for (uint64_t i = 0; i < 3; ++i) {
         const auto msg = pattern(50);
@@ -273,8 +273,10 @@ TEST(KtlsContract, Tls12GcmSaltOnlyUsesSequenceAsExplicitNonce) {
         std::array<uint8_t, 12> iv{};
         std::copy_n(k.iv.begin(), 4, iv.begin());
         for (int b = 0; b < 8; ++b) iv[4 + b] = static_cast<uint8_t>((kSeq + i) >> (56 - 8 * b));
-        EXPECT_TRUE(std::equal(iv.begin() + 4, iv.end(), rec.begin() + 5)) << "explicit nonce of record " << i;
-        auto o = ref::open_record(config::TlsVersion::tls1_2, config::Cipher::aes_128_gcm, k.key(), iv, kSeq + i, rec);
+        EXPECT_TRUE(std::equal(iv.begin() + 4, iv.end(), rec.begin() + 5))
+            << "explicit nonce of record " << i;
+        auto o = ref::open_record(config::TlsVersion::tls1_2, config::Cipher::aes_128_gcm, k.key(), iv,
+                                  kSeq + i, rec);
         ASSERT_TRUE(o.ok()) << o.error().message();
         EXPECT_TRUE(o->plaintext == msg);
     }

@@ -76,7 +76,8 @@ struct Param {
 inline std::vector<Param> all_params() {
     std::vector<Param> v;
     for (auto ver : {config::TlsVersion::tls1_2, config::TlsVersion::tls1_3})
-        for (auto c : {config::Cipher::aes_128_gcm, config::Cipher::aes_256_gcm, config::Cipher::chacha20_poly1305})
+        for (auto c :
+             {config::Cipher::aes_128_gcm, config::Cipher::aes_256_gcm, config::Cipher::chacha20_poly1305})
             v.push_back({ver, c});
     return v;
 }

@@ -43,6 +43,9 @@
 #     modprobe/lsmod/insmod/rmmod for the guest kernel come first in PATH.
 #   * /run, /dev/shm, /sys/fs/bpf and cgroup2 are guest-private; files written elsewhere land on
 #     the host, owned by the user who ran this script.
+# SC2317: the prep_* functions run indirectly through prepare(); SC2012: module dirs are plain names;
+# SC2016: the single-quoted $PATH is meant for the guest.
+# shellcheck disable=SC2317,SC2012,SC2016
 set -euo pipefail
 
 die() { echo "run-in-ktls-kernel: $*" >&2; exit 125; }
@@ -226,7 +229,8 @@ setup_backend() {
         else
             prepare qemu-bin prep_qemu_bin
             local q=$CACHE/qemu-bin/root
-            export LD_LIBRARY_PATH="$q/usr/lib/$ARCH_TRIPLET:$q/lib/$ARCH_TRIPLET${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            LD_LIBRARY_PATH="$q/usr/lib/$ARCH_TRIPLET:$q/lib/$ARCH_TRIPLET${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+            export LD_LIBRARY_PATH
             QEMU=("$q/usr/bin/qemu-system-x86_64" -L "$q/usr/share/qemu" -L "$q/usr/share/seabios"
                   -L "$q/usr/lib/ipxe/qemu")
         fi
@@ -302,6 +306,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 \$B mount -t tmpfs tmpfs /run               2>/dev/null  # guest-private
 \$B mkdir -p /dev/pts /dev/shm                # /dev is the guest's devtmpfs
 \$B mount -t devpts devpts /dev/pts          2>/dev/null
+\$B ln -sf /proc/self/fd /dev/fd              # bash process substitution needs /dev/fd
 \$B mount -t tmpfs tmpfs /dev/shm            2>/dev/null
 \$B mount -t bpf bpf /sys/fs/bpf             2>/dev/null
 \$B mount -t cgroup2 cgroup2 /sys/fs/cgroup  2>/dev/null

@@ -20,8 +20,9 @@ if [ "${1:-}" = --guest ]; then
     rc=$?
     echo "== /proc/net/tls_stat in the kTLS VM: value (change during the suite) =="
     if [ -r /proc/net/tls_stat ]; then
-        awk 'NR == FNR { b[$1] = $2; next } { printf "  %-22s %6d  (%+d)\n", $1, $2, $2 - b[$1] }' \
-            <(printf '%s\n' "$before") /proc/net/tls_stat
+        printf '%s\n' "$before" |
+            awk 'NR == FNR { b[$1] = $2; next } { printf "  %-22s %6d  (%+d)\n", $1, $2, $2 - b[$1] }' \
+                - /proc/net/tls_stat
     else
         echo "  (no /proc/net/tls_stat: the tls module is not loaded)"
     fi
@@ -42,8 +43,9 @@ dir=$build/tests/ktls/vm-ctest
 rm -rf "$dir"
 mkdir -p "$dir"
 printf 'subdirs("%s")\n' "$build" >"$dir/CTestTestfile.cmake"
-# Same default per-test timeout and settings as the build tree's own ctest runs.
-cp "$build/DartConfiguration.tcl" "$dir/" 2>/dev/null
+# Same default per-test timeout as the build tree's own ctest runs, but Testing/ logs here.
+[ -f "$build/DartConfiguration.tcl" ] &&
+    sed "s|^BuildDirectory: .*|BuildDirectory: $dir|" "$build/DartConfiguration.tcl" >"$dir/DartConfiguration.tcl"
 
 "$here/run-in-ktls-kernel.sh" /bin/bash "$here/vm_suite.sh" --guest "$ctest" "$dir"
 rc=$?

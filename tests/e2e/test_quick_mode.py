@@ -1,0 +1,108 @@
+"""ztproxy end to end, quick mode (`ztproxy run --listen … --backend … --cert … --key …`), the
+JSON access log, and the small CLI contracts (--version, bad arguments fail fast).
+"""
+
+import json
+import os
+import re
+import subprocess
+import unittest
+
+from harness import (E2ETestCase, CertAuthority, HttpConn, curl, curl_args, tls_connect,
+                     ztproxy_bin)
+
+ACCESS_KEYS = {"client", "listener", "sni", "alpn", "version", "cipher", "backend", "rx_path",
+               "tx_path", "bytes_up", "bytes_down", "duration_ms", "close"}
+
+
+class QuickModeTest(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
+        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
+        cls.rsa = cls.ca.issue("localhost-rsa", "rsa", dns=["localhost"])
+
+    def quick_args(self, backend, leaf=None, *extra):
+        leaf = leaf or self.leaf
+        return ["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
+                "--cert", leaf.cert, "--key", leaf.key] + list(extra)
+
+    def test_quick_mode_serves_curl(self):
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(self.quick_args(backend))
+        r = curl(["-w", "\n%{http_code} %{http_version}"] +
+                 curl_args("localhost", proxy.port, "/", self.ca.cert))
+        self.assertEqual(r.returncode, 0, "curl: %s\n%s" % (r.stderr, proxy.diag()))
+        self.assertEqual(r.stdout, b"ztproxy e2e backend\n\n200 1.1")
+        [e] = proxy.wait_access()
+        self.assertEqual(e["sni"], "localhost", e)
+        self.assertEqual(e["close"], "client_close", e)
+        self.assertEqual(e["backend"], backend.address, e)
+
+    def test_quick_mode_with_all_options(self):
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(self.quick_args(
+            backend, self.rsa, "--workers", "1", "--handshake-timeout", "5s",
+            "--idle-timeout", "60s", "--alpn", "http/1.1"))
+        for i in range(5):  # sequential connections on a single worker
+            r = curl(["-w", "%{http_version}"] +
+                     curl_args("localhost", proxy.port, "/bytes/100000", self.ca.cert) +
+                     ["-o", os.devnull])
+            self.assertEqual((r.returncode, r.stdout), (0, b"1.1"),
+                             "curl #%d: %s\n%s" % (i, r.stderr, proxy.diag()))
+        entries = proxy.wait_access(count=5)
+        self.assertEqual({e["alpn"] for e in entries}, {"http/1.1"}, entries)
+        self.assertTrue(all(e["bytes_down"] > 100000 for e in entries), entries)
+
+    def test_json_access_log(self):
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(self.quick_args(backend) + ["--alpn", "http/1.1",
+                                                            "--log-format", "json"])
+        with tls_connect(proxy.port, "localhost", self.ca.cert, alpn=["http/1.1"]) as s:
+            conn = HttpConn(s)
+            conn.request("GET", "/", "localhost", headers={"User-Agent": 'e2e "json" test'})
+            self.assertEqual(conn.response().status, 200)
+            s.unwrap()
+        proxy.wait_access()
+        lines = [l for l in proxy.out.snapshot() if l.strip()]
+        self.assertEqual(len(lines), 1, lines)
+        e = json.loads(lines[0])  # the raw line is one JSON object, nothing around it
+        self.assertLessEqual(ACCESS_KEYS, set(e), e)  # extra keys (e.g. a timestamp) are fine
+        for k in ("bytes_up", "bytes_down", "duration_ms"):
+            self.assertIsInstance(e[k], int, e)
+        self.assertEqual((e["sni"], e["alpn"], e["version"], e["close"]),
+                         ("localhost", "http/1.1", "TLSv1.3", "client_close"), e)
+        self.assertGreater(e["bytes_up"], 0, e)
+
+    def test_version(self):
+        p = subprocess.run([ztproxy_bin(), "--version"], capture_output=True, timeout=10)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout.decode().strip(), r"^ztproxy \d+\.\d+\.\d+$")
+
+    def test_bad_quick_mode_arguments_fail_fast(self):
+        missing = os.path.join(self.tmp, "missing.pem")
+        cases = {
+            "no --key": ["run", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1",
+                         "--cert", self.leaf.cert],
+            "bad listen address": ["run", "--listen", "not-an-address", "--backend",
+                                   "127.0.0.1:1", "--cert", self.leaf.cert, "--key", self.leaf.key],
+            "missing certificate file": ["run", "--listen", "127.0.0.1:0", "--backend",
+                                         "127.0.0.1:1", "--cert", missing, "--key", self.leaf.key],
+            "key does not match certificate": ["run", "--listen", "127.0.0.1:0", "--backend",
+                                               "127.0.0.1:1", "--cert", self.leaf.cert,
+                                               "--key", self.rsa.key],
+        }
+        for what, args in cases.items():
+            with self.subTest(what):
+                try:
+                    p = subprocess.run([ztproxy_bin()] + args, capture_output=True, timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.fail("%s: ztproxy kept running: %s" % (what, args))
+                self.assertNotEqual(p.returncode, 0, "%s: exit 0" % what)
+                self.assertTrue(p.stderr.strip(), "%s: no message on stderr" % what)
+                self.assertNotRegex(p.stderr.decode(), re.compile(r"listening on"))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,53 @@
+#include "proxy/conn/access_log.hpp"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace ztp::conn {
+namespace {
+
+AccessRecord sample() {
+    AccessRecord r;
+    r.client = "127.0.0.1:5000";
+    r.listener = "public";
+    r.sni = "a.test";
+    r.version = "TLSv1.3";
+    r.cipher = "TLS_AES_128_GCM_SHA256";
+    r.backend = "127.0.0.1:8080";
+    r.rx_path = "openssl";
+    r.tx_path = "openssl";
+    r.bytes_up = 10;
+    r.bytes_down = 20;
+    r.duration_ms = 3;
+    r.close = "client_close";
+    return r;
+}
+
+TEST(AccessLog, TextIsKeyValue) {
+    auto line = format_access_text(sample());
+    EXPECT_NE(line.find(" client=127.0.0.1:5000 "), std::string::npos);
+    EXPECT_NE(line.find(" sni=a.test "), std::string::npos);
+    EXPECT_NE(line.find(" alpn=\"\" "), std::string::npos);
+    EXPECT_NE(line.find(" bytes_up=10 bytes_down=20 "), std::string::npos);
+    EXPECT_NE(line.find(" close=client_close"), std::string::npos);
+}
+
+TEST(AccessLog, PeerControlledValuesCannotForgeFields) {
+    auto r = sample();
+    r.sni = "evil close=fake\n\"x\\";
+    auto line = format_access_text(r);
+    EXPECT_EQ(line.find('\n'), std::string::npos);
+    EXPECT_NE(line.find(R"(sni="evil close\x3dfake\x0a\"x\\")"), std::string::npos) << line;
+}
+
+TEST(AccessLog, JsonHasTheSameFields) {
+    auto j = nlohmann::json::parse(format_access_json(sample()));
+    EXPECT_EQ(j["client"], "127.0.0.1:5000");
+    EXPECT_EQ(j["bytes_down"], 20);
+    EXPECT_EQ(j["rx_path"], "openssl");
+    EXPECT_EQ(j["close"], "client_close");
+    EXPECT_TRUE(j.contains("ts"));
+}
+
+}  // namespace
+}  // namespace ztp::conn

@@ -1,0 +1,51 @@
+#include "proxy/app/quick_policy.hpp"
+
+#include <gtest/gtest.h>
+
+#include "config/policy_loader.hpp"
+
+namespace ztp::app {
+namespace {
+
+TEST(QuickPolicy, BuildsAValidPolicy) {
+    QuickOptions o;
+    o.listen = "127.0.0.1:0";
+    o.backends = {"127.0.0.1:8080", "[::1]:8081"};
+    o.cert = "c.pem";
+    o.key = "k.pem";
+    o.alpn = {"h2", "http/1.1"};
+    o.handshake_timeout = "3s";
+    o.idle_timeout = "1m";
+    o.min_version = "1.3";
+    std::vector<std::string> problems;
+    auto p = quick_policy(o, problems);
+    EXPECT_TRUE(problems.empty());
+    EXPECT_TRUE(config::validate_policy(p).empty());
+    ASSERT_EQ(p.listeners.size(), 1u);
+    EXPECT_EQ(p.backends[0].addresses.size(), 2u);
+    EXPECT_EQ(p.limits.handshake_timeout, std::chrono::seconds(3));
+    EXPECT_EQ(p.limits.idle_timeout, std::chrono::minutes(1));
+    EXPECT_EQ(p.listeners[0].tls.min_version, config::TlsVersion::tls1_3);
+    EXPECT_TRUE(p.routes[0].is_default);
+    EXPECT_EQ(p.listeners[0].tls.certificates[0].cert_file.front(), '/');  // made absolute
+}
+
+TEST(QuickPolicy, NamesTheBadFlag) {
+    QuickOptions o;
+    o.listen = "nowhere";
+    o.backends = {"127.0.0.1:99999"};
+    o.cert = "c";
+    o.key = "k";
+    o.idle_timeout = "soon";
+    o.max_version = "1.1";
+    std::vector<std::string> problems;
+    quick_policy(o, problems);
+    ASSERT_EQ(problems.size(), 4u);
+    EXPECT_EQ(problems[0], "--listen 'nowhere': expected host:port");
+    EXPECT_EQ(problems[1], "--tls-max must be 1.2 or 1.3");
+    EXPECT_EQ(problems[2], "--backend '127.0.0.1:99999': port must be a number from 0 to 65535");
+    EXPECT_EQ(problems[3].rfind("--idle-timeout 'soon': ", 0), 0u);
+}
+
+}  // namespace
+}  // namespace ztp::app
