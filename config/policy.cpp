@@ -20,6 +20,15 @@ const char* to_string(Cipher c) {
 
 const char* to_string(LogFormat f) { return f == LogFormat::text ? "text" : "json"; }
 
+const char* to_string(KtlsMode m) {
+    switch (m) {
+        case KtlsMode::automatic: return "auto";
+        case KtlsMode::require: return "require";
+        case KtlsMode::off: return "off";
+    }
+    return "?";
+}
+
 const Backend* Policy::find_backend(std::string_view name) const {
     for (const auto& b : backends)
         if (b.name == name) return &b;

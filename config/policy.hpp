@@ -25,10 +25,15 @@ enum class TlsVersion { tls1_2, tls1_3 };
 // Only AEADs the kernel's TLS offload implements (so every connection can take the kTLS path).
 enum class Cipher { aes_128_gcm, aes_256_gcm, chacha20_poly1305 };
 enum class LogFormat { text, json };
+// Whether record crypto may move into the kernel after the handshake. auto: where the kernel
+// and cipher allow, else fall back per connection (counted, with the reason); require: refuse
+// connections that cannot use it (and refuse to start on a kernel without kTLS); off: never.
+enum class KtlsMode { automatic, require, off };
 
 const char* to_string(TlsVersion v);  // "1.2" / "1.3"
 const char* to_string(Cipher c);      // "AES-128-GCM" ...
 const char* to_string(LogFormat f);   // "text" / "json"
+const char* to_string(KtlsMode m);    // "auto" / "require" / "off"
 
 struct Certificate {
     std::string name;                       // referenced by tls.default_certificate
@@ -46,6 +51,7 @@ struct TlsSettings {
     std::vector<Cipher> ciphers{Cipher::aes_128_gcm, Cipher::aes_256_gcm, Cipher::chacha20_poly1305};
     std::vector<std::string> alpn;          // server preference order; empty = no ALPN
     bool session_tickets = true;
+    KtlsMode ktls = KtlsMode::automatic;
     SourceLoc loc;
 };
 

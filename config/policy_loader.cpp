@@ -24,6 +24,7 @@
 //     ciphers = ["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"]  # subset, non-empty, any case
 //     alpn = ["h2", "http/1.1"]     # optional; each 1..255 bytes
 //     session_tickets = true
+//     ktls = "auto"                 # auto|require|off: record crypto in the kernel after the handshake
 //     default_certificate = "main"  # optional; default = first certificate
 //     [[listener.tls.certificate]]  # at least one
 //     name = "main"                 # required, unique within the listener
@@ -301,7 +302,7 @@ private:
     void read_tls(const toml::table& t, TlsSettings& tls) {
         tls.loc = r_.loc(t.source());
         r_.check_keys(t,
-                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets",
+                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "ktls",
                        "default_certificate", "certificate"},
                       kTls);
         if (auto v = version(t, "min_version")) tls.min_version = *v;
@@ -334,6 +335,12 @@ private:
             }
         }
         if (auto v = r_.boolean(t, "session_tickets", kTls)) tls.session_tickets = *v;
+        if (auto v = r_.string(t, "ktls", kTls)) {
+            if (*v == "auto") tls.ktls = KtlsMode::automatic;
+            else if (*v == "require") tls.ktls = KtlsMode::require;
+            else if (*v == "off") tls.ktls = KtlsMode::off;
+            else r_.error(at(t, "ktls"), "'ktls' must be \"auto\", \"require\" or \"off\"");
+        }
         if (auto v = name(t, "default_certificate", kTls, false)) tls.default_certificate = *v;
 
         auto certs = r_.tables(t, "certificate", kTls, "listener.tls.certificate", true);

@@ -54,8 +54,9 @@ private:
             const Listener& prev = p_.listeners[j];
             if (!l.name.empty() && l.name == prev.name)
                 add(l.loc, "duplicate listener name " + in_quotes(l.name));
-            // SO_REUSEPORT would let both bind and silently share the traffic.
-            if (l.address.family() != 0 && l.address == prev.address)
+            // SO_REUSEPORT would let both bind and silently share the traffic. Port 0 is exempt:
+            // each listener gets its own ephemeral port.
+            if (l.address.family() != 0 && l.address.port() != 0 && l.address == prev.address)
                 add(l.loc, "listener " + in_quotes(l.name) + " has the same address " +
                                l.address.to_string() + " as listener " + in_quotes(prev.name));
         }

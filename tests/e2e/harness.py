@@ -274,7 +274,12 @@ class Backend(Proc):
 
     def __init__(self, mode="http"):
         super().__init__("backend(%s)" % mode, [sys.executable, BACKEND_PY, "--mode", mode])
-        m = self.wait_line("stdout", r"^LISTENING (\d+)$", READY_TIMEOUT, what="backend readiness")
+        try:
+            m = self.wait_line("stdout", r"^LISTENING (\d+)$", READY_TIMEOUT,
+                               what="backend readiness")
+        except BaseException:
+            self.kill()  # no cleanup is registered for a process that never became ready
+            raise
         self.port = int(m.group(1))
         self.address = "127.0.0.1:%d" % self.port
 
@@ -298,6 +303,13 @@ class Proxy(Proc):
         if log_level and "--log-level" not in argv:
             argv += ["--log-level", log_level]
         super().__init__(label, argv, env=env, cwd=cwd)
+        try:
+            self._wait_ready(listeners)
+        except BaseException:
+            self.kill()  # no cleanup is registered for a process that never became ready
+            raise
+
+    def _wait_ready(self, listeners):
         self.ports = []
         self.listeners = {}
         start = 0
@@ -347,9 +359,10 @@ class Proxy(Proc):
                     "expected %d access-log entr%s %s, found %d; all entries:\n%s\n%s" % (
                         count, "y" if count == 1 else "ies", what, len(matching),
                         "\n".join(repr(e) for e in self.access_entries()), self.diag()))
-            # Sleeping is not how we wait: block until a new stdout line arrives (or the deadline).
-            n = len(self.out.snapshot())
-            self.out.wait_for(lambda l: True, left, start=n)
+            # Block until a line arrives after the ones just parsed (or the deadline). Waiting
+            # from the parsed count, not a fresh snapshot, so a line that came in meanwhile
+            # ends the wait at once instead of being missed.
+            self.out.wait_for(lambda l: True, left, start=self._parsed_upto)
 
 
 # --------------------------------------------------------------------------------------------
