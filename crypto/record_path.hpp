@@ -17,17 +17,20 @@ enum class IoStatus {
     want_write,  // wait until the socket is writable, then call again
     eof,         // peer sent close_notify (orderly end of its direction)
     eof_unclean, // peer closed TCP without close_notify (possible truncation; treated as end)
+    peer_alert,  // peer sent a fatal alert (or a warning other than close_notify)
+    bad_record,  // a record failed authentication: nothing of it was released
     error,       // fatal for the connection; `reason` says why
 };
 
 struct IoResult {
-    IoResult(IoStatus s, size_t n = 0, std::string why = {}, int err = 0)
-        : status(s), bytes(n), reason(std::move(why)), sys_errno(err) {}
+    IoResult(IoStatus s, size_t n = 0, std::string why = {}, int err = 0, const char* close = nullptr)
+        : status(s), bytes(n), reason(std::move(why)), sys_errno(err), close_reason(close) {}
 
     IoStatus status;
     size_t bytes = 0;
     std::string reason;  // for error: what failed, without payload bytes
     int sys_errno = 0;   // for error: the socket errno when it was a socket failure
+    const char* close_reason = nullptr;  // for error: a specific access-log close reason, if any
 };
 
 class RecordPath {

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "crypto/handshake.hpp"
+#include "crypto/session_keys.hpp"
 
 namespace ztp::crypto {
 
@@ -164,6 +165,9 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
             report(cert.loc, "key '" + cert.key_file + "' does not match certificate '" + cert.cert_file + "'");
             continue;
         }
+        // Every context a connection can start on or be switched to by SNI captures the traffic
+        // secrets and record counts, so the session can move to the kernel after the handshake.
+        if (tls.ktls != config::KtlsMode::off) enable_key_capture(ctx);
         SSL_CTX_set_tlsext_servername_callback(ctx, &ServerTlsContext::on_server_name);
         SSL_CTX_set_tlsext_servername_arg(ctx, self.get());
         if (!self->alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, &ServerTlsContext::on_alpn, self.get());

@@ -53,8 +53,13 @@ std::string format_access_text(const AccessRecord& r) {
     field("backend", r.backend);
     field("rx_path", r.rx_path);
     field("tx_path", r.tx_path);
-    field("bytes_up", std::to_string(r.bytes_up));
-    field("bytes_down", std::to_string(r.bytes_down));
+    if (!r.ktls_fallback.empty()) field("ktls_fallback", r.ktls_fallback);
+    field("bytes_up", std::to_string(r.counters.bytes_up));
+    field("bytes_down", std::to_string(r.counters.bytes_down));
+    field("spliced_up", std::to_string(r.counters.spliced_up));
+    field("spliced_down", std::to_string(r.counters.spliced_down));
+    field("copied_up", std::to_string(r.counters.copied_up));
+    field("copied_down", std::to_string(r.counters.copied_down));
     field("duration_ms", std::to_string(r.duration_ms));
     field("close", r.close);
     return out;
@@ -66,7 +71,11 @@ std::string format_access_json(const AccessRecord& r) {
         {"client", r.client},   {"listener", r.listener},     {"sni", r.sni},
         {"alpn", r.alpn},       {"version", r.version},       {"cipher", r.cipher},
         {"backend", r.backend}, {"rx_path", r.rx_path},       {"tx_path", r.tx_path},
-        {"bytes_up", r.bytes_up}, {"bytes_down", r.bytes_down}, {"duration_ms", r.duration_ms},
+        {"ktls_fallback", r.ktls_fallback},
+        {"bytes_up", r.counters.bytes_up},         {"bytes_down", r.counters.bytes_down},
+        {"spliced_up", r.counters.spliced_up},     {"spliced_down", r.counters.spliced_down},
+        {"copied_up", r.counters.copied_up},       {"copied_down", r.counters.copied_down},
+        {"duration_ms", r.duration_ms},
         {"close", r.close},
     };
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

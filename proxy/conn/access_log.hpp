@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "proxy/conn/relay.hpp"
+
 namespace ztp::conn {
 
 struct AccessRecord {
@@ -18,8 +20,8 @@ struct AccessRecord {
     std::string backend;
     std::string rx_path;  // record path decrypting client → backend
     std::string tx_path;  // record path encrypting backend → client
-    uint64_t bytes_up = 0;
-    uint64_t bytes_down = 0;
+    std::string ktls_fallback;  // why kTLS was not used although the listener allowed it
+    RelayCounters counters;     // plaintext bytes each way, and how they moved (splice / copy)
     uint64_t duration_ms = 0;
     std::string close;
 };

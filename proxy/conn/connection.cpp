@@ -1,5 +1,6 @@
 #include "proxy/conn/connection.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -7,8 +8,12 @@
 
 #include <cstring>
 
+#include "crypto/kernel_record_path.hpp"
 #include "crypto/openssl_record_path.hpp"
 #include "proxy/base/log.hpp"
+#include "proxy/conn/access_log.hpp"
+#include "proxy/conn/buffered_relay.hpp"
+#include "proxy/conn/splice_relay.hpp"
 #include "proxy/conn/stats.hpp"
 
 namespace ztp::conn {
@@ -28,10 +33,6 @@ __kernel_timespec to_timespec(std::chrono::milliseconds ms) {
     return ts;
 }
 
-const char* client_error_reason(const crypto::IoResult& r) {
-    return (r.sys_errno == ECONNRESET || r.sys_errno == EPIPE) ? "client_reset" : "client_error";
-}
-
 }  // namespace
 
 Connection::Connection(ConnectionOwner& owner, std::shared_ptr<const Runtime> runtime,
@@ -49,56 +50,31 @@ Connection::Connection(ConnectionOwner& owner, std::shared_ptr<const Runtime> ru
 
 Connection::~Connection() {
     stats().connections_active.fetch_sub(1, std::memory_order_relaxed);
-    bump(stats().bytes_up, bytes_up_);
-    bump(stats().bytes_down, bytes_down_);
+    // The relay (and the pipes it holds) goes before the sockets it points at.
+    relay_.reset();
 }
 
 void Connection::start() {
     set_nodelay(client_.get());
     ssl_ = listener_.tls->new_session(client_.get());
-    if (!ssl_) return fail("internal_error", "SSL_new failed: " + crypto::take_openssl_error());
+    if (!ssl_) return relay_failed("internal_error", "SSL_new failed: " + crypto::take_openssl_error());
     continue_handshake();
 }
 
 void Connection::on_completion(uint8_t tag, int res, uint32_t) {
-    op_done();
+    --inflight_;
+    if (tag >= kFirstRelayTag) {
+        if (relay_ && phase_ == Phase::relaying) relay_->on_completion(tag, res);
+        return release_if_idle();
+    }
     switch (tag) {
-        case kClientIn:
-            client_in_armed_ = false;
-            if (phase_ == Phase::handshaking) {
-                continue_handshake();
-            } else if (phase_ == Phase::relaying) {
-                pump_client_read();
-                if (writer_waits_for_read_) {
-                    writer_waits_for_read_ = false;
-                    pump_client_write();
-                }
-            }
-            break;
-        case kClientOut:
-            client_out_armed_ = false;
-            if (phase_ == Phase::handshaking) {
-                continue_handshake();
-            } else if (phase_ == Phase::relaying) {
-                pump_client_write();
-                if (reader_waits_for_write_) {
-                    reader_waits_for_write_ = false;
-                    pump_client_read();
-                }
-            }
-            break;
+        case kClientIn: client_in_armed_ = false; break;
+        case kClientOut: client_out_armed_ = false; break;
         case kBackendConnect:
             if (phase_ == Phase::connecting) on_connected(res);
-            break;
-        case kBackendRecv:
-            recv_inflight_ = false;
-            if (phase_ == Phase::relaying) on_backend_recv(res);
-            break;
-        case kBackendSend:
-            send_inflight_ = false;
-            if (phase_ == Phase::relaying) on_backend_send(res);
-            break;
+            return release_if_idle();
     }
+    if (phase_ == Phase::handshaking) continue_handshake();
     release_if_idle();
 }
 
@@ -133,11 +109,38 @@ void Connection::handshake_done() {
     backend_cfg_ = backend ? runtime_->backend(*backend) : nullptr;
     if (!backend_cfg_) {
         // The SNI filter refuses unrouted names during the handshake; this is a safety net.
-        return fail("no_route", "no route for server name '" + session_.sni + "'");
+        return relay_failed("no_route", "no route for server name '" + session_.sni + "'");
     }
+    choose_record_path();
+    if (phase_ == Phase::closing) return;
     phase_ = Phase::connecting;
-    touch();
+    activity();
     connect_next_backend();
+}
+
+void Connection::choose_record_path() {
+    auto mode = listener_.config->tls.ktls;
+    if (mode != config::KtlsMode::off) {
+        // Straight after the handshake, before anything else reads or writes the socket: the
+        // record sequence numbers OpenSSL left us are exact only now.
+        auto moved = crypto::move_to_kernel(ssl_.get(), client_.get());
+        // The record-counting message callback served its purpose: stop paying for it per record.
+        SSL_set_msg_callback(ssl_.get(), nullptr);
+        if (moved.path) {
+            bump(stats().ktls_installs);
+            kernel_ = std::move(moved.path);
+            return;
+        }
+        bump(stats().ktls_fallbacks[static_cast<size_t>(moved.reason)]);
+        ktls_fallback_ = crypto::to_string(moved.reason);
+        if (moved.fatal || mode == config::KtlsMode::require) {
+            log::tls().warn("client {}: kTLS {} ({}); closing the connection{}", peer_.to_string(), ktls_fallback_,
+                            moved.detail, moved.fatal ? "" : " because the listener requires kTLS");
+            return close("ktls_unavailable");
+        }
+        log::tls().debug("client {}: kTLS not used: {} ({})", peer_.to_string(), ktls_fallback_, moved.detail);
+    }
+    path_ = std::make_unique<crypto::OpenSslRecordPath>(ssl_.get());
 }
 
 void Connection::connect_next_backend() {
@@ -147,15 +150,16 @@ void Connection::connect_next_backend() {
         log::conn().warn("backend '{}' unreachable for client {}: {} address(es) tried, last error: {}",
                          backend_cfg_->config->name, peer_.to_string(), addrs.size(), last_connect_error_);
         // Tell the client we are done rather than leaving it to time out.
-        crypto::OpenSslRecordPath(ssl_.get()).shutdown_write();
+        if (kernel_) kernel_->shutdown_write();
+        else path_->shutdown_write();
         return close("backend_connect_failed");
     }
     // Round-robin across connections; on failure the next address, until each was tried once.
     if (connect_attempts_ == 0) rotation_start_ = backend_cfg_->next.fetch_add(1, std::memory_order_relaxed);
     size_t index = (rotation_start_ + connect_attempts_) % addrs.size();
     backend_addr_ = addrs[index];
-    // Blocking socket on purpose: only io_uring touches it, and io_uring completes blocking
-    // sockets asynchronously instead of surfacing EAGAIN/EINPROGRESS to us.
+    // Blocking socket for the connect: only io_uring touches it, and io_uring completes it
+    // asynchronously instead of surfacing EINPROGRESS to us.
     backend_.reset(::socket(backend_addr_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!backend_) {
         last_connect_error_ = std::strerror(errno);
@@ -182,123 +186,15 @@ void Connection::on_connected(int res) {
 }
 
 void Connection::start_relay() {
-    touch();
-    buf_size_ = runtime_->policy().limits.connection_buffer_bytes;
-    up_buf_ = std::make_unique<std::byte[]>(buf_size_);
-    down_buf_ = std::make_unique<std::byte[]>(buf_size_);
-    path_ = std::make_unique<crypto::OpenSslRecordPath>(ssl_.get());
-    pump_client_read();
-    pump_backend_recv();
-}
-
-void Connection::pump_client_read() {
-    while (phase_ == Phase::relaying && !up_eof_ && up_len_ < buf_size_) {
-        auto r = path_->read({up_buf_.get() + up_len_, buf_size_ - up_len_});
-        switch (r.status) {
-            case crypto::IoStatus::ok:
-                up_len_ += r.bytes;
-                bytes_up_ += r.bytes;
-                touch();
-                continue;
-            case crypto::IoStatus::want_read: arm_client(kClientIn); break;
-            case crypto::IoStatus::want_write:
-                reader_waits_for_write_ = true;
-                arm_client(kClientOut);
-                break;
-            case crypto::IoStatus::eof:
-            case crypto::IoStatus::eof_unclean:
-                up_eof_ = true;
-                if (!first_close_) first_close_ = "client_close";
-                break;
-            case crypto::IoStatus::error: return fail(client_error_reason(r), r.reason);
-        }
-        break;
-    }
-    pump_backend_send();
-}
-
-void Connection::pump_backend_send() {
-    if (phase_ != Phase::relaying || send_inflight_) return;
-    if (up_off_ < up_len_) {
-        send_inflight_ = true;
-        ++inflight_;
-        owner_.loop().send(&op_send_, backend_.get(), up_buf_.get() + up_off_, up_len_ - up_off_);
-        return;
-    }
-    up_off_ = up_len_ = 0;
-    if (up_eof_ && !up_done_) {
-        // The client's close_notify (or FIN) becomes a FIN towards the backend; the other
-        // direction keeps flowing until the backend finishes too.
-        ::shutdown(backend_.get(), SHUT_WR);
-        up_done_ = true;
-        maybe_finish_directions();
-    }
-}
-
-void Connection::on_backend_send(int res) {
-    if (res < 0) return fail("backend_reset", std::string("send to backend: ") + std::strerror(-res));
-    up_off_ += static_cast<size_t>(res);
-    touch();
-    if (up_off_ == up_len_) up_off_ = up_len_ = 0;
-    pump_client_read();
-}
-
-void Connection::pump_backend_recv() {
-    if (phase_ != Phase::relaying || recv_inflight_ || down_eof_) return;
-    if (down_off_ == down_len_) down_off_ = down_len_ = 0;
-    if (down_len_ == buf_size_) return;  // full: resumes when the client drained it
-    recv_inflight_ = true;
-    ++inflight_;
-    owner_.loop().recv(&op_recv_, backend_.get(), down_buf_.get() + down_len_, buf_size_ - down_len_);
-}
-
-void Connection::on_backend_recv(int res) {
-    if (res < 0) return fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
-    if (res == 0) {
-        down_eof_ = true;
-        if (!first_close_) first_close_ = "backend_close";
+    activity();
+    if (kernel_) {
+        relay_ = std::make_unique<SpliceRelay>(static_cast<RelayHost&>(*this), owner_.pipes(), std::move(kernel_), client_.get(),
+                                               backend_.get());
     } else {
-        down_len_ += static_cast<size_t>(res);
-        bytes_down_ += static_cast<uint64_t>(res);
-        touch();
+        relay_ = std::make_unique<BufferedRelay>(static_cast<RelayHost&>(*this), std::move(path_), client_.get(), backend_.get(),
+                                                 runtime_->policy().limits.connection_buffer_bytes);
     }
-    pump_client_write();
-}
-
-void Connection::pump_client_write() {
-    while (phase_ == Phase::relaying && down_off_ < down_len_) {
-        auto r = path_->write({down_buf_.get() + down_off_, down_len_ - down_off_});
-        switch (r.status) {
-            case crypto::IoStatus::ok:
-                down_off_ += r.bytes;
-                touch();
-                continue;
-            case crypto::IoStatus::want_write: return arm_client(kClientOut);
-            case crypto::IoStatus::want_read:
-                writer_waits_for_read_ = true;
-                return arm_client(kClientIn);
-            case crypto::IoStatus::eof:
-            case crypto::IoStatus::eof_unclean:
-            case crypto::IoStatus::error: return fail(client_error_reason(r), r.reason);
-        }
-    }
-    if (phase_ != Phase::relaying) return;
-    if (down_eof_ && !down_done_) {
-        auto r = path_->shutdown_write();
-        if (r.status == crypto::IoStatus::want_write) return arm_client(kClientOut);
-        if (r.status == crypto::IoStatus::want_read) {
-            writer_waits_for_read_ = true;
-            return arm_client(kClientIn);
-        }
-        if (r.status == crypto::IoStatus::error) return fail(client_error_reason(r), r.reason);
-        down_done_ = true;
-        return maybe_finish_directions();
-    }
-    pump_backend_recv();
-}
-
-void Connection::maybe_finish_directions() {
-    if (up_done_ && down_done_) close(first_close_ ? first_close_ : "client_close");
+    relay_->start();
 }
 
 void Connection::check_deadlines(Clock::time_point now) {
@@ -314,11 +210,11 @@ void Connection::check_deadlines(Clock::time_point now) {
 }
 
 void Connection::abort(const char* reason) {
-    if (phase_ == Phase::relaying && !down_done_) path_->shutdown_write();  // best effort
+    if (phase_ == Phase::relaying && relay_) relay_->say_goodbye();
     close(reason);
 }
 
-void Connection::fail(const char* reason, const std::string& detail) {
+void Connection::relay_failed(const char* reason, const std::string& detail) {
     log::conn().debug("connection from {} closed ({}): {}", peer_.to_string(), reason, detail);
     close(reason);
 }
@@ -327,11 +223,12 @@ void Connection::close(const char* reason) {
     if (phase_ == Phase::closing) return;
     phase_ = Phase::closing;
     close_reason_ = reason;
-    // Pending polls and socket ops complete with -ECANCELED; the slot is freed when the last
-    // of them is back (release_if_idle), never while the kernel may still touch our buffers.
+    // Pending polls and socket ops complete with -ECANCELED; the connection is freed when the
+    // last of them is back (release_if_idle), never while the kernel may still touch buffers.
     if (inflight_ > 0) {
         owner_.loop().cancel_fd(client_.get());
         if (backend_) owner_.loop().cancel_fd(backend_.get());
+        if (relay_) relay_->cancel_own_io();
     }
     release_if_idle();
 }
@@ -339,6 +236,11 @@ void Connection::close(const char* reason) {
 void Connection::release_if_idle() {
     if (phase_ != Phase::closing || inflight_ > 0 || released_) return;
     released_ = true;
+    RelayCounters c = relay_ ? relay_->counters() : RelayCounters{};
+    bump(stats().bytes_up, c.bytes_up);
+    bump(stats().bytes_down, c.bytes_down);
+    bump(stats().spliced_bytes, c.spliced_up + c.spliced_down);
+    bump(stats().copied_bytes, c.copied_up + c.copied_down);
     if (runtime_->policy().logging.access_log) {
         AccessRecord r;
         r.ts = log::timestamp_now();
@@ -349,10 +251,10 @@ void Connection::release_if_idle() {
         r.version = session_.version;
         r.cipher = session_.cipher;
         r.backend = backend_addr_.len() ? backend_addr_.to_string() : "";
-        r.rx_path = path_ ? path_->rx_name() : "";
-        r.tx_path = path_ ? path_->tx_name() : "";
-        r.bytes_up = bytes_up_;
-        r.bytes_down = bytes_down_;
+        r.rx_path = relay_ ? relay_->rx_path() : "";
+        r.tx_path = relay_ ? relay_->tx_path() : "";
+        r.ktls_fallback = ktls_fallback_;
+        r.counters = c;
         r.duration_ms = static_cast<uint64_t>(
             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_).count());
         r.close = close_reason_;

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cstdint>
 
+#include "crypto/kernel_record_path.hpp"
+
 namespace ztp::conn {
 
 struct Stats {
@@ -17,6 +19,10 @@ struct Stats {
     std::atomic<uint64_t> backend_connect_failures{0};
     std::atomic<uint64_t> bytes_up{0};    // plaintext client → backend
     std::atomic<uint64_t> bytes_down{0};  // plaintext backend → client
+    std::atomic<uint64_t> spliced_bytes{0};  // plaintext moved by splice, never in user space
+    std::atomic<uint64_t> copied_bytes{0};   // plaintext that passed through a user-space buffer
+    std::atomic<uint64_t> ktls_installs{0};
+    std::atomic<uint64_t> ktls_fallbacks[static_cast<size_t>(crypto::KtlsFallback::count)]{};
 };
 
 inline Stats& stats() {

@@ -19,6 +19,9 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
     auto loop = io::EventLoop::create(4096);
     if (!loop) return loop.error();
     w->loop_ = std::move(loop).value();
+    // A pipe's capacity is the splice relay's per-direction buffer: the same bound the buffered
+    // relay uses. Idle pipes are kept for reuse up to a small cap (two fds each).
+    w->pipes_ = std::make_unique<io::PipePool>(w->runtime_->policy().limits.connection_buffer_bytes, 256);
     w->wake_fd_.reset(::eventfd(0, EFD_CLOEXEC));
     if (!w->wake_fd_) return errno_error("eventfd");
     for (size_t i = 0; i < w->sockets_.size(); ++i) w->accept_ops_.push_back({w.get(), static_cast<uint8_t>(i)});

@@ -33,6 +33,7 @@ public:
     void join();
 
     io::EventLoop& loop() override { return *loop_; }
+    io::PipePool& pipes() override { return *pipes_; }
     void connection_finished(Connection* c) override { finished_.push_back(c); }
     void on_completion(uint8_t tag, int res, uint32_t flags) override;
 
@@ -52,6 +53,7 @@ private:
     unsigned id_ = 0;
     std::shared_ptr<const Runtime> runtime_;
     std::unique_ptr<io::EventLoop> loop_;
+    std::unique_ptr<io::PipePool> pipes_;
     std::vector<ListenSocket> sockets_;
     std::vector<io::Op> accept_ops_;
     std::vector<bool> accept_armed_;

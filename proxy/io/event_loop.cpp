@@ -1,5 +1,7 @@
 #include "proxy/io/event_loop.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 namespace ztp::io {
@@ -75,6 +77,22 @@ void EventLoop::multishot_accept(Op* op, int listen_fd) {
     // Accepted sockets come out non-blocking (OpenSSL drives them) and close-on-exec.
     io_uring_prep_multishot_accept(s, listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::splice(Op* op, int in, int out, size_t len) {
+    auto* s = sqe();
+    // SPLICE_F_NONBLOCK: io_uring runs splice in a worker thread; a full pipe or socket must
+    // give EAGAIN there instead of blocking it. SPLICE_F_MOVE: move pages, don't copy, where able.
+    io_uring_prep_splice(s, in, -1, out, -1, static_cast<unsigned>(len), SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::poll_then_splice(Op* op, int in, int out, size_t len) {
+    auto* p = sqe();
+    io_uring_prep_poll_add(p, in, POLLIN);
+    io_uring_sqe_set_data(p, nullptr);
+    p->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+    splice(op, in, out, len);
 }
 
 void EventLoop::timeout(Op* op, __kernel_timespec* ts) {

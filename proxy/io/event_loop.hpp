@@ -40,6 +40,12 @@ public:
     // connect with a deadline: the kernel cancels it (-ECANCELED) when `timeout_ms` passes.
     void connect(Op* op, int fd, const sockaddr* addr, socklen_t len, __kernel_timespec* timeout);
     void multishot_accept(Op* op, int listen_fd);
+    // splice(in → out) of up to `len` bytes, never blocking on either end.
+    void splice(Op* op, int in, int out, size_t len);
+    // Waits until `in` is readable, then splices: one submission, one completion (the poll's own
+    // success is not reported). Splicing only after readiness keeps io_uring from parking a
+    // kernel worker thread on every idle connection.
+    void poll_then_splice(Op* op, int in, int out, size_t len);
     void timeout(Op* op, __kernel_timespec* ts);
     // Cancels every op still pending on `fd`; their owners get -ECANCELED completions.
     void cancel_fd(int fd);

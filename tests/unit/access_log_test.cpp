@@ -16,8 +16,10 @@ AccessRecord sample() {
     r.backend = "127.0.0.1:8080";
     r.rx_path = "openssl";
     r.tx_path = "openssl";
-    r.bytes_up = 10;
-    r.bytes_down = 20;
+    r.counters.bytes_up = 10;
+    r.counters.bytes_down = 20;
+    r.counters.copied_up = 10;
+    r.counters.copied_down = 20;
     r.duration_ms = 3;
     r.close = "client_close";
     return r;
@@ -28,7 +30,10 @@ TEST(AccessLog, TextIsKeyValue) {
     EXPECT_NE(line.find(" client=127.0.0.1:5000 "), std::string::npos);
     EXPECT_NE(line.find(" sni=a.test "), std::string::npos);
     EXPECT_NE(line.find(" alpn=\"\" "), std::string::npos);
-    EXPECT_NE(line.find(" bytes_up=10 bytes_down=20 "), std::string::npos);
+    EXPECT_NE(line.find(" bytes_up=10 bytes_down=20 spliced_up=0 spliced_down=0 copied_up=10 copied_down=20 "),
+              std::string::npos)
+        << line;
+    EXPECT_EQ(line.find("ktls_fallback"), std::string::npos) << "only present when kTLS was refused";
     EXPECT_NE(line.find(" close=client_close"), std::string::npos);
 }
 
@@ -44,6 +49,8 @@ TEST(AccessLog, JsonHasTheSameFields) {
     auto j = nlohmann::json::parse(format_access_json(sample()));
     EXPECT_EQ(j["client"], "127.0.0.1:5000");
     EXPECT_EQ(j["bytes_down"], 20);
+    EXPECT_EQ(j["copied_up"], 10);
+    EXPECT_EQ(j["spliced_down"], 0);
     EXPECT_EQ(j["rx_path"], "openssl");
     EXPECT_EQ(j["close"], "client_close");
     EXPECT_TRUE(j.contains("ts"));

@@ -1,0 +1,173 @@
+#include "crypto/kernel_record_path.hpp"
+
+#include <linux/tls.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstring>
+
+#include "crypto/ktls_sockopt.hpp"
+#include "crypto/session_keys.hpp"
+
+namespace ztp::crypto {
+
+namespace {
+
+constexpr uint8_t kAlertWarning = 1;
+constexpr uint8_t kAlertCloseNotify = 0;
+constexpr uint8_t kHandshakeNewSessionTicket = 4;
+constexpr uint8_t kHandshakeKeyUpdate = 24;
+// A whole TLS record plaintext: the most a control record can carry.
+constexpr size_t kMaxRecordPlaintext = 16384 + 256;
+
+const char* alert_name(uint8_t desc) {
+    switch (desc) {
+        case 0: return "close_notify";
+        case 10: return "unexpected_message";
+        case 20: return "bad_record_mac";
+        case 40: return "handshake_failure";
+        case 42: return "bad_certificate";
+        case 46: return "certificate_unknown";
+        case 47: return "illegal_parameter";
+        case 48: return "unknown_ca";
+        case 50: return "decode_error";
+        case 51: return "decrypt_error";
+        case 70: return "protocol_version";
+        case 80: return "internal_error";
+        case 90: return "user_canceled";
+        case 109: return "missing_extension";
+        case 112: return "unrecognized_name";
+        case 116: return "certificate_required";
+        default: return "other";
+    }
+}
+
+}  // namespace
+
+const char* to_string(KtlsFallback f) {
+    switch (f) {
+        case KtlsFallback::no_kernel_support: return "no_kernel_support";
+        case KtlsFallback::cipher_unsupported: return "cipher_unsupported";
+        case KtlsFallback::buffered_input: return "buffered_input";
+        case KtlsFallback::key_extraction_failed: return "key_extraction_failed";
+        case KtlsFallback::install_failed: return "install_failed";
+        case KtlsFallback::count: break;
+    }
+    return "?";
+}
+
+IoResult KernelRecordPath::handle_record(uint8_t type, std::span<const std::byte> body) {
+    auto byte = [&](size_t i) { return static_cast<uint8_t>(body[i]); };
+    switch (type) {
+        case kRecordAlert:
+            if (body.size() >= 2 && byte(1) == kAlertCloseNotify) return {IoStatus::eof};
+            return {IoStatus::peer_alert, 0,
+                    std::string("client sent alert ") + (body.size() >= 2 ? alert_name(byte(1)) : "(truncated)")};
+        case kRecordHandshake:
+            if (!body.empty() && byte(0) == kHandshakeNewSessionTicket) return {IoStatus::want_read};  // skip
+            if (!body.empty() && byte(0) == kHandshakeKeyUpdate && version_ == config::TlsVersion::tls1_3) {
+                // Kernels before 6.14 cannot take a new RX key: records after this one would fail
+                // authentication. End the connection cleanly instead.
+                return {IoStatus::error, 0, "client sent KeyUpdate; this kernel cannot rekey kTLS", 0,
+                        "key_update_unsupported"};
+            }
+            // TLS 1.2 renegotiation (refused by policy) or a message that has no place here.
+            return {IoStatus::error, 0, "unexpected post-handshake message", 0, "renegotiation_refused"};
+        default:
+            return {IoStatus::error, 0, "unexpected record type " + std::to_string(type), 0, "client_error"};
+    }
+}
+
+IoResult KernelRecordPath::read(std::span<std::byte> out) {
+    for (;;) {
+        // Always recvmsg with a cmsg buffer: a control record read without one gives EIO.
+        auto r = ktls_recv(fd_, {reinterpret_cast<uint8_t*>(out.data()), out.size()}, MSG_DONTWAIT);
+        if (!r) {
+            int e = r.error().code;
+            if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_read};
+            if (e == EBADMSG)  // the kernel already scrubbed the buffer (ktls_recv)
+                return {IoStatus::bad_record, 0, "record failed authentication (bad_record_mac)"};
+            return {IoStatus::error, 0, std::string("recvmsg: ") + std::strerror(e), e};
+        }
+        if (r->record_type == kRecordApplicationData) {
+            if (r->bytes == 0) return {IoStatus::eof_unclean};
+            return {IoStatus::ok, r->bytes};
+        }
+        auto res = handle_record(r->record_type, out.first(r->bytes));
+        if (res.status != IoStatus::want_read) return res;  // else: skipped, read on
+    }
+}
+
+IoResult KernelRecordPath::read_control(std::string& spill) {
+    static thread_local std::array<std::byte, kMaxRecordPlaintext> scratch;
+    auto r = read(scratch);
+    if (r.status == IoStatus::ok) spill.assign(reinterpret_cast<const char*>(scratch.data()), r.bytes);
+    return r;
+}
+
+IoResult KernelRecordPath::write(std::span<const std::byte> in) {
+    ssize_t n = ::send(fd_, in.data(), in.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return {IoStatus::ok, static_cast<size_t>(n)};
+    int e = errno;
+    if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_write};
+    return {IoStatus::error, 0, std::string("send: ") + std::strerror(e), e};
+}
+
+IoResult KernelRecordPath::shutdown_write() {
+    if (close_notify_sent_) return {IoStatus::ok};
+    uint8_t alert[2] = {kAlertWarning, kAlertCloseNotify};
+    iovec iov{alert, sizeof alert};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint8_t))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    // kTLS contract: a non-data record is sent by tagging the sendmsg with its content type.
+    cmsg->cmsg_level = SOL_TLS;
+    cmsg->cmsg_type = TLS_SET_RECORD_TYPE;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(uint8_t));
+    *CMSG_DATA(cmsg) = kRecordAlert;
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == static_cast<ssize_t>(sizeof alert)) {
+        close_notify_sent_ = true;
+        return {IoStatus::ok};
+    }
+    int e = errno;
+    if (n < 0 && (e == EAGAIN || e == EWOULDBLOCK)) return {IoStatus::want_write};
+    return {IoStatus::error, 0, std::string("sending close_notify: ") + std::strerror(e), e};
+}
+
+KernelMove move_to_kernel(SSL* ssl, int fd) {
+    KernelMove out;
+    auto fallback = [&](KtlsFallback why, std::string detail) {
+        out.reason = why;
+        out.detail = std::move(detail);
+        return std::move(out);
+    };
+    if (has_buffered_input(ssl))
+        return fallback(KtlsFallback::buffered_input, "OpenSSL holds bytes read past the handshake");
+    auto keys = take_session_keys(ssl);
+    if (!keys) {
+        if (keys.error().code == ENOTSUP) return fallback(KtlsFallback::cipher_unsupported, keys.error().message());
+        return fallback(KtlsFallback::key_extraction_failed, keys.error().message());
+    }
+    if (auto r = ktls_enable_ulp(fd); !r) {
+        if (r.error().code == ENOENT)
+            return fallback(KtlsFallback::no_kernel_support, "kernel has no TLS ULP (CONFIG_TLS / tls module)");
+        return fallback(KtlsFallback::install_failed, r.error().message());
+    }
+    const auto& rx = keys->rx;
+    if (auto r = ktls_install(fd, Direction::rx, rx.version, rx.cipher, rx.key.view(), rx.iv.view(), rx.seq); !r)
+        return fallback(KtlsFallback::install_failed, "TLS_RX: " + r.error().message());
+    const auto& tx = keys->tx;
+    if (auto r = ktls_install(fd, Direction::tx, tx.version, tx.cipher, tx.key.view(), tx.iv.view(), tx.seq); !r) {
+        out.fatal = true;  // RX is already the kernel's: OpenSSL can no longer read this socket
+        return fallback(KtlsFallback::install_failed, "TLS_TX: " + r.error().message());
+    }
+    out.path = std::make_unique<KernelRecordPath>(fd, rx.version);
+    return out;
+}
+
+}  // namespace ztp::crypto

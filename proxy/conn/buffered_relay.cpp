@@ -1,0 +1,204 @@
+#include "proxy/conn/buffered_relay.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace ztp::conn {
+
+namespace {
+
+const char* client_error_reason(const crypto::IoResult& r) {
+    if (r.status == crypto::IoStatus::peer_alert) return "client_alert";
+    if (r.status == crypto::IoStatus::bad_record) return "bad_record";
+    return (r.sys_errno == ECONNRESET || r.sys_errno == EPIPE) ? "client_reset" : "client_error";
+}
+
+}  // namespace
+
+BufferedRelay::BufferedRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd,
+                             int backend_fd, size_t buffer_size)
+    : host_(host),
+      path_(std::move(path)),
+      client_(client_fd),
+      backend_(backend_fd),
+      buf_size_(buffer_size),
+      op_client_in_{&host.completion_target(), kClientIn},
+      op_client_out_{&host.completion_target(), kClientOut},
+      op_recv_{&host.completion_target(), kBackendRecv},
+      op_send_{&host.completion_target(), kBackendSend} {}
+
+void BufferedRelay::start() {
+    up_buf_ = std::make_unique<std::byte[]>(buf_size_);
+    down_buf_ = std::make_unique<std::byte[]>(buf_size_);
+    pump_client_read();
+    pump_backend_recv();
+}
+
+void BufferedRelay::on_completion(uint8_t tag, int res) {
+    switch (tag) {
+        case kClientIn:
+            client_in_armed_ = false;
+            if (failed_) return;
+            pump_client_read();
+            if (writer_waits_for_read_) {
+                writer_waits_for_read_ = false;
+                pump_client_write();
+            }
+            break;
+        case kClientOut:
+            client_out_armed_ = false;
+            if (failed_) return;
+            pump_client_write();
+            if (reader_waits_for_write_) {
+                reader_waits_for_write_ = false;
+                pump_client_read();
+            }
+            break;
+        case kBackendRecv:
+            recv_inflight_ = false;
+            if (!failed_) on_backend_recv(res);
+            break;
+        case kBackendSend:
+            send_inflight_ = false;
+            if (!failed_) on_backend_send(res);
+            break;
+    }
+}
+
+void BufferedRelay::arm_client(Tag tag) {
+    bool& armed = tag == kClientIn ? client_in_armed_ : client_out_armed_;
+    if (armed) return;
+    armed = true;
+    host_.op_submitted();
+    host_.loop().poll(tag == kClientIn ? &op_client_in_ : &op_client_out_, client_, tag == kClientIn ? POLLIN : POLLOUT);
+}
+
+void BufferedRelay::fail(const crypto::IoResult& r) {
+    failed_ = true;
+    host_.relay_failed(client_error_reason(r), r.reason);
+}
+
+void BufferedRelay::pump_client_read() {
+    while (!failed_ && !up_eof_ && up_len_ < buf_size_) {
+        auto r = path_->read({up_buf_.get() + up_len_, buf_size_ - up_len_});
+        switch (r.status) {
+            case crypto::IoStatus::ok:
+                up_len_ += r.bytes;
+                counters_.bytes_up += r.bytes;
+                counters_.copied_up += r.bytes;
+                host_.activity();
+                continue;
+            case crypto::IoStatus::want_read: arm_client(kClientIn); break;
+            case crypto::IoStatus::want_write:
+                reader_waits_for_write_ = true;
+                arm_client(kClientOut);
+                break;
+            case crypto::IoStatus::eof:
+            case crypto::IoStatus::eof_unclean:
+                up_eof_ = true;
+                if (!first_close_) first_close_ = "client_close";
+                break;
+            default: return fail(r);
+        }
+        break;
+    }
+    pump_backend_send();
+}
+
+void BufferedRelay::pump_backend_send() {
+    if (failed_ || send_inflight_) return;
+    if (up_off_ < up_len_) {
+        send_inflight_ = true;
+        host_.op_submitted();
+        host_.loop().send(&op_send_, backend_, up_buf_.get() + up_off_, up_len_ - up_off_);
+        return;
+    }
+    up_off_ = up_len_ = 0;
+    if (up_eof_ && !up_done_) {
+        // The client's close_notify (or FIN) becomes a FIN towards the backend; the other
+        // direction keeps flowing until the backend finishes too.
+        ::shutdown(backend_, SHUT_WR);
+        up_done_ = true;
+        maybe_finished();
+    }
+}
+
+void BufferedRelay::on_backend_send(int res) {
+    if (res < 0) {
+        failed_ = true;
+        return host_.relay_failed("backend_reset", std::string("send to backend: ") + std::strerror(-res));
+    }
+    up_off_ += static_cast<size_t>(res);
+    host_.activity();
+    if (up_off_ == up_len_) up_off_ = up_len_ = 0;
+    pump_client_read();
+}
+
+void BufferedRelay::pump_backend_recv() {
+    if (failed_ || recv_inflight_ || down_eof_) return;
+    if (down_off_ == down_len_) down_off_ = down_len_ = 0;
+    if (down_len_ == buf_size_) return;  // full: resumes when the client drained it
+    recv_inflight_ = true;
+    host_.op_submitted();
+    host_.loop().recv(&op_recv_, backend_, down_buf_.get() + down_len_, buf_size_ - down_len_);
+}
+
+void BufferedRelay::on_backend_recv(int res) {
+    if (res < 0) {
+        failed_ = true;
+        return host_.relay_failed("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
+    }
+    if (res == 0) {
+        down_eof_ = true;
+        if (!first_close_) first_close_ = "backend_close";
+    } else {
+        down_len_ += static_cast<size_t>(res);
+        counters_.bytes_down += static_cast<uint64_t>(res);
+        counters_.copied_down += static_cast<uint64_t>(res);
+        host_.activity();
+    }
+    pump_client_write();
+}
+
+void BufferedRelay::pump_client_write() {
+    while (!failed_ && down_off_ < down_len_) {
+        auto r = path_->write({down_buf_.get() + down_off_, down_len_ - down_off_});
+        switch (r.status) {
+            case crypto::IoStatus::ok:
+                down_off_ += r.bytes;
+                host_.activity();
+                continue;
+            case crypto::IoStatus::want_write: return arm_client(kClientOut);
+            case crypto::IoStatus::want_read:
+                writer_waits_for_read_ = true;
+                return arm_client(kClientIn);
+            default: return fail(r);
+        }
+    }
+    if (failed_) return;
+    if (down_eof_ && !down_done_) {
+        auto r = path_->shutdown_write();
+        if (r.status == crypto::IoStatus::want_write) return arm_client(kClientOut);
+        if (r.status == crypto::IoStatus::want_read) {
+            writer_waits_for_read_ = true;
+            return arm_client(kClientIn);
+        }
+        if (r.status != crypto::IoStatus::ok) return fail(r);
+        down_done_ = true;
+        return maybe_finished();
+    }
+    pump_backend_recv();
+}
+
+void BufferedRelay::maybe_finished() {
+    if (up_done_ && down_done_) host_.relay_finished(first_close_ ? first_close_ : "client_close");
+}
+
+void BufferedRelay::say_goodbye() {
+    if (!down_done_ && !failed_) path_->shutdown_write();
+}
+
+}  // namespace ztp::conn

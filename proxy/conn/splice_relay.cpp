@@ -1,0 +1,175 @@
+#include "proxy/conn/splice_relay.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace ztp::conn {
+
+SpliceRelay::SpliceRelay(RelayHost& host, io::PipePool& pipes, std::unique_ptr<crypto::KernelRecordPath> path,
+                         int client_fd, int backend_fd)
+    : host_(host),
+      pool_(pipes),
+      path_(std::move(path)),
+      up_{true, client_fd, backend_fd, {}, 0, false, false, false, false,
+          {&host.completion_target(), kUpFill}, {&host.completion_target(), kUpDrain},
+          {&host.completion_target(), kUpDrainPoll}},
+      down_{false, backend_fd, client_fd, {}, 0, false, false, false, false,
+            {&host.completion_target(), kDownFill}, {&host.completion_target(), kDownDrain},
+            {&host.completion_target(), kDownDrainPoll}},
+      op_goodbye_poll_{&host.completion_target(), kGoodbyePoll} {}
+
+SpliceRelay::~SpliceRelay() {
+    // Only empty pipes go back to the pool; one still holding plaintext is closed (PipePool).
+    if (up_.pipe.read_end) pool_.give_back(std::move(up_.pipe), up_.in_pipe);
+    if (down_.pipe.read_end) pool_.give_back(std::move(down_.pipe), down_.in_pipe);
+}
+
+void SpliceRelay::start() {
+    // The backend socket was blocking for io_uring's connect; splice needs EAGAIN from it.
+    ::fcntl(up_.dst, F_SETFL, ::fcntl(up_.dst, F_GETFL) | O_NONBLOCK);
+    for (Direction* d : {&up_, &down_}) {
+        auto p = pool_.take();
+        if (!p) return fail("internal_error", "no pipe for splice: " + p.error().message());
+        d->pipe = std::move(p).value();
+    }
+    fill(up_);
+    fill(down_);
+}
+
+void SpliceRelay::on_completion(uint8_t tag, int res) {
+    switch (tag) {
+        case kUpFill: up_.fill_inflight = false; return on_fill(up_, res);
+        case kDownFill: down_.fill_inflight = false; return on_fill(down_, res);
+        case kUpDrain: up_.drain_inflight = false; return on_drain(up_, res);
+        case kDownDrain: down_.drain_inflight = false; return on_drain(down_, res);
+        case kUpDrainPoll: up_.drain_inflight = false; return drain(up_);
+        case kDownDrainPoll: down_.drain_inflight = false; return drain(down_);
+        case kGoodbyePoll: return finish(down_);
+    }
+}
+
+void SpliceRelay::fill(Direction& d) {
+    if (failed_ || d.src_eof || d.fill_inflight || d.in_pipe >= d.pipe.capacity) return;
+    d.fill_inflight = true;
+    host_.op_submitted();
+    host_.loop().poll_then_splice(&d.op_fill, d.src, d.pipe.write_end.get(), d.pipe.capacity - d.in_pipe);
+}
+
+void SpliceRelay::on_fill(Direction& d, int res) {
+    if (failed_ || res == -ECANCELED) return;
+    if (res > 0) {
+        d.in_pipe += static_cast<size_t>(res);
+        spliced(d) += static_cast<uint64_t>(res);
+        bytes(d) += static_cast<uint64_t>(res);
+        host_.activity();
+        drain(d);
+        return fill(d);
+    }
+    if (res == 0) {  // FIN (for the client: without close_notify)
+        d.src_eof = true;
+        if (!first_close_) first_close_ = d.up ? "client_close" : "backend_close";
+        return drain(d);
+    }
+    if (res == -EAGAIN) return fill(d);
+    // kTLS contract: EINVAL means the next record is not application data. It is still queued;
+    // read it with a cmsg buffer.
+    if (res == -EINVAL && d.up) return on_control_record(d);
+    if (res == -EBADMSG) return fail("bad_record", "record failed authentication (bad_record_mac)");
+    fail(d.up ? "client_error" : "backend_reset", std::string("splice in: ") + std::strerror(-res));
+}
+
+void SpliceRelay::on_control_record(Direction& d) {
+    std::string spill;
+    auto r = path_->read_control(spill);
+    switch (r.status) {
+        case crypto::IoStatus::eof:  // close_notify: the client is done sending
+        case crypto::IoStatus::eof_unclean:
+            d.src_eof = true;
+            if (!first_close_) first_close_ = "client_close";
+            return drain(d);
+        case crypto::IoStatus::want_read: return fill(d);  // skipped (e.g. NewSessionTicket)
+        case crypto::IoStatus::ok: {
+            // Application data after all (the queue changed under us): it passed through user
+            // space, so it is counted as copied. Extremely rare; the pipe has room for a record.
+            ssize_t n = ::write(d.pipe.write_end.get(), spill.data(), spill.size());
+            if (n != static_cast<ssize_t>(spill.size())) return fail("internal_error", "pipe full for spilled record");
+            d.in_pipe += spill.size();
+            counters_.copied_up += spill.size();
+            bytes(d) += spill.size();
+            drain(d);
+            return fill(d);
+        }
+        case crypto::IoStatus::peer_alert: return fail("client_alert", r.reason);
+        case crypto::IoStatus::bad_record: return fail("bad_record", r.reason);
+        default: return fail(r.close_reason ? r.close_reason : "client_error", r.reason);
+    }
+}
+
+void SpliceRelay::drain(Direction& d) {
+    if (failed_ || d.drain_inflight) return;
+    if (d.in_pipe == 0) {
+        if (d.src_eof && !d.done) finish(d);
+        return;
+    }
+    d.drain_inflight = true;
+    host_.op_submitted();
+    host_.loop().splice(&d.op_drain, d.pipe.read_end.get(), d.dst, d.in_pipe);
+}
+
+void SpliceRelay::on_drain(Direction& d, int res) {
+    if (failed_ || res == -ECANCELED) return;
+    if (res > 0) {
+        d.in_pipe -= static_cast<size_t>(res);
+        host_.activity();
+        fill(d);
+        return drain(d);
+    }
+    if (res == -EAGAIN || res == 0) {  // the destination's send buffer is full: wait for room
+        d.drain_inflight = true;
+        host_.op_submitted();
+        host_.loop().poll(&d.op_drain_poll, d.dst, POLLOUT);
+        return;
+    }
+    fail(d.up ? "backend_reset" : "client_reset", std::string("splice out: ") + std::strerror(-res));
+}
+
+void SpliceRelay::finish(Direction& d) {
+    if (failed_ || d.done) return;
+    if (d.up) {
+        // The client's close_notify (or FIN) becomes a FIN towards the backend.
+        ::shutdown(d.dst, SHUT_WR);
+    } else {
+        auto r = path_->shutdown_write();  // close_notify, encrypted by the kernel
+        if (r.status == crypto::IoStatus::want_write) {
+            host_.op_submitted();
+            host_.loop().poll(&op_goodbye_poll_, d.dst, POLLOUT);
+            return;
+        }
+        if (r.status != crypto::IoStatus::ok) return fail("client_reset", r.reason);
+    }
+    d.done = true;
+    if (up_.done && down_.done) host_.relay_finished(first_close_ ? first_close_ : "client_close");
+}
+
+void SpliceRelay::fail(const char* reason, const std::string& detail) {
+    if (failed_) return;
+    failed_ = true;
+    host_.relay_failed(reason, detail);
+}
+
+void SpliceRelay::say_goodbye() {
+    if (!down_.done && !failed_) path_->shutdown_write();
+}
+
+void SpliceRelay::cancel_own_io() {
+    // Fill splices target the pipes' write ends; drains and polls target the sockets, which the
+    // connection cancels.
+    for (Direction* d : {&up_, &down_})
+        if (d->pipe.write_end) host_.loop().cancel_fd(d->pipe.write_end.get());
+}
+
+}  // namespace ztp::conn
