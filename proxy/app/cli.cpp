@@ -85,6 +85,8 @@ int main_cli(int argc, char** argv) {
     run->add_option("--handshake-timeout", q.handshake_timeout, "Quick mode: e.g. 5s");
     run->add_option("--idle-timeout", q.idle_timeout, "Quick mode: e.g. 60s");
     run->add_option("--connection-buffer", q.connection_buffer, "Quick mode: per-direction buffer, e.g. 64KiB");
+    run->add_option("--ktls", q.ktls, "Quick mode: kernel TLS: auto (default), require or off")
+        ->check(CLI::IsMember({"auto", "require", "off"}));
     run->add_option("--max-connections", q.max_connections, "Quick mode: connection limit");
     run->add_option("--workers", q.workers, "Quick mode: worker threads (default: one per CPU)");
     config_opt->excludes(listen_opt);

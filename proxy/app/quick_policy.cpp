@@ -35,6 +35,9 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
         problems.push_back("--tls-min must be 1.2 or 1.3");
     if (!o.max_version.empty() && !parse_version(o.max_version, l.tls.max_version))
         problems.push_back("--tls-max must be 1.2 or 1.3");
+    if (o.ktls == "require") l.tls.ktls = config::KtlsMode::require;
+    else if (o.ktls == "off") l.tls.ktls = config::KtlsMode::off;
+    else if (!o.ktls.empty() && o.ktls != "auto") problems.push_back("--ktls must be auto, require or off");
     p.listeners.push_back(l);
 
     config::Backend b;

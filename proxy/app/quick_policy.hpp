@@ -20,6 +20,7 @@ struct QuickOptions {
     std::string handshake_timeout;  // duration strings, empty = default
     std::string idle_timeout;
     std::string connection_buffer;  // size string
+    std::string ktls;               // "auto" / "require" / "off", empty = auto
     unsigned max_connections = 0;   // 0 = default
     unsigned workers = 0;
 };

@@ -4,10 +4,13 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <iostream>
 #include <thread>
 
+#include "crypto/ktls_probe.hpp"
 #include "proxy/base/log.hpp"
 #include "proxy/base/version.hpp"
 #include "proxy/conn/runtime.hpp"
@@ -31,6 +34,29 @@ Result<UniqueFd> listen_socket(const SocketAddress& addr) {
     return fd;
 }
 
+// `ktls = "require"` is a promise about every connection: refuse to start where the kernel
+// cannot keep it, instead of refusing every connection later.
+std::vector<std::string> unmet_ktls_requirements(const config::Policy& policy) {
+    std::vector<std::string> problems;
+    std::optional<crypto::KtlsProbe> probe;
+    for (const auto& l : policy.listeners) {
+        if (l.tls.ktls != config::KtlsMode::require) continue;
+        if (!probe) probe = crypto::probe_ktls();
+        if (!probe->ulp_available) {
+            problems.push_back("listener '" + l.name + "' requires kTLS, but this kernel has none: " + probe->why_not);
+            continue;
+        }
+        for (const auto& e : probe->entries) {
+            bool version_used = e.version >= l.tls.min_version && e.version <= l.tls.max_version;
+            bool cipher_used = std::find(l.tls.ciphers.begin(), l.tls.ciphers.end(), e.cipher) != l.tls.ciphers.end();
+            if (version_used && cipher_used && !(e.tx && e.rx))
+                problems.push_back("listener '" + l.name + "' requires kTLS, but this kernel cannot offload TLS " +
+                                   config::to_string(e.version) + " " + config::to_string(e.cipher) + ": " + e.error);
+        }
+    }
+    return problems;
+}
+
 SocketAddress bound_address(int fd) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -49,6 +75,10 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening) {
         return 1;
     }
     const auto& pol = runtime->policy();
+    if (auto unmet = unmet_ktls_requirements(pol); !unmet.empty()) {
+        for (const auto& u : unmet) log::main().error("{}", u);
+        return 1;
+    }
     unsigned workers = pol.runtime.workers ? pol.runtime.workers : std::max(1u, std::thread::hardware_concurrency());
 
     // Bind everything before serving: a policy that cannot listen fails at start-up, whole.

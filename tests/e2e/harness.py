@@ -370,7 +370,7 @@ class Proxy(Proc):
 
 
 _TOKEN_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
-_INT_FIELDS = ("bytes_up", "bytes_down", "duration_ms")
+_INT_FIELDS = ("bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up", "copied_down", "duration_ms")
 
 
 def _unquote(v):

@@ -55,6 +55,28 @@ class QuickModeTest(E2ETestCase):
         self.assertEqual({e["alpn"] for e in entries}, {"http/1.1"}, entries)
         self.assertTrue(all(e["bytes_down"] > 100000 for e in entries), entries)
 
+    def test_ktls_require_refuses_to_start_without_kernel_tls(self):
+        if os.path.exists("/proc/net/tls_stat"):
+            self.skipTest("this kernel has kTLS; the refusal is for kernels without it")
+        r = subprocess.run([ztproxy_bin()] + self.quick_args(self.start_backend("http"), None, "--ktls", "require"),
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(b"requires kTLS, but this kernel has none", r.stderr)
+        self.assertIn(b"TCP_ULP", r.stderr)
+
+    def test_ktls_auto_falls_back_and_says_why(self):
+        if os.path.exists("/proc/net/tls_stat"):
+            self.skipTest("this kernel has kTLS; the fallback is for kernels without it")
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(self.quick_args(backend, None, "--ktls", "auto"))
+        r = curl(curl_args("localhost", proxy.port, "/", self.ca.cert))
+        self.assertEqual(r.returncode, 0, "curl: %s\n%s" % (r.stderr, proxy.diag()))
+        [e] = proxy.wait_access()
+        self.assertEqual((e["rx_path"], e["tx_path"]), ("openssl", "openssl"), e)
+        self.assertEqual(e["ktls_fallback"], "no_kernel_support", e)
+        self.assertEqual((e["spliced_up"], e["spliced_down"]), (0, 0), e)
+        self.assertEqual(e["copied_down"], e["bytes_down"], e)
+
     def test_json_access_log(self):
         backend = self.start_backend("http")
         proxy = self.start_proxy(self.quick_args(backend) + ["--alpn", "http/1.1",

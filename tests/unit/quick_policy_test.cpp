@@ -17,6 +17,7 @@ TEST(QuickPolicy, BuildsAValidPolicy) {
     o.handshake_timeout = "3s";
     o.idle_timeout = "1m";
     o.min_version = "1.3";
+    o.ktls = "require";
     std::vector<std::string> problems;
     auto p = quick_policy(o, problems);
     EXPECT_TRUE(problems.empty());
@@ -27,6 +28,7 @@ TEST(QuickPolicy, BuildsAValidPolicy) {
     EXPECT_EQ(p.limits.idle_timeout, std::chrono::minutes(1));
     EXPECT_EQ(p.listeners[0].tls.min_version, config::TlsVersion::tls1_3);
     EXPECT_TRUE(p.routes[0].is_default);
+    EXPECT_EQ(p.listeners[0].tls.ktls, config::KtlsMode::require);
     EXPECT_EQ(p.listeners[0].tls.certificates[0].cert_file.front(), '/');  // made absolute
 }
 
