@@ -113,9 +113,8 @@ IoResult KernelRecordPath::write(std::span<const std::byte> in) {
     return {IoStatus::error, 0, std::string("send: ") + std::strerror(e), e};
 }
 
-IoResult KernelRecordPath::shutdown_write() {
-    if (close_notify_sent_) return {IoStatus::ok};
-    uint8_t alert[2] = {kAlertWarning, kAlertCloseNotify};
+ssize_t KernelRecordPath::send_alert(uint8_t level, uint8_t description) {
+    uint8_t alert[2] = {level, description};
     iovec iov{alert, sizeof alert};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint8_t))] = {};
     msghdr msg{};
@@ -129,14 +128,23 @@ IoResult KernelRecordPath::shutdown_write() {
     cmsg->cmsg_type = TLS_SET_RECORD_TYPE;
     cmsg->cmsg_len = CMSG_LEN(sizeof(uint8_t));
     *CMSG_DATA(cmsg) = kRecordAlert;
-    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n == static_cast<ssize_t>(sizeof alert)) {
+    return ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+IoResult KernelRecordPath::shutdown_write() {
+    if (close_notify_sent_) return {IoStatus::ok};
+    if (send_alert(kAlertWarning, kAlertCloseNotify) == 2) {
         close_notify_sent_ = true;
         return {IoStatus::ok};
     }
     int e = errno;
-    if (n < 0 && (e == EAGAIN || e == EWOULDBLOCK)) return {IoStatus::want_write};
+    if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_write};
     return {IoStatus::error, 0, std::string("sending close_notify: ") + std::strerror(e), e};
+}
+
+void KernelRecordPath::send_fatal_alert(uint8_t description) {
+    constexpr uint8_t kAlertFatal = 2;
+    send_alert(kAlertFatal, description);
 }
 
 KernelMove move_to_kernel(SSL* ssl, int fd) {

@@ -37,6 +37,9 @@ public:
     IoResult write(std::span<const std::byte> in) override;
     // close_notify as a kernel-encrypted alert record.
     IoResult shutdown_write() override;
+    // A fatal alert (e.g. bad_record_mac after a record failed authentication), best effort:
+    // the connection is closed right after.
+    void send_fatal_alert(uint8_t description);
 
     // For the splice relay: splice() failed with EINVAL, i.e. the next record is not
     // application data. Reads and handles that record (with a scratch buffer of our own).
@@ -45,6 +48,7 @@ public:
 
 private:
     IoResult handle_record(uint8_t type, std::span<const std::byte> body);
+    ssize_t send_alert(uint8_t level, uint8_t description);
 
     int fd_;
     config::TlsVersion version_;

@@ -25,7 +25,8 @@ constexpr size_t kRandomSize = 32;
 
 // Runs one EVP_KDF derivation into `out`. The KDF object is fetched per call: OpenSSL caches fetched
 // implementations, and keeping no process-wide state keeps this thread-safe without locks.
-Result<void> kdf_derive(const char* name, const OSSL_PARAM* params, std::span<uint8_t> out, const char* what) {
+Result<void> kdf_derive(const char* name, const OSSL_PARAM* params, std::span<uint8_t> out,
+                        const char* what) {
     KdfPtr kdf(EVP_KDF_fetch(nullptr, name, nullptr));
     if (!kdf) return make_error(ENOTSUP, what);
     KdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
@@ -46,8 +47,9 @@ const EVP_MD* tls13_hash(config::Cipher cipher) {
 
 size_t tls13_hash_size(config::Cipher cipher) { return cipher == config::Cipher::aes_256_gcm ? 48 : 32; }
 
-Result<SecretBytes> hkdf_expand_label(const EVP_MD* md, std::span<const uint8_t> secret, std::string_view label,
-                                      std::span<const uint8_t> context, size_t length) {
+Result<SecretBytes> hkdf_expand_label(const EVP_MD* md, std::span<const uint8_t> secret,
+                                      std::string_view label, std::span<const uint8_t> context,
+                                      size_t length) {
     if (md == nullptr || secret.empty()) return make_error(EINVAL, "hkdf_expand_label: no hash or secret");
     // HkdfLabel's fields are one-byte length-prefixed opaque<7..255> / <0..255>; the output length is a
     // uint16 and RFC 5869 caps it at 255 * HashLen. We never need more than SecretBytes holds.
@@ -77,7 +79,8 @@ Result<SecretBytes> hkdf_expand_label(const EVP_MD* md, std::span<const uint8_t>
     const OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>(EVP_MD_get0_name(md)), 0),
         OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()), secret.size()),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()),
+                                          secret.size()),
         OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), n),
         OSSL_PARAM_construct_end(),
     };

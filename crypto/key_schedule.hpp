@@ -38,8 +38,9 @@ size_t tls13_hash_size(config::Cipher cipher);  // 32 or 48: the size of every t
 
 // RFC 8446 §7.1 HKDF-Expand-Label(secret, label, context, length) with HkdfLabel.label = "tls13 " +
 // `label` (pass the label WITHOUT the "tls13 " prefix). `length` ≤ SecretBytes::kCapacity.
-Result<SecretBytes> hkdf_expand_label(const EVP_MD* md, std::span<const uint8_t> secret, std::string_view label,
-                                      std::span<const uint8_t> context, size_t length);
+Result<SecretBytes> hkdf_expand_label(const EVP_MD* md, std::span<const uint8_t> secret,
+                                      std::string_view label, std::span<const uint8_t> context,
+                                      size_t length);
 
 // RFC 8446 §7.3: key = HKDF-Expand-Label(secret, "key", "", key_len), iv = ...("iv", "", 12).
 // `traffic_secret` must be tls13_hash_size(cipher) bytes. The result has seq 0.

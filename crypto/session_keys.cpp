@@ -26,21 +26,21 @@ constexpr size_t kMasterSecretSize = 48;
 //            that direction to the application traffic key right after it.
 // Which marker counts is decided once the version is known, in take_session_keys.
 struct DirectionCount {
-    unsigned ccs_records = 0;      // ChangeCipherSpec records seen in this direction
-    uint64_t after_ccs = 0;        // records after the (last) ChangeCipherSpec record
-    unsigned finished_msgs = 0;    // Finished handshake messages seen in this direction
-    uint64_t after_finished = 0;   // records after the (last) Finished
-    bool key_update = false;       // a TLS 1.3 KeyUpdate went through: secret_0 is no longer current
+    unsigned ccs_records = 0;     // ChangeCipherSpec records seen in this direction
+    uint64_t after_ccs = 0;       // records after the (last) ChangeCipherSpec record
+    unsigned finished_msgs = 0;   // Finished handshake messages seen in this direction
+    uint64_t after_finished = 0;  // records after the (last) Finished
+    bool key_update = false;      // a TLS 1.3 KeyUpdate went through: secret_0 is no longer current
 };
 
 // Per-SSL capture state, owned by the SSL's ex_data (allocated by the ex_data new callback at SSL_new,
 // freed — and thereby scrubbed — by the free callback at SSL_free).
 struct Capture {
-    SecretBytes client_secret;    // TLS 1.3 CLIENT_TRAFFIC_SECRET_0
-    SecretBytes server_secret;    // TLS 1.3 SERVER_TRAFFIC_SECRET_0
-    bool bad_keylog = false;      // a line for our labels that did not parse or named another connection
-    DirectionCount tx;            // records we wrote
-    DirectionCount rx;            // records we read
+    SecretBytes client_secret;  // TLS 1.3 CLIENT_TRAFFIC_SECRET_0
+    SecretBytes server_secret;  // TLS 1.3 SERVER_TRAFFIC_SECRET_0
+    bool bad_keylog = false;    // a line for our labels that did not parse or named another connection
+    DirectionCount tx;          // records we wrote
+    DirectionCount rx;          // records we read
     bool taken = false;
 };
 
@@ -243,8 +243,8 @@ Result<SessionKeys> tls12_keys(SSL* ssl, config::Cipher cipher) {
     OPENSSL_cleanse(master.data(), master.size());
     if (!block) return block.error();
     SessionKeys k;
-    k.rx = std::move(block.value().first);    // client_write: what the client sends us
-    k.tx = std::move(block.value().second);   // server_write: what we send
+    k.rx = std::move(block.value().first);   // client_write: what the client sends us
+    k.tx = std::move(block.value().second);  // server_write: what we send
     return k;
 }
 
@@ -258,7 +258,8 @@ void enable_key_capture(SSL_CTX* ctx) {
 }
 
 Result<SessionKeys> take_session_keys(SSL* ssl) {
-    if (ssl == nullptr || !SSL_is_server(ssl)) return make_error(EINVAL, "take_session_keys: not a server SSL");
+    if (ssl == nullptr || !SSL_is_server(ssl))
+        return make_error(EINVAL, "take_session_keys: not a server SSL");
     if (!SSL_is_init_finished(ssl)) return make_error(EINVAL, "take_session_keys: handshake not finished");
     Capture* st = capture_of(ssl);
     if (st == nullptr) return make_error(ENOKEY, "take_session_keys: key capture not enabled");

@@ -78,7 +78,7 @@ void SpliceRelay::on_fill(Direction& d, int res) {
     // kTLS contract: EINVAL means the next record is not application data. It is still queued;
     // read it with a cmsg buffer.
     if (res == -EINVAL && d.up) return on_control_record(d);
-    if (res == -EBADMSG) return fail("bad_record", "record failed authentication (bad_record_mac)");
+    if (res == -EBADMSG) return bad_record("record failed authentication");
     fail(d.up ? "client_error" : "backend_reset", std::string("splice in: ") + std::strerror(-res));
 }
 
@@ -104,7 +104,7 @@ void SpliceRelay::on_control_record(Direction& d) {
             return fill(d);
         }
         case crypto::IoStatus::peer_alert: return fail("client_alert", r.reason);
-        case crypto::IoStatus::bad_record: return fail("bad_record", r.reason);
+        case crypto::IoStatus::bad_record: return bad_record(r.reason);
         default: return fail(r.close_reason ? r.close_reason : "client_error", r.reason);
     }
 }
@@ -153,6 +153,13 @@ void SpliceRelay::finish(Direction& d) {
     }
     d.done = true;
     if (up_.done && down_.done) host_.relay_finished(first_close_ ? first_close_ : "client_close");
+}
+
+void SpliceRelay::bad_record(const std::string& detail) {
+    // Nothing of the record was released (splice moved no byte of it); tell the client why.
+    constexpr uint8_t kBadRecordMac = 20;
+    path_->send_fatal_alert(kBadRecordMac);
+    fail("bad_record", detail);
 }
 
 void SpliceRelay::fail(const char* reason, const std::string& detail) {

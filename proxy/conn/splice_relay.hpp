@@ -55,6 +55,7 @@ private:
     void on_control_record(Direction& d);
     void finish(Direction& d);
     void fail(const char* reason, const std::string& detail);
+    void bad_record(const std::string& detail);
     uint64_t& spliced(Direction& d) { return d.up ? counters_.spliced_up : counters_.spliced_down; }
     uint64_t& bytes(Direction& d) { return d.up ? counters_.bytes_up : counters_.bytes_down; }
 

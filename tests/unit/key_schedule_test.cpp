@@ -88,24 +88,24 @@ TEST(SecretBytes, RefusesOversizedInput) {
 // ({server} derive secret "tls13 s ap traffic" / "tls13 c ap traffic", {server} derive write / read
 // traffic keys for application data, {server} derive secret for handshake "tls13 derived").
 
-const Bytes kServerApSecret = hex(
-    "a1 1a f9 f0 55 31 f8 56 ad 47 11 6b 45 a9 50 32 82 04 b4 f4 4b fb 6b 3a 4b 4f 1f 3f cb 63 16 43");
+const Bytes kServerApSecret =
+    hex("a1 1a f9 f0 55 31 f8 56 ad 47 11 6b 45 a9 50 32 82 04 b4 f4 4b fb 6b 3a 4b 4f 1f 3f cb 63 16 43");
 const Bytes kServerApKey = hex("9f 02 28 3b 6c 9c 07 ef c2 6b b9 f2 ac 92 e3 56");
 const Bytes kServerApIv = hex("cf 78 2b 88 dd 83 54 9a ad f1 e9 84");
-const Bytes kClientApSecret = hex(
-    "9e 40 64 6c e7 9a 7f 9d c0 5a f8 88 9b ce 65 52 87 5a fa 0b 06 df 00 87 f7 92 eb b7 c1 75 04 a5");
+const Bytes kClientApSecret =
+    hex("9e 40 64 6c e7 9a 7f 9d c0 5a f8 88 9b ce 65 52 87 5a fa 0b 06 df 00 87 f7 92 eb b7 c1 75 04 a5");
 const Bytes kClientApKey = hex("17 42 2d da 59 6e d5 d9 ac d8 90 e3 c6 3f 50 51");
 const Bytes kClientApIv = hex("5b 78 92 3d ee 08 57 90 33 e5 23 d9");
-const Bytes kEarlySecret = hex(
-    "33 ad 0a 1c 60 7e c0 3b 09 e6 cd 98 93 68 0c e2 10 ad f3 00 aa 1f 26 60 e1 b2 2e 10 f1 70 f9 2a");
-const Bytes kEmptyHashSha256 = hex(
-    "e3 b0 c4 42 98 fc 1c 14 9a fb f4 c8 99 6f b9 24 27 ae 41 e4 64 9b 93 4c a4 95 99 1b 78 52 b8 55");
-const Bytes kDerivedForHandshake = hex(
-    "6f 26 15 a1 08 c7 02 c5 67 8f 54 fc 9d ba b6 97 16 c0 76 18 9c 48 25 0c eb ea c3 57 6c 36 11 ba");
+const Bytes kEarlySecret =
+    hex("33 ad 0a 1c 60 7e c0 3b 09 e6 cd 98 93 68 0c e2 10 ad f3 00 aa 1f 26 60 e1 b2 2e 10 f1 70 f9 2a");
+const Bytes kEmptyHashSha256 =
+    hex("e3 b0 c4 42 98 fc 1c 14 9a fb f4 c8 99 6f b9 24 27 ae 41 e4 64 9b 93 4c a4 95 99 1b 78 52 b8 55");
+const Bytes kDerivedForHandshake =
+    hex("6f 26 15 a1 08 c7 02 c5 67 8f 54 fc 9d ba b6 97 16 c0 76 18 9c 48 25 0c eb ea c3 57 6c 36 11 ba");
 // RFC 8448 §3: {server} derive read traffic keys for handshake data (key from the client handshake
 // traffic secret) — a second key/iv pair to pin the label encoding.
-const Bytes kClientHsSecret = hex(
-    "b3 ed db 12 6e 06 7f 35 a7 80 b3 ab f4 5e 2d 8f 3b 1a 95 07 38 f5 2e 96 00 74 6a 0e 27 a5 5a 21");
+const Bytes kClientHsSecret =
+    hex("b3 ed db 12 6e 06 7f 35 a7 80 b3 ab f4 5e 2d 8f 3b 1a 95 07 38 f5 2e 96 00 74 6a 0e 27 a5 5a 21");
 const Bytes kClientHsKey = hex("db fa a6 93 d1 76 2c 5b 66 6a f5 d9 50 25 8d 01");
 const Bytes kClientHsIv = hex("5b d3 c7 1b 83 6e 0b 76 bb 73 26 5f");
 
@@ -176,7 +176,8 @@ Bytes traffic_upd_info(uint16_t len) {
 TEST(KeySchedule, TrafficUpdateSha256MatchesIndependentHkdf) {
     auto next = tls13_next_traffic_secret(config::Cipher::aes_128_gcm, kServerApSecret);
     ASSERT_TRUE(next) << next.error().message();
-    EXPECT_EQ(bytes(next->view()), hkdf_expand_reference(EVP_sha256(), kServerApSecret, traffic_upd_info(32), 32));
+    EXPECT_EQ(bytes(next->view()),
+              hkdf_expand_reference(EVP_sha256(), kServerApSecret, traffic_upd_info(32), 32));
     // Same hash for CHACHA20-POLY1305.
     auto chacha = tls13_next_traffic_secret(config::Cipher::chacha20_poly1305, kServerApSecret);
     ASSERT_TRUE(chacha);

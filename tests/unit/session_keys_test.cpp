@@ -47,8 +47,8 @@ const TestCert& test_cert() {
         X509_gmtime_adj(X509_getm_notAfter(x), 3600);
         X509_set_pubkey(x, t.key.get());
         X509_NAME* name = X509_get_subject_name(x);
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("localhost"),
-                                   -1, -1, 0);
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                   reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
         X509_set_issuer_name(x, name);
         X509_sign(x, t.key.get(), EVP_sha256());
         return t;
@@ -88,8 +88,9 @@ void configure_common(SSL_CTX* ctx, const ContextOptions& o) {
     SSL_CTX_set_min_proto_version(ctx, v);
     SSL_CTX_set_max_proto_version(ctx, v);
     if (o.version == TlsVersion::tls1_2)
-        ASSERT_EQ(SSL_CTX_set_cipher_list(ctx, o.tls12_cipher_override ? o.tls12_cipher_override
-                                                                       : tls12_suite(o.cipher)), 1);
+        ASSERT_EQ(SSL_CTX_set_cipher_list(
+                      ctx, o.tls12_cipher_override ? o.tls12_cipher_override : tls12_suite(o.cipher)),
+                  1);
     else
         ASSERT_EQ(SSL_CTX_set_ciphersuites(ctx, tls13_suite(o.cipher)), 1);
 }
@@ -169,8 +170,10 @@ bool handshake(Pair& p, F after_client_done) {
     for (int i = 0; i < 50 && !(c_done && s_done); ++i) {
         if (!c_done) {
             const int rc = SSL_do_handshake(p.client.get());
-            if (rc == 1) c_done = true;
-            else if (!would_block(p.client.get(), rc)) return false;
+            if (rc == 1)
+                c_done = true;
+            else if (!would_block(p.client.get(), rc))
+                return false;
         }
         if (c_done && !hook_ran) {
             hook_ran = true;
@@ -178,8 +181,10 @@ bool handshake(Pair& p, F after_client_done) {
         }
         if (!s_done) {
             const int rc = SSL_do_handshake(p.server.get());
-            if (rc == 1) s_done = true;
-            else if (!would_block(p.server.get(), rc)) return false;
+            if (rc == 1)
+                s_done = true;
+            else if (!would_block(p.server.get(), rc))
+                return false;
         }
     }
     return c_done && s_done;
@@ -233,10 +238,12 @@ Bytes message(size_t n, uint8_t seed) {
 
 // Client's OpenSSL writes `msgs`; every record on the wire must open with `rx` from rx.seq onwards.
 // Returns the number of records consumed.
-uint64_t check_client_to_server(Pair& p, const DirectionKeys& rx, uint64_t first_seq, const std::vector<Bytes>& msgs) {
+uint64_t check_client_to_server(Pair& p, const DirectionKeys& rx, uint64_t first_seq,
+                                const std::vector<Bytes>& msgs) {
     Bytes expected;
     for (const auto& m : msgs) {
-        EXPECT_EQ(SSL_write(p.client.get(), m.data(), static_cast<int>(m.size())), static_cast<int>(m.size()));
+        EXPECT_EQ(SSL_write(p.client.get(), m.data(), static_cast<int>(m.size())),
+                  static_cast<int>(m.size()));
         expected.insert(expected.end(), m.begin(), m.end());
     }
     const auto recs = split_records(drain(p.server_end));
@@ -244,7 +251,8 @@ uint64_t check_client_to_server(Pair& p, const DirectionKeys& rx, uint64_t first
     Bytes got;
     uint64_t seq = first_seq;
     for (const auto& r : recs) {
-        auto o = ktls_reference::open_record(rx.version, rx.cipher, rx.key.view(), reference_iv(rx, 0), seq++, r);
+        auto o =
+            ktls_reference::open_record(rx.version, rx.cipher, rx.key.view(), reference_iv(rx, 0), seq++, r);
         EXPECT_TRUE(o) << "record " << (seq - 1) << ": " << (o ? "" : o.error().message());
         if (!o) break;
         EXPECT_EQ(o->type, kRecordApplicationData);
@@ -255,27 +263,28 @@ uint64_t check_client_to_server(Pair& p, const DirectionKeys& rx, uint64_t first
 }
 
 // We seal `msgs` with `tx` from `first_seq`; the client's OpenSSL must read exactly them.
-void check_server_to_client(Pair& p, const DirectionKeys& tx, uint64_t first_seq, const std::vector<Bytes>& msgs,
-                            const Bytes& prefix_records = {}) {
+void check_server_to_client(Pair& p, const DirectionKeys& tx, uint64_t first_seq,
+                            const std::vector<Bytes>& msgs, const Bytes& prefix_records = {}) {
     Bytes wire = prefix_records;
     Bytes expected;
     uint64_t seq = first_seq;
     for (const auto& m : msgs) {
-        auto rec = ktls_reference::seal_record(tx.version, tx.cipher, tx.key.view(), reference_iv(tx, seq), seq,
-                                               kRecordApplicationData, m);
+        auto rec = ktls_reference::seal_record(tx.version, tx.cipher, tx.key.view(), reference_iv(tx, seq),
+                                               seq, kRecordApplicationData, m);
         ASSERT_TRUE(rec) << rec.error().message();
         ++seq;
         wire.insert(wire.end(), rec->begin(), rec->end());
         expected.insert(expected.end(), m.begin(), m.end());
     }
-    ASSERT_EQ(BIO_write(p.server_end, wire.data(), static_cast<int>(wire.size())), static_cast<int>(wire.size()));
+    ASSERT_EQ(BIO_write(p.server_end, wire.data(), static_cast<int>(wire.size())),
+              static_cast<int>(wire.size()));
     Bytes got(expected.size() + 100);
     size_t have = 0;
     while (have < expected.size()) {
         const int n = SSL_read(p.client.get(), got.data() + have, static_cast<int>(got.size() - have));
         if (n <= 0) {
-            ADD_FAILURE() << "client SSL_read failed: SSL_get_error " << SSL_get_error(p.client.get(), n) << " "
-                          << ERR_reason_error_string(ERR_peek_last_error());
+            ADD_FAILURE() << "client SSL_read failed: SSL_get_error " << SSL_get_error(p.client.get(), n)
+                          << " " << ERR_reason_error_string(ERR_peek_last_error());
             ERR_clear_error();
             return;
         }
@@ -459,16 +468,16 @@ TEST_P(SessionKeysKeyUpdate, NextSecretsFollowOpenSsl) {
     ASSERT_TRUE(rx_next);
     auto rx1 = tls13_traffic_keys(o.cipher, rx_next->view());
     ASSERT_TRUE(rx1);
-    auto data = ktls_reference::open_record(rx1->version, rx1->cipher, rx1->key.view(), reference_iv(*rx1, 0), 0,
-                                            recs[1]);
+    auto data = ktls_reference::open_record(rx1->version, rx1->cipher, rx1->key.view(), reference_iv(*rx1, 0),
+                                            0, recs[1]);
     ASSERT_TRUE(data) << data.error().message();
     EXPECT_EQ(data->plaintext, after);
 
     // We update ours: seal a KeyUpdate under the current key, then data under the next one.
     client_reads_pending_handshake(p);  // tickets
     const Bytes ku_msg{SSL3_MT_KEY_UPDATE, 0, 0, 1, SSL_KEY_UPDATE_NOT_REQUESTED};
-    auto ku_rec = ktls_reference::seal_record(k.tx.version, k.tx.cipher, k.tx.key.view(), reference_iv(k.tx, 0),
-                                              k.tx.seq, kRecordHandshake, ku_msg);
+    auto ku_rec = ktls_reference::seal_record(k.tx.version, k.tx.cipher, k.tx.key.view(),
+                                              reference_iv(k.tx, 0), k.tx.seq, kRecordHandshake, ku_msg);
     ASSERT_TRUE(ku_rec);
     auto tx_next = tls13_next_traffic_secret(o.cipher, k.tx_secret.view());
     ASSERT_TRUE(tx_next);
@@ -478,7 +487,8 @@ TEST_P(SessionKeysKeyUpdate, NextSecretsFollowOpenSsl) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCiphers, SessionKeysKeyUpdate,
-                         ::testing::Values(Cipher::aes_128_gcm, Cipher::aes_256_gcm, Cipher::chacha20_poly1305));
+                         ::testing::Values(Cipher::aes_128_gcm, Cipher::aes_256_gcm,
+                                           Cipher::chacha20_poly1305));
 
 // ---------------------------------------------------------------------------------------------
 // Buffered input, refusals, SNI context switches.
@@ -491,9 +501,8 @@ TEST(SessionKeys, BufferedInputWhenClientDataArrivesWithItsFinished) {
     auto cctx = client_ctx(o, &cs);
     Pair p = connect_pair(cctx.get(), sctx.get());
     const Bytes early = message(64, 1);
-    ASSERT_TRUE(handshake(p, [&] {
-        EXPECT_EQ(SSL_write(p.client.get(), early.data(), static_cast<int>(early.size())), 64);
-    }));
+    ASSERT_TRUE(handshake(
+        p, [&] { EXPECT_EQ(SSL_write(p.client.get(), early.data(), static_cast<int>(early.size())), 64); }));
     EXPECT_TRUE(has_buffered_input(p.server.get()));
     // The keys themselves are still right (the buffered record was not parsed: rx.seq 0), but the caller
     // must drain through OpenSSL or refuse the kernel path.

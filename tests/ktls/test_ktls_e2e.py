@@ -1,0 +1,781 @@
+#!/usr/bin/env python3
+"""kTLS end to end: the real ztproxy binary, curl and `openssl s_client`, inside a kernel that has
+kTLS (tests/ktls/run-in-ktls-kernel.sh; the CTest test `ktls_vm_suite` runs label `ktls` there).
+
+What is proven, per connection, from the proxy's access log and /proc/net/tls_stat deltas:
+  1. TLS 1.2 and 1.3 x AES-128-GCM / AES-256-GCM / CHACHA20-POLY1305 (s_client, ECDSA cert) and
+     curl: data intact, rx_path=kernel tx_path=kernel, spliced_* = bytes_*, copied_* = 0, and the
+     kernel's TlsTxSw/TlsRxSw grew (the clients never use kTLS: the counters are the proxy's).
+  2. 64 MiB up and 64 MiB down (curl, sha256 on both ends), TLS 1.3 and 1.2, all spliced.
+  3. Half-close both ways on the kernel path.
+  4. A man in the middle flips a byte of a client record (ciphertext, tag, header length): not one
+     byte of it reaches the backend, close=bad_record, TlsDecryptError grew, the proxy serves on.
+  5. TLS 1.3 KeyUpdate from the client (s_client's "k"/"K" commands) on a kernel that cannot
+     rekey kTLS (< 6.14): close=key_update_unsupported, nothing after it reaches the backend.
+  6. ktls = "off" (policy) / --ktls off (quick mode): the OpenSSL path, no tls_stat change.
+
+Exit 77 (CTest skip) on a kernel without kTLS outside the VM; inside the VM (KTLS_VM_GUEST set) a
+missing kTLS is a failure. Run by hand inside the VM:
+  tests/ktls/run-in-ktls-kernel.sh bash -c 'cd tests/ktls && ZTPROXY_BIN=$PWD/../../build/ztproxy \
+      python3 -m unittest -v test_ktls_e2e'
+Inside UML every syscall costs tens of microseconds and starting Python costs seconds: the
+backends and the main proxy are started once per class, and connections are strictly sequential
+(each one's access-log line and backend event are awaited before the next starts), so that "the
+next access line" and tls_stat deltas belong to the connection just made.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+
+import backend as backend_mod  # noqa: E402
+from harness import (E2ETestCase, Backend, BioTlsClient, CertAuthority, HttpConn, Proxy,  # noqa: E402
+                     client_context, curl, curl_args, describe_rc, policy_toml, require_tool,
+                     s_client, tls_close_kind, tls_connect, wait_until)
+
+SKIP = 77
+IN_VM = os.environ.get("KTLS_VM_GUEST", "")
+TLS_STAT = "/proc/net/tls_stat"
+TCP_ULP = getattr(socket, "TCP_ULP", 31)  # <linux/tcp.h>; Python 3.11 does not export it
+
+TLS12 = {  # ECDSA certificate: OpenSSL name -> IANA name (the log may use either)
+    "AES-128-GCM": ("ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+    "AES-256-GCM": ("ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+    "CHACHA20-POLY1305": ("ECDHE-ECDSA-CHACHA20-POLY1305",
+                          "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+}
+TLS13 = {
+    "AES-128-GCM": "TLS_AES_128_GCM_SHA256",
+    "AES-256-GCM": "TLS_AES_256_GCM_SHA384",
+    "CHACHA20-POLY1305": "TLS_CHACHA20_POLY1305_SHA256",
+}
+BULK = 64 * 1024 * 1024
+COUNTER_FIELDS = ("bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up",
+                  "copied_down")
+
+
+def ktls_status():
+    """(True, '') when this kernel takes the TLS ULP on a connected TCP socket, else (False, why)."""
+    lst = socket.socket()
+    try:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        with socket.create_connection(lst.getsockname(), timeout=10) as c:
+            peer, _ = lst.accept()
+            with peer:
+                try:
+                    c.setsockopt(socket.IPPROTO_TCP, TCP_ULP, b"tls")
+                except OSError as e:
+                    hint = " (kernel without CONFIG_TLS, or the tls module is not loaded)" \
+                        if e.errno == errno.ENOENT else ""
+                    return False, "setsockopt(TCP_ULP, \"tls\"): %s%s" % (e.strerror, hint)
+    finally:
+        lst.close()
+    if not os.access(TLS_STAT, os.R_OK):
+        return False, "%s is not readable" % TLS_STAT
+    return True, ""
+
+
+def require_ktls():
+    ok, why = ktls_status()
+    if ok:
+        return
+    if IN_VM:
+        raise AssertionError("inside the kTLS VM (KTLS_VM_GUEST=%s) but kTLS is unavailable: %s"
+                             % (IN_VM, why))
+    raise unittest.SkipTest("no kTLS on this kernel: %s; these tests run inside "
+                            "tests/ktls/run-in-ktls-kernel.sh (ctest -R ktls_vm_suite)" % why)
+
+
+def tls_stat():
+    with open(TLS_STAT) as f:
+        return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+
+
+def stat_delta(before, after):
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+def as_int(e, k):
+    try:
+        return int(e[k])
+    except (KeyError, TypeError, ValueError):
+        raise AssertionError("access entry has no integer %s: %r" % (k, e))
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for c in iter(lambda: f.read(1 << 20), b""):
+            h.update(c)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# The man in the middle
+
+
+class TamperForwarder:
+    """A TCP forwarder for ONE connection (client -> here -> 127.0.0.1:target) that parses the
+    TLS records the client sends and corrupts the `index`-th record of outer type 0x17
+    (application_data; in TLS 1.3 the first one is the client's Finished). Modes:
+
+      body          flip one bit in the middle of the record body (the ciphertext)
+      tag           flip one bit of the last byte (the AEAD tag)
+      len_minus1    header length one smaller than the record
+      len_plus1     header length one larger (the next record's first byte is swallowed)
+      len_oversize  flip bit 0x40 of the length's high byte: longer than any legal record
+
+    The server->client direction passes unchanged. `tampered` describes what was changed, None
+    if the record never came. Sockets time out after 60 s, so nothing here can hang a test.
+    """
+
+    MODES = ("body", "tag", "len_minus1", "len_plus1", "len_oversize")
+
+    def __init__(self, target_port, mode, index):
+        assert mode in self.MODES, mode
+        self.target_port, self.mode, self.index = target_port, mode, index
+        self.tampered = None
+        self.errors = []
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.lsock.settimeout(60)
+        self.port = self.lsock.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True, name="mitm-" + mode)
+        self.thread.start()
+
+    def join(self, timeout=30):
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _run(self):
+        try:
+            client, _ = self.lsock.accept()
+        except OSError as e:
+            self.errors.append("accept: %s" % e)
+            return
+        finally:
+            self.lsock.close()
+        client.settimeout(60)
+        try:
+            server = socket.create_connection(("127.0.0.1", self.target_port), timeout=60)
+        except OSError as e:
+            self.errors.append("connect: %s" % e)
+            client.close()
+            return
+        down = threading.Thread(target=self._plain, args=(server, client), daemon=True)
+        down.start()
+        self._up(client, server)
+        down.join(60)
+        client.close()
+        server.close()
+
+    @staticmethod
+    def _end(src, dst):
+        """Pass an EOF on; after an error, stop both directions of both sockets."""
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _plain(self, src, dst):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                dst.sendall(d)
+        except OSError as e:
+            self.errors.append("down: %s" % e)
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return
+        self._end(src, dst)
+
+    def _tamper(self, rec):
+        length = int.from_bytes(rec[3:5], "big")
+        if self.mode == "body":
+            i = 5 + length // 2
+            rec[i] ^= 0x01
+        elif self.mode == "tag":
+            rec[-1] ^= 0x01
+        elif self.mode == "len_minus1":
+            rec[3:5] = (length - 1).to_bytes(2, "big")
+        elif self.mode == "len_plus1":
+            rec[3:5] = (length + 1).to_bytes(2, "big")
+        elif self.mode == "len_oversize":
+            rec[3] ^= 0x40
+        self.tampered = "record %d of type 0x17, length %d, mode %s, header now %s" % (
+            self.index, length, self.mode, bytes(rec[:5]).hex())
+        return rec
+
+    def _up(self, src, dst):
+        buf = bytearray()
+        seen = 0
+        passthrough = False
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                buf += d
+                out = bytearray()
+                while not passthrough and len(buf) >= 5:
+                    length = int.from_bytes(buf[3:5], "big")
+                    if len(buf) < 5 + length:
+                        break
+                    rec = bytearray(buf[:5 + length])
+                    del buf[:5 + length]
+                    if rec[0] == 0x17:
+                        if seen == self.index:
+                            rec = self._tamper(rec)
+                            passthrough = True  # the stream no longer parses after a length change
+                        seen += 1
+                    out += rec
+                if passthrough:
+                    out += buf
+                    buf.clear()
+                if out:
+                    dst.sendall(out)
+            if buf:
+                dst.sendall(buf)
+        except OSError as e:
+            self.errors.append("up: %s" % e)
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return
+        self._end(src, dst)
+
+
+# --------------------------------------------------------------------------------------------
+# s_client driven step by step (for KeyUpdate)
+
+
+class SClientSession:
+    """`openssl s_client -brief` with its stdout and stderr collected; the test writes lines to
+    its stdin and waits on what it printed. Bounded everywhere; close() always reaps it."""
+
+    def __init__(self, port, servername, cafile, extra=()):
+        require_tool("openssl")
+        self.argv = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-brief",
+                     "-servername", servername, "-CAfile", cafile, "-verify_return_error"] + \
+            list(extra)
+        self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        self.out, self.err = bytearray(), bytearray()
+        self.cond = threading.Condition()
+        self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, self.out),
+                                         daemon=True),
+                        threading.Thread(target=self._read, args=(self.p.stderr, self.err),
+                                         daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _read(self, pipe, into):
+        while True:
+            b = pipe.read1(65536)
+            with self.cond:
+                if not b:
+                    self.cond.notify_all()
+                    return
+                into.extend(b)
+                self.cond.notify_all()
+
+    def write(self, data):
+        try:
+            self.p.stdin.write(data)
+            self.p.stdin.flush()
+            return True
+        except (BrokenPipeError, ValueError):
+            return False
+
+    def wait(self, predicate, timeout):
+        """Waits until predicate(stdout, stderr) holds, s_client exits, or the timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate(bytes(self.out), bytes(self.err)):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.p.poll() is not None:
+                    return predicate(bytes(self.out), bytes(self.err))
+                self.cond.wait(min(left, 0.2))
+            return True
+
+    def wait_exit(self, timeout):
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        if self.wait_exit(10) is None:
+            self.p.kill()
+            self.p.wait(10)
+        for t in self.threads:
+            t.join(5)
+        for f in (self.p.stdout, self.p.stderr):
+            f.close()
+
+    def describe(self):
+        rc = self.p.poll()
+        return "command: %s\nexit: %s\nstdout: %r\nstderr:\n%s" % (
+            " ".join(self.argv), "running" if rc is None else describe_rc(rc),
+            bytes(self.out[:300]), self.err.decode("utf-8", "replace"))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class KtlsE2ETest(E2ETestCase):
+    """One proxy for the class: listener "main" (ktls default = auto) and listener "plain"
+    (ktls = "off"); SNI echo.test -> echo backend, anything else -> HTTP backend."""
+
+    @classmethod
+    def setUpClass(cls):
+        require_ktls()
+        super().setUpClass()
+        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
+        cls.leaf = cls.ca.issue("leaf", "ec", dns=["echo.test", "http.test", "localhost"])
+        cls.echo = Backend("echo")
+        cls.addClassCleanup(cls.echo.stop)
+        cls.http = Backend("http")
+        cls.addClassCleanup(cls.http.stop)
+        cls.policy = os.path.join(cls.class_tmp, "policy.toml")
+        certs = [("leaf", cls.leaf, None)]
+        with open(cls.policy, "w") as f:
+            f.write(policy_toml(
+                listeners=[{"name": "main", "certs": certs},
+                           {"name": "plain", "certs": certs, "tls": {"ktls": "off"}}],
+                backends=[{"name": "echo", "addresses": [cls.echo.address]},
+                          {"name": "http", "addresses": [cls.http.address]}],
+                routes=[{"server_names": ["echo.test"], "backend": "echo"},
+                        {"default": True, "backend": "http"}],
+                # An idle timeout that cannot cut a slow 64 MiB transfer in UML short, but ends a
+                # connection a test lost track of long before CTest's timeout.
+                sections={"limits": {"idle_timeout": "60s"}}))
+        cls.proxy = Proxy(["run", "-c", cls.policy], listeners=2)
+        cls.addClassCleanup(cls.proxy.stop)
+        cls.port = cls.proxy.port_of("main")
+        cls.plain_port = cls.proxy.port_of("plain")
+        cls.baseline = tls_stat()
+
+    def setUp(self):
+        super().setUp()
+        self.assertTrue(self.proxy.alive(), "the class proxy died earlier\n" + self.proxy.diag())
+
+    def tearDown(self):
+        # Every kTLS socket the proxy opened during the test must be gone once its connections
+        # closed: TlsCurr{Tx,Rx}Sw back to where the class started.
+        try:
+            self.assertTrue(self.proxy.alive(), "ztproxy died during the test\n" + self.proxy.diag())
+            wait_until(lambda: all(tls_stat()[k] == self.baseline[k]
+                                   for k in ("TlsCurrTxSw", "TlsCurrRxSw")),
+                       20, "TlsCurrTxSw/TlsCurrRxSw back to %s (now %s)" % (
+                           {k: self.baseline[k] for k in ("TlsCurrTxSw", "TlsCurrRxSw")},
+                           {k: v for k, v in tls_stat().items() if k.startswith("TlsCurr")}))
+        finally:
+            super().tearDown()
+
+    # ------------------------------------------------------------------ helpers
+
+    def mark(self, proxy=None):
+        return len((proxy or self.proxy).access_entries())
+
+    def next_access(self, mark, what, proxy=None, timeout=30):
+        """The access entry of the one connection made since `mark`."""
+        proxy = proxy or self.proxy
+        entries = proxy.wait_access(count=mark + 1, timeout=timeout, what=what)
+        self.assertEqual(len(entries), mark + 1,
+                         "more than one new access entry %s:\n%s" % (
+                             what, "\n".join(map(repr, entries[mark:]))))
+        return entries[mark]
+
+    def echo_mark(self):
+        return len(self.echo.out.snapshot())
+
+    def echo_closed(self, mark, what):
+        m = self.echo.wait_event(r"^ECHO_CLOSED peer=\S+ bytes=(\d+) reason=(\S+)$",
+                                 timeout=30, start=mark)
+        return int(m.group(1)), m.group(2)
+
+    def assert_kernel_entry(self, e, what, close="client_close"):
+        msg = "%s: %r\n(fallback reasons are logged at debug level)" % (what, e)
+        self.assertEqual((e.get("rx_path"), e.get("tx_path")), ("kernel", "kernel"), msg)
+        self.assertNotIn("ktls_fallback", e, msg)
+        c = {k: as_int(e, k) for k in COUNTER_FIELDS}
+        self.assertEqual((c["copied_up"], c["copied_down"]), (0, 0), msg)
+        self.assertEqual((c["spliced_up"], c["spliced_down"]), (c["bytes_up"], c["bytes_down"]),
+                         msg)
+        if close is not None:
+            self.assertEqual(e.get("close"), close, msg)
+        return c
+
+    def assert_ktls_counted(self, before, after, n, what):
+        d = stat_delta(before, after)
+        self.assertGreaterEqual(d["TlsTxSw"], n, "%s: TlsTxSw grew by %d, expected >= %d; delta %r"
+                                % (what, d["TlsTxSw"], n, d))
+        self.assertGreaterEqual(d["TlsRxSw"], n, "%s: TlsRxSw grew by %d, expected >= %d; delta %r"
+                                % (what, d["TlsRxSw"], n, d))
+        return d
+
+    def echo_roundtrip_kernel(self, what, port=None, proxy=None):
+        """A fresh client through the proxy (echo backend): bytes come back, kernel path."""
+        proxy = proxy or self.proxy
+        mark, emark = self.mark(proxy), self.echo_mark()
+        payload = os.urandom(3000)
+        before = tls_stat()
+        with tls_connect(port or self.port, "echo.test", self.ca.cert, timeout=30) as s:
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                d = s.recv(65536)
+                if not d:
+                    break
+                got += d
+            s.unwrap()
+        self.assertEqual(got, payload, "%s: echo through the proxy failed\n%s" % (what, proxy.diag()))
+        e = self.next_access(mark, "for the echo round trip " + what, proxy)
+        c = self.assert_kernel_entry(e, what)
+        self.assertEqual((c["bytes_up"], c["bytes_down"]), (len(payload), len(payload)), e)
+        self.assertEqual(self.echo_closed(emark, what), (len(payload), "eof"))
+        self.assert_ktls_counted(before, tls_stat(), 1, what)
+
+    # ------------------------------------------------------------------ 1. matrix
+
+    def test_s_client_every_version_and_cipher_on_the_kernel_path(self):
+        payload_line = b"0123456789abcdef" * 64 + b"\n"  # 1 KiB
+        for version in ("1.2", "1.3"):
+            for cipher in ("AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"):
+                with self.subTest(version=version, cipher=cipher):
+                    if version == "1.2":
+                        flags = ["-tls1_2", "-cipher", TLS12[cipher][0]]
+                        names = set(TLS12[cipher])
+                    else:
+                        flags = ["-tls1_3", "-ciphersuites", TLS13[cipher]]
+                        names = {TLS13[cipher]}
+                    payload = payload_line * 64  # 64 KiB: several records each way
+                    mark, emark = self.mark(), self.echo_mark()
+                    before = tls_stat()
+                    r = s_client(self.port, payload, len(payload), servername="echo.test",
+                                 cafile=self.ca.cert, extra=flags, timeout=60)
+                    self.assertEqual((len(r.stdout), r.stdout == payload), (len(payload), True),
+                                     r.describe() + "\n" + self.proxy.diag())
+                    self.assertFalse(r.timed_out, r.describe())
+                    self.assertEqual(r.protocol, "TLSv" + version, r.describe())
+                    self.assertIn(r.cipher, names, r.describe())
+                    what = "s_client TLS %s %s" % (version, cipher)
+                    e = self.next_access(mark, "for " + what)
+                    self.assertEqual(e["version"], "TLSv" + version, e)
+                    self.assertIn(e["cipher"], names, e)
+                    c = self.assert_kernel_entry(e, what)
+                    self.assertEqual((c["bytes_up"], c["bytes_down"]),
+                                     (len(payload), len(payload)), e)
+                    self.assertEqual(self.echo_closed(emark, what), (len(payload), "eof"))
+                    self.assert_ktls_counted(before, tls_stat(), 1, what)
+
+    def test_curl_tls12_and_tls13_on_the_kernel_path(self):
+        cases = [("1.3", ["--tlsv1.3", "--tls13-ciphers", TLS13["CHACHA20-POLY1305"]]),
+                 ("1.2", ["--tlsv1.2", "--tls-max", "1.2", "--ciphers",
+                          TLS12["AES-128-GCM"][0]])]
+        for version, flags in cases:
+            with self.subTest(version=version):
+                mark = self.mark()
+                before = tls_stat()
+                hdr = os.path.join(self.tmp, "headers-%s" % version)
+                r = curl(flags + ["-D", hdr] + curl_args("http.test", self.port, "/",
+                                                        self.ca.cert), timeout=60)
+                self.assertEqual(r.returncode, 0, "curl failed: %s\n%s" % (
+                    r.stderr.decode(errors="replace"), self.proxy.diag()))
+                self.assertEqual(r.stdout, b"ztproxy e2e backend\n")
+                what = "curl TLS %s" % version
+                e = self.next_access(mark, "for " + what)
+                self.assertEqual(e["version"], "TLSv" + version, e)
+                c = self.assert_kernel_entry(e, what)
+                self.assertEqual(c["bytes_down"], os.path.getsize(hdr) + len(r.stdout), e)
+                self.assert_ktls_counted(before, tls_stat(), 1, what)
+
+    # ------------------------------------------------------------------ 2. 64 MiB each way
+
+    def test_bulk_64mib_down_and_up(self):
+        upload = os.path.join(self.tmp, "upload.bin")
+        h = hashlib.sha256()
+        with open(upload, "wb") as f:
+            for c in backend_mod.pattern_chunks(BULK, 1 << 20):
+                h.update(c)
+                f.write(c)
+        up_sha = h.hexdigest()
+        down_sha = backend_mod.pattern_sha256(BULK)
+        versions = [("1.3", ["--tlsv1.3", "--tls13-ciphers", TLS13["AES-128-GCM"]]),
+                    ("1.2", ["--tlsv1.2", "--tls-max", "1.2", "--ciphers",
+                             TLS12["AES-256-GCM"][0]])]
+        for version, flags in versions:
+            with self.subTest(version=version, direction="down"):
+                mark = self.mark()
+                before = tls_stat()
+                out = os.path.join(self.tmp, "down-%s.bin" % version)
+                hdr = os.path.join(self.tmp, "down-%s.hdr" % version)
+                r = curl(flags + ["-o", out, "-D", hdr] +
+                         curl_args("http.test", self.port, "/bytes/%d" % BULK, self.ca.cert),
+                         timeout=150)
+                self.assertEqual(r.returncode, 0, "curl failed: %s\n%s" % (
+                    r.stderr.decode(errors="replace"), self.proxy.diag()))
+                self.assertEqual((os.path.getsize(out), sha256_file(out)), (BULK, down_sha))
+                what = "64 MiB download TLS %s" % version
+                e = self.next_access(mark, "for the " + what)
+                self.assertEqual(e["version"], "TLSv" + version, e)
+                c = self.assert_kernel_entry(e, what)
+                self.assertEqual(c["bytes_down"], os.path.getsize(hdr) + BULK, e)
+                self.assert_ktls_counted(before, tls_stat(), 1, what)
+                os.unlink(out)
+            with self.subTest(version=version, direction="up"):
+                mark = self.mark()
+                hmark = len(self.http.out.snapshot())
+                before = tls_stat()
+                r = curl(flags + ["-H", "Expect:", "-H", "Content-Type: application/octet-stream",
+                                  "--data-binary", "@" + upload] +
+                         curl_args("http.test", self.port, "/sha256", self.ca.cert), timeout=150)
+                self.assertEqual(r.returncode, 0, "curl failed: %s\n%s" % (
+                    r.stderr.decode(errors="replace"), self.proxy.diag()))
+                self.assertEqual(json.loads(r.stdout), {"sha256": up_sha, "length": BULK},
+                                 r.stdout[:300])
+                self.http.wait_event(r"^SHA256_DONE peer=\S+ length=%d$" % BULK, start=hmark)
+                what = "64 MiB upload TLS %s" % version
+                e = self.next_access(mark, "for the " + what)
+                self.assertEqual(e["version"], "TLSv" + version, e)
+                c = self.assert_kernel_entry(e, what)
+                self.assertGreater(c["bytes_up"], BULK, e)
+                self.assertLess(c["bytes_up"], BULK + 4096, e)  # + the request head
+                self.assert_ktls_counted(before, tls_stat(), 1, what)
+
+    # ------------------------------------------------------------------ 3. half-close
+
+    def test_client_half_close_on_the_kernel_path(self):
+        # The client sends data and close_notify, then reads: the backend must see EOF (FIN) and
+        # its answer must still arrive, followed by close_notify.
+        size = 1 << 20
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            with self.subTest(version=version.name):
+                mark, emark = self.mark(), self.echo_mark()
+                before = tls_stat()
+                payload = os.urandom(size)
+                c = BioTlsClient(self.port, "echo.test",
+                                 client_context(self.ca.cert, minimum=version, maximum=version),
+                                 timeout=60)
+                try:
+                    c.write(payload)
+                    c.half_close()
+                    got, how = c.read_until_close()
+                finally:
+                    c.close()
+                self.assertEqual((len(got), got == payload, how), (size, True, "close_notify"),
+                                 self.proxy.diag())
+                what = "client half-close %s" % version.name
+                self.assertEqual(self.echo_closed(emark, what), (size, "eof"))
+                e = self.next_access(mark, "for the " + what)
+                c = self.assert_kernel_entry(e, what, close="client_close")
+                self.assertEqual((c["bytes_up"], c["bytes_down"]), (size, size), e)
+                self.assert_ktls_counted(before, tls_stat(), 1, what)
+
+    def test_backend_close_becomes_close_notify_on_the_kernel_path(self):
+        size = 4 * 1024 * 1024
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            with self.subTest(version=version.name):
+                mark = self.mark()
+                before = tls_stat()
+                with tls_connect(self.port, "http.test", self.ca.cert, timeout=60,
+                                 minimum=version, maximum=version) as s:
+                    conn = HttpConn(s)
+                    conn.request("GET", "/bytes/%d" % size, "http.test",
+                                 headers={"Connection": "close"})
+                    status, _, headers = conn.read_head()
+                    self.assertEqual((status, int(headers["content-length"])), (200, size))
+                    h = hashlib.sha256()
+                    for piece in conn.read_body_chunks(size):
+                        h.update(piece)
+                    self.assertEqual(h.hexdigest(), backend_mod.pattern_sha256(size))
+                    self.assertEqual(conn.buf, b"")
+                    kind, extra = tls_close_kind(s, 30)
+                    self.assertEqual((kind, extra), ("close_notify", 0), self.proxy.diag())
+                what = "backend close %s" % version.name
+                e = self.next_access(mark, "for the " + what)
+                c = self.assert_kernel_entry(e, what, close="backend_close")
+                self.assertEqual(c["bytes_down"], conn.head_len + size, e)
+                self.assert_ktls_counted(before, tls_stat(), 1, what)
+
+    # ------------------------------------------------------------------ 4. tampering
+
+    def test_tampered_records_never_reach_the_backend(self):
+        part1 = b"A" * 1000 + b"\n"  # two records: len_plus1 needs a byte after the first
+        part2 = b"B" * 1000 + b"\n"
+        versions = ((ssl.TLSVersion.TLSv1_3, 1),  # record 0 of type 0x17 is the client Finished
+                    (ssl.TLSVersion.TLSv1_2, 0))  # the Finished is type 0x16: 0 is app data
+        for version, index in versions:
+            for mode in TamperForwarder.MODES:
+                with self.subTest(version=version.name, mode=mode):
+                    self._tamper_case(version, index, mode, part1, part2)
+
+    def _tamper_case(self, version, index, mode, part1, part2):
+        what = "tamper %s %s" % (version.name, mode)
+        mark, emark = self.mark(), self.echo_mark()
+        before = tls_stat()
+        fwd = TamperForwarder(self.port, mode, index)
+        s = tls_connect(fwd.port, "echo.test", self.ca.cert, timeout=30,
+                        minimum=version, maximum=version)
+        with s:
+            try:
+                s.sendall(part1)
+                s.sendall(part2)
+            except OSError:
+                pass  # the proxy may already have closed: that is the point
+            kind, n = tls_close_kind(s, 30)
+        self.assertTrue(fwd.join(30), "%s: the forwarder did not finish" % what)
+        self.assertIsNotNone(fwd.tampered, "%s: the record to tamper never came (errors %r)"
+                             % (what, fwd.errors))
+        self.assertNotEqual(kind, "timeout", "%s: the connection stayed open\n%s"
+                            % (what, self.proxy.diag()))
+        self.assertEqual(n, 0, "%s: the client got %d application bytes back" % (what, n))
+        # The backend's own account: it got nothing, not even a prefix of the record.
+        got, _ = self.echo_closed(emark, what)
+        self.assertEqual(got, 0, "%s (%s): the backend received %d bytes" % (
+            what, fwd.tampered, got))
+        e = self.next_access(mark, "for the " + what)
+        msg = "%s (%s): %r" % (what, fwd.tampered, e)
+        self.assertEqual((e.get("rx_path"), e.get("tx_path")), ("kernel", "kernel"), msg)
+        self.assertEqual((as_int(e, "bytes_up"), as_int(e, "spliced_up"), as_int(e, "copied_up")),
+                         (0, 0, 0), msg)
+        d = stat_delta(before, tls_stat())
+        if mode == "len_oversize":
+            # Rejected by the record parser before any decryption: a framing error, not an
+            # authentication failure, but it must still end the connection as a failure.
+            self.assertNotIn(e.get("close"), ("client_close", "backend_close"), msg)
+        else:
+            self.assertEqual(e.get("close"), "bad_record", msg)
+            self.assertGreaterEqual(d["TlsDecryptError"], 1, "%s: TlsDecryptError delta %r"
+                                    % (msg, d))
+        self.echo_roundtrip_kernel("after " + what)
+
+    # ------------------------------------------------------------------ 5. KeyUpdate
+
+    def test_tls13_key_update_closes_cleanly_on_this_kernel(self):
+        # Linux < 6.14 cannot take a new kTLS RX key: the proxy must end the connection after the
+        # KeyUpdate record and never release bytes of the records that follow it.
+        release = os.uname().release
+        m = re.match(r"(\d+)\.(\d+)", release)
+        if m and (int(m.group(1)), int(m.group(2))) >= (6, 14):
+            self.skipTest("kernel %s can rekey kTLS: the < 6.14 behaviour does not apply" % release)
+        # Its own proxy, quick mode (the default --ktls is auto) at debug level: the reason for
+        # the close is a debug log line.
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", self.echo.address,
+                                  "--cert", self.leaf.cert, "--key", self.leaf.key],
+                                 log_level="debug")
+        for cmd, kind in ((b"k\n", "not requested"), (b"K\n", "requested")):
+            with self.subTest(key_update=kind):
+                what = "KeyUpdate (%s)" % kind
+                mark, emark = self.mark(proxy), self.echo_mark()
+                err_mark = len(proxy.err.snapshot())
+                sc = SClientSession(proxy.port, "echo.test", self.ca.cert,
+                                    ["-tls1_3", "-ciphersuites", TLS13["AES-128-GCM"]])
+                try:
+                    self.assertTrue(sc.write(b"hello\n"), sc.describe())
+                    self.assertTrue(sc.wait(lambda o, _: len(o) >= 6, 30),
+                                    "no echo before the KeyUpdate\n" + sc.describe())
+                    self.assertTrue(sc.write(cmd), sc.describe())
+                    self.assertTrue(sc.wait(lambda _, err: b"KEYUPDATE" in err, 30),
+                                    "s_client did not run the KeyUpdate command\n" + sc.describe())
+                    sc.write(b"after the key update\n")  # new keys: must never reach the backend
+                    rc = sc.wait_exit(30)
+                    self.assertIsNotNone(rc, "%s: the proxy left the connection open\n%s\n%s"
+                                         % (what, sc.describe(), proxy.diag()))
+                finally:
+                    sc.close()
+                self.assertEqual(bytes(sc.out), b"hello\n", sc.describe())
+                self.assertEqual(self.echo_closed(emark, what), (6, "eof"),
+                                 "the backend got more than the bytes before the KeyUpdate")
+                e = self.next_access(mark, "for the " + what, proxy)
+                self.assertEqual(e.get("close"), "key_update_unsupported", e)
+                self.assertEqual((e.get("rx_path"), e.get("tx_path")), ("kernel", "kernel"), e)
+                self.assertEqual((as_int(e, "bytes_up"), as_int(e, "bytes_down")), (6, 6), e)
+                self.assertEqual((as_int(e, "copied_up"), as_int(e, "copied_down")), (0, 0), e)
+                proxy.wait_line("stderr", r"(?i)key ?update", start=err_mark,
+                                what="a log line saying why the connection ended")
+                self.echo_roundtrip_kernel("after the " + what, port=proxy.port, proxy=proxy)
+
+    # ------------------------------------------------------------------ 6. ktls = off
+
+    def test_ktls_off_uses_openssl_and_leaves_tls_stat_alone(self):
+        payload = b"off-path\n" * 100
+        mark, emark = self.mark(), self.echo_mark()
+        before = tls_stat()
+        r = s_client(self.plain_port, payload, len(payload), servername="echo.test",
+                     cafile=self.ca.cert, extra=["-tls1_3"], timeout=60)
+        self.assertEqual(r.stdout, payload, r.describe() + "\n" + self.proxy.diag())
+        e = self.next_access(mark, "for the ktls=off listener")
+        self.assertEqual(self.echo_closed(emark, "ktls off"), (len(payload), "eof"))
+        self.assertEqual((e.get("listener"), e.get("rx_path"), e.get("tx_path")),
+                         ("plain", "openssl", "openssl"), e)
+        self.assertEqual((as_int(e, "spliced_up"), as_int(e, "spliced_down")), (0, 0), e)
+        self.assertEqual((as_int(e, "copied_up"), as_int(e, "copied_down")),
+                         (len(payload), len(payload)), e)
+        d = stat_delta(before, tls_stat())
+        self.assertEqual({k: v for k, v in d.items() if v}, {}, "tls_stat changed: %r" % d)
+
+    def test_quick_mode_ktls_flag(self):
+        for mode, path in (("off", "openssl"), ("auto", "kernel")):
+            with self.subTest(ktls=mode):
+                proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend",
+                                          self.echo.address, "--cert", self.leaf.cert, "--key",
+                                          self.leaf.key, "--ktls", mode])
+                payload = b"quick %s\n" % mode.encode()
+                mark, emark = self.mark(proxy), self.echo_mark()
+                before = tls_stat()
+                r = s_client(proxy.port, payload, len(payload), servername="echo.test",
+                             cafile=self.ca.cert, extra=["-tls1_2"], timeout=60)
+                self.assertEqual(r.stdout, payload, r.describe() + "\n" + proxy.diag())
+                e = self.next_access(mark, "for quick mode --ktls " + mode, proxy)
+                self.assertEqual(self.echo_closed(emark, "quick " + mode), (len(payload), "eof"))
+                self.assertEqual((e.get("rx_path"), e.get("tx_path")), (path, path), e)
+                d = stat_delta(before, tls_stat())
+                if path == "kernel":
+                    self.assert_kernel_entry(e, "quick mode --ktls auto")
+                    self.assert_ktls_counted(before, tls_stat(), 1, "quick mode --ktls auto")
+                else:
+                    self.assertEqual({k: v for k, v in d.items() if v}, {},
+                                     "tls_stat changed: %r" % d)
+                proxy.stop()
+
+
+def main():
+    if not IN_VM:
+        ok, why = ktls_status()
+        if not ok:
+            print("SKIP: no kTLS on this kernel (%s); run inside tests/ktls/run-in-ktls-kernel.sh "
+                  "(ctest -R ktls_vm_suite)" % why)
+            return SKIP
+    prog = unittest.main(module=__name__, verbosity=2, exit=False)
+    return 0 if prog.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
