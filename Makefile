@@ -30,7 +30,7 @@ build-fuzz: deps
 test: build build-asan build-fuzz
 	ctest --test-dir $(BUILD_ASAN) -L 'unit|loopback' --output-on-failure -j $(JOBS)
 	ctest --test-dir $(BUILD_FUZZ) -L fuzz --output-on-failure -j $(JOBS)
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) -LE '^ktls$$' --output-on-failure -j $(JOBS)
 
 # Only the kTLS label, inside the kTLS kernel.
 test-ktls: build

@@ -20,6 +20,16 @@ const char* to_string(Cipher c) {
 
 const char* to_string(LogFormat f) { return f == LogFormat::text ? "text" : "json"; }
 
+const char* to_string(RecordPathMode m) {
+    switch (m) {
+        case RecordPathMode::automatic: return "auto";
+        case RecordPathMode::kernel: return "kernel";
+        case RecordPathMode::userspace: return "userspace";
+        case RecordPathMode::openssl: return "openssl";
+    }
+    return "?";
+}
+
 const char* to_string(KtlsMode m) {
     switch (m) {
         case KtlsMode::automatic: return "auto";

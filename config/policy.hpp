@@ -29,11 +29,16 @@ enum class LogFormat { text, json };
 // and cipher allow, else fall back per connection (counted, with the reason); require: refuse
 // connections that cannot use it (and refuse to start on a kernel without kTLS); off: never.
 enum class KtlsMode { automatic, require, off };
+// Who does the record crypto after the handshake. auto: the kernel where kTLS can take the
+// session (and `ktls` allows it), else ztproxy's gated userspace record layer; kernel: kTLS only;
+// userspace: always the gated record layer; openssl: SSL_read/SSL_write (the reference path).
+enum class RecordPathMode { automatic, kernel, userspace, openssl };
 
 const char* to_string(TlsVersion v);  // "1.2" / "1.3"
 const char* to_string(Cipher c);      // "AES-128-GCM" ...
 const char* to_string(LogFormat f);   // "text" / "json"
 const char* to_string(KtlsMode m);    // "auto" / "require" / "off"
+const char* to_string(RecordPathMode m);  // "auto" / "kernel" / "userspace" / "openssl"
 
 struct Certificate {
     std::string name;                       // referenced by tls.default_certificate
@@ -52,6 +57,7 @@ struct TlsSettings {
     std::vector<std::string> alpn;          // server preference order; empty = no ALPN
     bool session_tickets = true;
     KtlsMode ktls = KtlsMode::automatic;
+    RecordPathMode record_path = RecordPathMode::automatic;
     SourceLoc loc;
 };
 

@@ -25,6 +25,7 @@
 //     alpn = ["h2", "http/1.1"]     # optional; each 1..255 bytes
 //     session_tickets = true
 //     ktls = "auto"                 # auto|require|off: record crypto in the kernel after the handshake
+//     record_path = "auto"          # auto|kernel|userspace|openssl (auto: kernel, else userspace)
 //     default_certificate = "main"  # optional; default = first certificate
 //     [[listener.tls.certificate]]  # at least one
 //     name = "main"                 # required, unique within the listener
@@ -302,7 +303,7 @@ private:
     void read_tls(const toml::table& t, TlsSettings& tls) {
         tls.loc = r_.loc(t.source());
         r_.check_keys(t,
-                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "ktls",
+                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "ktls", "record_path",
                        "default_certificate", "certificate"},
                       kTls);
         if (auto v = version(t, "min_version")) tls.min_version = *v;
@@ -340,6 +341,13 @@ private:
             else if (*v == "require") tls.ktls = KtlsMode::require;
             else if (*v == "off") tls.ktls = KtlsMode::off;
             else r_.error(at(t, "ktls"), "'ktls' must be \"auto\", \"require\" or \"off\"");
+        }
+        if (auto v = r_.string(t, "record_path", kTls)) {
+            if (*v == "auto") tls.record_path = RecordPathMode::automatic;
+            else if (*v == "kernel") tls.record_path = RecordPathMode::kernel;
+            else if (*v == "userspace") tls.record_path = RecordPathMode::userspace;
+            else if (*v == "openssl") tls.record_path = RecordPathMode::openssl;
+            else r_.error(at(t, "record_path"), "'record_path' must be \"auto\", \"kernel\", \"userspace\" or \"openssl\"");
         }
         if (auto v = name(t, "default_certificate", kTls, false)) tls.default_certificate = *v;
 

@@ -50,6 +50,13 @@ private:
                 if (proto.empty() || proto.size() > 255)
                     add(l.tls.loc, "'alpn' entries must be 1 to 255 bytes long");
         }
+        // The two knobs must not contradict each other: say so rather than pick one silently.
+        if (l.tls.ktls == KtlsMode::off && l.tls.record_path == RecordPathMode::kernel)
+            add(l.tls.loc, "listener " + in_quotes(l.name) + ": record_path \"kernel\" needs ktls \"auto\" or \"require\"");
+        if (l.tls.ktls == KtlsMode::require &&
+            (l.tls.record_path == RecordPathMode::userspace || l.tls.record_path == RecordPathMode::openssl))
+            add(l.tls.loc, "listener " + in_quotes(l.name) + ": ktls \"require\" contradicts record_path \"" +
+                               to_string(l.tls.record_path) + "\"");
         for (size_t j = 0; j < i; ++j) {
             const Listener& prev = p_.listeners[j];
             if (!l.name.empty() && l.name == prev.name)

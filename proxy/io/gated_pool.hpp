@@ -1,0 +1,244 @@
+// GatedPool: page-gated memory for TLS records decrypted in user space.
+//
+// THE PROPERTY: no byte of a record is readable by any other part of the proxy before that
+// record's AEAD tag has verified; verified bytes are read-only afterwards. The types make it hard
+// to reach unverified bytes (only the GatedBuffer owner, i.e. the record layer, ever sees them);
+// the page permissions make it impossible at run time.
+//
+// HOW: one memfd, mapped twice with MAP_SHARED, so both views are the same physical pages.
+//   ingest view   PROT_READ|PROT_WRITE, always. Ciphertext is received here and decrypted in place.
+//                 Only GatedBuffer hands out (writable) spans of it.
+//   release view  PROT_NONE until release(): then the pages covering the verified range become
+//                 PROT_READ (never writable). Everything downstream of the record layer (relays,
+//                 the redaction matcher, rewrite plans) reads plaintext only through VerifiedBytes,
+//                 which point into this view. Reading a not-yet-released byte there is SIGSEGV.
+// (These CPUs have no pku, so protection keys are not an option: the gate is mprotect on the
+// second mapping. Zero copies: the release view reads the very bytes the ingest view decrypted.)
+//
+// ===================================== THE CALLER'S CONTRACT =====================================
+// Permissions are per PAGE, records are per BYTE. release(begin, end) makes every page that
+// [begin, end) touches readable, including the bytes of those pages outside [begin, end). So:
+//
+//   1. Call release(begin, end) only after the AEAD tag of EVERY record whose plaintext lies in
+//      [begin, end) has verified.
+//   2. Every byte on the pages covering [begin, end) that is outside [begin, end) must be either
+//      verified plaintext or not secret: record headers, tags, or ciphertext that has NOT been
+//      decrypted in place. In particular: never decrypt a record in place and then release a
+//      neighbouring range on the same page before that record's tag verified. On a tag failure,
+//      scrub() the failed record FIRST, then release the verified records before it.
+//   3. A trailing partial record (its ciphertext is on a page that release() just made readable)
+//      must not be decrypted in this slot: ingest_from() refuses writable space on released pages.
+//      Move its ciphertext to a fresh slot (or to the next page boundary, writable_begin()) and
+//      decrypt it there.
+//   4. Writable spans obtained from ingest()/ingest_from() BEFORE a release() must not be used
+//      for anything on the released pages afterwards. (The kernel cannot revoke a pointer that is
+//      still writable through the other view; re-ask ingest_from() after every release().)
+//
+// What this class enforces: release ranges increase and never overlap within a slot's lifetime
+// (EINVAL otherwise); ingest_from() and scrub() refuse released pages (EPERM), so in-place
+// decryption can never write plaintext onto a readable page through a fresh span; VerifiedBytes
+// only ever gives out const pointers into a view that the kernel keeps read-only.
+// =================================================================================================
+//
+// LIFETIME: a slot is recycled only when its GatedBuffer AND every VerifiedBytes from it are gone
+// (refcount). Recycling puts the whole slot back to PROT_NONE in the release view (one mprotect)
+// and scrubs the ingest bytes (explicit_bzero), so no plaintext survives into the next connection.
+// If that mprotect fails the slot is quarantined (never reused) rather than handed out readable.
+// GatedBuffer and VerifiedBytes must not outlive their pool (asserted in debug builds).
+//
+// THREADS: a pool belongs to one worker thread. No locks; GatedBuffer/VerifiedBytes and their
+// copies must be created, copied and destroyed on that thread only.
+//
+// COST (tests/bench/gated_pool_bench.cpp, 64 KiB slots, 4 KiB pages, 2-vCPU dev VM, kernel 6.18,
+// RelWithDebInfo; ns are medians of 5 runs, see the bench for what each line does):
+//   mprotect of one 64 KiB range, PTEs populated, PROT_NONE<->PROT_READ toggle:
+//       single thread                       ~BENCH_MPROTECT_1T ns per call
+//       + a second thread blocked in futex   ~BENCH_MPROTECT_BLOCKED ns per call
+//       + a second thread running on the other CPU (TLB-shootdown IPI on every PROT_NONE)
+//                                            ~BENCH_MPROTECT_SPIN ns per call
+//   full slot cycle = acquire + write 64 KiB + release(0, 64 KiB) + read every page through the
+//   release view + drop (re-gate mprotect + 64 KiB explicit_bzero):
+//       single thread                       ~BENCH_CYCLE_1T ns per 64 KiB
+//       + a second thread running            ~BENCH_CYCLE_SPIN ns per 64 KiB
+//   of which the 64 KiB explicit_bzero      ~BENCH_BZERO ns
+// Batch: one release() per recv batch, not per record. The VMA count grows with partially released
+// slots (each split is a VMA; vm.max_map_count defaults to 65530): a pool of N slots uses at most
+// ~2N+1 VMAs per view. mprotect reports ENOMEM past that limit; release() passes it on.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "proxy/base/result.hpp"
+#include "proxy/base/unique_fd.hpp"
+
+namespace ztp::io {
+
+// The one owner of an mmap'd range: munmap is the destructor's job only.
+class Mapping {
+public:
+    Mapping() = default;
+    Mapping(void* addr, size_t len) : addr_(static_cast<uint8_t*>(addr)), len_(len) {}
+    ~Mapping() { reset(); }
+
+    Mapping(Mapping&& o) noexcept;
+    Mapping& operator=(Mapping&& o) noexcept;
+    Mapping(const Mapping&) = delete;
+    Mapping& operator=(const Mapping&) = delete;
+
+    uint8_t* data() const { return addr_; }
+    size_t size() const { return len_; }
+    bool valid() const { return addr_ != nullptr; }
+    void reset();
+
+private:
+    uint8_t* addr_ = nullptr;
+    size_t len_ = 0;
+};
+
+class GatedPool;
+
+// A read-only handle to verified plaintext in the release view. Copying shares the slot (refcount);
+// the slot is recycled when the GatedBuffer and every VerifiedBytes from it are gone. Never gives a
+// writable pointer, and the kernel agrees: the pages are PROT_READ in the release view.
+class VerifiedBytes {
+public:
+    VerifiedBytes() = default;
+    ~VerifiedBytes() { reset(); }
+    VerifiedBytes(const VerifiedBytes& o);
+    VerifiedBytes& operator=(const VerifiedBytes& o);
+    VerifiedBytes(VerifiedBytes&& o) noexcept;
+    VerifiedBytes& operator=(VerifiedBytes&& o) noexcept;
+
+    std::span<const uint8_t> bytes() const { return {data_, size_}; }
+    const uint8_t* data() const { return data_; }
+    size_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+
+    // A sub-range sharing the same slot (for rewrite plans that point into verified bytes).
+    // Clamped to this range; an out-of-range offset gives an empty handle.
+    VerifiedBytes slice(size_t offset, size_t len) const;
+
+    void reset();
+
+private:
+    friend class GatedBuffer;
+    VerifiedBytes(GatedPool* pool, uint32_t slot, const uint8_t* data, size_t size);
+
+    GatedPool* pool_ = nullptr;  // null for an empty handle (holds no reference)
+    uint32_t slot_ = 0;
+    const uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+};
+
+// One slot, owned by the record layer while it receives and decrypts. Move-only.
+class GatedBuffer {
+public:
+    GatedBuffer() = default;
+    ~GatedBuffer() { reset(); }
+    GatedBuffer(GatedBuffer&& o) noexcept;
+    GatedBuffer& operator=(GatedBuffer&& o) noexcept;
+    GatedBuffer(const GatedBuffer&) = delete;
+    GatedBuffer& operator=(const GatedBuffer&) = delete;
+
+    bool valid() const { return pool_ != nullptr; }
+    size_t size() const;
+
+    // The whole slot in the ingest view, writable. Only before the first release(): afterwards it
+    // returns an empty span (use ingest_from(writable_begin())).
+    std::span<uint8_t> ingest();
+
+    // [offset, size()) in the ingest view, writable. EPERM when offset lies on a page that is
+    // already released (offset < writable_begin()): plaintext must never be written onto a
+    // readable page. EINVAL when offset > size().
+    Result<std::span<uint8_t>> ingest_from(size_t offset);
+
+    // First offset that is still writable: the page boundary after the last released byte.
+    size_t writable_begin() const;
+
+    // Read the contract at the top of this file first. Makes the pages covering [begin, end)
+    // PROT_READ in the release view (at most one mprotect) and returns a handle to exactly
+    // [begin, end) there. EINVAL when the range is out of the slot or begins before the end of
+    // an earlier release (ranges must increase and never overlap). begin == end gives an empty
+    // handle and no syscall.
+    Result<VerifiedBytes> release(size_t begin, size_t end);
+
+    // On a tag failure: wipe [begin, end) of the ingest view (the partially decrypted record).
+    // Nothing is released. EPERM when the range touches a released page (that would modify
+    // verified bytes, and plaintext there would already be a contract violation).
+    Result<void> scrub(size_t begin, size_t end);
+
+    // Gives the slot back (recycled once no VerifiedBytes reference it).
+    void reset();
+
+private:
+    friend class GatedPool;
+    GatedBuffer(GatedPool* pool, uint32_t slot) : pool_(pool), slot_(slot) {}
+
+    GatedPool* pool_ = nullptr;
+    uint32_t slot_ = 0;
+};
+
+class GatedPool {
+public:
+    // slot_size is rounded up to the page size. Not movable: buffers and handles point at it.
+    static Result<std::unique_ptr<GatedPool>> create(size_t slot_size, size_t slots);
+    ~GatedPool();
+    GatedPool(const GatedPool&) = delete;
+    GatedPool& operator=(const GatedPool&) = delete;
+
+    // A free slot, or ENOBUFS when none is free: the caller applies back-pressure (stop reading).
+    Result<GatedBuffer> acquire();
+
+    size_t slot_size() const { return slot_size_; }
+    size_t slots() const { return slots_.size(); }
+    size_t slots_in_use() const { return in_use_; }
+    size_t quarantined() const { return quarantined_; }
+    uint64_t mprotect_calls() const { return mprotect_calls_; }
+
+    // True when p points into the release view: a cheap check for debug assertions downstream
+    // ("this iovec points at verified bytes").
+    bool in_release_view(const void* p) const;
+
+private:
+    friend class GatedBuffer;
+    friend class VerifiedBytes;
+
+    struct Slot {
+        uint32_t refs = 0;          // 1 for the GatedBuffer while it lives + 1 per VerifiedBytes
+        size_t released_end = 0;    // end offset of the last release(); 0 = nothing released
+    };
+
+    GatedPool(UniqueFd fd, Mapping ingest, Mapping release, size_t slot_size, size_t slots, size_t page);
+
+    uint8_t* ingest_at(uint32_t slot, size_t offset) const {
+        return ingest_.data() + static_cast<size_t>(slot) * slot_size_ + offset;
+    }
+    const uint8_t* release_at(uint32_t slot, size_t offset) const {
+        return release_.data() + static_cast<size_t>(slot) * slot_size_ + offset;
+    }
+    size_t page_floor(size_t n) const { return n & ~(page_ - 1); }
+    size_t page_ceil(size_t n) const { return (n + page_ - 1) & ~(page_ - 1); }
+    size_t writable_begin(uint32_t slot) const { return page_ceil(slots_[slot].released_end); }
+
+    int protect(uint32_t slot, size_t begin, size_t end, int prot);
+    void ref(uint32_t slot) { ++slots_[slot].refs; }
+    void unref(uint32_t slot);
+    void recycle(uint32_t slot);
+
+    UniqueFd fd_;
+    Mapping ingest_;   // unmapped before fd_ closes (members die in reverse order); either is fine
+    Mapping release_;
+    size_t slot_size_;
+    size_t page_;
+    std::vector<Slot> slots_;
+    std::vector<uint32_t> free_;  // LIFO: the most recently scrubbed slot is warm in cache and TLB
+    size_t in_use_ = 0;
+    size_t quarantined_ = 0;
+    uint64_t mprotect_calls_ = 0;
+};
+
+}  // namespace ztp::io
