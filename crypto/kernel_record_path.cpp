@@ -7,7 +7,6 @@
 #include <cstring>
 
 #include "crypto/ktls_sockopt.hpp"
-#include "crypto/session_keys.hpp"
 
 namespace ztp::crypto {
 
@@ -147,31 +146,41 @@ void KernelRecordPath::send_fatal_alert(uint8_t description) {
     send_alert(kAlertFatal, description);
 }
 
-KernelMove move_to_kernel(SSL* ssl, int fd) {
+TakenKeys take_keys_for_offload(SSL* ssl) {
+    TakenKeys out;
+    if (has_buffered_input(ssl)) {
+        out.reason = KtlsFallback::buffered_input;
+        out.detail = "OpenSSL holds bytes read past the handshake";
+        return out;
+    }
+    auto keys = take_session_keys(ssl);
+    if (!keys) {
+        out.reason = keys.error().code == ENOTSUP ? KtlsFallback::cipher_unsupported : KtlsFallback::key_extraction_failed;
+        out.detail = keys.error().message();
+        return out;
+    }
+    out.keys = std::move(keys).value();
+    return out;
+}
+
+KernelMove move_to_kernel(int fd, const SessionKeys& keys) {
     KernelMove out;
     auto fallback = [&](KtlsFallback why, std::string detail) {
         out.reason = why;
         out.detail = std::move(detail);
         return std::move(out);
     };
-    if (has_buffered_input(ssl))
-        return fallback(KtlsFallback::buffered_input, "OpenSSL holds bytes read past the handshake");
-    auto keys = take_session_keys(ssl);
-    if (!keys) {
-        if (keys.error().code == ENOTSUP) return fallback(KtlsFallback::cipher_unsupported, keys.error().message());
-        return fallback(KtlsFallback::key_extraction_failed, keys.error().message());
-    }
     if (auto r = ktls_enable_ulp(fd); !r) {
         if (r.error().code == ENOENT)
             return fallback(KtlsFallback::no_kernel_support, "kernel has no TLS ULP (CONFIG_TLS / tls module)");
         return fallback(KtlsFallback::install_failed, r.error().message());
     }
-    const auto& rx = keys->rx;
+    const auto& rx = keys.rx;
     if (auto r = ktls_install(fd, Direction::rx, rx.version, rx.cipher, rx.key.view(), rx.iv.view(), rx.seq); !r)
         return fallback(KtlsFallback::install_failed, "TLS_RX: " + r.error().message());
-    const auto& tx = keys->tx;
+    const auto& tx = keys.tx;
     if (auto r = ktls_install(fd, Direction::tx, tx.version, tx.cipher, tx.key.view(), tx.iv.view(), tx.seq); !r) {
-        out.fatal = true;  // RX is already the kernel's: OpenSSL can no longer read this socket
+        out.fatal = true;  // RX is already the kernel's: nothing in user space can read this socket
         return fallback(KtlsFallback::install_failed, "TLS_TX: " + r.error().message());
     }
     out.path = std::make_unique<KernelRecordPath>(fd, rx.version);

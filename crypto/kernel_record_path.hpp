@@ -7,10 +7,12 @@
 #include <openssl/ssl.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "config/policy.hpp"
 #include "crypto/record_path.hpp"
+#include "crypto/session_keys.hpp"
 
 namespace ztp::crypto {
 
@@ -62,8 +64,18 @@ struct KernelMove {
     std::string detail;
 };
 
-// Moves an established server session's record crypto into the kernel, RX first, then TX (so a
-// failure before TX leaves OpenSSL fully in charge). Call right after the handshake completed.
-KernelMove move_to_kernel(SSL* ssl, int fd);
+// Takes the session's traffic keys out of OpenSSL (once; see session_keys.hpp). Fails with a
+// fallback reason when the session cannot leave OpenSSL: unsupported cipher, or bytes OpenSSL
+// already read past the handshake.
+struct TakenKeys {
+    std::optional<SessionKeys> keys;
+    KtlsFallback reason = KtlsFallback::count;
+    std::string detail;
+};
+TakenKeys take_keys_for_offload(SSL* ssl);
+
+// Installs the keys in the kernel, RX first, then TX (so a failure before TX leaves the socket
+// as it was). Call right after the handshake completed and the keys were taken.
+KernelMove move_to_kernel(int fd, const SessionKeys& keys);
 
 }  // namespace ztp::crypto

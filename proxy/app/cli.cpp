@@ -87,6 +87,9 @@ int main_cli(int argc, char** argv) {
     run->add_option("--connection-buffer", q.connection_buffer, "Quick mode: per-direction buffer, e.g. 64KiB");
     run->add_option("--ktls", q.ktls, "Quick mode: kernel TLS: auto (default), require or off")
         ->check(CLI::IsMember({"auto", "require", "off"}));
+    run->add_option("--record-path", q.record_path,
+                    "Quick mode: auto (kernel, else userspace), kernel, userspace or openssl")
+        ->check(CLI::IsMember({"auto", "kernel", "userspace", "openssl"}));
     run->add_option("--max-connections", q.max_connections, "Quick mode: connection limit");
     run->add_option("--workers", q.workers, "Quick mode: worker threads (default: one per CPU)");
     config_opt->excludes(listen_opt);

@@ -38,6 +38,11 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
     if (o.ktls == "require") l.tls.ktls = config::KtlsMode::require;
     else if (o.ktls == "off") l.tls.ktls = config::KtlsMode::off;
     else if (!o.ktls.empty() && o.ktls != "auto") problems.push_back("--ktls must be auto, require or off");
+    if (o.record_path == "kernel") l.tls.record_path = config::RecordPathMode::kernel;
+    else if (o.record_path == "userspace") l.tls.record_path = config::RecordPathMode::userspace;
+    else if (o.record_path == "openssl") l.tls.record_path = config::RecordPathMode::openssl;
+    else if (!o.record_path.empty() && o.record_path != "auto")
+        problems.push_back("--record-path must be auto, kernel, userspace or openssl");
     p.listeners.push_back(l);
 
     config::Backend b;

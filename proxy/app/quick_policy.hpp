@@ -21,6 +21,7 @@ struct QuickOptions {
     std::string idle_timeout;
     std::string connection_buffer;  // size string
     std::string ktls;               // "auto" / "require" / "off", empty = auto
+    std::string record_path;        // "auto" / "kernel" / "userspace" / "openssl", empty = auto
     unsigned max_connections = 0;   // 0 = default
     unsigned workers = 0;
 };

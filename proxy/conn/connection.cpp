@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cstring>
 
 #include "crypto/kernel_record_path.hpp"
@@ -14,6 +15,7 @@
 #include "proxy/conn/access_log.hpp"
 #include "proxy/conn/buffered_relay.hpp"
 #include "proxy/conn/splice_relay.hpp"
+#include "proxy/conn/userspace_relay.hpp"
 #include "proxy/conn/stats.hpp"
 
 namespace ztp::conn {
@@ -118,29 +120,78 @@ void Connection::handshake_done() {
     connect_next_backend();
 }
 
+void Connection::note_fallback(crypto::KtlsFallback reason, const std::string& detail) {
+    bump(stats().ktls_fallbacks[static_cast<size_t>(reason)]);
+    ktls_fallback_ = crypto::to_string(reason);
+    log::tls().debug("client {}: kTLS not used: {} ({})", peer_.to_string(), ktls_fallback_, detail);
+}
+
 void Connection::choose_record_path() {
-    auto mode = listener_.config->tls.ktls;
-    if (mode != config::KtlsMode::off) {
-        // Straight after the handshake, before anything else reads or writes the socket: the
-        // record sequence numbers OpenSSL left us are exact only now.
-        auto moved = crypto::move_to_kernel(ssl_.get(), client_.get());
-        // The record-counting message callback served its purpose: stop paying for it per record.
-        SSL_set_msg_callback(ssl_.get(), nullptr);
+    using config::KtlsMode;
+    using config::RecordPathMode;
+    const auto& tls = listener_.config->tls;
+    if (tls.record_path == RecordPathMode::openssl) {
+        path_ = std::make_unique<crypto::OpenSslRecordPath>(ssl_.get());
+        return;
+    }
+    const bool kernel_allowed = tls.ktls != KtlsMode::off && tls.record_path != RecordPathMode::userspace;
+    const bool kernel_required = tls.ktls == KtlsMode::require || tls.record_path == RecordPathMode::kernel;
+    // Straight after the handshake, before anything else reads or writes the socket: the record
+    // sequence numbers OpenSSL left us are exact only now.
+    auto taken = crypto::take_keys_for_offload(ssl_.get());
+    // The record-counting message callback served its purpose: stop paying for it per record.
+    SSL_set_msg_callback(ssl_.get(), nullptr);
+    if (!taken.keys) {
+        // Neither the kernel nor our record layer can carry this session; OpenSSL keeps it.
+        if (kernel_allowed) note_fallback(taken.reason, taken.detail);
+        if (kernel_required || tls.record_path == RecordPathMode::userspace) {
+            log::tls().warn("client {}: the listener requires the {} record path, but: {}", peer_.to_string(),
+                            config::to_string(tls.record_path == RecordPathMode::userspace ? RecordPathMode::userspace
+                                                                                           : RecordPathMode::kernel),
+                            taken.detail);
+            return close("record_path_unavailable");
+        }
+        path_ = std::make_unique<crypto::OpenSslRecordPath>(ssl_.get());
+        return;
+    }
+    if (kernel_allowed) {
+        auto moved = crypto::move_to_kernel(client_.get(), *taken.keys);
         if (moved.path) {
             bump(stats().ktls_installs);
             kernel_ = std::move(moved.path);
             return;
         }
-        bump(stats().ktls_fallbacks[static_cast<size_t>(moved.reason)]);
-        ktls_fallback_ = crypto::to_string(moved.reason);
-        if (moved.fatal || mode == config::KtlsMode::require) {
+        note_fallback(moved.reason, moved.detail);
+        if (moved.fatal || kernel_required) {
             log::tls().warn("client {}: kTLS {} ({}); closing the connection{}", peer_.to_string(), ktls_fallback_,
                             moved.detail, moved.fatal ? "" : " because the listener requires kTLS");
             return close("ktls_unavailable");
         }
-        log::tls().debug("client {}: kTLS not used: {} ({})", peer_.to_string(), ktls_fallback_, moved.detail);
     }
-    path_ = std::make_unique<crypto::OpenSslRecordPath>(ssl_.get());
+    auto& keys = *taken.keys;
+    auto reader = crypto::RecordReader::create(std::move(keys.rx), std::move(keys.rx_secret));
+    auto writer = crypto::RecordWriter::create(std::move(keys.tx), std::move(keys.tx_secret));
+    if (!reader || !writer)
+        return relay_failed("internal_error", "record layer: " + (reader ? writer.error() : reader.error()).message());
+    userspace_.emplace(UserspaceKeys{std::move(reader).value(), std::move(writer).value(), session_version()});
+}
+
+config::TlsVersion Connection::session_version() const {
+    return SSL_version(ssl_.get()) == TLS1_3_VERSION ? config::TlsVersion::tls1_3 : config::TlsVersion::tls1_2;
+}
+
+void Connection::goodbye_before_relay() {
+    // Tell the client we are done rather than leaving it to time out, on whichever path owns
+    // the session's write direction now.
+    if (kernel_) {
+        kernel_->shutdown_write();
+    } else if (userspace_) {
+        std::array<uint8_t, 64> buf{};
+        if (auto n = userspace_->writer.seal_alert(buf, crypto::kAlertWarning, crypto::kAlertCloseNotify))
+            [[maybe_unused]] auto sent = ::send(client_.get(), buf.data(), *n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } else if (path_) {
+        path_->shutdown_write();
+    }
 }
 
 void Connection::connect_next_backend() {
@@ -149,9 +200,7 @@ void Connection::connect_next_backend() {
         bump(stats().backend_connect_failures);
         log::conn().warn("backend '{}' unreachable for client {}: {} address(es) tried, last error: {}",
                          backend_cfg_->config->name, peer_.to_string(), addrs.size(), last_connect_error_);
-        // Tell the client we are done rather than leaving it to time out.
-        if (kernel_) kernel_->shutdown_write();
-        else path_->shutdown_write();
+        goodbye_before_relay();
         return close("backend_connect_failed");
     }
     // Round-robin across connections; on failure the next address, until each was tried once.
@@ -188,8 +237,14 @@ void Connection::on_connected(int res) {
 void Connection::start_relay() {
     activity();
     if (kernel_) {
-        relay_ = std::make_unique<SpliceRelay>(static_cast<RelayHost&>(*this), owner_.pipes(), std::move(kernel_), client_.get(),
-                                               backend_.get());
+        relay_ = std::make_unique<SpliceRelay>(static_cast<RelayHost&>(*this), owner_.pipes(), std::move(kernel_),
+                                               client_.get(), backend_.get());
+    } else if (userspace_) {
+        relay_ = std::make_unique<UserspaceRelay>(static_cast<RelayHost&>(*this), owner_.gated_pool(),
+                                                  std::move(userspace_->reader), std::move(userspace_->writer),
+                                                  userspace_->version, client_.get(), backend_.get(),
+                                                  runtime_->policy().limits.connection_buffer_bytes);
+        userspace_.reset();
     } else {
         relay_ = std::make_unique<BufferedRelay>(static_cast<RelayHost&>(*this), std::move(path_), client_.get(), backend_.get(),
                                                  runtime_->policy().limits.connection_buffer_bytes);

@@ -10,10 +10,12 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "crypto/handshake.hpp"
 #include "crypto/kernel_record_path.hpp"
+#include "crypto/record_layer.hpp"
 #include "crypto/record_path.hpp"
 #include "proxy/base/c_deleters.hpp"
 #include "proxy/base/socket_address.hpp"
@@ -21,6 +23,7 @@
 #include "proxy/conn/relay.hpp"
 #include "proxy/conn/runtime.hpp"
 #include "proxy/io/event_loop.hpp"
+#include "proxy/io/gated_pool.hpp"
 #include "proxy/io/pipe_pool.hpp"
 
 namespace ztp::conn {
@@ -31,6 +34,7 @@ class ConnectionOwner {
 public:
     virtual io::EventLoop& loop() = 0;
     virtual io::PipePool& pipes() = 0;
+    virtual io::GatedPool& gated_pool() = 0;
     virtual void connection_finished(class Connection* c) = 0;  // free it after this dispatch
 
 protected:
@@ -59,6 +63,9 @@ private:
     void continue_handshake();
     void handshake_done();
     void choose_record_path();
+    void note_fallback(crypto::KtlsFallback reason, const std::string& detail);
+    config::TlsVersion session_version() const;
+    void goodbye_before_relay();
     void connect_next_backend();
     void on_connected(int res);
     void start_relay();
@@ -86,6 +93,12 @@ private:
     // The record path, until the relay takes it: kernel_ when kTLS took the session, else path_.
     std::unique_ptr<crypto::KernelRecordPath> kernel_;
     std::unique_ptr<crypto::RecordPath> path_;
+    struct UserspaceKeys {  // our own record layer took the session
+        crypto::RecordReader reader;
+        crypto::RecordWriter writer;
+        config::TlsVersion version;
+    };
+    std::optional<UserspaceKeys> userspace_;
     std::string ktls_fallback_;                 // why not, when the listener allowed it
     std::unique_ptr<Relay> relay_;
 

@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "proxy/base/log.hpp"
 #include "proxy/conn/stats.hpp"
 
@@ -22,6 +24,15 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
     // A pipe's capacity is the splice relay's per-direction buffer: the same bound the buffered
     // relay uses. Idle pipes are kept for reuse up to a small cap (two fds each).
     w->pipes_ = std::make_unique<io::PipePool>(w->runtime_->policy().limits.connection_buffer_bytes, 256);
+    // Gated slots hold client records being decrypted and verified plaintext until the backend
+    // took it; a connection holds them only while data flows. A slot fits whole records. At most
+    // 4096 slots: each partly released slot splits a VMA, and vm.max_map_count is 65530.
+    const auto& limits = w->runtime_->policy().limits;
+    size_t slot = std::max<size_t>(limits.connection_buffer_bytes, 32 * 1024);
+    size_t slots = std::clamp<size_t>(limits.max_connections * 2, 256, 4096);
+    auto gated = io::GatedPool::create(slot, slots);
+    if (!gated) return gated.error();
+    w->gated_ = std::move(gated).value();
     w->wake_fd_.reset(::eventfd(0, EFD_CLOEXEC));
     if (!w->wake_fd_) return errno_error("eventfd");
     for (size_t i = 0; i < w->sockets_.size(); ++i) w->accept_ops_.push_back({w.get(), static_cast<uint8_t>(i)});

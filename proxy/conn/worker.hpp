@@ -34,6 +34,7 @@ public:
 
     io::EventLoop& loop() override { return *loop_; }
     io::PipePool& pipes() override { return *pipes_; }
+    io::GatedPool& gated_pool() override { return *gated_; }
     void connection_finished(Connection* c) override { finished_.push_back(c); }
     void on_completion(uint8_t tag, int res, uint32_t flags) override;
 
@@ -54,6 +55,7 @@ private:
     std::shared_ptr<const Runtime> runtime_;
     std::unique_ptr<io::EventLoop> loop_;
     std::unique_ptr<io::PipePool> pipes_;
+    std::unique_ptr<io::GatedPool> gated_;  // declared before connections_: outlives them
     std::vector<ListenSocket> sockets_;
     std::vector<io::Op> accept_ops_;
     std::vector<bool> accept_armed_;

@@ -56,6 +56,18 @@ void EventLoop::send(Op* op, int fd, const void* buf, size_t len) {
     io_uring_sqe_set_data(s, op);
 }
 
+void EventLoop::sendmsg(Op* op, int fd, const msghdr* msg) {
+    auto* s = sqe();
+    io_uring_prep_sendmsg(s, fd, msg, MSG_NOSIGNAL);
+    io_uring_sqe_set_data(s, op);
+}
+
+void EventLoop::recvmsg(Op* op, int fd, msghdr* msg) {
+    auto* s = sqe();
+    io_uring_prep_recvmsg(s, fd, msg, 0);
+    io_uring_sqe_set_data(s, op);
+}
+
 void EventLoop::read(Op* op, int fd, void* buf, size_t len) {
     auto* s = sqe();
     io_uring_prep_read(s, fd, buf, static_cast<unsigned>(len), 0);

@@ -37,6 +37,9 @@ public:
     void recv(Op* op, int fd, void* buf, size_t len);
     void send(Op* op, int fd, const void* buf, size_t len);
     void read(Op* op, int fd, void* buf, size_t len);
+    // Scatter/gather: `msg` (and the iovecs it points at) must stay valid until completion.
+    void sendmsg(Op* op, int fd, const msghdr* msg);
+    void recvmsg(Op* op, int fd, msghdr* msg);
     // connect with a deadline: the kernel cancels it (-ECANCELED) when `timeout_ms` passes.
     void connect(Op* op, int fd, const sockaddr* addr, socklen_t len, __kernel_timespec* timeout);
     void multishot_accept(Op* op, int listen_fd);

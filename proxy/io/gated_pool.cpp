@@ -69,17 +69,17 @@ Result<std::unique_ptr<GatedPool>> GatedPool::create(size_t slot_size, size_t sl
     UniqueFd fd(::memfd_create("ztproxy-gated", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (!fd) return errno_error("memfd_create");
     if (::ftruncate(fd.get(), static_cast<off_t>(total)) != 0) return errno_error("ftruncate(memfd)");
-    // fallocate commits the shmem pages now: a memory shortage fails create() with ENOSPC/ENOMEM
-    // instead of a SIGBUS on first touch in the middle of a connection.
-    if (::fallocate(fd.get(), 0, 0, static_cast<off_t>(total)) != 0) return errno_error("fallocate(memfd)");
+    // Pages are NOT committed up front (no fallocate, no MAP_POPULATE): a worker may size its pool
+    // for thousands of slots and touch only the few that are busy. memfd lives on the internal shm
+    // mount, which has no size limit, so a first touch faults in a page (or meets the OOM killer like
+    // any anonymous memory) rather than SIGBUS. LIFO reuse keeps the touched set small and warm.
     // Seal the size: a shrinking ftruncate would turn every access past the new end into SIGBUS.
     if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
         return errno_error("F_ADD_SEALS(memfd)");
     }
 
     // Ingest view: MAP_SHARED so it is the same pages as the release view (no copy ever happens).
-    // MAP_POPULATE pre-builds its page tables: recv and decrypt never take a first-touch fault.
-    void* in = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd.get(), 0);
+    void* in = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
     if (in == MAP_FAILED) return errno_error("mmap(ingest view)");
     Mapping ingest(in, total);
 
@@ -202,7 +202,9 @@ Result<std::span<uint8_t>> GatedBuffer::ingest_from(size_t offset) {
 Result<VerifiedBytes> GatedBuffer::release(size_t begin, size_t end) {
     if (pool_ == nullptr) return make_error(EINVAL, "GatedBuffer::release: empty buffer");
     GatedPool::Slot& s = pool_->slots_[slot_];
-    if (begin > end || end > pool_->slot_size_) return make_error(EINVAL, "GatedBuffer::release: out of slot");
+    if (begin > end || end > pool_->slot_size_) {
+        return make_error(EINVAL, "GatedBuffer::release: out of slot");
+    }
     if (begin < s.released_end) return make_error(EINVAL, "GatedBuffer::release: ranges must increase");
     if (begin == end) return VerifiedBytes();
 

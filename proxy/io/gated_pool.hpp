@@ -46,24 +46,35 @@
 // If that mprotect fails the slot is quarantined (never reused) rather than handed out readable.
 // GatedBuffer and VerifiedBytes must not outlive their pool (asserted in debug builds).
 //
+// MEMORY: slots*slot_size of shmem is reserved as address space only; pages are committed on first
+// touch and stay committed (scrubbed, not freed) after recycling, so the footprint is the
+// high-water mark of slots in use. Acquire is LIFO, which keeps that mark low.
+//
 // THREADS: a pool belongs to one worker thread. No locks; GatedBuffer/VerifiedBytes and their
 // copies must be created, copied and destroyed on that thread only.
 //
-// COST (tests/bench/gated_pool_bench.cpp, 64 KiB slots, 4 KiB pages, 2-vCPU dev VM, kernel 6.18,
-// RelWithDebInfo; ns are medians of 5 runs, see the bench for what each line does):
-//   mprotect of one 64 KiB range, PTEs populated, PROT_NONE<->PROT_READ toggle:
-//       single thread                       ~BENCH_MPROTECT_1T ns per call
-//       + a second thread blocked in futex   ~BENCH_MPROTECT_BLOCKED ns per call
-//       + a second thread running on the other CPU (TLB-shootdown IPI on every PROT_NONE)
-//                                            ~BENCH_MPROTECT_SPIN ns per call
-//   full slot cycle = acquire + write 64 KiB + release(0, 64 KiB) + read every page through the
-//   release view + drop (re-gate mprotect + 64 KiB explicit_bzero):
-//       single thread                       ~BENCH_CYCLE_1T ns per 64 KiB
-//       + a second thread running            ~BENCH_CYCLE_SPIN ns per 64 KiB
-//   of which the 64 KiB explicit_bzero      ~BENCH_BZERO ns
-// Batch: one release() per recv batch, not per record. The VMA count grows with partially released
-// slots (each split is a VMA; vm.max_map_count defaults to 65530): a pool of N slots uses at most
-// ~2N+1 VMAs per view. mprotect reports ENOMEM past that limit; release() passes it on.
+// COST, measured with tests/bench/gated_pool_bench.cpp (64 KiB slots, 4 KiB pages, 2-vCPU
+// Firecracker VM, kernel 6.18, g++ 12 RelWithDebInfo; medians of 5x20000, range over 4 runs on a
+// shared, noisy VM; for scale: a bare syscall costs ~160 ns here, AES-128-GCM (openssl speed)
+// ~21 us per 64 KiB):
+//                                    single thread   + 2nd thread blocked   + 2nd thread running
+//   mprotect 64 KiB -> PROT_READ       2.0-2.8 us          1.8-3.0 us            2.4-4.4 us
+//   mprotect 64 KiB -> PROT_NONE       3.0-3.7 us          2.7-3.9 us            6-15.6 us (IPIs)
+//   explicit_bzero 64 KiB              0.6 us              0.45-0.6 us           0.45-0.8 us
+//   full slot cycle, 4-slot pool       9-10.8 us           8-12 us               13.6-24 us
+//   full slot cycle, 1-slot pool       5.4-7.7 us          7.6-8.3 us            18-19 us
+// "full slot cycle" = acquire + fill 64 KiB (0.6 us, the caller's work) + release(0, 64 KiB) + read
+// every page through the VerifiedBytes + drop (re-gate + scrub). Reads take no page faults in
+// steady state: PTEs survive a PROT_NONE round. The 4-slot vs 1-slot gap (~2.7 us) is the VMA split
+// on release and the merge on re-gate. A blocked thread costs nothing (lazy TLB); a thread RUNNING
+// on another CPU turns every PROT_NONE into an IPI round trip. Consequence for the worker model:
+// worker THREADS of one process all run this mm, so each re-gate interrupts every other busy
+// worker; worker PROCESSES (SO_REUSEPORT) do not share the mm and avoid it. Net: the gate adds
+// ~10 us per 64 KiB released, about half of the AES-GCM cost, which is why release() is called once
+// per recv batch, never per record.
+// VMAs: the ingest view stays one VMA; in the release view every partially released slot splits
+// it (at most 2N+1 VMAs for N slots; vm.max_map_count defaults to 65530). Past that limit mprotect
+// fails with ENOMEM and release() passes it on.
 #pragma once
 
 #include <cstddef>

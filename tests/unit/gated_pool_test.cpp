@@ -10,7 +10,7 @@
 namespace ztp::io {
 namespace {
 
-constexpr size_t kSlot = 64 * 1024;
+constexpr size_t kSlot = size_t{64} * 1024;
 
 size_t page() { return static_cast<size_t>(::sysconf(_SC_PAGESIZE)); }
 

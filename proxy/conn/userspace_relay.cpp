@@ -1,0 +1,410 @@
+#include "proxy/conn/userspace_relay.hpp"
+
+#include <unistd.h>
+
+#include <cstring>
+
+namespace ztp::conn {
+
+namespace {
+
+// The most one record can occupy on the wire (TLS 1.2 allows 2^14 + 2048 of ciphertext): a slot
+// must always have room for a whole record after the first undecrypted byte.
+constexpr size_t kMaxWireRecord = crypto::kRecordHeaderSize + crypto::kRecordMaxPlaintext + 2048;
+// Two verified batches waiting for the backend are enough: stop reading the client (back-pressure).
+constexpr size_t kMaxQueuedBatches = 2;
+constexpr uint8_t kAlertBadRecordMac = 20;
+
+size_t page_size() {
+    static const size_t p = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    return p;
+}
+
+size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
+}  // namespace
+
+UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::RecordReader reader,
+                               crypto::RecordWriter writer, config::TlsVersion version, int client_fd,
+                               int backend_fd, size_t buffer_size)
+    : host_(host),
+      pool_(pool),
+      reader_(std::move(reader)),
+      writer_(std::move(writer)),
+      post_handshake_(version, crypto::PostHandshakeParser::Sender::client),
+      client_(client_fd),
+      backend_(backend_fd),
+      op_client_recv_{&host.completion_target(), kClientRecv},
+      op_backend_send_{&host.completion_target(), kBackendSend},
+      op_backend_recv_{&host.completion_target(), kBackendRecv},
+      op_client_send_{&host.completion_target(), kClientSend} {
+    record_slots_ = std::max<size_t>(1, buffer_size / crypto::kRecordMaxPlaintext);
+    stride_ = writer_.headroom() + crypto::kRecordMaxPlaintext + writer_.tailroom();
+}
+
+void UserspaceRelay::start() {
+    down_buf_ = std::make_unique<uint8_t[]>(record_slots_ * stride_);
+    down_recv_iov_.resize(record_slots_);
+    pump_client_recv();
+    pump_backend_recv();
+}
+
+void UserspaceRelay::on_completion(uint8_t tag, int res) {
+    switch (tag) {
+        case kClientRecv: client_recv_inflight_ = false; return on_client_recv(res);
+        case kBackendSend: backend_send_inflight_ = false; return on_backend_send(res);
+        case kBackendRecv: backend_recv_inflight_ = false; return on_backend_recv(res);
+        case kClientSend: return on_client_send(res);
+    }
+}
+
+// ---------------------------------------------------------------------------- client → backend
+
+void UserspaceRelay::pump_client_recv() {
+    if (failed_ || up_eof_ || client_recv_inflight_ || up_queue_.size() >= kMaxQueuedBatches) return;
+    // Room for a whole record after the first undecrypted byte, else continue in a fresh slot.
+    if (!in_.valid() || in_.size() - parse_off_ < kMaxWireRecord) {
+        if (!switch_slot(parse_off_)) return;
+    }
+    auto space = in_.ingest_from(fill_);
+    if (!space) return fail("internal_error", "gated buffer: " + space.error().message());
+    if (space->empty()) return;  // a whole record is buffered but not yet complete: cannot happen
+    client_recv_inflight_ = true;
+    host_.op_submitted();
+    host_.loop().recv(&op_client_recv_, client_, space->data(), space->size());
+}
+
+bool UserspaceRelay::switch_slot(size_t keep_from) {
+    auto fresh = pool_.acquire();
+    if (!fresh) {
+        fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
+        return false;
+    }
+    size_t tail = in_.valid() ? fill_ - keep_from : 0;
+    if (tail > 0) {
+        // Only ciphertext moves here (nothing of it was decrypted yet), from pages not released.
+        auto from = in_.ingest_from(keep_from);
+        if (!from) {
+            fail("internal_error", "gated buffer: " + from.error().message());
+            return false;
+        }
+        std::memcpy(fresh->ingest().data(), from->data(), tail);
+    }
+    in_ = std::move(fresh).value();
+    parse_off_ = 0;
+    fill_ = tail;
+    return true;
+}
+
+void UserspaceRelay::on_client_recv(int res) {
+    if (failed_ || res == -ECANCELED) return;
+    if (res < 0)
+        return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
+                    std::string("recv from client: ") + std::strerror(-res));
+    if (res == 0) {  // FIN without close_notify: treated as the end of the client's stream
+        up_eof_ = true;
+        if (!first_close_) first_close_ = "client_close";
+        return maybe_half_close_backend();
+    }
+    fill_ += static_cast<size_t>(res);
+    host_.activity();
+    process_records();
+    pump_client_recv();
+}
+
+void UserspaceRelay::process_records() {
+    const size_t base = parse_off_;
+    auto region = in_.ingest_from(base);
+    if (!region) return fail("internal_error", "gated buffer: " + region.error().message());
+    spans_.clear();
+    size_t off = base;
+    while (!up_eof_ && fill_ - off >= crypto::kRecordHeaderSize) {
+        auto rest = region->subspan(off - base, fill_ - off);
+        auto need = reader_.record_size(rest);
+        if (!need) return fail("client_error", "malformed record: " + need.error().message());
+        if (*need > rest.size()) break;
+        auto record = rest.first(*need);
+        auto opened = reader_.open_in_place(record);
+        if (!opened) {
+            if (opened.error().code == EBADMSG) return bad_record("record failed authentication");
+            return fail("client_error", "record: " + opened.error().message());
+        }
+        if (opened->type == crypto::ContentType::application_data) {
+            if (auto r = post_handshake_.on_other_record(); !r)
+                return fail("client_error", "data inside a split handshake message");
+            if (opened->plaintext_size > 0) spans_.push_back({off + opened->plaintext_offset, opened->plaintext_size});
+        } else if (!handle_control(*opened, record)) {
+            return;
+        }
+        off += *need;
+    }
+    // Nothing after close_notify counts (RFC 8446 §6.1): drop it.
+    if (up_eof_) fill_ = off;
+    parse_off_ = off;
+    if (spans_.empty()) {
+        pump_backend_send();
+        return maybe_half_close_backend();
+    }
+
+    // Every record of the batch verified. Before their pages become readable, the ciphertext of a
+    // trailing partial record must leave them (gated_pool.hpp, contract 3).
+    const size_t begin = spans_.front().offset;
+    const size_t end = spans_.back().offset + spans_.back().size;
+    const size_t released_to = round_up(end, page_size());
+    io::GatedBuffer releasing;  // the slot the batch lives in, if the tail moves to a fresh one
+    if (parse_off_ < released_to) {
+        size_t tail = fill_ - parse_off_;
+        if (released_to + kMaxWireRecord <= in_.size()) {
+            std::memmove(region->data() + (released_to - base), region->data() + (parse_off_ - base), tail);
+            parse_off_ = released_to;
+            fill_ = released_to + tail;
+        } else {
+            releasing = std::move(in_);
+            in_ = io::GatedBuffer();
+            auto fresh = pool_.acquire();
+            if (!fresh) return fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
+            std::memcpy(fresh->ingest().data(), region->data() + (parse_off_ - base), tail);
+            in_ = std::move(fresh).value();
+            parse_off_ = 0;
+            fill_ = tail;
+        }
+    }
+    io::GatedBuffer& slot = releasing.valid() ? releasing : in_;
+    auto verified = slot.release(begin, end);
+    if (!verified) return fail("internal_error", "gated buffer release: " + verified.error().message());
+
+    Batch batch;
+    batch.iov.reserve(spans_.size());
+    for (const auto& s : spans_) {
+        // iovec wants a non-const pointer, but sendmsg only reads: the page is PROT_READ anyway.
+        auto* p = const_cast<uint8_t*>(verified->data() + (s.offset - begin));
+        batch.iov.push_back({p, s.size});
+        counters_.bytes_up += s.size;
+    }
+    batch.bytes = std::move(verified).value();
+    up_queue_.push_back(std::move(batch));
+    pump_backend_send();
+}
+
+bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<uint8_t> record) {
+    auto plaintext = std::span<const uint8_t>(record.data() + rec.plaintext_offset, rec.plaintext_size);
+    switch (rec.type) {
+        case crypto::ContentType::alert: {
+            if (auto r = post_handshake_.on_other_record(); !r) {
+                fail("client_error", "alert inside a split handshake message");
+                return false;
+            }
+            auto alert = crypto::parse_alert(plaintext);
+            if (alert && alert->description == crypto::kAlertCloseNotify) {
+                up_eof_ = true;
+                if (!first_close_) first_close_ = "client_close";
+                return true;
+            }
+            fail("client_alert", alert ? "client sent alert " + std::to_string(alert->description) : "malformed alert");
+            return false;
+        }
+        case crypto::ContentType::handshake: {
+            auto events = post_handshake_.feed(plaintext);
+            if (!events) {
+                fail("renegotiation_refused", "unexpected post-handshake message: " + events.error().message());
+                return false;
+            }
+            if (events->key_update) {
+                // A peer can send KeyUpdates back to back; each costs us a key derivation.
+                if (!key_updates_.allow(reader_.seq())) {
+                    fail("key_update_flood", "client exceeded the KeyUpdate rate limit");
+                    return false;
+                }
+                if (auto r = reader_.rekey(); !r) {
+                    fail("client_error", "KeyUpdate: " + r.error().message());
+                    return false;
+                }
+                if (events->update_requested) {
+                    key_update_owed_ = true;
+                    flush_down();
+                }
+            }
+            return true;
+        }
+        default:
+            fail("client_error", "unexpected record type " + std::to_string(static_cast<int>(rec.type)));
+            return false;
+    }
+}
+
+void UserspaceRelay::pump_backend_send() {
+    if (failed_ || backend_send_inflight_ || up_queue_.empty()) return;
+    auto& b = up_queue_.front();
+    up_msg_ = {};
+    up_msg_.msg_iov = b.iov.data() + b.next;
+    up_msg_.msg_iovlen = b.iov.size() - b.next;
+    backend_send_inflight_ = true;
+    host_.op_submitted();
+    host_.loop().sendmsg(&op_backend_send_, backend_, &up_msg_);
+}
+
+void UserspaceRelay::on_backend_send(int res) {
+    if (failed_ || res == -ECANCELED) return;
+    if (res < 0) return fail("backend_reset", std::string("send to backend: ") + std::strerror(-res));
+    auto& b = up_queue_.front();
+    b.next = advance(b.iov, b.next, static_cast<size_t>(res));
+    if (b.next == b.iov.size()) up_queue_.pop_front();  // drops the slot reference
+    host_.activity();
+    pump_backend_send();
+    pump_client_recv();
+    maybe_half_close_backend();
+}
+
+void UserspaceRelay::maybe_half_close_backend() {
+    if (failed_ || !up_eof_ || up_done_ || backend_send_inflight_ || !up_queue_.empty()) return;
+    // The client's close_notify (or FIN) becomes a FIN towards the backend.
+    ::shutdown(backend_, SHUT_WR);
+    up_done_ = true;
+    in_.reset();
+    maybe_finished();
+}
+
+// ---------------------------------------------------------------------------- backend → client
+
+void UserspaceRelay::pump_backend_recv() {
+    if (failed_ || down_eof_ || backend_recv_inflight_ || down_buf_busy_) return;
+    // Each record slot receives plaintext between the room for its header and for its tag, so it
+    // can be sealed where it lies.
+    for (size_t i = 0; i < record_slots_; ++i)
+        down_recv_iov_[i] = {down_buf_.get() + i * stride_ + writer_.headroom(), crypto::kRecordMaxPlaintext};
+    down_recv_msg_ = {};
+    down_recv_msg_.msg_iov = down_recv_iov_.data();
+    down_recv_msg_.msg_iovlen = record_slots_;
+    backend_recv_inflight_ = true;
+    host_.op_submitted();
+    host_.loop().recvmsg(&op_backend_recv_, backend_, &down_recv_msg_);
+}
+
+void UserspaceRelay::on_backend_recv(int res) {
+    if (failed_ || res == -ECANCELED) return;
+    if (res < 0) return fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
+    if (res == 0) {
+        down_eof_ = true;
+        if (!first_close_) first_close_ = "backend_close";
+        return flush_down();
+    }
+    size_t left = static_cast<size_t>(res);
+    counters_.bytes_down += left;
+    pending_records_.clear();
+    while (left > 0) {
+        size_t n = std::min(left, crypto::kRecordMaxPlaintext);
+        pending_records_.push_back(n);
+        left -= n;
+    }
+    down_buf_busy_ = true;
+    host_.activity();
+    flush_down();
+}
+
+void UserspaceRelay::flush_down() {
+    if (failed_ || client_send_inflight_) return;
+    down_send_iov_.clear();
+    control_len_ = 0;
+    // A KeyUpdate goes out before any record sealed under the next key (seal_key_update rekeys).
+    if (key_update_owed_ || writer_.key_update_due()) {
+        auto n = writer_.seal_key_update(std::span<uint8_t>(control_).first(32), false);
+        if (!n) return fail("internal_error", "sealing KeyUpdate: " + n.error().message());
+        down_send_iov_.push_back({control_.data(), *n});
+        control_len_ = *n;
+        key_update_owed_ = false;
+    }
+    for (size_t i = 0; i < pending_records_.size(); ++i) {
+        auto slot = std::span<uint8_t>(down_buf_.get() + i * stride_, stride_);
+        auto n = writer_.seal_in_place(slot, pending_records_[i], crypto::ContentType::application_data);
+        if (!n) return fail("internal_error", "sealing record: " + n.error().message());
+        down_send_iov_.push_back({slot.data(), *n});
+    }
+    pending_records_.clear();
+    if (down_eof_ && !close_notify_sealed_) {
+        auto n = writer_.seal_alert(std::span<uint8_t>(control_).subspan(control_len_), crypto::kAlertWarning,
+                                    crypto::kAlertCloseNotify);
+        if (!n) return fail("internal_error", "sealing close_notify: " + n.error().message());
+        down_send_iov_.push_back({control_.data() + control_len_, *n});
+        control_len_ += *n;
+        close_notify_sealed_ = true;
+    }
+    if (down_send_iov_.empty()) return pump_backend_recv();
+    down_send_next_ = 0;
+    down_send_msg_ = {};
+    down_send_msg_.msg_iov = down_send_iov_.data();
+    down_send_msg_.msg_iovlen = down_send_iov_.size();
+    client_send_inflight_ = true;
+    host_.op_submitted();
+    host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
+}
+
+void UserspaceRelay::on_client_send(int res) {
+    if (failed_ || res == -ECANCELED) return;
+    if (res < 0)
+        return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
+                    std::string("send to client: ") + std::strerror(-res));
+    host_.activity();
+    down_send_next_ = advance(down_send_iov_, down_send_next_, static_cast<size_t>(res));
+    if (down_send_next_ < down_send_iov_.size()) {  // short send: the rest, in order
+        down_send_msg_.msg_iov = down_send_iov_.data() + down_send_next_;
+        down_send_msg_.msg_iovlen = down_send_iov_.size() - down_send_next_;
+        host_.op_submitted();
+        host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
+        return;
+    }
+    client_send_inflight_ = false;
+    down_buf_busy_ = false;
+    if (close_notify_sealed_ && !down_done_) {
+        down_done_ = true;
+        return maybe_finished();
+    }
+    flush_down();
+    pump_backend_recv();
+}
+
+size_t UserspaceRelay::advance(std::vector<iovec>& iov, size_t first, size_t sent) {
+    while (sent > 0 && first < iov.size()) {
+        if (sent >= iov[first].iov_len) {
+            sent -= iov[first].iov_len;
+            ++first;
+        } else {
+            iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + sent;
+            iov[first].iov_len -= sent;
+            sent = 0;
+        }
+    }
+    return first;
+}
+
+// ---------------------------------------------------------------------------- endings
+
+void UserspaceRelay::send_alert_now(uint8_t level, uint8_t description) {
+    // Only between records: with a send in flight, bytes of ours could interleave with it.
+    if (client_send_inflight_ || close_notify_sealed_) return;
+    std::array<uint8_t, 64> buf{};
+    auto n = writer_.seal_alert(buf, level, description);
+    if (n) [[maybe_unused]] auto sent = ::send(client_, buf.data(), *n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    close_notify_sealed_ = true;
+}
+
+void UserspaceRelay::bad_record(const std::string& detail) {
+    // The record layer scrubbed the record; nothing of it was released. Tell the client why.
+    send_alert_now(crypto::kAlertFatal, kAlertBadRecordMac);
+    fail("bad_record", detail);
+}
+
+void UserspaceRelay::say_goodbye() {
+    if (!failed_ && !down_done_) send_alert_now(crypto::kAlertWarning, crypto::kAlertCloseNotify);
+}
+
+void UserspaceRelay::fail(const char* reason, const std::string& detail) {
+    if (failed_) return;
+    failed_ = true;
+    host_.relay_failed(reason, detail);
+}
+
+void UserspaceRelay::maybe_finished() {
+    if (up_done_ && down_done_) host_.relay_finished(first_close_ ? first_close_ : "client_close");
+}
+
+}  // namespace ztp::conn

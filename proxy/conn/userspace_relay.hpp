@@ -1,0 +1,124 @@
+// UserspaceRelay: ztproxy's own record layer ("software kTLS") with page-gated plaintext.
+//
+// client → backend: ciphertext is received (io_uring RECV) into a GatedBuffer's ingest view and
+// decrypted there in place. Only once every record of the batch has verified are their pages
+// released (one mprotect) and the plaintext sent to the backend (io_uring SENDMSG) straight out
+// of the read-only release view: no copy, and no unverified byte is ever readable elsewhere.
+// A trailing partial record's ciphertext is moved off the pages before they are released.
+//
+// backend → client: plaintext is received into record-sized slots with room for the header and
+// tag around them (io_uring RECVMSG), sealed in place and sent (SENDMSG): no copy either.
+//
+// Control records: close_notify ↔ half-close; other alerts close; TLS 1.3 KeyUpdate rekeys the
+// reader (rate-limited) and, when the client asks, we answer with our own KeyUpdate.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <array>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "crypto/record_layer.hpp"
+#include "proxy/conn/relay.hpp"
+#include "proxy/io/gated_pool.hpp"
+
+namespace ztp::conn {
+
+class UserspaceRelay final : public Relay {
+public:
+    UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::RecordReader reader, crypto::RecordWriter writer,
+                   config::TlsVersion version, int client_fd, int backend_fd, size_t buffer_size);
+
+    void start() override;
+    void on_completion(uint8_t tag, int res) override;
+    void say_goodbye() override;
+    void cancel_own_io() override {}
+    const RelayCounters& counters() const override { return counters_; }
+    const char* rx_path() const override { return "userspace"; }
+    const char* tx_path() const override { return "userspace"; }
+
+private:
+    enum Tag : uint8_t { kClientRecv = kFirstRelayTag, kBackendSend, kBackendRecv, kClientSend };
+
+    struct Batch {  // verified plaintext on its way to the backend
+        io::VerifiedBytes bytes;
+        std::vector<iovec> iov;
+        size_t next = 0;  // first iovec not fully sent
+    };
+    struct Span {
+        size_t offset;
+        size_t size;
+    };
+
+    // client → backend
+    void pump_client_recv();
+    void on_client_recv(int res);
+    void process_records();
+    bool handle_control(const crypto::OpenedRecord& rec, std::span<uint8_t> record);
+    bool switch_slot(size_t keep_from);
+    void pump_backend_send();
+    void on_backend_send(int res);
+    void maybe_half_close_backend();
+
+    // backend → client
+    void pump_backend_recv();
+    void on_backend_recv(int res);
+    void flush_down();
+    void on_client_send(int res);
+    void send_alert_now(uint8_t level, uint8_t description);
+
+    void bad_record(const std::string& detail);
+    void fail(const char* reason, const std::string& detail);
+    void maybe_finished();
+    static size_t advance(std::vector<iovec>& iov, size_t first, size_t sent);
+
+    RelayHost& host_;
+    io::GatedPool& pool_;
+    crypto::RecordReader reader_;
+    crypto::RecordWriter writer_;
+    crypto::PostHandshakeParser post_handshake_;
+    crypto::KeyUpdateLimiter key_updates_;
+    int client_;
+    int backend_;
+    bool failed_ = false;
+    const char* first_close_ = nullptr;
+    RelayCounters counters_;
+
+    io::Op op_client_recv_, op_backend_send_, op_backend_recv_, op_client_send_;
+
+    // client → backend
+    io::GatedBuffer in_;
+    size_t parse_off_ = 0;  // first byte not yet decrypted
+    size_t fill_ = 0;       // end of received ciphertext
+    bool client_recv_inflight_ = false;
+    bool backend_send_inflight_ = false;
+    bool up_eof_ = false;
+    bool up_done_ = false;
+    std::deque<Batch> up_queue_;
+    std::vector<Span> spans_;  // application data of the batch being processed (reused)
+    msghdr up_msg_{};
+
+    // backend → client
+    std::unique_ptr<uint8_t[]> down_buf_;
+    size_t record_slots_ = 0;
+    size_t stride_ = 0;
+    std::vector<iovec> down_recv_iov_;
+    msghdr down_recv_msg_{};
+    std::vector<size_t> pending_records_;  // received plaintext per record slot, not yet sealed
+    std::vector<iovec> down_send_iov_;
+    size_t down_send_next_ = 0;
+    msghdr down_send_msg_{};
+    bool backend_recv_inflight_ = false;
+    bool client_send_inflight_ = false;
+    bool down_buf_busy_ = false;     // down_buf_ holds data until its send completed
+    bool down_eof_ = false;          // the backend finished
+    bool close_notify_sealed_ = false;
+    bool down_done_ = false;         // and our close_notify is out
+    bool key_update_owed_ = false;   // the client asked for our KeyUpdate
+    std::array<uint8_t, 64> control_{};  // sealed control records (KeyUpdate, close_notify)
+    size_t control_len_ = 0;
+};
+
+}  // namespace ztp::conn
