@@ -124,7 +124,11 @@ bool RecordAead::open(const std::array<uint8_t, 12>& nonce, std::span<const uint
 Result<void> RecordAead::rekey() {
     if (!usable()) return make_error(ENOTRECOVERABLE, "record layer: poisoned");
     if (!tls13()) return make_error(ENOTSUP, "record layer: TLS 1.2 has no KeyUpdate");
-    if (secret_.empty()) return make_error(ENOKEY, "record layer: no traffic secret to update");
+    if (secret_.empty()) {
+        // A KeyUpdate we cannot follow: every later record would be under a key we do not have.
+        poisoned_ = true;
+        return make_error(ENOKEY, "record layer: no traffic secret to update");
+    }
     auto next = tls13_next_traffic_secret(cipher_, secret_.view());
     auto keys = next ? tls13_traffic_keys(cipher_, next->view()) : Result<DirectionKeys>(next.error());
     Result<void> installed = keys ? install_key(keys->key.view()) : Result<void>(keys.error());

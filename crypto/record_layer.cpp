@@ -152,6 +152,9 @@ Result<OpenedRecord> RecordReader::open_in_place(std::span<uint8_t> in) {
     else if (type == static_cast<uint8_t>(ContentType::alert) && content != 2)
         // RFC 8446 §5.1: an alert record holds exactly one alert; OpenSSL enforces the same for 1.2.
         bad = "record layer: alert record is not exactly one alert";
+    else if (content == 0 && ++aead_.empty_run > RecordReader::kMaxEmptyRecordsInARow)
+        bad = "record layer: too many empty records in a row";
+    if (content != 0) aead_.empty_run = 0;
     if (bad != nullptr) {
         // Authentic but illegal: the connection ends. Scrubbed anyway, so an error never leaves
         // plaintext behind for a caller that might release the span by mistake.
@@ -241,6 +244,9 @@ Result<size_t> RecordWriter::seal_alert(std::span<uint8_t> out, uint8_t level, u
 Result<size_t> RecordWriter::seal_key_update(std::span<uint8_t> out, bool update_requested) {
     if (!aead_.usable()) return make_error(ENOTRECOVERABLE, "record layer: writer poisoned");
     if (!aead_.tls13()) return make_error(ENOTSUP, "record layer: TLS 1.2 has no KeyUpdate");
+    // Checked before sealing: a sealed KeyUpdate we then could not follow would have used up a
+    // sequence number the client never sees (its next record would fail to authenticate).
+    if (!aead_.can_rekey()) return make_error(ENOKEY, "record layer: no traffic secret to update");
     const size_t head = headroom();
     if (out.size() < head + 5 + tailroom()) return make_error(EINVAL, "record layer: buffer smaller than the record");
     // RFC 8446 §4.6.3: HandshakeType key_update(24), uint24 length 1, KeyUpdateRequest.

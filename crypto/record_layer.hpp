@@ -18,15 +18,17 @@
 //                    nothing was read beyond the span, nothing written). record_size() says how many.
 //   EPROTO           malformed header or content: wrong outer type or legacy version, length below
 //                    the AEAD minimum, forbidden inner type, all-zero TLS 1.3 plaintext, empty
-//                    handshake/alert record, alert not exactly 2 bytes.   (alert: unexpected_message
-//                    / decode_error)
+//                    handshake/alert record, alert not exactly 2 bytes, more than
+//                    kMaxEmptyRecordsInARow empty records in a row.  (alert: unexpected_message /
+//                    decode_error)
 //   EMSGSIZE         length over the limit                               (alert: record_overflow)
 //   EBADMSG          authentication failed; the record span is scrubbed  (alert: bad_record_mac)
 //   EOVERFLOW        sequence number exhausted (never wraps)
 //   ENOTRECOVERABLE  the object is poisoned by an earlier fatal error (or moved from)
 //   EINVAL / ENOTSUP / ENOKEY  API misuse: bad key sizes, too small a buffer, rekey on TLS 1.2 /
 //                    without a traffic secret.
-// Every error except EAGAIN (and the API-misuse EINVAL of the writer) poisons the object: the
+// Every error except EAGAIN and pure API misuse (EINVAL from the writer's argument checks, ENOTSUP)
+// poisons the object: the
 // connection's record stream has lost integrity or framing, and nothing after that point can be
 // parsed or trusted. The caller sends the alert it wants (with the RecordWriter) and closes.
 #pragma once
@@ -68,6 +70,7 @@ public:
     static Result<RecordAead> create(DirectionKeys keys, SecretBytes tls13_traffic_secret, bool encrypt);
 
     bool usable() const { return ctx_ != nullptr && !poisoned_; }
+    bool can_rekey() const { return tls13() && !secret_.empty(); }
     void poison() { poisoned_ = true; }
     bool tls13() const { return version_ == config::TlsVersion::tls1_3; }
     // TLS 1.2 AES-GCM: an 8-byte explicit nonce follows the header (RFC 5288 §3).
@@ -90,6 +93,7 @@ public:
     Result<void> rekey();
 
     uint64_t seq = 0;
+    uint32_t empty_run = 0;  // consecutive empty records opened (RecordReader only)
 
 private:
     RecordAead() = default;
@@ -130,7 +134,13 @@ public:
     Result<OpenedRecord> open_in_place(std::span<uint8_t> in);
 
     // TLS 1.3, after a KeyUpdate record opened: next traffic secret and keys, seq restarts at 0.
+    // ENOTSUP on TLS 1.2 (nothing changes); ENOKEY without a traffic secret (poisons: the peer's next
+    // records are under a key we cannot have).
     Result<void> rekey();
+
+    // At most this many empty records in a row (OpenSSL's MAX_EMPTY_RECORDS): each costs a full AEAD
+    // operation and delivers nothing, so an endless run is a cheap CPU burner. The next one is EPROTO.
+    static constexpr uint32_t kMaxEmptyRecordsInARow = 32;
 
     uint64_t seq() const { return aead_.seq; }  // sequence number of the next record
     bool poisoned() const { return !aead_.usable(); }
@@ -163,8 +173,9 @@ public:
 
     // Control records into `out` (needs headroom() + 2 / 5 + tailroom() bytes).
     Result<size_t> seal_alert(std::span<uint8_t> out, uint8_t level, uint8_t description);
-    // TLS 1.3 only (ENOTSUP on 1.2): seals KeyUpdate(update_requested) under the current key, then
-    // rekeys itself: every record sealed afterwards uses the next key.
+    // TLS 1.3 only (ENOTSUP on 1.2; ENOKEY, before sealing anything, without a traffic secret): seals
+    // KeyUpdate(update_requested) under the current key, then rekeys itself: every record sealed
+    // afterwards uses the next key.
     Result<size_t> seal_key_update(std::span<uint8_t> out, bool update_requested);
 
     Result<void> rekey();

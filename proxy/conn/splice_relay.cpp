@@ -7,6 +7,8 @@
 
 #include <cstring>
 
+#include "proxy/conn/stats.hpp"
+
 namespace ztp::conn {
 
 SpliceRelay::SpliceRelay(RelayHost& host, io::PipePool& pipes, std::unique_ptr<crypto::KernelRecordPath> path,
@@ -158,6 +160,7 @@ void SpliceRelay::finish(Direction& d) {
 void SpliceRelay::bad_record(const std::string& detail) {
     // Nothing of the record was released (splice moved no byte of it); tell the client why.
     constexpr uint8_t kBadRecordMac = 20;
+    bump(stats().bad_records);
     path_->send_fatal_alert(kBadRecordMac);
     fail("bad_record", detail);
 }

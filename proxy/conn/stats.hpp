@@ -21,6 +21,8 @@ struct Stats {
     std::atomic<uint64_t> bytes_down{0};  // plaintext backend → client
     std::atomic<uint64_t> spliced_bytes{0};  // plaintext moved by splice, never in user space
     std::atomic<uint64_t> copied_bytes{0};   // plaintext that passed through a user-space buffer
+    std::atomic<uint64_t> bad_records{0};    // records that failed authentication (never forwarded)
+    std::atomic<uint64_t> key_updates{0};    // client KeyUpdates followed (userspace path)
     std::atomic<uint64_t> ktls_installs{0};
     std::atomic<uint64_t> ktls_fallbacks[static_cast<size_t>(crypto::KtlsFallback::count)]{};
 };

@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "proxy/conn/stats.hpp"
+
 namespace ztp::conn {
 
 namespace {
@@ -32,6 +34,8 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::Rec
       reader_(std::move(reader)),
       writer_(std::move(writer)),
       post_handshake_(version, crypto::PostHandshakeParser::Sender::client),
+      // The per-second cap is the flood defence; a client may legitimately rekey twice in a row.
+      key_updates_(crypto::KeyUpdateLimiter::Limits{8, 0}),
       client_(client_fd),
       backend_(backend_fd),
       op_client_recv_{&host.completion_target(), kClientRecv},
@@ -215,6 +219,7 @@ bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<u
                     fail("key_update_flood", "client exceeded the KeyUpdate rate limit");
                     return false;
                 }
+                bump(stats().key_updates);
                 if (auto r = reader_.rekey(); !r) {
                     fail("client_error", "KeyUpdate: " + r.error().message());
                     return false;
@@ -389,6 +394,7 @@ void UserspaceRelay::send_alert_now(uint8_t level, uint8_t description) {
 
 void UserspaceRelay::bad_record(const std::string& detail) {
     // The record layer scrubbed the record; nothing of it was released. Tell the client why.
+    bump(stats().bad_records);
     send_alert_now(crypto::kAlertFatal, kAlertBadRecordMac);
     fail("bad_record", detail);
 }

@@ -127,8 +127,9 @@ inline bool send_all(int fd, const void* data, size_t len) {
 // Blocking TLS client; verifies the proxy's certificate against the test CA.
 class TlsClient {
 public:
-    TlsClient(uint16_t port, const std::string& ca_file, const std::string& sni = "localhost") {
+    TlsClient(uint16_t port, const std::string& ca_file, const std::string& sni = "localhost", int max_version = 0) {
         ctx_.reset(SSL_CTX_new(TLS_client_method()));
+        if (max_version) SSL_CTX_set_max_proto_version(ctx_.get(), max_version);
         SSL_CTX_load_verify_locations(ctx_.get(), ca_file.c_str(), nullptr);
         SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
         fd_ = connect_loopback(port);
@@ -164,19 +165,29 @@ public:
         while (out.size() < want) {
             size_t n = 0;
             int rc = SSL_read_ex(ssl_.get(), buf, std::min(sizeof buf, want - out.size()), &n);
-            if (rc != 1 && retryable(rc)) continue;
-            if (rc != 1) {
-                if (clean_eof) *clean_eof = SSL_get_error(ssl_.get(), rc) == SSL_ERROR_ZERO_RETURN;
-                ERR_clear_error();
-                break;
+            if (rc == 1) {
+                out.append(buf, n);
+                continue;
             }
-            out.append(buf, n);
+            int e = SSL_get_error(ssl_.get(), rc);  // once: it reads the error queue
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {  // EINTR on a blocking socket
+                ERR_clear_error();
+                continue;
+            }
+            if (clean_eof) *clean_eof = e == SSL_ERROR_ZERO_RETURN;
+            unsigned long err = ERR_peek_error();
+            last_error_ = err ? ERR_reason_error_string(err) ? ERR_reason_error_string(err) : "?" : "";
+            ERR_clear_error();
+            break;
         }
         return out;
     }
+    // OpenSSL's reason for the failure that ended the last read, e.g. "sslv3 alert bad record mac".
+    const std::string& last_error() const { return last_error_; }
     std::string read_to_end(bool* clean_eof) { return read(SIZE_MAX, clean_eof); }
     void close_notify() { SSL_shutdown(ssl_.get()); }
     int fd() const { return fd_.get(); }
+    SSL* ssl() const { return ssl_.get(); }
 
 private:
     // The socket BIO reports EINTR on a blocking socket as WANT_READ/WANT_WRITE.
@@ -190,6 +201,7 @@ private:
     UniqueFd fd_;
     SslPtr ssl_;
     bool connected_ = false;
+    std::string last_error_;
 };
 
 // The proxy under test: one worker serving one listener in front of `backend_port`.

@@ -795,9 +795,35 @@ TEST(RecordLayer, RekeyNeedsTls13AndASecret) {
     Bytes out(64);
     EXPECT_EQ(w12->seal_key_update(out, false).error().code, ENOTSUP);
     EXPECT_FALSE(w12->key_update_due());
+    EXPECT_FALSE(r12->poisoned() || w12->poisoned());  // misuse only: nothing happened
+    auto w13 = RecordWriter::create(synthetic(TlsVersion::tls1_3, Cipher::aes_128_gcm), {});
+    ASSERT_TRUE(w13);
+    EXPECT_EQ(w13->seal_key_update(out, false).error().code, ENOKEY);
+    EXPECT_EQ(w13->seq(), 0u) << "no sequence number used up by a KeyUpdate we cannot follow";
     auto r13 = RecordReader::create(synthetic(TlsVersion::tls1_3, Cipher::aes_128_gcm), {});
     ASSERT_TRUE(r13);
     EXPECT_EQ(r13->rekey().error().code, ENOKEY);
+    EXPECT_TRUE(r13->poisoned());
+}
+
+TEST(RecordLayer, EmptyRecordRunsAreBounded) {
+    for (TlsVersion v : {TlsVersion::tls1_2, TlsVersion::tls1_3}) {
+        auto w = RecordWriter::create(synthetic(v, Cipher::aes_256_gcm), {});
+        auto r = RecordReader::create(synthetic(v, Cipher::aes_256_gcm), {});
+        ASSERT_TRUE(w && r);
+        Bytes one{1};
+        auto open_one = [&](const Bytes& m) {
+            Bytes rec = seal(*w, m);
+            return r->open_in_place(rec);
+        };
+        for (uint32_t i = 0; i < RecordReader::kMaxEmptyRecordsInARow; ++i) ASSERT_TRUE(open_one({}));
+        ASSERT_TRUE(open_one(one));  // a non-empty record resets the run
+        for (uint32_t i = 0; i < RecordReader::kMaxEmptyRecordsInARow; ++i) ASSERT_TRUE(open_one({}));
+        auto o = open_one({});
+        ASSERT_FALSE(o);
+        EXPECT_EQ(o.error().code, EPROTO);
+        EXPECT_TRUE(r->poisoned());
+    }
 }
 
 TEST(RecordLayer, WriterArgumentChecks) {

@@ -1,0 +1,230 @@
+// The gated userspace record path on real sockets: tampered records never reach the backend,
+// the client is told (bad_record_mac), KeyUpdate works both ways mid-stream, floods are refused.
+#include <poll.h>
+
+#include <future>
+
+#include "proxy/conn/stats.hpp"
+#include "relay_test_support.hpp"
+
+namespace ztp::testing {
+namespace {
+
+enum class Flip { ciphertext, tag, header_length };
+
+// A TCP man in the middle between the client and the proxy that flips one bit of the client's
+// n-th application-data-typed record (outer type 23) and forwards everything else untouched.
+class FlippingForwarder {
+public:
+    FlippingForwarder(uint16_t proxy_port, int target_record, Flip flip)
+        : proxy_port_(proxy_port), target_(target_record), flip_(flip) {
+        listen_ = listen_loopback(port_);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~FlippingForwarder() {
+        ::shutdown(listen_.get(), SHUT_RDWR);
+        thread_.join();
+    }
+    uint16_t port() const { return port_; }
+
+private:
+    void run() {
+        UniqueFd client(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!client) return;
+        UniqueFd proxy = connect_loopback(proxy_port_);
+        std::thread back([&] {  // proxy → client, untouched
+            char buf[65536];
+            ssize_t n;
+            while ((n = recv_retrying(proxy.get(), buf, sizeof buf)) > 0)
+                if (!send_all(client.get(), buf, static_cast<size_t>(n))) break;
+            ::shutdown(client.get(), SHUT_WR);
+        });
+        std::string pending;
+        char buf[65536];
+        int seen = 0;
+        ssize_t n;
+        while ((n = recv_retrying(client.get(), buf, sizeof buf)) > 0) {
+            pending.append(buf, static_cast<size_t>(n));
+            // Forward whole records only, so the flip lands where it is aimed.
+            while (pending.size() >= 5) {
+                size_t len = (static_cast<uint8_t>(pending[3]) << 8) | static_cast<uint8_t>(pending[4]);
+                if (pending.size() < 5 + len) break;
+                std::string record = pending.substr(0, 5 + len);
+                pending.erase(0, 5 + len);
+                if (record[0] == 23 && ++seen == target_) {
+                    switch (flip_) {
+                        case Flip::ciphertext: record[5 + 9] ^= 0x01; break;
+                        case Flip::tag: record[record.size() - 1] ^= 0x80; break;
+                        case Flip::header_length: {  // one byte shorter: the tag no longer lines up
+                            size_t shorter = len - 1;
+                            record[3] = static_cast<char>(shorter >> 8);
+                            record[4] = static_cast<char>(shorter & 0xff);
+                            break;
+                        }
+                    }
+                }
+                if (!send_all(proxy.get(), record.data(), record.size())) break;
+            }
+        }
+        ::shutdown(proxy.get(), SHUT_WR);
+        back.join();
+    }
+
+    uint16_t proxy_port_;
+    int target_;
+    Flip flip_;
+    UniqueFd listen_;
+    uint16_t port_ = 0;
+    std::thread thread_;
+};
+
+// Records what the backend received, and when it saw the end.
+struct Recorder {
+    std::mutex mu;
+    std::string got;
+    std::promise<void> ended;
+    void operator()(int fd) {
+        char buf[65536];
+        ssize_t n;
+        while ((n = recv_retrying(fd, buf, sizeof buf)) > 0) {
+            std::lock_guard lock(mu);
+            got.append(buf, static_cast<size_t>(n));
+        }
+        ended.set_value();
+    }
+    std::string snapshot() {
+        std::lock_guard lock(mu);
+        return got;
+    }
+};
+
+bool wait_for(const std::function<bool()>& cond) {
+    for (int i = 0; i < 2000 && !cond(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return cond();
+}
+
+void use_userspace(config::Policy& p) { p.listeners[0].tls.record_path = config::RecordPathMode::userspace; }
+
+struct TamperCase {
+    int max_version;
+    Flip flip;
+};
+
+class TamperTest : public ::testing::TestWithParam<TamperCase> {
+protected:
+    void SetUp() override {
+        auto c = app::generate_demo_certs(dir_.path());
+        ASSERT_TRUE(c);
+        certs_ = *c;
+    }
+    TempDir dir_;
+    app::DemoCerts certs_;
+};
+
+TEST_P(TamperTest, TheBackendGetsNothingOfATamperedRecordAndTheClientIsTold) {
+    auto [max_version, flip] = GetParam();
+    Recorder recorder;
+    TestBackend backend(std::ref(recorder));
+    TestProxy proxy(certs_, backend.port(), use_userspace);
+    // TLS 1.3: the client's first outer-type-23 record is its Finished; TLS 1.2: the first data.
+    int target = max_version == TLS1_3_VERSION ? 3 : 2;
+    FlippingForwarder mitm(proxy.port(), target, flip);
+    auto before = conn::stats().bad_records.load();
+
+    TlsClient client(mitm.port(), certs_.ca_cert.string(), "localhost", max_version);
+    ASSERT_TRUE(client.connected());
+    ASSERT_TRUE(client.write_all("first record"));
+    ASSERT_TRUE(wait_for([&] { return recorder.snapshot() == "first record"; })) << recorder.snapshot();
+    ASSERT_TRUE(client.write_all("SECRET second record"));
+
+    bool clean = true;
+    EXPECT_EQ(client.read_to_end(&clean), "");
+    EXPECT_FALSE(clean) << "the connection must end with an alert, not close_notify";
+    EXPECT_EQ(client.last_error(), "sslv3 alert bad record mac");
+    auto f = recorder.ended.get_future();
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+    EXPECT_EQ(recorder.snapshot(), "first record") << "no byte of the tampered record may reach the backend";
+    EXPECT_EQ(conn::stats().bad_records.load(), before + 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, TamperTest,
+                         ::testing::Values(TamperCase{TLS1_3_VERSION, Flip::ciphertext},
+                                           TamperCase{TLS1_3_VERSION, Flip::tag},
+                                           TamperCase{TLS1_3_VERSION, Flip::header_length},
+                                           TamperCase{TLS1_2_VERSION, Flip::ciphertext},
+                                           TamperCase{TLS1_2_VERSION, Flip::tag},
+                                           TamperCase{TLS1_2_VERSION, Flip::header_length}));
+
+class UserspacePathTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        auto c = app::generate_demo_certs(dir_.path());
+        ASSERT_TRUE(c);
+        certs_ = *c;
+    }
+    TempDir dir_;
+    app::DemoCerts certs_;
+};
+
+void echo(int fd) {
+    char buf[65536];
+    ssize_t n;
+    while ((n = recv_retrying(fd, buf, sizeof buf)) > 0)
+        if (!send_all(fd, buf, static_cast<size_t>(n))) break;
+    ::shutdown(fd, SHUT_WR);
+}
+
+TEST_F(UserspacePathTest, KeyUpdateBothWaysMidStreamKeepsTheConnectionWorking) {
+    TestBackend backend(echo);
+    TestProxy proxy(certs_, backend.port(), use_userspace);
+    TlsClient client(proxy.port(), certs_.ca_cert.string());
+    ASSERT_TRUE(client.connected());
+    auto before = conn::stats().key_updates.load();
+    for (int round = 0; round < 3; ++round) {
+        std::string msg(20000 + round, static_cast<char>('a' + round));
+        ASSERT_TRUE(client.write_all(msg));
+        ASSERT_TRUE(client.read(msg.size()) == msg) << "round " << round << ": " << client.last_error();
+        // update_requested obliges the proxy to answer with its own KeyUpdate: the next reply
+        // is sealed under its new key, which the client only reads if the answer came.
+        ASSERT_EQ(SSL_key_update(client.ssl(), round % 2 ? SSL_KEY_UPDATE_NOT_REQUESTED : SSL_KEY_UPDATE_REQUESTED), 1);
+    }
+    std::string last(70000, 'z');
+    ASSERT_TRUE(client.write_all(last));
+    EXPECT_TRUE(client.read(last.size()) == last) << client.last_error();
+    EXPECT_EQ(conn::stats().key_updates.load(), before + 3);
+}
+
+TEST_F(UserspacePathTest, AKeyUpdateFloodIsRefused) {
+    TestBackend backend(echo);
+    TestProxy proxy(certs_, backend.port(), use_userspace);
+    TlsClient client(proxy.port(), certs_.ca_cert.string());
+    ASSERT_TRUE(client.connected());
+    auto before = conn::stats().key_updates.load();
+    bool ok = true;
+    for (int i = 0; i < 50 && ok; ++i) {
+        SSL_key_update(client.ssl(), SSL_KEY_UPDATE_NOT_REQUESTED);
+        ok = client.write_all("x");
+    }
+    bool clean = true;
+    EXPECT_EQ(client.read_to_end(&clean), "");
+    EXPECT_FALSE(clean);
+    auto followed = conn::stats().key_updates.load() - before;
+    EXPECT_GE(followed, 1u);
+    EXPECT_LT(followed, 50u) << "the proxy must stop following KeyUpdates and close the connection";
+}
+
+TEST_F(UserspacePathTest, LargeTransfersBothWaysAtOnce) {
+    TestBackend backend(echo);
+    TestProxy proxy(certs_, backend.port(), use_userspace);
+    TlsClient client(proxy.port(), certs_.ca_cert.string());
+    ASSERT_TRUE(client.connected());
+    std::string payload(8 << 20, '\0');
+    for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 2654435761u >> 13);
+    std::thread writer([&] { EXPECT_TRUE(client.write_all(payload)); });
+    std::string got = client.read(payload.size());
+    writer.join();
+    EXPECT_TRUE(got == payload) << "got " << got.size() << " bytes";
+}
+
+}  // namespace
+}  // namespace ztp::testing
