@@ -20,17 +20,23 @@
 //                    the AEAD minimum, forbidden inner type, all-zero TLS 1.3 plaintext, empty
 //                    handshake/alert record, alert not exactly 2 bytes, more than
 //                    kMaxEmptyRecordsInARow empty records in a row.  (alert: unexpected_message /
-//                    decode_error)
-//   EMSGSIZE         length over the limit                               (alert: record_overflow)
+//                    decode_error). Header errors leave the span untouched (nothing was decrypted);
+//                    content errors (found after the tag verified) scrub the record like EBADMSG.
+//   EMSGSIZE         length over the limit; span untouched               (alert: record_overflow)
 //   EBADMSG          authentication failed; the record span is scrubbed  (alert: bad_record_mac)
 //   EOVERFLOW        sequence number exhausted (never wraps)
 //   ENOTRECOVERABLE  the object is poisoned by an earlier fatal error (or moved from)
 //   EINVAL / ENOTSUP / ENOKEY  API misuse: bad key sizes, too small a buffer, rekey on TLS 1.2 /
 //                    without a traffic secret.
 // Every error except EAGAIN and pure API misuse (EINVAL from the writer's argument checks, ENOTSUP)
-// poisons the object: the
-// connection's record stream has lost integrity or framing, and nothing after that point can be
-// parsed or trusted. The caller sends the alert it wants (with the RecordWriter) and closes.
+// poisons the object: the connection's record stream has lost integrity or framing, and nothing
+// after that point can be parsed or trusted. The caller sends the alert it wants (with the
+// RecordWriter) and closes.
+//
+// Control flow the caller owns (see tests/unit/record_layer_test.cpp, KeyUpdateBothDirections):
+// handshake records go to a PostHandshakeParser, every other record to its on_other_record(); on a
+// KeyUpdate event ask the KeyUpdateLimiter, then RecordReader::rekey() BEFORE opening the next record;
+// on update_requested, RecordWriter::seal_key_update(false) before the next application data.
 #pragma once
 
 #include <openssl/evp.h>

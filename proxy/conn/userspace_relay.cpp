@@ -1,5 +1,6 @@
 #include "proxy/conn/userspace_relay.hpp"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -41,13 +42,14 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::Rec
       op_client_recv_{&host.completion_target(), kClientRecv},
       op_backend_send_{&host.completion_target(), kBackendSend},
       op_backend_recv_{&host.completion_target(), kBackendRecv},
-      op_client_send_{&host.completion_target(), kClientSend} {
+      op_client_send_{&host.completion_target(), kClientSend},
+      op_client_readable_{&host.completion_target(), kClientReadable},
+      op_backend_readable_{&host.completion_target(), kBackendReadable} {
     record_slots_ = std::max<size_t>(1, buffer_size / crypto::kRecordMaxPlaintext);
     stride_ = writer_.headroom() + crypto::kRecordMaxPlaintext + writer_.tailroom();
 }
 
 void UserspaceRelay::start() {
-    down_buf_ = std::make_unique<uint8_t[]>(record_slots_ * stride_);
     down_recv_iov_.resize(record_slots_);
     pump_client_recv();
     pump_backend_recv();
@@ -59,13 +61,35 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
         case kBackendSend: backend_send_inflight_ = false; return on_backend_send(res);
         case kBackendRecv: backend_recv_inflight_ = false; return on_backend_recv(res);
         case kClientSend: return on_client_send(res);
+        case kClientReadable:
+            client_poll_inflight_ = false;
+            client_readable_ = res >= 0;
+            if (res < 0 && res != -ECANCELED) return fail("client_error", "poll: " + std::string(std::strerror(-res)));
+            return pump_client_recv();
+        case kBackendReadable:
+            backend_poll_inflight_ = false;
+            backend_readable_ = res >= 0;
+            if (res < 0 && res != -ECANCELED) return fail("backend_reset", "poll: " + std::string(std::strerror(-res)));
+            return pump_backend_recv();
     }
 }
 
 // ---------------------------------------------------------------------------- client → backend
 
 void UserspaceRelay::pump_client_recv() {
-    if (failed_ || up_eof_ || client_recv_inflight_ || up_queue_.size() >= kMaxQueuedBatches) return;
+    if (failed_ || up_eof_ || client_recv_inflight_ || client_poll_inflight_ ||
+        up_queue_.size() >= kMaxQueuedBatches)
+        return;
+    if (fill_ == parse_off_ && !client_readable_) {
+        // Nothing partial: give the slot back while we wait (verified batches keep their own
+        // reference), and take one again when the client has sent something.
+        in_.reset();
+        parse_off_ = fill_ = 0;
+        client_poll_inflight_ = true;
+        host_.op_submitted();
+        host_.loop().poll(&op_client_readable_, client_, POLLIN);
+        return;
+    }
     // Room for a whole record after the first undecrypted byte, else continue in a fresh slot.
     if (!in_.valid() || in_.size() - parse_off_ < kMaxWireRecord) {
         if (!switch_slot(parse_off_)) return;
@@ -74,6 +98,7 @@ void UserspaceRelay::pump_client_recv() {
     if (!space) return fail("internal_error", "gated buffer: " + space.error().message());
     if (space->empty()) return;  // a whole record is buffered but not yet complete: cannot happen
     client_recv_inflight_ = true;
+    last_client_recv_size_ = space->size();
     host_.op_submitted();
     host_.loop().recv(&op_client_recv_, client_, space->data(), space->size());
 }
@@ -111,6 +136,7 @@ void UserspaceRelay::on_client_recv(int res) {
         return maybe_half_close_backend();
     }
     fill_ += static_cast<size_t>(res);
+    client_readable_ = static_cast<size_t>(res) == last_client_recv_size_;
     host_.activity();
     process_records();
     pump_client_recv();
@@ -272,7 +298,15 @@ void UserspaceRelay::maybe_half_close_backend() {
 // ---------------------------------------------------------------------------- backend → client
 
 void UserspaceRelay::pump_backend_recv() {
-    if (failed_ || down_eof_ || backend_recv_inflight_ || down_buf_busy_) return;
+    if (failed_ || down_eof_ || backend_recv_inflight_ || backend_poll_inflight_ || down_buf_busy_) return;
+    if (!backend_readable_) {
+        down_buf_.reset();  // idle: hold no buffer while we wait
+        backend_poll_inflight_ = true;
+        host_.op_submitted();
+        host_.loop().poll(&op_backend_readable_, backend_, POLLIN);
+        return;
+    }
+    if (!down_buf_) down_buf_ = std::make_unique<uint8_t[]>(record_slots_ * stride_);
     // Each record slot receives plaintext between the room for its header and for its tag, so it
     // can be sealed where it lies.
     for (size_t i = 0; i < record_slots_; ++i)
@@ -294,6 +328,7 @@ void UserspaceRelay::on_backend_recv(int res) {
         return flush_down();
     }
     size_t left = static_cast<size_t>(res);
+    backend_readable_ = left == record_slots_ * crypto::kRecordMaxPlaintext;
     counters_.bytes_down += left;
     pending_records_.clear();
     while (left > 0) {

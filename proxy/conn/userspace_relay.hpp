@@ -40,7 +40,9 @@ public:
     const char* tx_path() const override { return "userspace"; }
 
 private:
-    enum Tag : uint8_t { kClientRecv = kFirstRelayTag, kBackendSend, kBackendRecv, kClientSend };
+    enum Tag : uint8_t {
+        kClientRecv = kFirstRelayTag, kBackendSend, kBackendRecv, kClientSend, kClientReadable, kBackendReadable
+    };
 
     struct Batch {  // verified plaintext on its way to the backend
         io::VerifiedBytes bytes;
@@ -87,12 +89,21 @@ private:
     RelayCounters counters_;
 
     io::Op op_client_recv_, op_backend_send_, op_backend_recv_, op_client_send_;
+    io::Op op_client_readable_, op_backend_readable_;
+    // Idle connections hold no buffer: when nothing is partially received, wait for readiness
+    // first and take a gated slot / the down buffer only once bytes are there. A recv that
+    // filled its buffer means more is likely queued: then read again directly.
+    bool client_readable_ = false;
+    bool client_poll_inflight_ = false;
+    bool backend_readable_ = false;
+    bool backend_poll_inflight_ = false;
 
     // client → backend
     io::GatedBuffer in_;
     size_t parse_off_ = 0;  // first byte not yet decrypted
     size_t fill_ = 0;       // end of received ciphertext
     bool client_recv_inflight_ = false;
+    size_t last_client_recv_size_ = 0;
     bool backend_send_inflight_ = false;
     bool up_eof_ = false;
     bool up_done_ = false;
