@@ -7,13 +7,12 @@
 #include <cstring>
 
 #include "crypto/ktls_sockopt.hpp"
+#include "crypto/record_layer.hpp"
 
 namespace ztp::crypto {
 
 namespace {
 
-constexpr uint8_t kAlertWarning = 1;
-constexpr uint8_t kAlertCloseNotify = 0;
 constexpr uint8_t kHandshakeNewSessionTicket = 4;
 constexpr uint8_t kHandshakeKeyUpdate = 24;
 // A whole TLS record plaintext: the most a control record can carry.
@@ -142,7 +141,6 @@ IoResult KernelRecordPath::shutdown_write() {
 }
 
 void KernelRecordPath::send_fatal_alert(uint8_t description) {
-    constexpr uint8_t kAlertFatal = 2;
     send_alert(kAlertFatal, description);
 }
 

@@ -206,9 +206,7 @@ void UserspaceRelay::process_records() {
     Batch batch;
     batch.iov.reserve(spans_.size());
     for (const auto& s : spans_) {
-        // iovec wants a non-const pointer, but sendmsg only reads: the page is PROT_READ anyway.
-        auto* p = const_cast<uint8_t*>(verified->data() + (s.offset - begin));
-        batch.iov.push_back({p, s.size});
+        batch.iov.push_back(verified->iov(s.offset - begin, s.size));
         counters_.bytes_up += s.size;
     }
     batch.bytes = std::move(verified).value();

@@ -81,6 +81,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <sys/uio.h>
 #include <vector>
 
 #include "proxy/base/result.hpp"
@@ -132,6 +133,12 @@ public:
     // A sub-range sharing the same slot (for rewrite plans that point into verified bytes).
     // Clamped to this range; an out-of-range offset gives an empty handle.
     VerifiedBytes slice(size_t offset, size_t len) const;
+
+    // [offset, offset+len) as an iovec for sendmsg. iovec's pointer is not const, but the kernel
+    // only reads it, and the page is PROT_READ anyway: this is the one place that casts.
+    iovec iov(size_t offset, size_t len) const {
+        return {const_cast<uint8_t*>(data_ + offset), len};
+    }
 
     void reset();
 
