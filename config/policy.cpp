@@ -39,6 +39,21 @@ const char* to_string(KtlsMode m) {
     return "?";
 }
 
+const char* to_string(RuleDirection d) {
+    switch (d) {
+        case RuleDirection::request: return "request";
+        case RuleDirection::response: return "response";
+        case RuleDirection::both: return "both";
+    }
+    return "?";
+}
+
+const RedactRule* Policy::find_rule(std::string_view id) const {
+    for (const auto& r : rules)
+        if (r.id == id) return &r;
+    return nullptr;
+}
+
 const Backend* Policy::find_backend(std::string_view name) const {
     for (const auto& b : backends)
         if (b.name == name) return &b;

@@ -74,12 +74,35 @@ struct Backend {
     SourceLoc loc;
 };
 
+// Which plaintext a redaction rule inspects: request = client → backend, response = backend → client.
+enum class RuleDirection { request, response, both };
+const char* to_string(RuleDirection d);  // "request" / "response" / "both"
+
+// One [[rule]]: bytes of the decrypted stream that must not pass. Matches are replaced before they
+// reach the other side (proxy/redact). Quick mode fills id, direction and pattern (mask '*').
+struct RedactRule {
+    std::string id;                          // unique; routes refer to it
+    RuleDirection direction = RuleDirection::both;
+    std::string pattern;                     // Hyperscan regex, or the exact bytes when `literal`
+    bool literal = false;
+    bool case_insensitive = false;
+    char mask = '*';                         // same-length mask (when there is no replacement)
+    std::optional<std::string> replacement;  // a fixed string instead of the mask
+    SourceLoc loc;                           // the [[rule]] table
+    SourceLoc pattern_loc{};                 // the pattern/literal value: engine errors point here
+};
+
 struct Route {
     std::string listener;                   // listener name; empty = every listener
     std::vector<std::string> server_names;  // SNI values (exact or "*.suffix"); empty with is_default
     bool is_default = false;                // taken when no server_names route matches
     std::string backend;                    // backend name
     SourceLoc loc;
+    // Redaction rule ids, in priority order (first wins where matches of two rules overlap). A
+    // route with rules takes the rewrite relay: its plaintext cannot be spliced.
+    std::vector<std::string> rules{};
+    std::vector<SourceLoc> rule_locs{};     // parallel to `rules` when loaded from a file; may be empty
+    bool allow_length_change = false;       // replacements may change the stream's length
 };
 
 struct Limits {
@@ -108,11 +131,13 @@ struct Policy {
     std::vector<Listener> listeners;
     std::vector<Backend> backends;
     std::vector<Route> routes;
+    std::vector<RedactRule> rules{};
     Limits limits;
     Logging logging;
     Runtime runtime;
 
     const Backend* find_backend(std::string_view name) const;
+    const RedactRule* find_rule(std::string_view id) const;
 };
 
 // Does `name` (an SNI value, lower case) match `pattern` (exact, or "*.example.com" matching

@@ -42,6 +42,19 @@
 //   server_names = ["a.example.com"]  # either server_names (exact or "*.suffix")...
 //   default = true                  # ...or default = true, exactly one of the two
 //   backend = "app"                 # required
+//   rules = ["card-number"]         # optional: [[rule]] ids, in priority order; such a route takes
+//                                   # the rewrite relay (its plaintext is never spliced)
+//   allow_length_change = false     # must be true if a rule's replacement can change the length
+//
+//   [[rule]]                        # redaction: matching bytes are replaced before they pass
+//   id = "card-number"              # required, unique
+//   direction = "request"           # request (client → backend) | response | both (the default)
+//   pattern = '\b(?:\d[ -]?){13,16}\b'  # Hyperscan regex, bounded (max 4096 bytes), never empty...
+//   literal = "Authorization: Bearer "  # ...or exact bytes; exactly one of pattern / literal
+//   case_insensitive = false
+//   mask = "*"                      # one byte; each matched byte becomes it (the default "*")...
+//   replacement = "[REDACTED]"      # ...or a fixed string per match; a length other than the
+//                                   # match's needs allow_length_change on every route using it
 //
 // Unknown keys are errors at the key, wrong types at the value, missing required keys at the
 // table header. All problems are collected, then the semantic checks of validate_policy() run
@@ -77,6 +90,7 @@ constexpr std::string_view kTls = "[listener.tls]";
 constexpr std::string_view kCert = "[[listener.tls.certificate]]";
 constexpr std::string_view kBackend = "[[backend]]";
 constexpr std::string_view kRoute = "[[route]]";
+constexpr std::string_view kRule = "[[rule]]";
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
 
@@ -129,7 +143,7 @@ public:
     }
 
     void read(const toml::table& root) {
-        r_.check_keys(root, {"runtime", "logging", "limits", "listener", "backend", "route"}, kRoot);
+        r_.check_keys(root, {"runtime", "logging", "limits", "listener", "backend", "route", "rule"}, kRoot);
         if (auto* t = r_.table(root, "runtime", kRoot)) read_runtime(*t);
         if (auto* t = r_.table(root, "logging", kRoot)) read_logging(*t);
         if (auto* t = r_.table(root, "limits", kRoot)) read_limits(*t);
@@ -140,6 +154,7 @@ public:
         for (auto* t : listeners) read_listener(*t);
         for (auto* t : r_.tables(root, "backend", kRoot, "backend")) read_backend(*t);
         for (auto* t : r_.tables(root, "route", kRoot, "route")) read_route(*t);
+        for (auto* t : r_.tables(root, "rule", kRoot, "rule")) read_rule(*t);
     }
 
 private:
@@ -390,12 +405,65 @@ private:
     void read_route(const toml::table& t) {
         Route r;
         r.loc = r_.loc(t.source());
-        r_.check_keys(t, {"listener", "server_names", "default", "backend"}, kRoute);
+        r_.check_keys(t, {"listener", "server_names", "default", "backend", "rules", "allow_length_change"},
+                      kRoute);
         if (auto v = name(t, "listener", kRoute, false)) r.listener = *v;
         r.server_names = server_names(t, kRoute);
         if (auto v = r_.boolean(t, "default", kRoute)) r.is_default = *v;
         if (auto v = name(t, "backend", kRoute, true)) r.backend = *v;
+        if (auto items = r_.strings(t, "rules", kRoute)) {
+            // References are resolved by validate() (quick mode builds them too); positions kept here.
+            for (auto& item : *items) {
+                r.rules.push_back(item.value);
+                r.rule_locs.push_back(r_.loc(item.where));
+            }
+        }
+        if (auto v = r_.boolean(t, "allow_length_change", kRoute)) r.allow_length_change = *v;
         p_.routes.push_back(std::move(r));
+    }
+
+    // Field-level checks only; the engine compiles the pattern in validate(), so a policy built in
+    // code gets the same checks.
+    void read_rule(const toml::table& t) {
+        RedactRule rule;
+        rule.loc = r_.loc(t.source());
+        r_.check_keys(t, {"id", "direction", "pattern", "literal", "case_insensitive", "mask", "replacement"},
+                      kRule);
+        if (auto v = name(t, "id", kRule, true)) rule.id = *v;
+        if (auto v = r_.string(t, "direction", kRule)) {
+            if (*v == "request") rule.direction = RuleDirection::request;
+            else if (*v == "response") rule.direction = RuleDirection::response;
+            else if (*v == "both") rule.direction = RuleDirection::both;
+            else r_.error(at(t, "direction"), "'direction' must be \"request\", \"response\" or \"both\"");
+        }
+        bool has_pattern = t.contains("pattern"), has_literal = t.contains("literal");
+        if (has_pattern && has_literal) {
+            r_.error(at(t, "literal"), "use either 'pattern' or 'literal', not both");
+        } else if (!has_pattern && !has_literal) {
+            r_.error(t.source(), "[[rule]] needs 'pattern' (a regular expression) or 'literal'");
+        }
+        // With both, the pattern is still checked: its own mistakes are worth reporting in one pass.
+        const char* key = has_pattern ? "pattern" : "literal";
+        if (has_pattern || has_literal) {
+            if (auto v = r_.string(t, key, kRule)) {
+                rule.pattern = *v;
+                rule.literal = !has_pattern;
+                rule.pattern_loc = r_.loc(at(t, key));
+            }
+        }
+        if (auto v = r_.boolean(t, "case_insensitive", kRule)) rule.case_insensitive = *v;
+        if (auto v = r_.string(t, "mask", kRule)) {
+            if (v->size() != 1)
+                r_.error(at(t, "mask"), "'mask' must be exactly one byte, e.g. \"*\"");
+            else
+                rule.mask = (*v)[0];
+        }
+        if (auto v = r_.string(t, "replacement", kRule)) {
+            if (t.contains("mask"))
+                r_.error(at(t, "replacement"), "use either 'mask' or 'replacement', not both");
+            rule.replacement = *v;
+        }
+        p_.rules.push_back(std::move(rule));
     }
 
     TomlReader r_;

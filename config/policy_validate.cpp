@@ -3,8 +3,11 @@
 #include "config/policy_validate.hpp"
 
 #include <exception>
+#include <map>
 #include <set>
 #include <utility>
+
+#include "config/redact_pattern.hpp"
 
 namespace ztp::config {
 
@@ -29,7 +32,9 @@ public:
             add(policy_loc(p_), "no listener: at least one [[listener]] is required");
         for (size_t i = 0; i < p_.listeners.size(); ++i) check_listener(i);
         check_backends();
+        check_rules();
         for (const auto& r : p_.routes) check_route_refs(r);
+        for (const auto& r : p_.routes) check_route_rules(r);
         check_route_overlaps();
         check_reachability();
         return std::move(out_);
@@ -98,6 +103,63 @@ private:
             }
             if (!b.name.empty() && !names.insert(b.name).second)
                 add(b.loc, "duplicate backend name " + in_quotes(b.name));
+        }
+    }
+
+    // Each rule is compiled by the engine here, once per load: a pattern `check` accepts is one
+    // `run` can compile. Errors point at the pattern value (the rule header when built in code).
+    void check_rules() {
+        std::set<std::string> ids;
+        for (const auto& rule : p_.rules) {
+            if (rule.id.empty()) {
+                if (!fields_checked_) add(rule.loc, "rule has no id");
+            } else if (!ids.insert(rule.id).second) {
+                add(rule.loc, "duplicate rule id " + in_quotes(rule.id));
+            }
+            const SourceLoc& at = rule.pattern_loc.line != 0 || !rule.pattern_loc.file.empty()
+                                      ? rule.pattern_loc : rule.loc;
+            // The loader already said "needs 'pattern' or 'literal'" at the header.
+            if (rule.pattern.empty() && fields_checked_ && rule.pattern_loc.line == 0) continue;
+            std::string why;
+            auto info = analyze_rule(rule, &why);
+            if (!info) {
+                add(at, rule.id.empty() ? why : "rule " + in_quotes(rule.id) + ": " + why);
+                continue;
+            }
+            widths_[&rule] = *info;
+        }
+    }
+
+    // Does this rule's replacement change the stream's length? A mask never does; a fixed string
+    // does unless every match has exactly its length. Unknown (pattern did not compile) = no.
+    bool changes_length(const RedactRule& rule) const {
+        if (!rule.replacement) return false;
+        auto it = widths_.find(&rule);
+        if (it == widths_.end()) return false;
+        return it->second.min_width != it->second.max_width ||
+               it->second.max_width != rule.replacement->size();
+    }
+
+    void check_route_rules(const Route& r) {
+        std::set<std::string> seen;
+        for (size_t i = 0; i < r.rules.size(); ++i) {
+            const std::string& id = r.rules[i];
+            const SourceLoc& at = i < r.rule_locs.size() ? r.rule_locs[i] : r.loc;
+            const RedactRule* rule = p_.find_rule(id);
+            bool unnamed = false;
+            for (const auto& x : p_.rules) unnamed |= x.id.empty();
+            if (!rule) {
+                if (!unnamed) add(at, "route references unknown rule " + in_quotes(id));
+                continue;
+            }
+            if (!seen.insert(id).second) {
+                add(at, "rule " + in_quotes(id) + " is listed twice");
+                continue;
+            }
+            if (!r.allow_length_change && changes_length(*rule))
+                add(at, "rule " + in_quotes(id) +
+                            " has a replacement whose length differs from its matches; set "
+                            "allow_length_change = true on this route");
         }
     }
 
@@ -175,6 +237,7 @@ private:
     const Policy& p_;
     bool fields_checked_;
     std::vector<Diagnostic> out_;
+    std::map<const RedactRule*, PatternInfo> widths_;
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -57,6 +58,26 @@ std::vector<std::string> unmet_ktls_requirements(const config::Policy& policy) {
     return problems;
 }
 
+// Each spliced connection needs up to six descriptors (two sockets, two pipes); a 1024 soft
+// limit would refuse connections long before max_connections. Take what the hard limit allows
+// and say when even that is short.
+void raise_fd_limit(uint32_t max_connections) {
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+    if (lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &lim);
+    }
+    const rlim_t minimum = static_cast<rlim_t>(max_connections) * 2 + 64;
+    const rlim_t spliced = static_cast<rlim_t>(max_connections) * 6 + 64;
+    if (lim.rlim_cur < minimum)
+        log::main().warn("file descriptor limit {} is below the {} that max_connections {} needs; raise "
+                         "LimitNOFILE / ulimit -n", lim.rlim_cur, minimum, max_connections);
+    else if (lim.rlim_cur < spliced)
+        log::main().info("file descriptor limit {}: enough for {} connections on the kernel (splice) path",
+                         lim.rlim_cur, (lim.rlim_cur - 64) / 6);
+}
+
 SocketAddress bound_address(int fd) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -75,6 +96,7 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening) {
         return 1;
     }
     const auto& pol = runtime->policy();
+    raise_fd_limit(pol.limits.max_connections);
     if (auto unmet = unmet_ktls_requirements(pol); !unmet.empty()) {
         for (const auto& u : unmet) log::main().error("{}", u);
         return 1;

@@ -1,0 +1,97 @@
+#include "proxy/redact/rewrite_plan.hpp"
+
+#include <algorithm>
+
+namespace ztp::redact {
+
+void RewritePlan::add_source(SharedBytes s) {
+    if (s.empty()) return;
+    auto b = s.bytes();
+    // The same chunk continuing where the last segment ended: one iovec instead of two.
+    if (last_ == Kind::source) {
+        iovec& last = iov_.back();
+        if (static_cast<const uint8_t*>(last.iov_base) + last.iov_len == b.data()) {
+            last.iov_len += b.size();
+            bytes_ += b.size();
+            source_bytes_ += b.size();
+            refs_.push_back(std::move(s));
+            return;
+        }
+    }
+    iov_.push_back(iovec{const_cast<uint8_t*>(b.data()), b.size()});
+    last_ = Kind::source;
+    bytes_ += b.size();
+    source_bytes_ += b.size();
+    refs_.push_back(std::move(s));
+}
+
+void RewritePlan::add_static(const char* p, size_t n) {
+    if (n == 0) return;
+    iov_.push_back(iovec{const_cast<char*>(p), n});
+    last_ = Kind::fixed;
+    bytes_ += n;
+    replacement_bytes_ += n;
+}
+
+void RewritePlan::add_owned(std::string_view bytes) {
+    if (bytes.empty()) return;
+    if (last_ == Kind::owned && owned_resolved_ < owned_idx_.size()) {
+        iov_.back().iov_len += bytes.size();  // still an offset: contiguous in owned_
+    } else {
+        owned_idx_.push_back(iov_.size());
+        iov_.push_back(iovec{reinterpret_cast<void*>(owned_.size()), bytes.size()});
+        last_ = Kind::owned;
+    }
+    owned_.append(bytes);
+    bytes_ += bytes.size();
+    replacement_bytes_ += bytes.size();
+}
+
+void RewritePlan::finalize() {
+    char* base = owned_.data();
+    if (base != owned_base_) {
+        for (size_t k = 0; k < owned_resolved_; ++k) {
+            iovec& v = iov_[owned_idx_[k]];
+            v.iov_base = base + (static_cast<const char*>(v.iov_base) - owned_base_);
+        }
+    }
+    for (size_t k = owned_resolved_; k < owned_idx_.size(); ++k) {
+        iovec& v = iov_[owned_idx_[k]];
+        v.iov_base = base + reinterpret_cast<uintptr_t>(v.iov_base);
+    }
+    owned_resolved_ = owned_idx_.size();
+    owned_base_ = base;
+}
+
+void RewritePlan::consume(size_t n) {
+    n = std::min(n, bytes_);
+    bytes_ -= n;
+    while (n > 0 && first_ < iov_.size()) {
+        iovec& v = iov_[first_];
+        size_t k = std::min(n, v.iov_len);
+        v.iov_base = static_cast<char*>(v.iov_base) + k;
+        v.iov_len -= k;
+        n -= k;
+        if (v.iov_len == 0) ++first_;
+    }
+}
+
+void RewritePlan::clear() {
+    iov_.clear();
+    owned_idx_.clear();
+    owned_resolved_ = 0;
+    owned_base_ = nullptr;
+    last_ = Kind::none;
+    refs_.clear();
+    owned_.clear();
+    first_ = bytes_ = source_bytes_ = replacement_bytes_ = 0;
+}
+
+std::string RewritePlan::to_string() const {
+    std::string s;
+    s.reserve(bytes_);
+    for (const iovec& v : iovecs()) s.append(static_cast<const char*>(v.iov_base), v.iov_len);
+    return s;
+}
+
+}  // namespace ztp::redact

@@ -1,0 +1,216 @@
+#include "proxy/redact/rewriter.hpp"
+
+#include <algorithm>
+#include <array>
+#include <new>
+
+namespace ztp::redact {
+
+namespace {
+
+// Mask runs of the default '*' point here instead of being written per plan.
+constexpr size_t kStarsLen = 4096;
+const std::array<char, kStarsLen> kStars = [] {
+    std::array<char, kStarsLen> a{};
+    a.fill('*');
+    return a;
+}();
+
+bool by_start(const Match& a, const Match& b) {
+    return a.from != b.from ? a.from < b.from : a.rule < b.rule;
+}
+
+}  // namespace
+
+Result<Rewriter> Rewriter::open(std::shared_ptr<const Database> db) {
+    if (!db) return Error{EINVAL, "Rewriter::open without rules"};
+    auto m = StreamMatcher::open(*db);
+    if (!m) return m.error();
+    try {
+        Rewriter w;
+        w.matcher_ = std::move(*m);
+        w.rules_.resize(db->rules().size());
+        w.stats_.matches.assign(db->rules().size(), 0);
+        w.db_ = std::move(db);
+        return w;
+    } catch (const std::bad_alloc&) {
+        return Error{ENOMEM, "Rewriter::open"};
+    }
+}
+
+Result<void> Rewriter::feed(SharedBytes chunk, Scratch& scratch, RewritePlan& out) {
+    if (finished_) return Error{EPIPE, "redaction stream already finished"};
+    try {
+        if (!chunk.empty()) {
+            if (auto r = matcher_.feed(chunk.bytes(), scratch, fresh_); !r) return r;
+            fed_ += chunk.size();
+            stats_.bytes_inspected += chunk.size();
+            held_.push_back(std::move(chunk));
+        }
+        const uint64_t hold = db_->hold_back();
+        uint64_t limit = fed_ > hold ? fed_ - hold : 0;
+        decide(std::max(limit, decided_), out);
+        return {};
+    } catch (const std::bad_alloc&) {
+        return Error{ENOMEM, "Rewriter::feed"};
+    }
+}
+
+Result<void> Rewriter::finish(Scratch& scratch, RewritePlan& out) {
+    if (finished_) return {};
+    try {
+        finished_ = true;
+        if (auto r = matcher_.close(scratch, fresh_); !r) return r;
+        decide(fed_, out);
+        return {};
+    } catch (const std::bad_alloc&) {
+        return Error{ENOMEM, "Rewriter::finish"};
+    }
+}
+
+Result<void> Rewriter::flush(RewritePlan& out) {
+    try {
+        decide(fed_, out);
+        return {};
+    } catch (const std::bad_alloc&) {
+        return Error{ENOMEM, "Rewriter::flush"};
+    }
+}
+
+// New engine reports join the pending list (sorted by start). A report reaching before decided_
+// can only follow a flush(): it is counted and applied to what has not been released yet.
+void Rewriter::absorb_fresh() {
+    if (fresh_.empty()) return;
+    for (const Match& m : fresh_) {
+        if (m.rule < stats_.matches.size()) ++stats_.matches[m.rule];
+        if (m.from < decided_) {
+            ++stats_.late_matches;
+            stats_.late_bytes += std::min(m.to, decided_) - m.from;
+        }
+    }
+    // pending_[0, pending_pos_) were activated already; drop them before merging.
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(pending_pos_));
+    pending_pos_ = 0;
+    std::sort(fresh_.begin(), fresh_.end(), by_start);
+    size_t mid = pending_.size();
+    pending_.insert(pending_.end(), fresh_.begin(), fresh_.end());
+    std::inplace_merge(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(mid), pending_.end(),
+                       by_start);
+    fresh_.clear();
+}
+
+void Rewriter::activate(const Match& m) {
+    if (m.rule >= rules_.size()) return;
+    const CompiledRule& rule = db_->rules()[m.rule];
+    RuleState& st = rules_[m.rule];
+    st.cover_end = std::max(st.cover_end, m.to);
+    cover_max_ = std::max(cover_max_, m.to);
+    if (rule.action == CompiledRule::Action::replace)
+        replace_reach_ = std::max(replace_reach_, m.to);
+    else if (!rule.replacement.empty()) {
+        // Spans of one fixed width are activated in start order; those ending before this one
+        // starts can cover no byte still undecided (b >= m.from), so the queue stays <= width long.
+        while (!st.starts.empty() && st.starts.front() + rule.width <= m.from) st.starts.pop_front();
+        st.starts.push_back(m.from);
+    }
+}
+
+void Rewriter::take(uint64_t n, RewritePlan* out) {
+    while (n > 0) {
+        SharedBytes& front = held_.front();
+        if (front.size() <= n) {
+            n -= front.size();
+            if (out) out->add_source(std::move(front));
+            held_.pop_front();
+        } else {
+            if (out) out->add_source(front.slice(0, n));
+            front = front.slice(n, front.size() - n);
+            n = 0;
+        }
+    }
+}
+
+void Rewriter::emit_run(RewritePlan& out) {
+    if (run_.empty()) return;
+    if (run_all_stars_) {
+        for (size_t off = 0; off < run_.size(); off += kStarsLen)
+            out.add_static(kStars.data(), std::min(kStarsLen, run_.size() - off));
+    } else {
+        out.add_owned(run_);
+    }
+    stats_.replacement_bytes += run_.size();
+    run_.clear();
+    run_all_stars_ = true;
+}
+
+// Decides every byte in [decided_, limit): see the semantics in rewriter.hpp. Uncovered stretches
+// are released as slices in one step; covered bytes are decided one at a time (O(rules) each).
+void Rewriter::decide(uint64_t limit, RewritePlan& out) {
+    absorb_fresh();
+    const auto& rules = db_->rules();
+    uint64_t b = decided_;
+    auto next_start = [&]() -> uint64_t {
+        return pending_pos_ < pending_.size() ? pending_[pending_pos_].from : UINT64_MAX;
+    };
+    while (b < limit) {
+        // Late spans (from < b, only after flush()) are activated before anything is decided.
+        while (next_start() < b) activate(pending_[pending_pos_++]);
+        if (cover_max_ <= b && next_start() > b) {
+            uint64_t end = std::min(next_start(), limit);
+            take(end - b, &out);
+            last_swallowed_ = false;
+            b = end;
+            continue;
+        }
+        // A covered run: one byte at a time until an uncovered byte (or the limit).
+        uint64_t run_start = b;
+        while (b < limit) {
+            while (next_start() < b) activate(pending_[pending_pos_++]);
+            const uint64_t reach_before = replace_reach_;  // spans starting before b
+            while (next_start() == b) activate(pending_[pending_pos_++]);
+            if (cover_max_ <= b) break;
+
+            int replace = -1, overlay = -1;
+            for (size_t r = 0; r < rules.size(); ++r) {
+                if (rules_[r].cover_end <= b) continue;
+                if (rules[r].action == CompiledRule::Action::replace) {
+                    replace = static_cast<int>(r);
+                    break;  // replacement wins over every overlay
+                }
+                if (overlay < 0) overlay = static_cast<int>(r);
+            }
+            if (replace >= 0) {
+                // A new copy unless b continues a run whose previous byte was swallowed too.
+                bool continues = reach_before > b && last_swallowed_;
+                if (!continues) {
+                    const std::string& text = rules[replace].replacement;
+                    run_ += text;
+                    run_all_stars_ = run_all_stars_ && text.find_first_not_of('*') == std::string::npos;
+                }
+                last_swallowed_ = true;
+            } else {
+                const CompiledRule& rule = rules[overlay];
+                char c = rule.mask;
+                if (!rule.replacement.empty()) {
+                    auto& starts = rules_[overlay].starts;
+                    while (!starts.empty() && starts.front() + rule.width <= b) starts.pop_front();
+                    // Covered means a span of this rule contains b, so the queue is not empty.
+                    c = starts.empty() ? rule.mask : rule.replacement[b - starts.front()];
+                }
+                run_ += c;
+                run_all_stars_ = run_all_stars_ && c == '*';
+                last_swallowed_ = false;
+            }
+            ++b;
+        }
+        stats_.bytes_redacted += b - run_start;
+        take(b - run_start, nullptr);  // the covered input is not sent: only the run's bytes are
+        emit_run(out);
+    }
+    decided_ = b;
+    stats_.held_bytes = fed_ - decided_;
+    stats_.held_bytes_max = std::max(stats_.held_bytes_max, stats_.held_bytes);
+    out.finalize();
+}
+
+}  // namespace ztp::redact
