@@ -11,9 +11,9 @@ namespace ztp::conn {
 
 namespace {
 
-// The most one record can occupy on the wire (TLS 1.2 allows 2^14 + 2048 of ciphertext): a slot
-// must always have room for a whole record after the first undecrypted byte.
-constexpr size_t kMaxWireRecord = crypto::kRecordHeaderSize + crypto::kRecordMaxPlaintext + 2048;
+// The most one record of our AEAD suites can occupy on the wire (the reader refuses longer ones):
+// a slot must always have room for a whole record after the first undecrypted byte.
+constexpr size_t kMaxWireRecord = crypto::kRecordMaxSize;
 // Two verified batches waiting for the backend are enough: stop reading the client (back-pressure).
 constexpr size_t kMaxQueuedBatches = 2;
 constexpr uint8_t kAlertBadRecordMac = 20;

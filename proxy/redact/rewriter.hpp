@@ -32,6 +32,9 @@
 // counted (late_matches, late_bytes) — without flush() they are 0 by construction.
 // =================================================================================================
 //
+// ERRORS: feed/finish/flush fail only on ENOMEM (or EPIPE after finish); the stream state is then
+// undefined: close the connection (count it), never retry with the same Rewriter.
+//
 // THREADS: one Rewriter belongs to one connection on one worker thread; the Scratch passed in is
 // that worker's.
 #pragma once

@@ -162,7 +162,12 @@ std::vector<std::string> describe_routes(const config::Policy& policy) {
             line += (i ? ", " : "") + route.rules[i];
             if (rule) {
                 line += std::string(" (") + config::to_string(rule->direction) + ")";
-                length_change |= rule->replacement.has_value();
+                if (rule->replacement) {
+                    std::string why;
+                    auto info = config::analyze_rule(*rule, &why);
+                    length_change |= !info || info->min_width != info->max_width ||
+                                     info->max_width != rule->replacement->size();
+                }
             }
         }
         line += " → rewrite relay, no splice";

@@ -84,7 +84,7 @@ def cleanup() -> None:
 
 
 def _on_signal(signum, _frame):
-    raise SystemExit(128 + signum)
+    raise KeyboardInterrupt(f"signal {signum}")  # stop, clean up, write what was measured
 
 
 def spawn(argv: list[str], *, limit_s: float, stdout=subprocess.DEVNULL, stderr=None, stdin=subprocess.DEVNULL,
@@ -520,8 +520,17 @@ class Results:
                 v = self.median(key, p)
                 if v:
                     s[p] = v / best if better == "higher" else best / v
-            rows.append((f"{wl}: {metric}", s))
+            rows.append((short_label(wl, metric), s))
         return rows
+
+
+def short_label(wl: str, metric: str) -> str:
+    w = (wl.replace("bulk ", "").replace(" AES128-GCM", "").replace("full handshake ", "hs ")
+         .replace("keep-alive HTTP/1.1 1 KiB (wrk)", "keep-alive").replace(" idle TLS connections", " idle")
+         .replace("ECDSA P-256", "ECDSA").replace("RSA-2048", "RSA").replace("TLS1.", "1."))
+    m = {"Gbit/s": "Gbit/s", "proxy CPU-s/GB": "CPU/GB", "handshakes/s": "rate", "proxy CPU-µs/handshake": "CPU/hs",
+         "requests/s": "req/s", "proxy CPU-µs/request": "CPU/req", "proxy KiB/connection (PSS)": "KiB/conn"}
+    return f"{w} {m.get(metric, metric)}"
 
 
 def fmt(v: float | None) -> str:
@@ -771,7 +780,7 @@ def write_chart(res: Results, path: Path, tmp: Path) -> str | None:
         return "no rows"
     data = tmp / "chart.dat"
     with open(data, "w") as f:
-        f.write("label " + " ".join(res.proxies) + "\n")
+        f.write("# label " + " ".join(res.proxies) + "\n")
         for label, s in rows:
             short = label.replace("\"", "'")
             f.write(f"\"{short}\" " + " ".join(f"{s.get(p, 0):.4f}" for p in res.proxies) + "\n")
@@ -781,7 +790,7 @@ def write_chart(res: Results, path: Path, tmp: Path) -> str | None:
     plot.write_text(f"""
 set terminal pngcairo size 1500,{height} font 'sans,9'
 set output '{path}'
-set title 'ztproxy vs nginx / HAProxy — relative performance per metric (best peer = 1.0, higher is better)'
+set title "ztproxy vs nginx / HAProxy, one worker each: relative performance per metric\n(best of nginx/HAProxy = 1.0; higher is better; cost metrics (CPU, KiB) are shown inverted: best peer cost / cost)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -789,8 +798,9 @@ set boxwidth 0.9
 set key top right
 set yrange [0:*]
 set grid ytics
-set xtics rotate by -35 left font ',8'
-set bmargin 14
+set xtics rotate by -45 left font ',9'
+set bmargin 9
+set xrange [-0.7:*]
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 1.5
 plot {cols}
 """)
@@ -840,6 +850,7 @@ def main() -> int:
         ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
 
     atexit.register(cleanup)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
 
@@ -926,6 +937,11 @@ def main() -> int:
         "",
     ]
     out.with_suffix(".md").write_text("\n".join(md))
+    out.with_suffix(".json").write_text(json.dumps({
+        "mode": mode, "proxies": res.proxies, "rows": res.rows, "anomalies": b.anomalies, "runs": res.details,
+        "values": [{"workload": k[0], "metric": k[1], "proxy": p, "runs": [x for x, _ in v],
+                    "noisy": [n for _, n in v]} for k, d in res.values.items() for p, v in d.items()],
+    }, indent=1, ensure_ascii=False))
     print()
     print(table)
     print()
