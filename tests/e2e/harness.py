@@ -352,6 +352,10 @@ class Proxy(Proc):
         while True:
             matching = [e for e in self.access_entries() if predicate(e)]
             if len(matching) >= count:
+                for e in matching:
+                    if FORCED_RECORD_PATH and e.get("rx_path"):
+                        assert (e["rx_path"], e["tx_path"]) == (FORCED_RECORD_PATH,) * 2, \
+                            "record path %s forced, access entry says otherwise: %r" % (FORCED_RECORD_PATH, e)
                 return matching
             left = deadline - time.monotonic()
             if left <= 0 or not self.alive() or self.out.closed:
@@ -498,6 +502,11 @@ def _toml(v):
     raise TypeError(type(v))
 
 
+# CTest runs the suite once per record path: set, every policy and quick-mode proxy is forced onto
+# it, and every access line of a relayed connection must name it.
+FORCED_RECORD_PATH = os.environ.get("ZTP_E2E_RECORD_PATH") or None
+
+
 def policy_toml(listeners, backends, routes, sections=None):
     """Renders a policy.
 
@@ -516,6 +525,8 @@ def policy_toml(listeners, backends, routes, sections=None):
         out += ["[[listener]]", "name = %s" % _toml(l["name"]),
                 "address = %s" % _toml(l.get("address", "127.0.0.1:0")), "  [listener.tls]"]
         tls = {"alpn": ["http/1.1"]}
+        if FORCED_RECORD_PATH:
+            tls["record_path"] = FORCED_RECORD_PATH
         tls.update(l.get("tls", {}))
         out.extend("  %s = %s" % (k, _toml(v)) for k, v in tls.items() if v is not None)
         for cname, leaf, names in l["certs"]:
@@ -833,6 +844,9 @@ class E2ETestCase(unittest.TestCase):
         return b
 
     def start_proxy(self, args, listeners=1, **kw):
+        if (FORCED_RECORD_PATH and args and args[0] == "run" and "--listen" in args
+                and "--record-path" not in args):
+            args = list(args) + ["--record-path", FORCED_RECORD_PATH]
         p = Proxy(args, listeners=listeners, **kw)
         self.addCleanup(self._stop_proxy, p)
         return p

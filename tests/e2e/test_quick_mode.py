@@ -8,8 +8,8 @@ import re
 import subprocess
 import unittest
 
-from harness import (E2ETestCase, CertAuthority, HttpConn, curl, curl_args, tls_connect,
-                     ztproxy_bin)
+from harness import (E2ETestCase, CertAuthority, FORCED_RECORD_PATH, HttpConn, curl, curl_args,
+                     tls_connect, ztproxy_bin)
 
 ACCESS_KEYS = {"client", "listener", "sni", "alpn", "version", "cipher", "backend", "rx_path",
                "tx_path", "bytes_up", "bytes_down", "duration_ms", "close"}
@@ -65,6 +65,8 @@ class QuickModeTest(E2ETestCase):
         self.assertIn(b"TCP_ULP", r.stderr)
 
     def test_ktls_auto_falls_back_to_the_gated_userspace_path_and_says_why(self):
+        if FORCED_RECORD_PATH:
+            self.skipTest("this run forces record_path=%s" % FORCED_RECORD_PATH)
         if os.path.exists("/proc/net/tls_stat"):
             self.skipTest("this kernel has kTLS; the fallback is for kernels without it")
         backend = self.start_backend("http")
@@ -80,6 +82,8 @@ class QuickModeTest(E2ETestCase):
         self.assertGreater(e["bytes_down"], 300000, e)
 
     def test_record_path_openssl_is_the_reference_path(self):
+        if FORCED_RECORD_PATH:
+            self.skipTest("this run forces record_path=%s" % FORCED_RECORD_PATH)
         backend = self.start_backend("http")
         proxy = self.start_proxy(self.quick_args(backend, None, "--record-path", "openssl"))
         r = curl(curl_args("localhost", proxy.port, "/", self.ca.cert))
