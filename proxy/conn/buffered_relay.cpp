@@ -28,11 +28,10 @@ BufferedRelay::BufferedRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath
       op_client_in_{&host.completion_target(), kClientIn},
       op_client_out_{&host.completion_target(), kClientOut},
       op_recv_{&host.completion_target(), kBackendRecv},
-      op_send_{&host.completion_target(), kBackendSend} {}
+      op_send_{&host.completion_target(), kBackendSend},
+      op_backend_readable_{&host.completion_target(), kBackendReadable} {}
 
 void BufferedRelay::start() {
-    up_buf_ = std::make_unique<std::byte[]>(buf_size_);
-    down_buf_ = std::make_unique<std::byte[]>(buf_size_);
     pump_client_read();
     pump_backend_recv();
 }
@@ -65,6 +64,11 @@ void BufferedRelay::on_completion(uint8_t tag, int res) {
             send_inflight_ = false;
             if (!failed_) on_backend_send(res);
             break;
+        case kBackendReadable:
+            backend_poll_inflight_ = false;
+            backend_readable_ = true;  // or an error, which the recv will report
+            if (!failed_) pump_backend_recv();
+            break;
     }
 }
 
@@ -82,6 +86,7 @@ void BufferedRelay::fail(const crypto::IoResult& r) {
 }
 
 void BufferedRelay::pump_client_read() {
+    if (!up_buf_ && !failed_ && !up_eof_) up_buf_ = std::make_unique<std::byte[]>(buf_size_);
     while (!failed_ && !up_eof_ && up_len_ < buf_size_) {
         auto r = path_->read({up_buf_.get() + up_len_, buf_size_ - up_len_});
         switch (r.status) {
@@ -91,7 +96,10 @@ void BufferedRelay::pump_client_read() {
                 counters_.copied_up += r.bytes;
                 host_.activity();
                 continue;
-            case crypto::IoStatus::want_read: arm_client(kClientIn); break;
+            case crypto::IoStatus::want_read:
+                if (up_len_ == 0 && !send_inflight_) up_buf_.reset();  // idle: hold no buffer
+                arm_client(kClientIn);
+                break;
             case crypto::IoStatus::want_write:
                 reader_waits_for_write_ = true;
                 arm_client(kClientOut);
@@ -138,9 +146,18 @@ void BufferedRelay::on_backend_send(int res) {
 }
 
 void BufferedRelay::pump_backend_recv() {
-    if (failed_ || recv_inflight_ || down_eof_) return;
+    if (failed_ || recv_inflight_ || backend_poll_inflight_ || down_eof_) return;
     if (down_off_ == down_len_) down_off_ = down_len_ = 0;
     if (down_len_ == buf_size_) return;  // full: resumes when the client drained it
+    if (down_len_ == 0 && !backend_readable_) {
+        down_buf_.reset();  // idle: wait for the backend without holding a buffer
+        backend_poll_inflight_ = true;
+        host_.op_submitted();
+        host_.loop().poll(&op_backend_readable_, backend_, POLLIN);
+        return;
+    }
+    if (!down_buf_) down_buf_ = std::make_unique<std::byte[]>(buf_size_);
+    last_recv_size_ = buf_size_ - down_len_;
     recv_inflight_ = true;
     host_.op_submitted();
     host_.loop().recv(&op_recv_, backend_, down_buf_.get() + down_len_, buf_size_ - down_len_);
@@ -155,6 +172,7 @@ void BufferedRelay::on_backend_recv(int res) {
         down_eof_ = true;
         if (!first_close_) first_close_ = "backend_close";
     } else {
+        backend_readable_ = static_cast<size_t>(res) == last_recv_size_;
         down_len_ += static_cast<size_t>(res);
         counters_.bytes_down += static_cast<uint64_t>(res);
         counters_.copied_down += static_cast<uint64_t>(res);

@@ -25,7 +25,7 @@ public:
     const char* tx_path() const override { return path_->tx_name(); }
 
 private:
-    enum Tag : uint8_t { kClientIn = kFirstRelayTag, kClientOut, kBackendRecv, kBackendSend };
+    enum Tag : uint8_t { kClientIn = kFirstRelayTag, kClientOut, kBackendRecv, kBackendSend, kBackendReadable };
 
     void arm_client(Tag tag);
     void pump_client_read();    // client → up buffer
@@ -48,6 +48,12 @@ private:
     io::Op op_client_out_;
     io::Op op_recv_;
     io::Op op_send_;
+    io::Op op_backend_readable_;
+    // Idle connections hold no buffer: a direction's buffer exists only while it holds bytes or
+    // data keeps coming (a read that filled the free space means more is likely queued).
+    bool backend_readable_ = false;
+    bool backend_poll_inflight_ = false;
+    size_t last_recv_size_ = 0;
     bool client_in_armed_ = false;
     bool client_out_armed_ = false;
     bool recv_inflight_ = false;

@@ -5,8 +5,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
+#include "proxy/base/log.hpp"
 #include "proxy/conn/stats.hpp"
 
 namespace ztp::conn {
@@ -81,6 +83,7 @@ void SpliceRelay::on_fill(Direction& d, int res) {
     // read it with a cmsg buffer.
     if (res == -EINVAL && d.up) return on_control_record(d);
     if (res == -EBADMSG) return bad_record("record failed authentication");
+    if (res == -EMSGSIZE) return fail("record_overflow", "client record longer than TLS allows");
     fail(d.up ? "client_error" : "backend_reset", std::string("splice in: ") + std::strerror(-res));
 }
 
@@ -107,7 +110,19 @@ void SpliceRelay::on_control_record(Direction& d) {
         }
         case crypto::IoStatus::peer_alert: return fail("client_alert", r.reason);
         case crypto::IoStatus::bad_record: return bad_record(r.reason);
-        default: return fail(r.close_reason ? r.close_reason : "client_error", r.reason);
+        default:
+            if (r.close_reason && std::strcmp(r.close_reason, "key_update_unsupported") == 0) {
+                bump(stats().ktls_key_update_closes);
+                // Operators need to know why clients get cut off; clients must not flood the log.
+                static thread_local std::chrono::steady_clock::time_point last{};
+                auto now = std::chrono::steady_clock::now();
+                if (now - last > std::chrono::seconds(10)) {
+                    last = now;
+                    log::tls().info("a client sent a TLS 1.3 KeyUpdate; kTLS on this kernel cannot rekey, so the "
+                                    "connection is closed (needs Linux >= 6.14, or ktls = \"off\" on the listener)");
+                }
+            }
+            return fail(r.close_reason ? r.close_reason : "client_error", r.reason);
     }
 }
 
@@ -158,7 +173,9 @@ void SpliceRelay::finish(Direction& d) {
 }
 
 void SpliceRelay::bad_record(const std::string& detail) {
-    // Nothing of the record was released (splice moved no byte of it); tell the client why.
+    // Nothing of the record was released (splice moved no byte of it). Try to tell the client;
+    // on kernels that mark the socket failed after EBADMSG the alert cannot leave, and the
+    // client sees the connection close.
     constexpr uint8_t kBadRecordMac = 20;
     bump(stats().bad_records);
     path_->send_fatal_alert(kBadRecordMac);

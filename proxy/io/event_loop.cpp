@@ -102,7 +102,10 @@ void EventLoop::splice(Op* op, int in, int out, size_t len) {
 void EventLoop::poll_then_splice(Op* op, int in, int out, size_t len) {
     auto* p = sqe();
     io_uring_prep_poll_add(p, in, POLLIN);
-    io_uring_sqe_set_data(p, nullptr);
+    // Kernel contract: a successful poll posts no CQE (SKIP_SUCCESS) and the splice reports; a
+    // failed or cancelled poll posts ITS CQE and the linked splice posts none. So the poll must
+    // carry the same op: either way the owner gets exactly one completion for the pair.
+    io_uring_sqe_set_data(p, op);
     p->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
     splice(op, in, out, len);
 }

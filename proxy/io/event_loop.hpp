@@ -45,9 +45,9 @@ public:
     void multishot_accept(Op* op, int listen_fd);
     // splice(in → out) of up to `len` bytes, never blocking on either end.
     void splice(Op* op, int in, int out, size_t len);
-    // Waits until `in` is readable, then splices: one submission, one completion (the poll's own
-    // success is not reported). Splicing only after readiness keeps io_uring from parking a
-    // kernel worker thread on every idle connection.
+    // Waits until `in` is readable, then splices: one submission, exactly one completion for
+    // `op` (the splice's result, or the poll's error, e.g. -ECANCELED). Splicing only after
+    // readiness keeps io_uring from parking a kernel worker thread on every idle connection.
     void poll_then_splice(Op* op, int in, int out, size_t len);
     void timeout(Op* op, __kernel_timespec* ts);
     // Cancels every op still pending on `fd`; their owners get -ECANCELED completions.

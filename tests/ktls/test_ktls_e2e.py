@@ -189,8 +189,8 @@ class TamperForwarder:
         server.close()
 
     @staticmethod
-    def _end(src, dst):
-        """Pass an EOF on; after an error, stop both directions of both sockets."""
+    def _end(dst):
+        """Passes an EOF on (the other direction keeps flowing)."""
         try:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
@@ -211,7 +211,7 @@ class TamperForwarder:
                 except OSError:
                     pass
             return
-        self._end(src, dst)
+        self._end(dst)
 
     def _tamper(self, rec):
         length = int.from_bytes(rec[3:5], "big")
@@ -268,7 +268,7 @@ class TamperForwarder:
                 except OSError:
                     pass
             return
-        self._end(src, dst)
+        self._end(dst)
 
 
 # --------------------------------------------------------------------------------------------
