@@ -4,6 +4,7 @@
 
 #include "config/policy_loader.hpp"
 #include "proxy/conn/runtime.hpp"
+#include "proxy/redact/rule_set.hpp"
 
 namespace ztp::app {
 
@@ -11,7 +12,9 @@ int check_command(const std::string& path) {
     auto outcome = config::load_policy_file(path);
     std::vector<config::Diagnostic> problems = std::move(outcome.problems);
     size_t listeners = 0, backends = 0, routes = 0;
+    std::vector<std::string> route_notes;
     if (outcome.policy) {
+        route_notes = redact::describe_routes(*outcome.policy);
         listeners = outcome.policy->listeners.size();
         backends = outcome.policy->backends.size();
         routes = outcome.policy->routes.size();
@@ -25,6 +28,7 @@ int check_command(const std::string& path) {
     }
     std::cout << path << ": OK (" << listeners << " listener(s), " << backends << " backend(s), " << routes
               << " route(s))\n";
+    for (const auto& n : route_notes) std::cout << "  " << n << "\n";
     return 0;
 }
 

@@ -87,6 +87,10 @@ int main_cli(int argc, char** argv) {
     run->add_option("--connection-buffer", q.connection_buffer, "Quick mode: per-direction buffer, e.g. 64KiB");
     run->add_option("--ktls", q.ktls, "Quick mode: kernel TLS: auto (default), require or off")
         ->check(CLI::IsMember({"auto", "require", "off"}));
+    run->add_option("--redact-request", q.redact_request,
+                    "Quick mode: mask matches of this regular expression client → backend (repeatable)");
+    run->add_option("--redact-response", q.redact_response,
+                    "Quick mode: mask matches of this regular expression backend → client (repeatable)");
     run->add_option("--record-path", q.record_path,
                     "Quick mode: auto (kernel, else userspace), kernel, userspace or openssl")
         ->check(CLI::IsMember({"auto", "kernel", "userspace", "openssl"}));

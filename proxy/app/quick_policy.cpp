@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "config/units.hpp"
+#include "proxy/redact/rule_set.hpp"
 
 namespace ztp::app {
 
@@ -55,6 +56,10 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
     config::Route r;
     r.is_default = true;
     r.backend = "default";
+    for (auto& rule : redact::quick_rules(o.redact_request, o.redact_response)) {
+        r.rules.push_back(rule.id);
+        p.rules.push_back(std::move(rule));
+    }
     p.routes.push_back(r);
 
     auto duration = [&](const std::string& flag, const std::string& v, std::chrono::milliseconds& out) {

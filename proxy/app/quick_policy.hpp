@@ -22,6 +22,8 @@ struct QuickOptions {
     std::string connection_buffer;  // size string
     std::string ktls;               // "auto" / "require" / "off", empty = auto
     std::string record_path;        // "auto" / "kernel" / "userspace" / "openssl", empty = auto
+    std::vector<std::string> redact_request;   // regular expressions, masked with '*'
+    std::vector<std::string> redact_response;
     unsigned max_connections = 0;   // 0 = default
     unsigned workers = 0;
 };
