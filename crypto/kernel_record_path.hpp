@@ -33,6 +33,7 @@ public:
 
     const char* rx_name() const override { return "kernel"; }
     const char* tx_name() const override { return "kernel"; }
+    bool copies_plaintext() const override { return false; }
     // Application data into `out`. Control records are consumed here: close_notify → eof, other
     // alerts → peer_alert, a NewSessionTicket is skipped, a KeyUpdate or renegotiation → error.
     IoResult read(std::span<std::byte> out) override;

@@ -14,6 +14,7 @@ public:
 
     const char* rx_name() const override { return "openssl"; }
     const char* tx_name() const override { return "openssl"; }
+    bool copies_plaintext() const override { return true; }
     IoResult read(std::span<std::byte> out) override;
     IoResult write(std::span<const std::byte> in) override;
     IoResult shutdown_write() override;

@@ -38,6 +38,9 @@ public:
     virtual ~RecordPath() = default;
     virtual const char* rx_name() const = 0;  // what decrypts client→backend: "openssl", "kernel", …
     virtual const char* tx_name() const = 0;  // what encrypts backend→client
+    // Whether plaintext is copied in user space on its way through (OpenSSL decrypts into and
+    // encrypts from buffers of its own; the kernel path hands it over without a user-space copy).
+    virtual bool copies_plaintext() const = 0;
     virtual IoResult read(std::span<std::byte> out) = 0;
     virtual IoResult write(std::span<const std::byte> in) = 0;
     // Sends close_notify: our direction towards the client is finished.

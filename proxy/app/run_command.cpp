@@ -96,13 +96,6 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening) {
         return 1;
     }
     const auto& pol = runtime->policy();
-    for (const auto& r : pol.routes) {
-        if (!r.rules.empty()) {
-            log::main().error("routes with redaction rules are validated but not enforced by this build; refusing to "
-                              "start rather than forward unredacted plaintext");
-            return 1;
-        }
-    }
     raise_fd_limit(pol.limits.max_connections);
     if (auto unmet = unmet_ktls_requirements(pol); !unmet.empty()) {
         for (const auto& u : unmet) log::main().error("{}", u);

@@ -93,7 +93,7 @@ void BufferedRelay::pump_client_read() {
             case crypto::IoStatus::ok:
                 up_len_ += r.bytes;
                 counters_.bytes_up += r.bytes;
-                counters_.copied_up += r.bytes;
+                if (path_->copies_plaintext()) counters_.copied_up += r.bytes;
                 host_.activity();
                 continue;
             case crypto::IoStatus::want_read:
@@ -175,7 +175,7 @@ void BufferedRelay::on_backend_recv(int res) {
         backend_readable_ = static_cast<size_t>(res) == last_recv_size_;
         down_len_ += static_cast<size_t>(res);
         counters_.bytes_down += static_cast<uint64_t>(res);
-        counters_.copied_down += static_cast<uint64_t>(res);
+        if (path_->copies_plaintext()) counters_.copied_down += static_cast<uint64_t>(res);
         host_.activity();
     }
     pump_client_write();

@@ -14,6 +14,7 @@
 #include "proxy/base/log.hpp"
 #include "proxy/conn/access_log.hpp"
 #include "proxy/conn/buffered_relay.hpp"
+#include "proxy/conn/rewrite_relay.hpp"
 #include "proxy/conn/splice_relay.hpp"
 #include "proxy/conn/userspace_relay.hpp"
 #include "proxy/conn/stats.hpp"
@@ -107,8 +108,9 @@ void Connection::continue_handshake() {
 void Connection::handshake_done() {
     bump(stats().handshakes_ok);
     session_ = crypto::session_info(ssl_.get());
-    const std::string* backend = listener_.router->route(session_.sni);
-    backend_cfg_ = backend ? runtime_->backend(*backend) : nullptr;
+    const Router::Target* target = listener_.router->route(session_.sni);
+    backend_cfg_ = target ? runtime_->backend(target->backend) : nullptr;
+    if (target) route_index_ = target->route_index;
     if (!backend_cfg_) {
         // The SNI filter refuses unrouted names during the handshake; this is a safety net.
         return relay_failed("no_route", "no route for server name '" + session_.sni + "'");
@@ -236,18 +238,38 @@ void Connection::on_connected(int res) {
 
 void Connection::start_relay() {
     activity();
-    if (kernel_) {
+    const size_t buffer = runtime_->policy().limits.connection_buffer_bytes;
+    const auto& rules = runtime_->rules().route(route_index_);
+    if (rules.any()) {
+        // A route with redaction rules reads its plaintext: it cannot be spliced.
+        auto up = RedactionStage::open(rules.request, &owner_.redact_scratch());
+        auto down = RedactionStage::open(rules.response, &owner_.redact_scratch());
+        if (!up || !down)
+            return relay_failed("internal_error", "redaction: " + (up ? down.error() : up.error()).message());
+        if (userspace_) {
+            relay_ = std::make_unique<UserspaceRelay>(static_cast<RelayHost&>(*this), owner_.gated_pool(),
+                                                      std::move(userspace_->reader), std::move(userspace_->writer),
+                                                      userspace_->version, client_.get(), backend_.get(), buffer,
+                                                      std::move(up).value(), std::move(down).value());
+            userspace_.reset();
+        } else {
+            std::unique_ptr<crypto::RecordPath> path = kernel_ ? std::move(kernel_) : std::move(path_);
+            relay_ = std::make_unique<RewriteRelay>(static_cast<RelayHost&>(*this), std::move(path), client_.get(),
+                                                    backend_.get(), buffer, std::move(up).value(),
+                                                    std::move(down).value());
+        }
+    } else if (kernel_) {
         relay_ = std::make_unique<SpliceRelay>(static_cast<RelayHost&>(*this), owner_.pipes(), std::move(kernel_),
                                                client_.get(), backend_.get());
     } else if (userspace_) {
         relay_ = std::make_unique<UserspaceRelay>(static_cast<RelayHost&>(*this), owner_.gated_pool(),
                                                   std::move(userspace_->reader), std::move(userspace_->writer),
-                                                  userspace_->version, client_.get(), backend_.get(),
-                                                  runtime_->policy().limits.connection_buffer_bytes);
+                                                  userspace_->version, client_.get(), backend_.get(), buffer,
+                                                  RedactionStage{}, RedactionStage{});
         userspace_.reset();
     } else {
-        relay_ = std::make_unique<BufferedRelay>(static_cast<RelayHost&>(*this), std::move(path_), client_.get(), backend_.get(),
-                                                 runtime_->policy().limits.connection_buffer_bytes);
+        relay_ = std::make_unique<BufferedRelay>(static_cast<RelayHost&>(*this), std::move(path_), client_.get(),
+                                                 backend_.get(), buffer);
     }
     relay_->start();
 }

@@ -35,6 +35,7 @@ public:
     virtual io::EventLoop& loop() = 0;
     virtual io::PipePool& pipes() = 0;
     virtual io::GatedPool& gated_pool() = 0;
+    virtual redact::Scratch& redact_scratch() = 0;
     virtual void connection_finished(class Connection* c) = 0;  // free it after this dispatch
 
 protected:
@@ -108,6 +109,7 @@ private:
     const BackendRuntime* backend_cfg_ = nullptr;
     size_t connect_attempts_ = 0;
     uint32_t rotation_start_ = 0;
+    size_t route_index_ = 0;
     std::string last_connect_error_;
     __kernel_timespec connect_timeout_{};
 

@@ -14,17 +14,22 @@ class Router {
 public:
     Router(const config::Policy& policy, const std::string& listener_name);
 
-    // The backend name for this SNI (empty SNI allowed), or nullptr when no route takes it.
-    const std::string* route(std::string_view sni) const;
+    struct Target {
+        std::string backend;  // backend name
+        size_t route_index;   // into policy.routes (for the route's redaction rules)
+    };
+
+    // The route for this SNI (empty SNI allowed), or nullptr when no route takes it.
+    const Target* route(std::string_view sni) const;
 
 private:
     struct Entry {
         std::string pattern;
-        std::string backend;
+        Target target;
     };
     std::vector<Entry> exact_;
     std::vector<Entry> wildcard_;
-    std::string default_backend_;
+    Target default_;
     bool has_default_ = false;
 };
 

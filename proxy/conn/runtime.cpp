@@ -10,6 +10,13 @@ std::shared_ptr<const Runtime> Runtime::build(config::Policy policy, std::vector
 
     std::shared_ptr<Runtime> rt(new Runtime());
     rt->policy_ = std::move(policy);
+    std::string why;
+    auto rules = redact::RuleSet::compile(rt->policy_, &why);
+    if (!rules) {
+        problems.push_back({config::SourceLoc{rt->policy_.source, 1, 1}, "redaction rules: " + why});
+        return nullptr;
+    }
+    rt->rules_ = std::move(rules).value();
     for (const auto& b : rt->policy_.backends) {
         auto br = std::make_unique<BackendRuntime>();
         br->config = &b;

@@ -12,6 +12,7 @@
 #include "config/policy_loader.hpp"
 #include "crypto/tls_context.hpp"
 #include "proxy/conn/router.hpp"
+#include "proxy/redact/rule_set.hpp"
 
 namespace ztp::conn {
 
@@ -34,12 +35,15 @@ public:
     const config::Policy& policy() const { return policy_; }
     const std::vector<ListenerRuntime>& listeners() const { return listeners_; }
     const BackendRuntime* backend(const std::string& name) const;
+    // Compiled redaction rules (databases are read-only, shared by every worker).
+    const redact::RuleSet& rules() const { return *rules_; }
 
 private:
     Runtime() = default;
     config::Policy policy_;
     std::vector<ListenerRuntime> listeners_;
     std::vector<std::unique_ptr<BackendRuntime>> backends_;
+    std::shared_ptr<const redact::RuleSet> rules_;
 };
 
 }  // namespace ztp::conn

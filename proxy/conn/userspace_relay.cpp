@@ -1,5 +1,6 @@
 #include "proxy/conn/userspace_relay.hpp"
 
+#include <limits.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -29,7 +30,7 @@ size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
 
 UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::RecordReader reader,
                                crypto::RecordWriter writer, config::TlsVersion version, int client_fd,
-                               int backend_fd, size_t buffer_size)
+                               int backend_fd, size_t buffer_size, RedactionStage up, RedactionStage down)
     : host_(host),
       pool_(pool),
       reader_(std::move(reader)),
@@ -44,7 +45,11 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::Rec
       op_backend_recv_{&host.completion_target(), kBackendRecv},
       op_client_send_{&host.completion_target(), kClientSend},
       op_client_readable_{&host.completion_target(), kClientReadable},
-      op_backend_readable_{&host.completion_target(), kBackendReadable} {
+      op_backend_readable_{&host.completion_target(), kBackendReadable},
+      up_stage_(std::move(up)),
+      up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
+      down_stage_(std::move(down)),
+      down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {
     record_slots_ = std::max<size_t>(1, buffer_size / crypto::kRecordMaxPlaintext);
     stride_ = writer_.headroom() + crypto::kRecordMaxPlaintext + writer_.tailroom();
 }
@@ -66,6 +71,16 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
             client_readable_ = res >= 0;
             if (res < 0 && res != -ECANCELED) return fail("client_error", "poll: " + std::string(std::strerror(-res)));
             return pump_client_recv();
+        case kUpQuiet:
+            if (failed_ || !up_quiet_.fired(host_, up_feeds_, up_stage_.held())) return;
+            if (auto f = up_stage_.flush(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
+            queue_up_plan();
+            return pump_backend_send();
+        case kDownQuiet:
+            if (failed_ || !down_quiet_.fired(host_, down_feeds_, down_stage_.held())) return;
+            if (auto f = down_stage_.flush(down_plan_); !f)
+                return fail("internal_error", "redaction: " + f.error().message());
+            return flush_down();
         case kBackendReadable:
             backend_poll_inflight_ = false;
             backend_readable_ = res >= 0;
@@ -133,12 +148,16 @@ void UserspaceRelay::on_client_recv(int res) {
     if (res == 0) {  // FIN without close_notify: treated as the end of the client's stream
         up_eof_ = true;
         if (!first_close_) first_close_ = "client_close";
+        if (auto f = up_stage_.finish(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
+        queue_up_plan();
+        pump_backend_send();
         return maybe_half_close_backend();
     }
     fill_ += static_cast<size_t>(res);
     client_readable_ = static_cast<size_t>(res) == last_client_recv_size_;
     host_.activity();
     process_records();
+    if (!client_readable_ && !failed_) up_quiet_.arm(host_, up_feeds_, up_stage_.held());
     pump_client_recv();
 }
 
@@ -171,47 +190,53 @@ void UserspaceRelay::process_records() {
     // Nothing after close_notify counts (RFC 8446 §6.1): drop it.
     if (up_eof_) fill_ = off;
     parse_off_ = off;
-    if (spans_.empty()) {
-        pump_backend_send();
-        return maybe_half_close_backend();
-    }
-
-    // Every record of the batch verified. Before their pages become readable, the ciphertext of a
-    // trailing partial record must leave them (gated_pool.hpp, contract 3).
-    const size_t begin = spans_.front().offset;
-    const size_t end = spans_.back().offset + spans_.back().size;
-    const size_t released_to = round_up(end, page_size());
-    io::GatedBuffer releasing;  // the slot the batch lives in, if the tail moves to a fresh one
-    if (parse_off_ < released_to) {
-        size_t tail = fill_ - parse_off_;
-        if (released_to + kMaxWireRecord <= in_.size()) {
-            std::memmove(region->data() + (released_to - base), region->data() + (parse_off_ - base), tail);
-            parse_off_ = released_to;
-            fill_ = released_to + tail;
-        } else {
-            releasing = std::move(in_);
-            in_ = io::GatedBuffer();
-            auto fresh = pool_.acquire();
-            if (!fresh) return fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
-            std::memcpy(fresh->ingest().data(), region->data() + (parse_off_ - base), tail);
-            in_ = std::move(fresh).value();
-            parse_off_ = 0;
-            fill_ = tail;
+    if (!spans_.empty()) {
+        // Every record of the batch verified. Before their pages become readable, the ciphertext
+        // of a trailing partial record must leave them (gated_pool.hpp, contract 3).
+        const size_t begin = spans_.front().offset;
+        const size_t end = spans_.back().offset + spans_.back().size;
+        const size_t released_to = round_up(end, page_size());
+        io::GatedBuffer releasing;  // the slot the batch lives in, if the tail moves to a fresh one
+        if (parse_off_ < released_to) {
+            size_t tail = fill_ - parse_off_;
+            if (released_to + kMaxWireRecord <= in_.size()) {
+                std::memmove(region->data() + (released_to - base), region->data() + (parse_off_ - base), tail);
+                parse_off_ = released_to;
+                fill_ = released_to + tail;
+            } else {
+                releasing = std::move(in_);
+                in_ = io::GatedBuffer();
+                auto fresh = pool_.acquire();
+                if (!fresh) return fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
+                std::memcpy(fresh->ingest().data(), region->data() + (parse_off_ - base), tail);
+                in_ = std::move(fresh).value();
+                parse_off_ = 0;
+                fill_ = tail;
+            }
+        }
+        io::GatedBuffer& slot = releasing.valid() ? releasing : in_;
+        auto verified = slot.release(begin, end);
+        if (!verified) return fail("internal_error", "gated buffer release: " + verified.error().message());
+        ++up_feeds_;
+        for (const auto& sp : spans_) {
+            counters_.bytes_up += sp.size;
+            auto chunk = redact::SharedBytes(verified->slice(sp.offset - begin, sp.size));
+            if (auto f = up_stage_.feed(std::move(chunk), up_plan_); !f)
+                return fail("internal_error", "redaction: " + f.error().message());
         }
     }
-    io::GatedBuffer& slot = releasing.valid() ? releasing : in_;
-    auto verified = slot.release(begin, end);
-    if (!verified) return fail("internal_error", "gated buffer release: " + verified.error().message());
-
-    Batch batch;
-    batch.iov.reserve(spans_.size());
-    for (const auto& s : spans_) {
-        batch.iov.push_back(verified->iov(s.offset - begin, s.size));
-        counters_.bytes_up += s.size;
+    if (up_eof_) {
+        if (auto f = up_stage_.finish(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
     }
-    batch.bytes = std::move(verified).value();
-    up_queue_.push_back(std::move(batch));
+    queue_up_plan();
     pump_backend_send();
+    maybe_half_close_backend();
+}
+
+void UserspaceRelay::queue_up_plan() {
+    if (up_plan_.empty()) return;
+    up_queue_.push_back(std::move(up_plan_));
+    up_plan_ = redact::RewritePlan();
 }
 
 bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<uint8_t> record) {
@@ -263,10 +288,10 @@ bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<u
 
 void UserspaceRelay::pump_backend_send() {
     if (failed_ || backend_send_inflight_ || up_queue_.empty()) return;
-    auto& b = up_queue_.front();
+    auto iov = up_queue_.front().iovecs();
     up_msg_ = {};
-    up_msg_.msg_iov = b.iov.data() + b.next;
-    up_msg_.msg_iovlen = b.iov.size() - b.next;
+    up_msg_.msg_iov = const_cast<iovec*>(iov.data());
+    up_msg_.msg_iovlen = std::min<size_t>(iov.size(), IOV_MAX);
     backend_send_inflight_ = true;
     host_.op_submitted();
     host_.loop().sendmsg(&op_backend_send_, backend_, &up_msg_);
@@ -275,9 +300,9 @@ void UserspaceRelay::pump_backend_send() {
 void UserspaceRelay::on_backend_send(int res) {
     if (failed_ || res == -ECANCELED) return;
     if (res < 0) return fail("backend_reset", std::string("send to backend: ") + std::strerror(-res));
-    auto& b = up_queue_.front();
-    b.next = advance(b.iov, b.next, static_cast<size_t>(res));
-    if (b.next == b.iov.size()) up_queue_.pop_front();  // drops the slot reference
+    auto& plan = up_queue_.front();
+    plan.consume(static_cast<size_t>(res));
+    if (plan.empty()) up_queue_.pop_front();  // drops the slot references
     host_.activity();
     pump_backend_send();
     pump_client_recv();
@@ -304,6 +329,14 @@ void UserspaceRelay::pump_backend_recv() {
         host_.loop().poll(&op_backend_readable_, backend_, POLLIN);
         return;
     }
+    if (down_stage_.rewrites()) {
+        if (!down_plan_.empty()) return;  // its output must reach the record slots first
+        down_chunk_.reset(new uint8_t[record_slots_ * crypto::kRecordMaxPlaintext]);
+        backend_recv_inflight_ = true;
+        host_.op_submitted();
+        host_.loop().recv(&op_backend_recv_, backend_, down_chunk_.get(), record_slots_ * crypto::kRecordMaxPlaintext);
+        return;
+    }
     if (!down_buf_) down_buf_ = std::make_unique<uint8_t[]>(record_slots_ * stride_);
     // Each record slot receives plaintext between the room for its header and for its tag, so it
     // can be sealed where it lies.
@@ -323,7 +356,24 @@ void UserspaceRelay::on_backend_recv(int res) {
     if (res == 0) {
         down_eof_ = true;
         if (!first_close_) first_close_ = "backend_close";
+        if (auto f = down_stage_.finish(down_plan_); !f)
+            return fail("internal_error", "redaction: " + f.error().message());
+        fill_records_from_plan();
         return flush_down();
+    }
+    if (down_stage_.rewrites()) {
+        size_t n = static_cast<size_t>(res);
+        counters_.bytes_down += n;
+        ++down_feeds_;
+        host_.activity();
+        backend_readable_ = n == record_slots_ * crypto::kRecordMaxPlaintext;
+        auto bytes = std::span<const uint8_t>(down_chunk_.get(), n);
+        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(down_chunk_), bytes), down_plan_); !f)
+            return fail("internal_error", "redaction: " + f.error().message());
+        if (!backend_readable_) down_quiet_.arm(host_, down_feeds_, down_stage_.held());
+        fill_records_from_plan();
+        flush_down();
+        return pump_backend_recv();
     }
     size_t left = static_cast<size_t>(res);
     backend_readable_ = left == record_slots_ * crypto::kRecordMaxPlaintext;
@@ -358,7 +408,7 @@ void UserspaceRelay::flush_down() {
         down_send_iov_.push_back({slot.data(), *n});
     }
     pending_records_.clear();
-    if (down_eof_ && !close_notify_sealed_) {
+    if (down_eof_ && !close_notify_sealed_ && down_plan_.empty()) {
         auto n = writer_.seal_alert(std::span<uint8_t>(control_).subspan(control_len_), crypto::kAlertWarning,
                                     crypto::kAlertCloseNotify);
         if (!n) return fail("internal_error", "sealing close_notify: " + n.error().message());
@@ -396,8 +446,30 @@ void UserspaceRelay::on_client_send(int res) {
         down_done_ = true;
         return maybe_finished();
     }
+    fill_records_from_plan();
     flush_down();
     pump_backend_recv();
+}
+
+void UserspaceRelay::fill_records_from_plan() {
+    if (failed_ || down_buf_busy_ || down_plan_.empty()) return;
+    if (!down_buf_) down_buf_ = std::make_unique<uint8_t[]>(record_slots_ * stride_);
+    pending_records_.clear();
+    for (size_t i = 0; i < record_slots_ && !down_plan_.empty(); ++i) {
+        uint8_t* payload = down_buf_.get() + i * stride_ + writer_.headroom();
+        size_t filled = 0;
+        while (filled < crypto::kRecordMaxPlaintext && !down_plan_.empty()) {
+            const iovec& v = down_plan_.iovecs().front();
+            size_t n = std::min(v.iov_len, crypto::kRecordMaxPlaintext - filled);
+            std::memcpy(payload + filled, v.iov_base, n);
+            down_plan_.consume(n);
+            filled += n;
+        }
+        pending_records_.push_back(filled);
+        counters_.copied_down += filled;
+    }
+    if (down_plan_.empty()) down_plan_.clear();  // drops the chunks it referenced
+    down_buf_busy_ = !pending_records_.empty();
 }
 
 size_t UserspaceRelay::advance(std::vector<iovec>& iov, size_t first, size_t sent) {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "crypto/record_layer.hpp"
+#include "proxy/conn/redaction_stage.hpp"
 #include "proxy/conn/relay.hpp"
 #include "proxy/io/gated_pool.hpp"
 
@@ -29,7 +30,8 @@ namespace ztp::conn {
 class UserspaceRelay final : public Relay {
 public:
     UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::RecordReader reader, crypto::RecordWriter writer,
-                   config::TlsVersion version, int client_fd, int backend_fd, size_t buffer_size);
+                   config::TlsVersion version, int client_fd, int backend_fd, size_t buffer_size,
+                   RedactionStage up, RedactionStage down);
 
     void start() override;
     void on_completion(uint8_t tag, int res) override;
@@ -41,14 +43,10 @@ public:
 
 private:
     enum Tag : uint8_t {
-        kClientRecv = kFirstRelayTag, kBackendSend, kBackendRecv, kClientSend, kClientReadable, kBackendReadable
+        kClientRecv = kFirstRelayTag, kBackendSend, kBackendRecv, kClientSend, kClientReadable, kBackendReadable,
+        kUpQuiet, kDownQuiet
     };
 
-    struct Batch {  // verified plaintext on its way to the backend
-        io::VerifiedBytes bytes;
-        std::vector<iovec> iov;
-        size_t next = 0;  // first iovec not fully sent
-    };
     struct Span {
         size_t offset;
         size_t size;
@@ -63,6 +61,8 @@ private:
     void pump_backend_send();
     void on_backend_send(int res);
     void maybe_half_close_backend();
+    void queue_up_plan();
+    void fill_records_from_plan();
 
     // backend → client
     void pump_backend_recv();
@@ -107,7 +107,13 @@ private:
     bool backend_send_inflight_ = false;
     bool up_eof_ = false;
     bool up_done_ = false;
-    std::deque<Batch> up_queue_;
+    // Verified plaintext on its way to the backend: plans over read-only release-view spans (and
+    // replacement segments on rule routes); each keeps its slots alive until sent.
+    std::deque<redact::RewritePlan> up_queue_;
+    redact::RewritePlan up_plan_;  // being filled
+    RedactionStage up_stage_;
+    QuietTimer up_quiet_;
+    uint64_t up_feeds_ = 0;
     std::vector<Span> spans_;  // application data of the batch being processed (reused)
     msghdr up_msg_{};
 
@@ -118,6 +124,13 @@ private:
     std::vector<iovec> down_recv_iov_;
     msghdr down_recv_msg_{};
     std::vector<size_t> pending_records_;  // received plaintext per record slot, not yet sealed
+    // Rule routes: backend bytes go through the stage first; its output is then copied into the
+    // record slots to be sealed (the one copy on this path: sealing needs contiguous plaintext).
+    RedactionStage down_stage_;
+    QuietTimer down_quiet_;
+    std::shared_ptr<uint8_t[]> down_chunk_;
+    redact::RewritePlan down_plan_;
+    uint64_t down_feeds_ = 0;
     std::vector<iovec> down_send_iov_;
     size_t down_send_next_ = 0;
     msghdr down_send_msg_{};

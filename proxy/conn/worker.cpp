@@ -33,6 +33,9 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
     auto gated = io::GatedPool::create(slot, slots);
     if (!gated) return gated.error();
     w->gated_ = std::move(gated).value();
+    auto scratch = w->runtime_->rules().make_scratch();
+    if (!scratch) return scratch.error();
+    w->scratch_ = std::move(scratch).value();
     w->wake_fd_.reset(::eventfd(0, EFD_CLOEXEC));
     if (!w->wake_fd_) return errno_error("eventfd");
     for (size_t i = 0; i < w->sockets_.size(); ++i) w->accept_ops_.push_back({w.get(), static_cast<uint8_t>(i)});

@@ -38,6 +38,11 @@ public:
     void consume(size_t n);
     // Drops everything; keeps capacity for reuse.
     void clear();
+    // Appends a chunk untouched (a direction without rules): still no copy, the plan holds it.
+    void pass_through(SharedBytes s) {
+        add_source(std::move(s));
+        finalize();
+    }
 
     // Counters for the plan's segments (tests and metrics).
     size_t source_bytes() const { return source_bytes_; }            // pointing into the input

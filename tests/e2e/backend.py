@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The plaintext backend the e2e tests put behind ztproxy (Python 3 stdlib only).
 
-    python3 backend.py [--mode http|echo] [--host 127.0.0.1] [--port 0]
+    python3 backend.py [--mode http|echo|record] [--host 127.0.0.1] [--port 0] [--record-dir DIR]
 
 Binds (port 0 by default) and prints ``LISTENING <port>`` on stdout as its first line: that is
 the readiness signal. Afterwards it prints one event line per noteworthy thing, so tests can wait
@@ -11,6 +11,9 @@ for what the backend saw instead of sleeping:
     BYTES_DONE peer=IP:PORT sent=N
     BYTES_ABORTED peer=IP:PORT sent=N reason=...
     SHA256_DONE peer=IP:PORT length=N
+    RAW_REQUEST peer=IP:PORT length=N hex=HEX          (http mode, POST /echo-raw)
+    ECHO_BODY peer=IP:PORT length=N sha256=HEX hex=HEX  (http mode, POST /echo-body)
+    RECORD_CLOSED peer=IP:PORT bytes=N sha256=HEX file=PATH|- reason=eof|reset|error  (record mode)
 
 HTTP mode (HTTP/1.1, keep-alive, every response has a Content-Length):
     GET /              -> "ztproxy e2e backend\\n" (text/plain)
@@ -18,9 +21,17 @@ HTTP mode (HTTP/1.1, keep-alive, every response has a Content-Length):
     POST /sha256       -> reads Content-Length bytes in chunks, answers JSON
                           {"sha256": hex, "length": n}
     GET /echo-headers  -> JSON {"method", "path", "client", "headers": [[name, value], ...]}
+    GET /secret        -> SECRET_BODY (a card number and a bearer token), for redaction tests
+    POST /echo-body    -> the request body, exactly (Content-Length framing); event ECHO_BODY
+    POST /echo-raw     -> the exact bytes of this request as received (request line, headers,
+                          body), as the response body; event RAW_REQUEST with them in hex
     anything else      -> 404
 
 Echo mode: raw TCP, every byte received is sent back; EOF from the peer -> shutdown(SHUT_WR).
+
+Record mode: raw TCP, sends nothing while it reads; every byte received is hashed (and written to
+DIR/conn-K.bin with --record-dir). At EOF from the peer it answers one line
+``RECORDED <bytes> <sha256hex>\n``, then shutdown(SHUT_WR), and prints RECORD_CLOSED.
 
 The module is also imported by the tests for pattern_chunks()/pattern_sha256().
 """
@@ -28,6 +39,7 @@ The module is also imported by the tests for pattern_chunks()/pattern_sha256().
 import argparse
 import hashlib
 import json
+import os
 import socket
 import socketserver
 import sys
@@ -36,6 +48,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = 64 * 1024
 _print_lock = threading.Lock()
+# GET /secret's body: what a response-direction redaction rule must mask on the way back.
+SECRET_BODY = b"account=4111 1111 1111 1111; auth=Bearer abc.def.ghi; end\n"
+HEX_EVENT_MAX = 64 * 1024  # bodies larger than this are not printed in hex
 
 
 def pattern_chunks(n, chunk=CHUNK):
@@ -73,10 +88,39 @@ def peer_str(addr):
         return str(addr)
 
 
+class _HeadTee:
+    """Wraps the handler's rfile: every readline() (the request line and the headers) is also
+    kept in .head, so that POST /echo-raw can report the exact bytes received. read() is passed
+    through unrecorded (bodies are read by the handlers themselves)."""
+
+    def __init__(self, f):
+        self._f = f
+        self.head = bytearray()
+
+    def readline(self, *a):
+        line = self._f.readline(*a)
+        self.head += line
+        return line
+
+    def read(self, *a):
+        return self._f.read(*a)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
 class HttpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; also makes Expect: 100-continue work
     server_version = "ztp-e2e-backend"
     sys_version = ""
+
+    def setup(self):
+        super().setup()
+        self.rfile = _HeadTee(self.rfile)
+
+    def handle_one_request(self):
+        self.rfile.head.clear()  # one request's head at a time
+        super().handle_one_request()
 
     def log_message(self, fmt, *args):  # keep stderr for real problems
         pass
@@ -117,6 +161,8 @@ class HttpHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             emit("BYTES_DONE peer=%s sent=%d" % (peer_str(self.client_address), sent))
+        elif path == "/secret":
+            self._send(200, SECRET_BODY)
         elif path == "/echo-headers":
             body = json.dumps({
                 "method": self.command,
@@ -145,6 +191,9 @@ class HttpHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send(400, b"bad Content-Length\n")
             return
+        head = bytes(self.rfile.head)
+        keep = path in ("/echo-body", "/echo-raw")
+        body = bytearray()
         h = hashlib.sha256()
         left = length
         while left > 0:
@@ -153,7 +202,22 @@ class HttpHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return  # client went away mid-body
             h.update(c)
+            if keep:
+                body += c
             left -= len(c)
+        if path == "/echo-body":
+            emit("ECHO_BODY peer=%s length=%d sha256=%s hex=%s" % (
+                peer_str(self.client_address), length, h.hexdigest(),
+                bytes(body).hex() if length <= HEX_EVENT_MAX else "-"))
+            self._send(200, bytes(body), "application/octet-stream")
+            return
+        if path == "/echo-raw":
+            raw = head + bytes(body)
+            emit("RAW_REQUEST peer=%s length=%d hex=%s" % (
+                peer_str(self.client_address), len(raw),
+                raw.hex() if len(raw) <= HEX_EVENT_MAX else "-"))
+            self._send(200, raw, "application/octet-stream")
+            return
         if path != "/sha256":
             self._send(404, b"not found\n")
             return
@@ -203,14 +267,67 @@ class EchoServer(socketserver.ThreadingTCPServer):
         pass
 
 
+class RecordHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        sock = self.request
+        h = hashlib.sha256()
+        total = 0
+        reason = "eof"
+        path = "-"
+        out = None
+        rec_dir = self.server.record_dir
+        if rec_dir:
+            with self.server.counter_lock:
+                self.server.counter += 1
+                k = self.server.counter
+            path = os.path.join(rec_dir, "conn-%d.bin" % k)
+            out = open(path, "wb")
+        try:
+            while True:
+                data = sock.recv(CHUNK)
+                if not data:
+                    break
+                h.update(data)
+                total += len(data)
+                if out:
+                    out.write(data)
+            if out:
+                out.close()
+                out = None
+            try:
+                sock.sendall(b"RECORDED %d %s\n" % (total, h.hexdigest().encode()))
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        except ConnectionResetError:
+            reason = "reset"
+        except OSError as e:
+            reason = "error:" + type(e).__name__
+        finally:
+            if out:
+                out.close()
+        emit("RECORD_CLOSED peer=%s bytes=%d sha256=%s file=%s reason=%s" % (
+            peer_str(self.client_address), total, h.hexdigest(), path, reason))
+
+
+class RecordServer(EchoServer):
+    record_dir = None
+    counter = 0
+    counter_lock = threading.Lock()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=["http", "echo"], default="http")
+    ap.add_argument("--mode", choices=["http", "echo", "record"], default="http")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--record-dir", default=None, help="record mode: keep each connection's bytes")
     args = ap.parse_args()
-    cls, handler = (HttpServer, HttpHandler) if args.mode == "http" else (EchoServer, EchoHandler)
+    cls, handler = {"http": (HttpServer, HttpHandler), "echo": (EchoServer, EchoHandler),
+                    "record": (RecordServer, RecordHandler)}[args.mode]
     server = cls((args.host, args.port), handler)
+    if args.mode == "record":
+        server.record_dir = args.record_dir
     emit("LISTENING %d" % server.server_address[1])
     try:
         server.serve_forever(poll_interval=0.2)

@@ -19,11 +19,13 @@ TEST(Router, ExactBeatsWildcardBeatsDefault) {
     p.routes = {route("", {"*.example.com"}, "wild"), route("", {"api.example.com"}, "exact"),
                 route("", {}, "fallback", true)};
     Router r(p, "l");
-    EXPECT_EQ(*r.route("api.example.com"), "exact");
-    EXPECT_EQ(*r.route("www.example.com"), "wild");
-    EXPECT_EQ(*r.route("a.b.example.com"), "fallback");  // a wildcard covers exactly one label
-    EXPECT_EQ(*r.route("example.com"), "fallback");
-    EXPECT_EQ(*r.route(""), "fallback");
+    EXPECT_EQ(r.route("api.example.com")->backend, "exact");
+    EXPECT_EQ(r.route("api.example.com")->route_index, 1u);
+    EXPECT_EQ(r.route("www.example.com")->route_index, 0u);
+    EXPECT_EQ(r.route("www.example.com")->backend, "wild");
+    EXPECT_EQ(r.route("a.b.example.com")->backend, "fallback");  // a wildcard covers exactly one label
+    EXPECT_EQ(r.route("example.com")->backend, "fallback");
+    EXPECT_EQ(r.route("")->backend, "fallback");
 }
 
 TEST(Router, RoutesAreScopedToTheirListener) {
@@ -31,10 +33,10 @@ TEST(Router, RoutesAreScopedToTheirListener) {
     p.routes = {route("a", {"x.test"}, "for-a"), route("b", {"x.test"}, "for-b"), route("", {}, "all", true),
                 route("b", {}, "b-default", true)};
     Router a(p, "a"), b(p, "b");
-    EXPECT_EQ(*a.route("x.test"), "for-a");
-    EXPECT_EQ(*b.route("x.test"), "for-b");
-    EXPECT_EQ(*a.route("y.test"), "all");
-    EXPECT_EQ(*b.route("y.test"), "b-default");  // a listener's own default beats the global one
+    EXPECT_EQ(a.route("x.test")->backend, "for-a");
+    EXPECT_EQ(b.route("x.test")->backend, "for-b");
+    EXPECT_EQ(a.route("y.test")->backend, "all");
+    EXPECT_EQ(b.route("y.test")->backend, "b-default");  // a listener's own default beats the global one
 }
 
 TEST(Router, NoDefaultMeansUnroutedNamesAreRefused) {

@@ -1,0 +1,252 @@
+#include "proxy/conn/rewrite_relay.hpp"
+
+#include <limits.h>
+#include <poll.h>
+
+#include <cstring>
+
+namespace ztp::conn {
+
+namespace {
+
+const char* client_error_reason(const crypto::IoResult& r) {
+    if (r.close_reason) return r.close_reason;
+    if (r.status == crypto::IoStatus::peer_alert) return "client_alert";
+    if (r.status == crypto::IoStatus::bad_record) return "bad_record";
+    return (r.sys_errno == ECONNRESET || r.sys_errno == EPIPE) ? "client_reset" : "client_error";
+}
+
+}  // namespace
+
+RewriteRelay::RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd, int backend_fd,
+                           size_t chunk_size, RedactionStage up, RedactionStage down)
+    : host_(host),
+      path_(std::move(path)),
+      client_(client_fd),
+      backend_(backend_fd),
+      chunk_size_(chunk_size),
+      up_stage_(std::move(up)),
+      down_stage_(std::move(down)),
+      op_client_in_{&host.completion_target(), kClientIn},
+      op_client_out_{&host.completion_target(), kClientOut},
+      op_recv_{&host.completion_target(), kBackendRecv},
+      op_send_{&host.completion_target(), kBackendSend},
+      up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
+      down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {}
+
+void RewriteRelay::start() {
+    pump_client_read();
+    pump_backend_recv();
+}
+
+void RewriteRelay::on_completion(uint8_t tag, int res) {
+    switch (tag) {
+        case kClientIn:
+            client_in_armed_ = false;
+            if (failed_) return;
+            pump_client_read();
+            if (writer_waits_for_read_) {
+                writer_waits_for_read_ = false;
+                pump_client_write();
+            }
+            return;
+        case kClientOut:
+            client_out_armed_ = false;
+            if (failed_) return;
+            pump_client_write();
+            if (reader_waits_for_write_) {
+                reader_waits_for_write_ = false;
+                pump_client_read();
+            }
+            return;
+        case kBackendRecv: recv_inflight_ = false; return on_backend_recv(res);
+        case kBackendSend: send_inflight_ = false; return on_backend_send(res);
+        case kUpQuiet: return on_quiet(true);
+        case kDownQuiet: return on_quiet(false);
+    }
+}
+
+void RewriteRelay::arm_client(Tag tag) {
+    bool& armed = tag == kClientIn ? client_in_armed_ : client_out_armed_;
+    if (armed) return;
+    armed = true;
+    host_.op_submitted();
+    host_.loop().poll(tag == kClientIn ? &op_client_in_ : &op_client_out_, client_, tag == kClientIn ? POLLIN : POLLOUT);
+}
+
+// ---------------------------------------------------------------------------- client → backend
+
+void RewriteRelay::pump_client_read() {
+    while (!failed_ && !up_eof_ && up_filling_.bytes() + up_sending_.bytes() + up_stage_.held() < backlog_limit()) {
+        // A fresh chunk per read: the plan and the held-back bytes point into earlier ones.
+        std::shared_ptr<uint8_t[]> chunk(new uint8_t[chunk_size_]);
+        auto r = path_->read({reinterpret_cast<std::byte*>(chunk.get()), chunk_size_});
+        switch (r.status) {
+            case crypto::IoStatus::ok: {
+                counters_.bytes_up += r.bytes;
+                if (path_->copies_plaintext()) counters_.copied_up += r.bytes;
+                ++up_feeds_;
+                host_.activity();
+                auto bytes = std::span<const uint8_t>(chunk.get(), r.bytes);
+                if (auto f = up_stage_.feed(redact::SharedBytes::adopt(chunk, bytes), up_filling_); !f)
+                    return fail("internal_error", "redaction: " + f.error().message());
+                continue;
+            }
+            case crypto::IoStatus::want_read:
+                arm_client(kClientIn);
+                if (!failed_) up_quiet_.arm(host_, up_feeds_, up_stage_.held());
+                break;
+            case crypto::IoStatus::want_write:
+                reader_waits_for_write_ = true;
+                arm_client(kClientOut);
+                break;
+            case crypto::IoStatus::eof:
+            case crypto::IoStatus::eof_unclean:
+                up_eof_ = true;
+                if (!first_close_) first_close_ = "client_close";
+                if (auto f = up_stage_.finish(up_filling_); !f)
+                    return fail("internal_error", "redaction: " + f.error().message());
+                up_finished_ = true;
+                break;
+            default: return fail_io(r);
+        }
+        break;
+    }
+    pump_backend_send();
+}
+
+void RewriteRelay::pump_backend_send() {
+    if (failed_ || send_inflight_) return;
+    if (up_sending_.empty()) {
+        up_sending_.clear();  // drops the chunks it referenced
+        std::swap(up_sending_, up_filling_);
+    }
+    if (up_sending_.empty()) {
+        if (up_finished_ && !up_done_) {
+            // The client's close_notify (or FIN) becomes a FIN towards the backend.
+            ::shutdown(backend_, SHUT_WR);
+            up_done_ = true;
+            maybe_finished();
+        }
+        return;
+    }
+    auto iov = up_sending_.iovecs();
+    up_msg_ = {};
+    up_msg_.msg_iov = const_cast<iovec*>(iov.data());
+    up_msg_.msg_iovlen = std::min<size_t>(iov.size(), IOV_MAX);
+    send_inflight_ = true;
+    host_.op_submitted();
+    host_.loop().sendmsg(&op_send_, backend_, &up_msg_);
+}
+
+void RewriteRelay::on_backend_send(int res) {
+    if (failed_ || res == -ECANCELED) return;
+    if (res < 0) return fail("backend_reset", std::string("send to backend: ") + std::strerror(-res));
+    up_sending_.consume(static_cast<size_t>(res));
+    host_.activity();
+    pump_backend_send();
+    pump_client_read();
+}
+
+// ---------------------------------------------------------------------------- backend → client
+
+void RewriteRelay::pump_backend_recv() {
+    if (failed_ || down_eof_ || recv_inflight_ ||
+        down_filling_.bytes() + down_writing_.bytes() + down_stage_.held() >= backlog_limit())
+        return;
+    down_chunk_.reset(new uint8_t[chunk_size_]);
+    recv_inflight_ = true;
+    host_.op_submitted();
+    host_.loop().recv(&op_recv_, backend_, down_chunk_.get(), chunk_size_);
+}
+
+void RewriteRelay::on_backend_recv(int res) {
+    if (failed_ || res == -ECANCELED) return;
+    if (res < 0) return fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
+    if (res == 0) {
+        down_eof_ = true;
+        if (!first_close_) first_close_ = "backend_close";
+        if (auto f = down_stage_.finish(down_filling_); !f)
+            return fail("internal_error", "redaction: " + f.error().message());
+        down_finished_ = true;
+    } else {
+        counters_.bytes_down += static_cast<uint64_t>(res);
+        ++down_feeds_;
+        host_.activity();
+        auto bytes = std::span<const uint8_t>(down_chunk_.get(), static_cast<size_t>(res));
+        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(down_chunk_), bytes), down_filling_); !f)
+            return fail("internal_error", "redaction: " + f.error().message());
+        if (static_cast<size_t>(res) < chunk_size_) down_quiet_.arm(host_, down_feeds_, down_stage_.held());
+    }
+    pump_client_write();
+    pump_backend_recv();
+}
+
+void RewriteRelay::pump_client_write() {
+    while (!failed_) {
+        if (down_writing_.empty()) {
+            down_writing_.clear();
+            std::swap(down_writing_, down_filling_);
+        }
+        if (down_writing_.empty()) break;
+        const iovec& v = down_writing_.iovecs().front();
+        auto r = path_->write({static_cast<const std::byte*>(v.iov_base), v.iov_len});
+        switch (r.status) {
+            case crypto::IoStatus::ok:
+                down_writing_.consume(r.bytes);
+                if (path_->copies_plaintext()) counters_.copied_down += r.bytes;
+                host_.activity();
+                continue;
+            case crypto::IoStatus::want_write: return arm_client(kClientOut);
+            case crypto::IoStatus::want_read:
+                writer_waits_for_read_ = true;
+                return arm_client(kClientIn);
+            default: return fail_io(r);
+        }
+    }
+    if (failed_) return;
+    if (down_finished_ && !down_done_) {
+        auto r = path_->shutdown_write();
+        if (r.status == crypto::IoStatus::want_write) return arm_client(kClientOut);
+        if (r.status == crypto::IoStatus::want_read) {
+            writer_waits_for_read_ = true;
+            return arm_client(kClientIn);
+        }
+        if (r.status != crypto::IoStatus::ok) return fail_io(r);
+        down_done_ = true;
+        return maybe_finished();
+    }
+    pump_backend_recv();
+}
+
+// ---------------------------------------------------------------------------- held-back bytes
+
+void RewriteRelay::on_quiet(bool up) {
+    if (failed_) return;
+    RedactionStage& stage = up ? up_stage_ : down_stage_;
+    if (!(up ? up_quiet_ : down_quiet_).fired(host_, up ? up_feeds_ : down_feeds_, stage.held())) return;
+    if (auto f = stage.flush(up ? up_filling_ : down_filling_); !f)
+        return fail("internal_error", "redaction: " + f.error().message());
+    if (up) pump_backend_send();
+    else pump_client_write();
+}
+
+// ---------------------------------------------------------------------------- endings
+
+void RewriteRelay::fail_io(const crypto::IoResult& r) { fail(client_error_reason(r), r.reason); }
+
+void RewriteRelay::fail(const char* reason, const std::string& detail) {
+    if (failed_) return;
+    failed_ = true;
+    host_.relay_failed(reason, detail);
+}
+
+void RewriteRelay::maybe_finished() {
+    if (up_done_ && down_done_) host_.relay_finished(first_close_ ? first_close_ : "client_close");
+}
+
+void RewriteRelay::say_goodbye() {
+    if (!down_done_ && !failed_) path_->shutdown_write();
+}
+
+}  // namespace ztp::conn

@@ -1,0 +1,82 @@
+// RewriteRelay: routes with redaction rules on the OpenSSL and kernel record paths. Plaintext is
+// read in chunks; each chunk is handed to the direction's RedactionStage by reference (never
+// copied) and what comes out is a RewritePlan: spans of the untouched chunks plus replacement
+// segments, sent with sendmsg towards the backend, or written through the record path towards
+// the client (where the kernel or OpenSSL encrypts it). A direction without rules passes its
+// chunks through the same plans. Bounded: a direction stops reading while two chunks' worth of
+// output or held-back bytes wait.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <memory>
+
+#include "crypto/record_path.hpp"
+#include "proxy/conn/redaction_stage.hpp"
+#include "proxy/conn/relay.hpp"
+
+namespace ztp::conn {
+
+class RewriteRelay final : public Relay {
+public:
+    RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd, int backend_fd,
+                 size_t chunk_size, RedactionStage up, RedactionStage down);
+
+    void start() override;
+    void on_completion(uint8_t tag, int res) override;
+    void say_goodbye() override;
+    void cancel_own_io() override {}
+    const RelayCounters& counters() const override { return counters_; }
+    const char* rx_path() const override { return path_->rx_name(); }
+    const char* tx_path() const override { return path_->tx_name(); }
+
+private:
+    enum Tag : uint8_t {
+        kClientIn = kFirstRelayTag, kClientOut, kBackendRecv, kBackendSend, kUpQuiet, kDownQuiet
+    };
+
+    void arm_client(Tag tag);
+    void pump_client_read();
+    void pump_backend_send();
+    void on_backend_send(int res);
+    void pump_backend_recv();
+    void on_backend_recv(int res);
+    void pump_client_write();
+    void on_quiet(bool up);
+    void fail_io(const crypto::IoResult& r);
+    void fail(const char* reason, const std::string& detail);
+    void maybe_finished();
+    size_t backlog_limit() const { return chunk_size_ * 2; }
+
+    RelayHost& host_;
+    std::unique_ptr<crypto::RecordPath> path_;
+    int client_;
+    int backend_;
+    size_t chunk_size_;
+    RedactionStage up_stage_;
+    RedactionStage down_stage_;
+    bool failed_ = false;
+    const char* first_close_ = nullptr;
+    RelayCounters counters_;
+
+    io::Op op_client_in_, op_client_out_, op_recv_, op_send_;
+    QuietTimer up_quiet_, down_quiet_;
+    bool client_in_armed_ = false, client_out_armed_ = false;
+    bool reader_waits_for_write_ = false, writer_waits_for_read_ = false;
+
+    // client → backend
+    redact::RewritePlan up_filling_, up_sending_;
+    msghdr up_msg_{};
+    bool send_inflight_ = false;
+    bool up_eof_ = false, up_finished_ = false, up_done_ = false;
+    uint64_t up_feeds_ = 0;
+
+    // backend → client
+    std::shared_ptr<uint8_t[]> down_chunk_;
+    redact::RewritePlan down_filling_, down_writing_;
+    bool recv_inflight_ = false;
+    bool down_eof_ = false, down_finished_ = false, down_done_ = false;
+    uint64_t down_feeds_ = 0;
+};
+
+}  // namespace ztp::conn

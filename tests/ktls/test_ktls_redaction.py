@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""kTLS end to end, redaction: a route with rules on the kernel record path (kTLS RX/TX) takes the
+rewrite relay and masks exactly, while a rule-free route of the same proxy is still spliced.
+
+Per connection, from the proxy's access log, the backend's own account and /proc/net/tls_stat:
+  1. A rule-free route: byte-exact (cards and all), rx_path=kernel tx_path=kernel,
+     spliced_* == bytes_*, copied_* == 0.
+  2. A request-rule route (mask `4111[ 0-9]{12,15}`), TLS 1.3 and 1.2: a raw TLS stream with card
+     numbers planted across record edges (writes of many sizes) and TCP segment edges arrives with
+     exactly the expected masks (length + sha256 against the local reference of
+     tests/e2e/test_redaction.py); rx_path=kernel, spliced_up == spliced_down == 0, and the
+     kernel's TlsRxSw/TlsTxSw grew (the record crypto stayed in the kernel).
+  3. A response-rule route: GET /secret comes back masked, tx_path=kernel, not spliced.
+  4. A 20-byte request whose tail could begin a match comes back from an echo backend within
+     bounded time (held bytes are flushed when the input goes quiet), on the kernel path.
+
+Exit 77 (CTest skip) on a kernel without kTLS outside the VM; inside the VM (KTLS_VM_GUEST set) a
+missing kTLS is a failure. Run by hand inside the VM:
+  tests/ktls/run-in-ktls-kernel.sh bash -c 'cd tests/ktls && ZTPROXY_BIN=$PWD/../../build/ztproxy \
+      python3 test_ktls_redaction.py'
+Connections are strictly sequential (each one's access line and backend event are awaited before
+the next), so "the next access line" and tls_stat deltas belong to the connection just made.
+"""
+
+import os
+import socket
+import ssl
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+sys.path.insert(0, HERE)
+
+import backend as backend_mod  # noqa: E402
+import test_redaction as red  # noqa: E402
+from harness import (E2ETestCase, Backend, CertAuthority, HttpConn, Proxy,  # noqa: E402
+                     tls_connect, wait_until)
+from test_ktls_e2e import (CURR, IN_VM, SKIP, as_int, ktls_status, require_ktls,  # noqa: E402
+                           stat_delta, tls_stat)
+
+MIB = 1024 * 1024
+COUNTERS = ("bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up", "copied_down")
+
+ROUTES = [
+    ("raw.test", "record", [], False),
+    ("mask.test", "record", [red.R_CARD_MASK], False),
+    ("resp.test", "http", [red.R_CARD_RESP, red.R_TOKEN_RESP], False),
+    ("echo.test", "echo", [red.R_CARD_MASK], False),
+]
+RULES = [red.R_CARD_MASK, red.R_CARD_RESP, red.R_TOKEN_RESP]
+
+
+class KtlsRedactionTest(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        require_ktls()
+        super().setUpClass()
+        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
+        cls.leaf = cls.ca.issue("leaf", "ec", dns=[r[0] for r in ROUTES] + ["localhost"])
+        cls.echo = Backend("echo")
+        cls.addClassCleanup(cls.echo.stop)
+        cls.http = Backend("http")
+        cls.addClassCleanup(cls.http.stop)
+        rec_dir = os.path.join(cls.class_tmp, "rec")
+        os.makedirs(rec_dir)
+        cls.record = red.RecordBackend(rec_dir)
+        cls.addClassCleanup(cls.record.stop)
+        policy = os.path.join(cls.class_tmp, "policy.toml")
+        with open(policy, "w") as f:
+            f.write(red.redaction_policy(cls.leaf, {"http": cls.http.address,
+                                                    "record": cls.record.address,
+                                                    "echo": cls.echo.address},
+                                         routes=ROUTES, rules=RULES))
+        cls.proxy = Proxy(["run", "-c", policy])
+        cls.addClassCleanup(cls.proxy.stop)
+        cls.port = cls.proxy.port
+
+    def setUp(self):
+        super().setUp()
+        self.assertTrue(self.proxy.alive(), "the class proxy died earlier\n" + self.proxy.diag())
+        self.curr_before = {k: v for k, v in tls_stat().items() if k in CURR}
+
+    def tearDown(self):
+        try:
+            self.assertTrue(self.proxy.alive(), "ztproxy died during the test\n" + self.proxy.diag())
+            wait_until(lambda: {k: v for k, v in tls_stat().items() if k in CURR}
+                       == self.curr_before, 15, "the proxy's kTLS sockets to be closed (%s before)"
+                       % self.curr_before)
+        finally:
+            super().tearDown()
+
+    # ------------------------------------------------------------------ helpers
+
+    def mark(self):
+        return len(self.proxy.access_entries())
+
+    def next_access(self, mark, what, timeout=60):
+        entries = self.proxy.wait_access(count=mark + 1, timeout=timeout, what=what)
+        self.assertEqual(len(entries), mark + 1, "more than one new access entry %s:\n%s"
+                         % (what, "\n".join(map(repr, entries[mark:]))))
+        return entries[mark]
+
+    def counters(self, e):
+        return {k: as_int(e, k) for k in COUNTERS}
+
+    def assert_ktls_counted(self, before, what):
+        d = stat_delta(before, tls_stat())
+        self.assertGreaterEqual((d["TlsRxSw"], d["TlsTxSw"]), (1, 1),
+                                "%s: the kernel did not count a kTLS socket: %r" % (what, d))
+
+    def stream(self, sni, total, seed, version):
+        data, sizes, planted = red.planted_stream(total, seed)
+        ctx = red.client_context(self.ca.cert, minimum=version, maximum=version)
+        c = red.BioTlsClient(self.port, sni, ctx, timeout=120)
+        try:
+            red.send_planned(c, data, sizes, seed)
+            c.half_close()
+            reply, how = c.read_until_close()
+        finally:
+            c.close()
+        return data, planted, reply, how
+
+    # ------------------------------------------------------------------ 1
+
+    def test_rule_free_route_is_spliced_and_byte_exact(self):
+        total = 2 * MIB
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            with self.subTest(version=version.name):
+                what = "rule-free route %s" % version.name
+                mark, rmark = self.mark(), self.record.mark()
+                before = tls_stat()
+                data, planted, reply, how = self.stream("raw.test", total, 7, version)
+                n, digest, path, reason = self.record.closed(rmark)
+                os.unlink(path)
+                self.assertEqual((n, digest, reason), (total, red.sha(data), "eof"),
+                                 "%s: the backend did not get the bytes unchanged" % what)
+                self.assertEqual((reply, how), (b"RECORDED %d %s\n" % (total, digest.encode()),
+                                                "close_notify"), self.proxy.diag())
+                e = self.next_access(mark, "for the " + what)
+                msg = "%s: %r" % (what, e)
+                c = self.counters(e)
+                self.assertEqual((e.get("rx_path"), e.get("tx_path")), ("kernel", "kernel"), msg)
+                self.assertEqual((c["spliced_up"], c["spliced_down"]),
+                                 (c["bytes_up"], c["bytes_down"]), msg)
+                self.assertEqual((c["copied_up"], c["copied_down"]), (0, 0), msg)
+                self.assertEqual((c["bytes_up"], e.get("close")), (total, "client_close"), msg)
+                self.assert_ktls_counted(before, what)
+
+    # ------------------------------------------------------------------ 2
+
+    def test_redaction_route_on_kernel_path_masks_and_is_not_spliced(self):
+        total = 4 * MIB
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            with self.subTest(version=version.name):
+                what = "redaction route %s" % version.name
+                mark, rmark = self.mark(), self.record.mark()
+                before = tls_stat()
+                data, planted, reply, how = self.stream("mask.test", total, 11, version)
+                expected, nspans = red.apply_card_big(data)
+                self.assertGreaterEqual(nspans, planted)
+                n, digest, path, reason = self.record.closed(rmark)
+                if (n, digest) != (len(expected), red.sha(expected)):
+                    with open(path, "rb") as f:
+                        got = f.read()
+                    self.fail(red.describe_difference(got, expected, what) + "\n"
+                              + self.proxy.diag())
+                os.unlink(path)
+                self.assertEqual((reply, how, reason),
+                                 (b"RECORDED %d %s\n" % (total, digest.encode()), "close_notify",
+                                  "eof"), self.proxy.diag())
+                e = self.next_access(mark, "for the " + what)
+                msg = "%s: %r" % (what, e)
+                c = self.counters(e)
+                self.assertEqual((e.get("rx_path"), e.get("tx_path")), ("kernel", "kernel"), msg)
+                self.assertNotIn("ktls_fallback", e, msg)
+                self.assertEqual((c["spliced_up"], c["spliced_down"]), (0, 0), msg)
+                self.assertEqual((c["bytes_up"], e.get("close")), (total, "client_close"), msg)
+                self.assert_ktls_counted(before, what)
+
+    # ------------------------------------------------------------------ 3
+
+    def test_response_rule_on_kernel_path(self):
+        want = red.apply_rules(backend_mod.SECRET_BODY, [red.R_CARD_RESP, red.R_TOKEN_RESP],
+                               "response")
+        self.assertNotIn(b"4111", want)
+        mark = self.mark()
+        before = tls_stat()
+        with tls_connect(self.port, "resp.test", self.ca.cert, timeout=30) as s:
+            conn = HttpConn(s)
+            conn.request("GET", "/secret", "resp.test", headers={"Connection": "close"})
+            r = conn.response()
+        self.assertEqual((r.status, r.body), (200, want), self.proxy.diag())
+        e = self.next_access(mark, "for GET /secret on resp.test")
+        msg = repr(e)
+        self.assertEqual((e.get("rx_path"), e.get("tx_path")), ("kernel", "kernel"), msg)
+        self.assertEqual((as_int(e, "spliced_up"), as_int(e, "spliced_down")), (0, 0), msg)
+        self.assert_ktls_counted(before, "response rule")
+
+    # ------------------------------------------------------------------ 4
+
+    def test_small_request_is_flushed_on_kernel_path(self):
+        head = b"hello, world!!! 4111"  # 20 bytes; the tail could begin a card number
+        mark = self.mark()
+        with tls_connect(self.port, "echo.test", self.ca.cert, timeout=30) as s:
+            s.settimeout(15)
+            s.sendall(head)
+            got = b""
+            try:
+                while len(got) < len(head):
+                    d = s.recv(4096)
+                    if not d:
+                        break
+                    got += d
+            except socket.timeout:
+                pass
+            self.assertEqual(got, head, "held bytes never flushed\n" + self.proxy.diag())
+            s.unwrap()
+        e = self.next_access(mark, "for the small request")
+        self.assertEqual((e.get("rx_path"), as_int(e, "spliced_up")), ("kernel", 0), repr(e))
+
+
+def main():
+    if not IN_VM:
+        ok, why = ktls_status()
+        if not ok:
+            print("SKIP: no kTLS on this kernel (%s); run inside tests/ktls/run-in-ktls-kernel.sh "
+                  "(ctest -R ktls_vm_suite)" % why)
+            return SKIP
+    prog = unittest.main(module=__name__, verbosity=2, exit=False)
+    return 0 if prog.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
