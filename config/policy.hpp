@@ -110,6 +110,7 @@ struct Limits {
     std::chrono::milliseconds handshake_timeout{10'000};
     std::chrono::milliseconds idle_timeout{300'000};
     std::chrono::milliseconds backend_connect_timeout{5'000};
+    std::chrono::milliseconds drain_timeout{30'000};       // graceful shutdown deadline
     uint32_t connection_buffer_bytes = 64 * 1024;          // per direction, per connection
     SourceLoc loc;
 };

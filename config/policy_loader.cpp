@@ -13,6 +13,7 @@
 //   handshake_timeout = "10s"       # durations: "250ms", "5s", "2m", "1h", "1m30s"; > 0
 //   idle_timeout = "5m"
 //   backend_connect_timeout = "5s"
+//   drain_timeout = "30s"           # SIGTERM/SIGINT: how long live connections may finish
 //   connection_buffer = "64KiB"     # integer bytes or size string; min 4KiB, max 16MiB
 //
 //   [[listener]]
@@ -227,7 +228,7 @@ private:
         lim.loc = r_.loc(t.source());
         r_.check_keys(t,
                       {"max_connections", "handshake_timeout", "idle_timeout", "backend_connect_timeout",
-                       "connection_buffer"},
+                       "drain_timeout", "connection_buffer"},
                       kLimits);
         if (auto v = r_.integer(t, "max_connections", kLimits)) {
             if (*v < 1 || *v > int64_t{UINT32_MAX})
@@ -238,6 +239,7 @@ private:
         duration(t, "handshake_timeout", lim.handshake_timeout);
         duration(t, "idle_timeout", lim.idle_timeout);
         duration(t, "backend_connect_timeout", lim.backend_connect_timeout);
+        duration(t, "drain_timeout", lim.drain_timeout);
 
         if (const toml::node* n = r_.get(t, "connection_buffer", kLimits, false)) {
             std::optional<uint64_t> bytes;

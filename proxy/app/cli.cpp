@@ -84,6 +84,7 @@ int main_cli(int argc, char** argv) {
     run->add_option("--tls-max", q.max_version, "Quick mode: maximum TLS version (1.2 or 1.3)");
     run->add_option("--handshake-timeout", q.handshake_timeout, "Quick mode: e.g. 5s");
     run->add_option("--idle-timeout", q.idle_timeout, "Quick mode: e.g. 60s");
+    run->add_option("--drain-timeout", q.drain_timeout, "Quick mode: how long SIGTERM lets connections finish, e.g. 30s");
     run->add_option("--connection-buffer", q.connection_buffer, "Quick mode: per-direction buffer, e.g. 64KiB");
     run->add_option("--ktls", q.ktls, "Quick mode: kernel TLS: auto (default), require or off")
         ->check(CLI::IsMember({"auto", "require", "off"}));

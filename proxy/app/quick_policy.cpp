@@ -69,6 +69,7 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
     };
     duration("--handshake-timeout", o.handshake_timeout, p.limits.handshake_timeout);
     duration("--idle-timeout", o.idle_timeout, p.limits.idle_timeout);
+    duration("--drain-timeout", o.drain_timeout, p.limits.drain_timeout);
     if (!o.connection_buffer.empty()) {
         if (auto s = config::parse_size(o.connection_buffer, &why)) p.limits.connection_buffer_bytes = static_cast<uint32_t>(*s);
         else problems.push_back("--connection-buffer '" + o.connection_buffer + "': " + why);

@@ -19,6 +19,7 @@ struct QuickOptions {
     std::string max_version;
     std::string handshake_timeout;  // duration strings, empty = default
     std::string idle_timeout;
+    std::string drain_timeout;
     std::string connection_buffer;  // size string
     std::string ktls;               // "auto" / "require" / "off", empty = auto
     std::string record_path;        // "auto" / "kernel" / "userspace" / "openssl", empty = auto

@@ -68,14 +68,14 @@ void raise_fd_limit(uint32_t max_connections) {
         lim.rlim_cur = lim.rlim_max;
         ::setrlimit(RLIMIT_NOFILE, &lim);
     }
-    const rlim_t minimum = static_cast<rlim_t>(max_connections) * 2 + 64;
+    const rlim_t minimum = static_cast<rlim_t>(max_connections) + 64;  // the client sockets alone
     const rlim_t spliced = static_cast<rlim_t>(max_connections) * 6 + 64;
     if (lim.rlim_cur < minimum)
         log::main().warn("file descriptor limit {} is below the {} that max_connections {} needs; raise "
                          "LimitNOFILE / ulimit -n", lim.rlim_cur, minimum, max_connections);
     else if (lim.rlim_cur < spliced)
-        log::main().info("file descriptor limit {}: enough for {} connections on the kernel (splice) path",
-                         lim.rlim_cur, (lim.rlim_cur - 64) / 6);
+        log::main().info("file descriptor limit {}: enough for about {} relayed connections ({} on the splice path)",
+                         lim.rlim_cur, (lim.rlim_cur - 64) / 2, (lim.rlim_cur - 64) / 6);
 }
 
 SocketAddress bound_address(int fd) {
@@ -152,10 +152,21 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening) {
             log::main().warn("SIGHUP: policy reload is not implemented yet; still serving the current policy");
             continue;
         }
-        log::main().info("{}: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        log::main().info("{}: draining: new connections are refused, live ones may finish within {} ms",
+                         sig == SIGINT ? "SIGINT" : "SIGTERM", pol.limits.drain_timeout.count());
         break;
     }
-    for (auto& w : pool) w->request_stop();
+    auto deadline = conn::Clock::now() + pol.limits.drain_timeout;
+    for (auto& w : pool) w->request_stop(deadline);
+    // Drain: a second SIGTERM/SIGINT ends the remaining connections at once.
+    const timespec poll_interval{0, 100'000'000};
+    while (!std::all_of(pool.begin(), pool.end(), [](const auto& w) { return w->done(); })) {
+        int sig = ::sigtimedwait(&set, nullptr, &poll_interval);
+        if (sig == SIGINT || sig == SIGTERM) {
+            log::main().info("second signal: closing the remaining connections now");
+            for (auto& w : pool) w->request_stop(conn::Clock::now());
+        }
+    }
     for (auto& w : pool) w->join();
     log::main().info("stopped");
     return 0;

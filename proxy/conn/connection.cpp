@@ -287,7 +287,9 @@ void Connection::check_deadlines(Clock::time_point now) {
 }
 
 void Connection::abort(const char* reason) {
+    // Once the handshake is done the client is owed a close_notify, relay or not yet.
     if (phase_ == Phase::relaying && relay_) relay_->say_goodbye();
+    else if (phase_ == Phase::connecting) goodbye_before_relay();
     close(reason);
 }
 

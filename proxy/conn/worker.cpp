@@ -59,7 +59,8 @@ void Worker::join() {
     if (thread_.joinable()) thread_.join();
 }
 
-void Worker::request_stop() {
+void Worker::request_stop(Clock::time_point deadline) {
+    stop_deadline_ns_.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
     uint64_t one = 1;
     // eventfd write is async-signal- and thread-safe: the loop's pending read completes.
     [[maybe_unused]] auto n = ::write(wake_fd_.get(), &one, sizeof one);
@@ -69,7 +70,11 @@ void Worker::run() {
     for (size_t i = 0; i < sockets_.size(); ++i) arm_accept(i);
     arm_tick();
     arm_wake();
-    while (!(stopping_ && connections_.empty())) {
+    // Leave only once every connection ended and every accept completed for good: a listening
+    // socket left open (an accept still armed in io_uring holds it) would keep taking
+    // connections into its backlog that nobody serves.
+    auto accepts_done = [this] { return std::none_of(accept_armed_.begin(), accept_armed_.end(), [](bool b) { return b; }); };
+    while (!(stopping_ && connections_.empty() && accepts_done())) {
         auto r = loop_->run_once();
         if (!r) {
             log::main().error("worker {}: event loop failed: {}", id_, r.error().message());
@@ -78,6 +83,7 @@ void Worker::run() {
         for (Connection* c : finished_) connections_.erase(c);
         finished_.clear();
     }
+    done_.store(true, std::memory_order_release);
 }
 
 void Worker::arm_accept(size_t i) {
@@ -92,14 +98,22 @@ void Worker::arm_wake() { loop_->read(&wake_op_, wake_fd_.get(), &wake_value_, s
 
 void Worker::on_completion(uint8_t tag, int res, uint32_t flags) {
     if (tag == kTick) return on_tick();
-    if (tag == kWake) return begin_stop();
+    if (tag == kWake) {
+        arm_wake();  // a later request (a second signal) must get through too
+        return begin_stop();
+    }
     on_accept(tag, res, flags);
 }
 
 void Worker::on_accept(size_t i, int res, uint32_t flags) {
     // Multishot accept stays armed while the kernel sets F_MORE; otherwise re-arm (on the next
     // tick after an error such as EMFILE, so a full fd table does not spin the loop).
-    if (!(flags & IORING_CQE_F_MORE)) accept_armed_[i] = false;
+    if (!(flags & IORING_CQE_F_MORE)) {
+        accept_armed_[i] = false;
+        // Draining: the last completion of this accept. Closing the socket now makes the
+        // kernel refuse new connections instead of queueing them behind us.
+        if (stopping_) sockets_[i].fd.reset();
+    }
     if (res < 0) {
         if (res != -ECANCELED) {
             static thread_local Clock::time_point last_log{};
@@ -134,18 +148,39 @@ void Worker::on_accept(size_t i, int res, uint32_t flags) {
     raw->start();
 }
 
+void Worker::check_drain_deadline(Clock::time_point now) {
+    if (!stopping_ || aborted_all_ ||
+        now.time_since_epoch().count() < stop_deadline_ns_.load(std::memory_order_relaxed))
+        return;
+    if (!connections_.empty())
+        log::main().info("worker {}: drain deadline reached, closing {} connection(s)", id_, connections_.size());
+    aborted_all_ = true;
+    for (auto& [raw, conn] : connections_) raw->abort("shutdown");
+}
+
 void Worker::on_tick() {
     auto now = Clock::now();
     for (auto& [raw, conn] : connections_) raw->check_deadlines(now);
+    check_drain_deadline(now);
     for (size_t i = 0; i < sockets_.size(); ++i) arm_accept(i);
     arm_tick();
 }
 
 void Worker::begin_stop() {
-    if (stopping_) return;
+    if (stopping_) {  // a second request (e.g. a second SIGTERM): may move the deadline closer
+        check_drain_deadline(Clock::now());
+        return;
+    }
     stopping_ = true;
-    for (auto& s : sockets_) loop_->cancel_fd(s.fd.get());
-    for (auto& [raw, conn] : connections_) raw->abort("shutdown");
+    // Cancel the accepts; each listening socket is closed when its accept has completed for
+    // good (on_accept). Closing it here would be too early: the cancel looks the fd up when it
+    // is submitted, and an armed multishot accept keeps the socket listening inside io_uring.
+    for (size_t i = 0; i < sockets_.size(); ++i) {
+        if (accept_armed_[i]) loop_->cancel_fd(sockets_[i].fd.get());
+        else sockets_[i].fd.reset();
+    }
+    log::main().debug("worker {}: draining {} connection(s)", id_, connections_.size());
+    check_drain_deadline(Clock::now());
 }
 
 }  // namespace ztp::conn

@@ -5,6 +5,7 @@
 
 #include <sys/eventfd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -29,8 +30,11 @@ public:
     ~Worker();
 
     void start();          // spawns the thread
-    void request_stop();   // any thread: stop accepting, end connections, leave the loop
+    // Any thread: stop accepting; live connections may finish until `deadline`, then they are
+    // ended with close_notify and the loop is left. A deadline in the past ends them at once.
+    void request_stop(Clock::time_point deadline);
     void join();
+    bool done() const { return done_.load(std::memory_order_acquire); }  // the loop has ended
 
     io::EventLoop& loop() override { return *loop_; }
     io::PipePool& pipes() override { return *pipes_; }
@@ -48,6 +52,7 @@ private:
     void arm_accept(size_t i);
     void on_accept(size_t i, int res, uint32_t flags);
     void on_tick();
+    void check_drain_deadline(Clock::time_point now);
     void begin_stop();
     void arm_tick();
     void arm_wake();
@@ -69,6 +74,9 @@ private:
     io::Op wake_op_{this, kWake};
     __kernel_timespec tick_interval_{0, 250'000'000};
     bool stopping_ = false;
+    std::atomic<int64_t> stop_deadline_ns_{0};  // steady_clock, set by request_stop
+    bool aborted_all_ = false;
+    std::atomic<bool> done_{false};
     std::thread thread_;
 };
 

@@ -63,6 +63,24 @@ void RewritePlan::finalize() {
     owned_base_ = base;
 }
 
+RewritePlan& RewritePlan::operator=(RewritePlan&& o) noexcept {
+    if (this == &o) return *this;
+    iov_ = std::move(o.iov_);
+    owned_idx_ = std::move(o.owned_idx_);
+    owned_resolved_ = o.owned_resolved_;
+    owned_base_ = o.owned_base_;
+    last_ = o.last_;
+    refs_ = std::move(o.refs_);
+    owned_ = std::move(o.owned_);
+    first_ = o.first_;
+    bytes_ = o.bytes_;
+    source_bytes_ = o.source_bytes_;
+    replacement_bytes_ = o.replacement_bytes_;
+    finalize();  // owned_ may live at a new address now
+    o.clear();
+    return *this;
+}
+
 void RewritePlan::consume(size_t n) {
     n = std::min(n, bytes_);
     bytes_ -= n;

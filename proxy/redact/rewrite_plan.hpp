@@ -23,8 +23,10 @@ namespace ztp::redact {
 class RewritePlan {
 public:
     RewritePlan() = default;
-    RewritePlan(RewritePlan&&) noexcept = default;
-    RewritePlan& operator=(RewritePlan&&) noexcept = default;
+    // Moving must re-point the iovecs of owned segments: a short std::string keeps its bytes
+    // inside the object, so they change address with it.
+    RewritePlan(RewritePlan&& o) noexcept { *this = std::move(o); }
+    RewritePlan& operator=(RewritePlan&& o) noexcept;
     RewritePlan(const RewritePlan&) = delete;
     RewritePlan& operator=(const RewritePlan&) = delete;
 

@@ -422,6 +422,8 @@ backend be
 
     def wait_quiet(self) -> None:
         """Before a measured run: wait (bounded by --quiet-wait) for the host to be nearly idle."""
+        if self.args.quiet_wait <= 0:
+            return
         deadline = time.monotonic() + self.args.quiet_wait
         while time.monotonic() < deadline:
             if system_busy_pct() < self.args.quiet_threshold:
@@ -790,7 +792,7 @@ def write_chart(res: Results, path: Path, tmp: Path) -> str | None:
     plot.write_text(f"""
 set terminal pngcairo size 1500,{height} font 'sans,9'
 set output '{path}'
-set title "ztproxy vs nginx / HAProxy, one worker each: relative performance per metric\n(best of nginx/HAProxy = 1.0; higher is better; cost metrics (CPU, KiB) are shown inverted: best peer cost / cost)"
+set title "ztproxy vs nginx / HAProxy, one worker each: relative performance per metric\\n(best of nginx/HAProxy = 1.0; higher is better; cost metrics (CPU, KiB) are shown inverted: best peer cost / cost)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -834,9 +836,23 @@ def main() -> int:
     ap.add_argument("--load-cpu", type=int, default=1)
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output prefix (.md and .png)")
+    ap.add_argument("--chart-from", default=None, metavar="JSON",
+                    help="only redraw the chart from a results .json (written next to the .md)")
     a = ap.parse_args()
+    if a.chart_from:
+        data = json.loads(Path(a.chart_from).read_text())
+        res = Results(data["proxies"])
+        for v in data["values"]:
+            for x, noisy in zip(v["runs"], v["noisy"]):
+                better = next(r[2] for r in data["rows"] if r[0] == v["workload"] and r[1] == v["metric"])
+                res.add(v["workload"], v["metric"], better, v["proxy"], x, noisy)
+        res.rows = [tuple(r) for r in data["rows"]]
+        with tempfile.TemporaryDirectory() as t:
+            err = write_chart(res, Path(a.chart_from).with_suffix(".png"), Path(t))
+        print(err or f"wrote {Path(a.chart_from).with_suffix('.png')}")
+        return 0 if err is None else 1
     if a.quick:
-        defaults = dict(quiet_wait=2.0, bulk_bytes=256 * MIB, reps=1, hs_seconds=1.0, ka_seconds=2, idle_conns=500)
+        defaults = dict(quiet_wait=0.0, bulk_bytes=256 * MIB, reps=1, hs_seconds=0.8, ka_seconds=2, idle_conns=500)
         a.tls12 = False  # quick: TLS 1.3 bulk only
     else:
         defaults = dict(quiet_wait=10.0, bulk_bytes=2 * GIB, reps=3, hs_seconds=4.0, ka_seconds=8,

@@ -27,9 +27,7 @@ import hashlib
 import os
 import random
 import re
-import select
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -182,7 +180,7 @@ def apply_card_big(data, mask=None, replacement=None):
         m = (mask or "*").encode()
         for a, b in sp:
             out[a:b] = m * (b - a)
-        return bytes(out), len(sp)
+        return out, len(sp)
     pieces, pos, run = [], 0, None
     for a, b in sp:
         if run and a < run[1]:
@@ -348,7 +346,9 @@ def planted_stream(total, seed, every=100 * 1024):
     (at every offset of the card), some sit inside a record, and near misses (too short to match)
     straddle edges too. Returns (data, write sizes, number of full cards planted)."""
     sizes, edges = write_plan(total, seed)
-    data = bytearray(b"".join(backend_mod.pattern_chunks(total)))
+    data = bytearray()
+    for c in backend_mod.pattern_chunks(total):
+        data += c
     rnd = random.Random(seed + 1)
     near_miss = b"4111 1111 1111"  # 4 + 10 [ 0-9]: needs 12
     planted = 0
@@ -376,7 +376,7 @@ def planted_stream(total, seed, every=100 * 1024):
                 data[start + len(near_miss)] = ord("x")
         k += 1
         pos += every
-    return bytes(data), sizes, planted
+    return data, sizes, planted  # a bytearray: 64 MiB are not copied once more
 
 
 def send_planned(client, data, sizes, seed):

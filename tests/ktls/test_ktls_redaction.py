@@ -11,7 +11,9 @@ Per connection, from the proxy's access log, the backend's own account and /proc
      tests/e2e/test_redaction.py); rx_path=kernel, spliced_up == spliced_down == 0, and the
      kernel's TlsRxSw/TlsTxSw grew (the record crypto stayed in the kernel).
   3. A response-rule route: GET /secret comes back masked, tx_path=kernel, not spliced.
-  4. A 20-byte request whose tail could begin a match comes back from an echo backend within
+  4. A length-changing replacement ("[REDACTED]", allow_length_change) on the kernel path: one
+     match in one write, then adjacent and overlapping matches over many small writes.
+  5. A 20-byte request whose tail could begin a match comes back from an echo backend within
      bounded time (held bytes are flushed when the input goes quiet), on the kernel path.
 
 Exit 77 (CTest skip) on a kernel without kTLS outside the VM; inside the VM (KTLS_VM_GUEST set) a
@@ -47,8 +49,9 @@ ROUTES = [
     ("mask.test", "record", [red.R_CARD_MASK], False),
     ("resp.test", "http", [red.R_CARD_RESP, red.R_TOKEN_RESP], False),
     ("echo.test", "echo", [red.R_CARD_MASK], False),
+    ("len.test", "record", [red.R_CARD_REDACT], True),
 ]
-RULES = [red.R_CARD_MASK, red.R_CARD_RESP, red.R_TOKEN_RESP]
+RULES = [red.R_CARD_MASK, red.R_CARD_RESP, red.R_TOKEN_RESP, red.R_CARD_REDACT]
 
 
 class KtlsRedactionTest(E2ETestCase):
@@ -198,6 +201,48 @@ class KtlsRedactionTest(E2ETestCase):
         self.assert_ktls_counted(before, "response rule")
 
     # ------------------------------------------------------------------ 4
+
+    def test_length_changing_replacement_on_kernel_path(self):
+        multi = b"".join([b"start ", red.CARD, b" middle ", red.CARD + red.CARD, b" sep ",
+                          b"4111 4111 1111 1111 1111", b" near 4111 1111 111x miss end\n"]) * 20
+        cases = [("one match", b"before 4111 1111 1111 1111 after\n", None),
+                 ("adjacent and overlapping matches", multi, [7, 1, 40, 333, 2, 1000, 5])]
+        for what, data, pool in cases:
+            with self.subTest(case=what):
+                sizes, off, i = [], 0, 0
+                while off < len(data):
+                    n = len(data) - off if pool is None else min(pool[i % len(pool)],
+                                                                  len(data) - off)
+                    sizes.append(n)
+                    off += n
+                    i += 1
+                expected = red.apply_rules(data, [red.R_CARD_REDACT], "request")
+                mark, rmark = self.mark(), self.record.mark()
+                before = tls_stat()
+                ctx = red.client_context(self.ca.cert)
+                c = red.BioTlsClient(self.port, "len.test", ctx, timeout=60)
+                try:
+                    red.send_planned(c, data, sizes, 5)
+                    c.half_close()
+                    reply, how = c.read_until_close()
+                finally:
+                    c.close()
+                n, digest, path, reason = self.record.closed(rmark)
+                with open(path, "rb") as f:
+                    got = f.read()
+                os.unlink(path)
+                self.assertEqual(got, expected, red.describe_difference(got, expected, what)
+                                 + "\n" + self.proxy.diag())
+                self.assertEqual((reply, how), (b"RECORDED %d %s\n" % (
+                    len(expected), red.sha(expected).encode()), "close_notify"))
+                e = self.next_access(mark, "for the " + what)
+                msg = "%s: %r" % (what, e)
+                self.assertEqual((e.get("rx_path"), e.get("tx_path")), ("kernel", "kernel"), msg)
+                self.assertEqual((as_int(e, "spliced_up"), as_int(e, "spliced_down")), (0, 0),
+                                 msg)
+                self.assert_ktls_counted(before, what)
+
+    # ------------------------------------------------------------------ 5
 
     def test_small_request_is_flushed_on_kernel_path(self):
         head = b"hello, world!!! 4111"  # 20 bytes; the tail could begin a card number

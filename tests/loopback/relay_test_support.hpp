@@ -236,7 +236,7 @@ public:
     }
     ~TestProxy() {
         if (worker_) {
-            worker_->request_stop();
+            worker_->request_stop(conn::Clock::now());
             worker_->join();
         }
     }
