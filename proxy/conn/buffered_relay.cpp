@@ -24,12 +24,18 @@ BufferedRelay::BufferedRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath
       path_(std::move(path)),
       client_(client_fd),
       backend_(backend_fd),
-      buf_size_(buffer_size),
+      buf_size_(std::min(buffer_size, host.buffers().buffer_size())),
       op_client_in_{&host.completion_target(), kClientIn},
       op_client_out_{&host.completion_target(), kClientOut},
       op_recv_{&host.completion_target(), kBackendRecv},
       op_send_{&host.completion_target(), kBackendSend},
       op_backend_readable_{&host.completion_target(), kBackendReadable} {}
+
+// Freed only when no op is in flight: the kernel no longer reads or writes these buffers.
+BufferedRelay::~BufferedRelay() {
+    host_.buffers().give_back(std::move(up_buf_));
+    host_.buffers().give_back(std::move(down_buf_));
+}
 
 void BufferedRelay::start() {
     pump_client_read();
@@ -86,9 +92,9 @@ void BufferedRelay::fail(const crypto::IoResult& r) {
 }
 
 void BufferedRelay::pump_client_read() {
-    if (!up_buf_ && !failed_ && !up_eof_) up_buf_ = std::make_unique<std::byte[]>(buf_size_);
+    if (!up_buf_ && !failed_ && !up_eof_) up_buf_ = host_.buffers().take();
     while (!failed_ && !up_eof_ && up_len_ < buf_size_) {
-        auto r = path_->read({up_buf_.get() + up_len_, buf_size_ - up_len_});
+        auto r = path_->read({reinterpret_cast<std::byte*>(up_buf_.get()) + up_len_, buf_size_ - up_len_});
         switch (r.status) {
             case crypto::IoStatus::ok:
                 up_len_ += r.bytes;
@@ -97,7 +103,7 @@ void BufferedRelay::pump_client_read() {
                 host_.activity();
                 continue;
             case crypto::IoStatus::want_read:
-                if (up_len_ == 0 && !send_inflight_) up_buf_.reset();  // idle: hold no buffer
+                if (up_len_ == 0 && !send_inflight_) host_.buffers().give_back(std::move(up_buf_));  // idle
                 arm_client(kClientIn);
                 break;
             case crypto::IoStatus::want_write:
@@ -150,13 +156,13 @@ void BufferedRelay::pump_backend_recv() {
     if (down_off_ == down_len_) down_off_ = down_len_ = 0;
     if (down_len_ == buf_size_) return;  // full: resumes when the client drained it
     if (down_len_ == 0 && !backend_readable_) {
-        down_buf_.reset();  // idle: wait for the backend without holding a buffer
+        host_.buffers().give_back(std::move(down_buf_));  // idle: wait without holding a buffer
         backend_poll_inflight_ = true;
         host_.op_submitted();
         host_.loop().poll(&op_backend_readable_, backend_, POLLIN);
         return;
     }
-    if (!down_buf_) down_buf_ = std::make_unique<std::byte[]>(buf_size_);
+    if (!down_buf_) down_buf_ = host_.buffers().take();
     last_recv_size_ = buf_size_ - down_len_;
     recv_inflight_ = true;
     host_.op_submitted();
@@ -183,7 +189,7 @@ void BufferedRelay::on_backend_recv(int res) {
 
 void BufferedRelay::pump_client_write() {
     while (!failed_ && down_off_ < down_len_) {
-        auto r = path_->write({down_buf_.get() + down_off_, down_len_ - down_off_});
+        auto r = path_->write({reinterpret_cast<const std::byte*>(down_buf_.get()) + down_off_, down_len_ - down_off_});
         switch (r.status) {
             case crypto::IoStatus::ok:
                 down_off_ += r.bytes;

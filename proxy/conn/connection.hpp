@@ -36,6 +36,7 @@ public:
     virtual io::PipePool& pipes() = 0;
     virtual io::GatedPool& gated_pool() = 0;
     virtual redact::Scratch& redact_scratch() = 0;
+    virtual io::BufferPool& buffers() = 0;
     virtual void connection_finished(class Connection* c) = 0;  // free it after this dispatch
 
 protected:
@@ -77,6 +78,7 @@ private:
     // RelayHost
     io::EventLoop& loop() override { return owner_.loop(); }
     io::CompletionHandler& completion_target() override { return *this; }
+    io::BufferPool& buffers() override { return owner_.buffers(); }
     void op_submitted() override { ++inflight_; }
     void activity() override { last_activity_ = Clock::now(); }
     void relay_finished(const char* reason) override { close(reason); }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 
+#include "proxy/io/buffer_pool.hpp"
 #include "proxy/io/event_loop.hpp"
 
 namespace ztp::conn {
@@ -31,6 +32,7 @@ class RelayHost {
 public:
     virtual io::EventLoop& loop() = 0;
     virtual io::CompletionHandler& completion_target() = 0;  // Op::handler for relay ops
+    virtual io::BufferPool& buffers() = 0;                   // the worker's plaintext buffers
     virtual void op_submitted() = 0;                         // one more op in flight
     virtual void activity() = 0;                             // bytes moved: idle timer restarts
     virtual void relay_finished(const char* reason) = 0;     // both directions ended cleanly

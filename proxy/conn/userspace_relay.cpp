@@ -51,7 +51,8 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::Rec
       down_stage_(std::move(down)),
       down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {
     record_slots_ = std::max<size_t>(1, buffer_size / crypto::kRecordMaxPlaintext);
-    stride_ = writer_.headroom() + crypto::kRecordMaxPlaintext + writer_.tailroom();
+    // Fits a record of any of our suites, so the worker's buffers fit every connection.
+    stride_ = crypto::kRecordMaxSize;
 }
 
 void UserspaceRelay::start() {
@@ -323,7 +324,7 @@ void UserspaceRelay::maybe_half_close_backend() {
 void UserspaceRelay::pump_backend_recv() {
     if (failed_ || down_eof_ || backend_recv_inflight_ || backend_poll_inflight_ || down_buf_busy_) return;
     if (!backend_readable_) {
-        down_buf_.reset();  // idle: hold no buffer while we wait
+        release_down_buffer();  // idle: hold no buffer while we wait
         backend_poll_inflight_ = true;
         host_.op_submitted();
         host_.loop().poll(&op_backend_readable_, backend_, POLLIN);
@@ -337,7 +338,7 @@ void UserspaceRelay::pump_backend_recv() {
         host_.loop().recv(&op_backend_recv_, backend_, down_chunk_.get(), record_slots_ * crypto::kRecordMaxPlaintext);
         return;
     }
-    if (!down_buf_) down_buf_ = std::make_unique<uint8_t[]>(record_slots_ * stride_);
+    if (!down_buf_) down_buf_ = host_.buffers().take();
     // Each record slot receives plaintext between the room for its header and for its tag, so it
     // can be sealed where it lies.
     for (size_t i = 0; i < record_slots_; ++i)
@@ -453,7 +454,7 @@ void UserspaceRelay::on_client_send(int res) {
 
 void UserspaceRelay::fill_records_from_plan() {
     if (failed_ || down_buf_busy_ || down_plan_.empty()) return;
-    if (!down_buf_) down_buf_ = std::make_unique<uint8_t[]>(record_slots_ * stride_);
+    if (!down_buf_) down_buf_ = host_.buffers().take();
     pending_records_.clear();
     for (size_t i = 0; i < record_slots_ && !down_plan_.empty(); ++i) {
         uint8_t* payload = down_buf_.get() + i * stride_ + writer_.headroom();
@@ -471,6 +472,14 @@ void UserspaceRelay::fill_records_from_plan() {
     if (down_plan_.empty()) down_plan_.clear();  // drops the chunks it referenced
     down_buf_busy_ = !pending_records_.empty();
 }
+
+void UserspaceRelay::release_down_buffer() {
+    host_.buffers().give_back(std::move(down_buf_));
+}
+
+// The connection frees its relay only when no op is in flight: no kernel read of the buffer
+// can still be pending.
+UserspaceRelay::~UserspaceRelay() { release_down_buffer(); }
 
 size_t UserspaceRelay::advance(std::vector<iovec>& iov, size_t first, size_t sent) {
     while (sent > 0 && first < iov.size()) {

@@ -33,6 +33,8 @@ public:
                    config::TlsVersion version, int client_fd, int backend_fd, size_t buffer_size,
                    RedactionStage up, RedactionStage down);
 
+    ~UserspaceRelay() override;
+
     void start() override;
     void on_completion(uint8_t tag, int res) override;
     void say_goodbye() override;
@@ -70,6 +72,7 @@ private:
     void flush_down();
     void on_client_send(int res);
     void send_alert_now(uint8_t level, uint8_t description);
+    void release_down_buffer();
 
     void bad_record(const std::string& detail);
     void fail(const char* reason, const std::string& detail);

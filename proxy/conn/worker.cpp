@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "crypto/record_layer.hpp"
 #include "proxy/base/log.hpp"
 #include "proxy/conn/stats.hpp"
 
@@ -33,6 +34,11 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
     auto gated = io::GatedPool::create(slot, slots);
     if (!gated) return gated.error();
     w->gated_ = std::move(gated).value();
+    // One buffer size for every relay: a per-direction buffer, or the userspace path's record
+    // slots for it, whichever is larger.
+    size_t records = std::max<size_t>(1, limits.connection_buffer_bytes / crypto::kRecordMaxPlaintext);
+    size_t buffer = std::max<size_t>(limits.connection_buffer_bytes, records * crypto::kRecordMaxSize);
+    w->buffers_ = std::make_unique<io::BufferPool>(buffer, 256);
     auto scratch = w->runtime_->rules().make_scratch();
     if (!scratch) return scratch.error();
     w->scratch_ = std::move(scratch).value();

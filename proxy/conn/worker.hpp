@@ -40,6 +40,7 @@ public:
     io::PipePool& pipes() override { return *pipes_; }
     io::GatedPool& gated_pool() override { return *gated_; }
     redact::Scratch& redact_scratch() override { return scratch_; }
+    io::BufferPool& buffers() override { return *buffers_; }
     void connection_finished(Connection* c) override { finished_.push_back(c); }
     void on_completion(uint8_t tag, int res, uint32_t flags) override;
 
@@ -63,6 +64,7 @@ private:
     std::unique_ptr<io::PipePool> pipes_;
     std::unique_ptr<io::GatedPool> gated_;  // declared before connections_: outlives them
     redact::Scratch scratch_;               // the matcher's per-thread working memory
+    std::unique_ptr<io::BufferPool> buffers_;
     std::vector<ListenSocket> sockets_;
     std::vector<io::Op> accept_ops_;
     std::vector<bool> accept_armed_;
