@@ -6,7 +6,7 @@ JOBS        ?= $(shell nproc)
 CMAKE_FLAGS ?=
 WERROR      ?= ON
 
-.PHONY: all deps build build-asan build-fuzz test test-host test-asan test-fuzz test-ktls demo clean
+.PHONY: all deps build build-asan build-fuzz test test-ktls demo bench clean
 
 all: build
 
@@ -35,6 +35,14 @@ test: build build-asan build-fuzz
 # Only the kTLS label, inside the kTLS kernel.
 test-ktls: build
 	ctest --test-dir $(BUILD) -R ktls_vm_suite --output-on-failure
+
+# Benchmarks: ztproxy side by side with nginx and HAProxy (installs them). BENCH_ARGS=--quick for a
+# smoke run; results in tests/bench/results/latest.{md,png,json}.
+BENCH_ARGS ?=
+bench: deps
+	cmake -S . -B $(BUILD) -DZTP_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS) --target ztproxy bench_backend bench_client
+	python3 tests/bench/run_bench.py --build-dir $(BUILD) $(BENCH_ARGS)
 
 demo: build
 	@$(BUILD)/ztproxy demo --workdir .demo
