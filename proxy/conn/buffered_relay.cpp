@@ -8,16 +8,6 @@
 
 namespace ztp::conn {
 
-namespace {
-
-const char* client_error_reason(const crypto::IoResult& r) {
-    if (r.status == crypto::IoStatus::peer_alert) return "client_alert";
-    if (r.status == crypto::IoStatus::bad_record) return "bad_record";
-    return (r.sys_errno == ECONNRESET || r.sys_errno == EPIPE) ? "client_reset" : "client_error";
-}
-
-}  // namespace
-
 BufferedRelay::BufferedRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd,
                              int backend_fd, size_t buffer_size)
     : host_(host),
@@ -25,8 +15,7 @@ BufferedRelay::BufferedRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath
       client_(client_fd),
       backend_(backend_fd),
       buf_size_(std::min(buffer_size, host.buffers().buffer_size())),
-      op_client_in_{&host.completion_target(), kClientIn},
-      op_client_out_{&host.completion_target(), kClientOut},
+      client_io_(host, client_fd, kClientIn, kClientOut),
       op_recv_{&host.completion_target(), kBackendRecv},
       op_send_{&host.completion_target(), kBackendSend},
       op_backend_readable_{&host.completion_target(), kBackendReadable} {}
@@ -43,25 +32,9 @@ void BufferedRelay::start() {
 }
 
 void BufferedRelay::on_completion(uint8_t tag, int res) {
+    if (client_io_.on_completion(tag, failed_, [this] { pump_client_read(); }, [this] { pump_client_write(); }))
+        return;
     switch (tag) {
-        case kClientIn:
-            client_in_armed_ = false;
-            if (failed_) return;
-            pump_client_read();
-            if (writer_waits_for_read_) {
-                writer_waits_for_read_ = false;
-                pump_client_write();
-            }
-            break;
-        case kClientOut:
-            client_out_armed_ = false;
-            if (failed_) return;
-            pump_client_write();
-            if (reader_waits_for_write_) {
-                reader_waits_for_write_ = false;
-                pump_client_read();
-            }
-            break;
         case kBackendRecv:
             recv_inflight_ = false;
             if (!failed_) on_backend_recv(res);
@@ -78,17 +51,9 @@ void BufferedRelay::on_completion(uint8_t tag, int res) {
     }
 }
 
-void BufferedRelay::arm_client(Tag tag) {
-    bool& armed = tag == kClientIn ? client_in_armed_ : client_out_armed_;
-    if (armed) return;
-    armed = true;
-    host_.op_submitted();
-    host_.loop().poll(tag == kClientIn ? &op_client_in_ : &op_client_out_, client_, tag == kClientIn ? POLLIN : POLLOUT);
-}
-
 void BufferedRelay::fail(const crypto::IoResult& r) {
     failed_ = true;
-    host_.relay_failed(client_error_reason(r), r.reason);
+    host_.relay_failed(client_close_reason(r), r.reason);
 }
 
 void BufferedRelay::pump_client_read() {
@@ -104,12 +69,9 @@ void BufferedRelay::pump_client_read() {
                 continue;
             case crypto::IoStatus::want_read:
                 if (up_len_ == 0 && !send_inflight_) host_.buffers().give_back(std::move(up_buf_));  // idle
-                arm_client(kClientIn);
+                client_io_.want_read();
                 break;
-            case crypto::IoStatus::want_write:
-                reader_waits_for_write_ = true;
-                arm_client(kClientOut);
-                break;
+            case crypto::IoStatus::want_write: client_io_.reader_needs_write(); break;
             case crypto::IoStatus::eof:
             case crypto::IoStatus::eof_unclean:
                 up_eof_ = true;
@@ -195,21 +157,16 @@ void BufferedRelay::pump_client_write() {
                 down_off_ += r.bytes;
                 host_.activity();
                 continue;
-            case crypto::IoStatus::want_write: return arm_client(kClientOut);
-            case crypto::IoStatus::want_read:
-                writer_waits_for_read_ = true;
-                return arm_client(kClientIn);
+            case crypto::IoStatus::want_write: return client_io_.want_write();
+            case crypto::IoStatus::want_read: return client_io_.writer_needs_read();
             default: return fail(r);
         }
     }
     if (failed_) return;
     if (down_eof_ && !down_done_) {
         auto r = path_->shutdown_write();
-        if (r.status == crypto::IoStatus::want_write) return arm_client(kClientOut);
-        if (r.status == crypto::IoStatus::want_read) {
-            writer_waits_for_read_ = true;
-            return arm_client(kClientIn);
-        }
+        if (r.status == crypto::IoStatus::want_write) return client_io_.want_write();
+        if (r.status == crypto::IoStatus::want_read) return client_io_.writer_needs_read();
         if (r.status != crypto::IoStatus::ok) return fail(r);
         down_done_ = true;
         return maybe_finished();

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "crypto/record_path.hpp"
+#include "proxy/conn/client_readiness.hpp"
 #include "proxy/conn/relay.hpp"
 
 namespace ztp::conn {
@@ -28,7 +29,6 @@ public:
 private:
     enum Tag : uint8_t { kClientIn = kFirstRelayTag, kClientOut, kBackendRecv, kBackendSend, kBackendReadable };
 
-    void arm_client(Tag tag);
     void pump_client_read();    // client → up buffer
     void pump_backend_send();   // up buffer → backend
     void pump_backend_recv();   // backend → down buffer
@@ -45,8 +45,7 @@ private:
     size_t buf_size_;
     bool failed_ = false;
 
-    io::Op op_client_in_;
-    io::Op op_client_out_;
+    ClientReadiness client_io_;
     io::Op op_recv_;
     io::Op op_send_;
     io::Op op_backend_readable_;
@@ -55,12 +54,8 @@ private:
     bool backend_readable_ = false;
     bool backend_poll_inflight_ = false;
     size_t last_recv_size_ = 0;
-    bool client_in_armed_ = false;
-    bool client_out_armed_ = false;
     bool recv_inflight_ = false;
     bool send_inflight_ = false;
-    bool reader_waits_for_write_ = false;  // the record path must write before it can read
-    bool writer_waits_for_read_ = false;   // and vice versa (e.g. TLS 1.3 KeyUpdate handling)
 
     // client → backend
     std::unique_ptr<uint8_t[]> up_buf_;

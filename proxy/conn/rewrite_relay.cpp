@@ -9,13 +9,6 @@ namespace ztp::conn {
 
 namespace {
 
-const char* client_error_reason(const crypto::IoResult& r) {
-    if (r.close_reason) return r.close_reason;
-    if (r.status == crypto::IoStatus::peer_alert) return "client_alert";
-    if (r.status == crypto::IoStatus::bad_record) return "bad_record";
-    return (r.sys_errno == ECONNRESET || r.sys_errno == EPIPE) ? "client_reset" : "client_error";
-}
-
 }  // namespace
 
 RewriteRelay::RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd, int backend_fd,
@@ -27,8 +20,7 @@ RewriteRelay::RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> 
       chunk_size_(chunk_size),
       up_stage_(std::move(up)),
       down_stage_(std::move(down)),
-      op_client_in_{&host.completion_target(), kClientIn},
-      op_client_out_{&host.completion_target(), kClientOut},
+      client_io_(host, client_fd, kClientIn, kClientOut),
       op_recv_{&host.completion_target(), kBackendRecv},
       op_send_{&host.completion_target(), kBackendSend},
       up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
@@ -40,38 +32,14 @@ void RewriteRelay::start() {
 }
 
 void RewriteRelay::on_completion(uint8_t tag, int res) {
+    if (client_io_.on_completion(tag, failed_, [this] { pump_client_read(); }, [this] { pump_client_write(); }))
+        return;
     switch (tag) {
-        case kClientIn:
-            client_in_armed_ = false;
-            if (failed_) return;
-            pump_client_read();
-            if (writer_waits_for_read_) {
-                writer_waits_for_read_ = false;
-                pump_client_write();
-            }
-            return;
-        case kClientOut:
-            client_out_armed_ = false;
-            if (failed_) return;
-            pump_client_write();
-            if (reader_waits_for_write_) {
-                reader_waits_for_write_ = false;
-                pump_client_read();
-            }
-            return;
         case kBackendRecv: recv_inflight_ = false; return on_backend_recv(res);
         case kBackendSend: send_inflight_ = false; return on_backend_send(res);
         case kUpQuiet: return on_quiet(true);
         case kDownQuiet: return on_quiet(false);
     }
-}
-
-void RewriteRelay::arm_client(Tag tag) {
-    bool& armed = tag == kClientIn ? client_in_armed_ : client_out_armed_;
-    if (armed) return;
-    armed = true;
-    host_.op_submitted();
-    host_.loop().poll(tag == kClientIn ? &op_client_in_ : &op_client_out_, client_, tag == kClientIn ? POLLIN : POLLOUT);
 }
 
 // ---------------------------------------------------------------------------- client → backend
@@ -93,13 +61,10 @@ void RewriteRelay::pump_client_read() {
                 continue;
             }
             case crypto::IoStatus::want_read:
-                arm_client(kClientIn);
+                client_io_.want_read();
                 if (!failed_) up_quiet_.arm(host_, up_feeds_, up_stage_.held());
                 break;
-            case crypto::IoStatus::want_write:
-                reader_waits_for_write_ = true;
-                arm_client(kClientOut);
-                break;
+            case crypto::IoStatus::want_write: client_io_.reader_needs_write(); break;
             case crypto::IoStatus::eof:
             case crypto::IoStatus::eof_unclean:
                 up_eof_ = true;
@@ -197,21 +162,16 @@ void RewriteRelay::pump_client_write() {
                 if (path_->copies_plaintext()) counters_.copied_down += r.bytes;
                 host_.activity();
                 continue;
-            case crypto::IoStatus::want_write: return arm_client(kClientOut);
-            case crypto::IoStatus::want_read:
-                writer_waits_for_read_ = true;
-                return arm_client(kClientIn);
+            case crypto::IoStatus::want_write: return client_io_.want_write();
+            case crypto::IoStatus::want_read: return client_io_.writer_needs_read();
             default: return fail_io(r);
         }
     }
     if (failed_) return;
     if (down_finished_ && !down_done_) {
         auto r = path_->shutdown_write();
-        if (r.status == crypto::IoStatus::want_write) return arm_client(kClientOut);
-        if (r.status == crypto::IoStatus::want_read) {
-            writer_waits_for_read_ = true;
-            return arm_client(kClientIn);
-        }
+        if (r.status == crypto::IoStatus::want_write) return client_io_.want_write();
+        if (r.status == crypto::IoStatus::want_read) return client_io_.writer_needs_read();
         if (r.status != crypto::IoStatus::ok) return fail_io(r);
         down_done_ = true;
         return maybe_finished();
@@ -233,7 +193,7 @@ void RewriteRelay::on_quiet(bool up) {
 
 // ---------------------------------------------------------------------------- endings
 
-void RewriteRelay::fail_io(const crypto::IoResult& r) { fail(client_error_reason(r), r.reason); }
+void RewriteRelay::fail_io(const crypto::IoResult& r) { fail(client_close_reason(r), r.reason); }
 
 void RewriteRelay::fail(const char* reason, const std::string& detail) {
     if (failed_) return;

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "crypto/record_path.hpp"
+#include "proxy/conn/client_readiness.hpp"
 #include "proxy/conn/redaction_stage.hpp"
 #include "proxy/conn/relay.hpp"
 
@@ -35,7 +36,6 @@ private:
         kClientIn = kFirstRelayTag, kClientOut, kBackendRecv, kBackendSend, kUpQuiet, kDownQuiet
     };
 
-    void arm_client(Tag tag);
     void pump_client_read();
     void pump_backend_send();
     void on_backend_send(int res);
@@ -59,10 +59,9 @@ private:
     const char* first_close_ = nullptr;
     RelayCounters counters_;
 
-    io::Op op_client_in_, op_client_out_, op_recv_, op_send_;
+    ClientReadiness client_io_;
+    io::Op op_recv_, op_send_;
     QuietTimer up_quiet_, down_quiet_;
-    bool client_in_armed_ = false, client_out_armed_ = false;
-    bool reader_waits_for_write_ = false, writer_waits_for_read_ = false;
 
     // client → backend
     redact::RewritePlan up_filling_, up_sending_;
