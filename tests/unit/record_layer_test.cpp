@@ -26,9 +26,12 @@
 #include "crypto/record_layer.hpp"
 #include "crypto/session_keys.hpp"
 #include "proxy/base/c_deleters.hpp"
+#include "tls_test_support.hpp"
 
 namespace ztp::crypto {
 namespace {
+
+using namespace ztp::crypto::testing;
 
 using Bytes = std::vector<uint8_t>;
 using config::Cipher;
@@ -37,31 +40,7 @@ using config::TlsVersion;
 // ---------------------------------------------------------------------------------------------
 // A connected OpenSSL client/server pair (ECDSA P-256 self-signed certificate).
 
-struct TestCert {
-    EvpPkeyPtr key;
-    X509Ptr cert;
-};
 
-const TestCert& test_cert() {
-    static const TestCert c = [] {
-        TestCert t;
-        t.key.reset(EVP_EC_gen("P-256"));
-        t.cert.reset(X509_new());
-        X509* x = t.cert.get();
-        X509_set_version(x, 2);
-        ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-        X509_gmtime_adj(X509_getm_notBefore(x), -60);
-        X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-        X509_set_pubkey(x, t.key.get());
-        X509_NAME* name = X509_get_subject_name(x);
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                   reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
-        X509_set_issuer_name(x, name);
-        X509_sign(x, t.key.get(), EVP_sha256());
-        return t;
-    }();
-    return c;
-}
 
 const char* suite(TlsVersion v, Cipher c) {
     const bool t13 = v == TlsVersion::tls1_3;
@@ -84,10 +63,6 @@ void configure(SSL_CTX* ctx, TlsVersion v, Cipher c) {
         EXPECT_EQ(SSL_CTX_set_ciphersuites(ctx, suite(v, c)), 1);
 }
 
-bool would_block(SSL* ssl, int rc) {
-    const int e = SSL_get_error(ssl, rc);
-    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
-}
 
 SecretBytes clone(const SecretBytes& s) {
     SecretBytes c;
@@ -187,13 +162,6 @@ std::unique_ptr<Live> start(const LiveOptions& o) {
     return l;
 }
 
-Bytes drain(BIO* b) {
-    Bytes out;
-    uint8_t buf[4096];
-    int n = 0;
-    while ((n = BIO_read(b, buf, sizeof buf)) > 0) out.insert(out.end(), buf, buf + n);
-    return out;
-}
 
 Bytes message(size_t n, uint8_t seed) {
     Bytes m(n);
@@ -202,12 +170,6 @@ Bytes message(size_t n, uint8_t seed) {
 }
 
 // The reference implementation's 12-byte IV (salt || explicit nonce for TLS 1.2 AES-GCM).
-Bytes reference_iv(const DirectionKeys& k, uint64_t explicit_nonce) {
-    Bytes iv(k.iv.view().begin(), k.iv.view().end());
-    if (iv.size() == kKtlsTls12GcmSaltSize)
-        for (int i = 7; i >= 0; --i) iv.push_back(static_cast<uint8_t>(explicit_nonce >> (8 * i)));
-    return iv;
-}
 
 struct Opened {
     ContentType type;

@@ -19,9 +19,12 @@
 #include "crypto/ktls_probe.hpp"
 #include "crypto/session_keys.hpp"
 #include "proxy/base/c_deleters.hpp"
+#include "tls_test_support.hpp"
 
 namespace ztp::crypto {
 namespace {
+
+using namespace ztp::crypto::testing;
 
 using Bytes = std::vector<uint8_t>;
 using config::Cipher;
@@ -30,31 +33,7 @@ using config::TlsVersion;
 // ---------------------------------------------------------------------------------------------
 // Fixtures: an ECDSA P-256 self-signed certificate, contexts, a connected client/server pair.
 
-struct TestCert {
-    EvpPkeyPtr key;
-    X509Ptr cert;
-};
 
-const TestCert& test_cert() {
-    static const TestCert c = [] {
-        TestCert t;
-        t.key.reset(EVP_EC_gen("P-256"));
-        t.cert.reset(X509_new());
-        X509* x = t.cert.get();
-        X509_set_version(x, 2);
-        ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-        X509_gmtime_adj(X509_getm_notBefore(x), -60);
-        X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-        X509_set_pubkey(x, t.key.get());
-        X509_NAME* name = X509_get_subject_name(x);
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                   reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
-        X509_set_issuer_name(x, name);
-        X509_sign(x, t.key.get(), EVP_sha256());
-        return t;
-    }();
-    return c;
-}
 
 const char* tls12_suite(Cipher c) {
     switch (c) {
@@ -157,10 +136,6 @@ Pair connect_pair(SSL_CTX* cctx, SSL_CTX* sctx) {
     return p;
 }
 
-bool would_block(SSL* ssl, int rc) {
-    const int e = SSL_get_error(ssl, rc);
-    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE;
-}
 
 // Drives both handshakes to completion. `after_client_done` runs once, right after the client's
 // handshake returned 1 and before the server's next step.
@@ -197,13 +172,6 @@ bool handshake(Pair& p) {
 // ---------------------------------------------------------------------------------------------
 // Record helpers over crypto::ktls_reference.
 
-Bytes drain(BIO* b) {
-    Bytes out;
-    uint8_t buf[4096];
-    int n = 0;
-    while ((n = BIO_read(b, buf, sizeof buf)) > 0) out.insert(out.end(), buf, buf + n);
-    return out;
-}
 
 std::vector<Bytes> split_records(const Bytes& wire) {
     std::vector<Bytes> recs;
@@ -223,12 +191,6 @@ std::vector<Bytes> split_records(const Bytes& wire) {
 // ktls_reference takes a 12-byte IV; TLS 1.2 AES-GCM keys carry the 4-byte salt, followed here by the
 // explicit nonce we put in sealed records (the sequence number, as OpenSSL does; opening reads the
 // explicit nonce from the record).
-Bytes reference_iv(const DirectionKeys& k, uint64_t explicit_nonce) {
-    Bytes iv(k.iv.view().begin(), k.iv.view().end());
-    if (iv.size() == kKtlsTls12GcmSaltSize)
-        for (int i = 7; i >= 0; --i) iv.push_back(static_cast<uint8_t>(explicit_nonce >> (8 * i)));
-    return iv;
-}
 
 Bytes message(size_t n, uint8_t seed) {
     Bytes m(n);
