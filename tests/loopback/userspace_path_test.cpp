@@ -206,8 +206,9 @@ TEST_F(UserspacePathTest, AKeyUpdateFloodIsRefused) {
         ok = client.write_all("x");
     }
     bool clean = true;
-    EXPECT_EQ(client.read_to_end(&clean), "");
-    EXPECT_FALSE(clean);
+    std::string echoed = client.read_to_end(&clean);  // echoes of bytes before the refusal may come
+    EXPECT_LT(echoed.size(), 50u);
+    EXPECT_FALSE(clean) << "the proxy must end the connection, not answer it with close_notify";
     auto followed = conn::stats().key_updates.load() - before;
     EXPECT_GE(followed, 1u);
     EXPECT_LT(followed, 50u) << "the proxy must stop following KeyUpdates and close the connection";
