@@ -49,10 +49,7 @@ TEST_F(RelayTest, EchoesMegabytesBothWaysAtOnce) {
     // Both directions in flight together: 4 MiB is far more than every buffer on the path, so
     // this only completes if the relay keeps reading while it waits to write.
     std::string payload = random_bytes(4 << 20, 1);
-    std::string got = client.read(0);
-    std::thread writer([&] { EXPECT_TRUE(client.write_all(payload)); });
-    got = client.read(payload.size());
-    writer.join();
+    std::string got = duplex_exchange(client, payload);
     EXPECT_TRUE(got == payload) << "echo mismatch, got " << got.size() << " bytes";
 }
 

@@ -6,9 +6,12 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -203,6 +206,48 @@ private:
     bool connected_ = false;
     std::string last_error_;
 };
+
+// Sends `payload` while reading as many bytes back, in ONE thread with a non-blocking socket: an
+// OpenSSL SSL object must never be used by two threads at once. Returns what came back.
+inline std::string duplex_exchange(TlsClient& c, const std::string& payload) {
+    int fd = c.fd();
+    int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    std::string got;
+    size_t sent = 0;
+    char buf[65536];
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (got.size() < payload.size() && std::chrono::steady_clock::now() < deadline) {
+        bool progress = false;
+        if (sent < payload.size()) {
+            size_t n = 0;
+            // On WANT_WRITE the retry repeats exactly these arguments, as OpenSSL requires.
+            int rc = SSL_write_ex(c.ssl(), payload.data() + sent, std::min<size_t>(payload.size() - sent, 65536), &n);
+            if (rc == 1) {
+                sent += n;
+                progress = true;
+            } else if (int e = SSL_get_error(c.ssl(), rc); e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+                break;
+            }
+            ERR_clear_error();
+        }
+        size_t n = 0;
+        int rc = SSL_read_ex(c.ssl(), buf, sizeof buf, &n);
+        if (rc == 1) {
+            got.append(buf, n);
+            progress = true;
+        } else if (int e = SSL_get_error(c.ssl(), rc); e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+            break;
+        }
+        ERR_clear_error();
+        if (!progress) {
+            pollfd p{fd, static_cast<short>(POLLIN | (sent < payload.size() ? POLLOUT : 0)), 0};
+            ::poll(&p, 1, 100);
+        }
+    }
+    ::fcntl(fd, F_SETFL, flags);
+    return got;
+}
 
 // The proxy under test: one worker serving one listener in front of `backend_port`.
 class TestProxy {

@@ -221,9 +221,7 @@ TEST_F(UserspacePathTest, LargeTransfersBothWaysAtOnce) {
     ASSERT_TRUE(client.connected());
     std::string payload(8 << 20, '\0');
     for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<char>(i * 2654435761u >> 13);
-    std::thread writer([&] { EXPECT_TRUE(client.write_all(payload)); });
-    std::string got = client.read(payload.size());
-    writer.join();
+    std::string got = duplex_exchange(client, payload);
     EXPECT_TRUE(got == payload) << "got " << got.size() << " bytes";
 }
 
