@@ -960,3 +960,78 @@ class BioTlsClient:
 
     def close(self):
         self.raw.close()
+
+
+class SClientSession:
+    """`openssl s_client -brief` with its stdout and stderr collected; the test writes lines to
+    its stdin and waits on what it printed. Bounded everywhere; close() always reaps it."""
+
+    def __init__(self, port, servername, cafile, extra=()):
+        require_tool("openssl")
+        self.argv = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-brief",
+                     "-servername", servername, "-CAfile", cafile, "-verify_return_error"] + \
+            list(extra)
+        self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        self.out, self.err = bytearray(), bytearray()
+        self.cond = threading.Condition()
+        self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, self.out),
+                                         daemon=True),
+                        threading.Thread(target=self._read, args=(self.p.stderr, self.err),
+                                         daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _read(self, pipe, into):
+        while True:
+            b = pipe.read1(65536)
+            with self.cond:
+                if not b:
+                    self.cond.notify_all()
+                    return
+                into.extend(b)
+                self.cond.notify_all()
+
+    def write(self, data):
+        try:
+            self.p.stdin.write(data)
+            self.p.stdin.flush()
+            return True
+        except (BrokenPipeError, ValueError):
+            return False
+
+    def wait(self, predicate, timeout):
+        """Waits until predicate(stdout, stderr) holds, s_client exits, or the timeout."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate(bytes(self.out), bytes(self.err)):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.p.poll() is not None:
+                    return predicate(bytes(self.out), bytes(self.err))
+                self.cond.wait(min(left, 0.2))
+            return True
+
+    def wait_exit(self, timeout):
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        if self.wait_exit(10) is None:
+            self.p.kill()
+            self.p.wait(10)
+        for t in self.threads:
+            t.join(5)
+        for f in (self.p.stdout, self.p.stderr):
+            f.close()
+
+    def describe(self):
+        rc = self.p.poll()
+        return "command: %s\nexit: %s\nstdout: %r\nstderr:\n%s" % (
+            " ".join(self.argv), "running" if rc is None else describe_rc(rc),
+            bytes(self.out[:300]), self.err.decode("utf-8", "replace"))
