@@ -24,10 +24,14 @@ struct GlobalOptions {
 
 log::Format to_log_format(config::LogFormat f) { return f == config::LogFormat::json ? log::Format::json : log::Format::text; }
 
-// Command-line logging flags override the policy's [logging] section.
-bool apply_logging(const GlobalOptions& g, config::Policy& p) {
+// Command-line logging flags override the policy's [logging] section (at start and on reload).
+void override_logging(const GlobalOptions& g, config::Policy& p) {
     if (!g.log_level.empty()) p.logging.level = g.log_level;
     if (!g.log_format.empty()) p.logging.format = g.log_format == "json" ? config::LogFormat::json : config::LogFormat::text;
+}
+
+bool apply_logging(const GlobalOptions& g, config::Policy& p) {
+    override_logging(g, p);
     if (!log::setup(p.logging.level, to_log_format(p.logging.format))) {
         std::cerr << "ztproxy: unknown log level '" << p.logging.level << "'\n";
         return false;
@@ -43,7 +47,16 @@ int run_from_file(const std::string& path, const GlobalOptions& g) {
         return 1;
     }
     if (!apply_logging(g, *outcome.policy)) return 1;
-    return run_policy(std::move(*outcome.policy));
+    auto reload = [path, g]() -> std::optional<config::Policy> {
+        auto next = config::load_policy_file(path);
+        if (!next.policy) {
+            for (const auto& p : next.problems) log::main().error("reload rejected: {}", p.str());
+            return std::nullopt;
+        }
+        override_logging(g, *next.policy);
+        return std::move(next.policy);
+    };
+    return run_policy(std::move(*outcome.policy), {}, reload);
 }
 
 int run_quick(const QuickOptions& q, const GlobalOptions& g) {

@@ -15,6 +15,7 @@
 #include "proxy/base/log.hpp"
 #include "proxy/base/version.hpp"
 #include "proxy/conn/runtime.hpp"
+#include "proxy/conn/stats.hpp"
 #include "proxy/conn/worker.hpp"
 
 namespace ztp::app {
@@ -78,6 +79,41 @@ void raise_fd_limit(uint32_t max_connections) {
                          lim.rlim_cur, (lim.rlim_cur - 64) / 2, (lim.rlim_cur - 64) / 6);
 }
 
+bool same_listeners(const config::Policy& a, const config::Policy& b) {
+    if (a.listeners.size() != b.listeners.size()) return false;
+    for (size_t i = 0; i < a.listeners.size(); ++i)
+        if (a.listeners[i].name != b.listeners[i].name || !(a.listeners[i].address == b.listeners[i].address))
+            return false;
+    return true;
+}
+
+log::Format log_format(config::LogFormat f) { return f == config::LogFormat::json ? log::Format::json : log::Format::text; }
+
+// SIGHUP: the new policy is validated as completely as at start-up (syntax, references,
+// certificates and keys, kTLS requirements) before anything changes; on any problem the running
+// policy stays. Sockets are not rebound, so the listener set must stay the same.
+std::shared_ptr<const conn::Runtime> reload_runtime(const PolicySource& reload, const conn::Runtime& current) {
+    auto next = reload();
+    if (!next) return nullptr;  // the source logged why
+    if (!same_listeners(current.policy(), *next)) {
+        log::main().error("reload rejected: the listeners (names or addresses) changed; restart ztproxy to change them");
+        return nullptr;
+    }
+    if (next->runtime.workers != current.policy().runtime.workers)
+        log::main().warn("reload: runtime.workers changes take effect at the next restart");
+    std::vector<config::Diagnostic> problems;
+    auto rt = conn::Runtime::build(std::move(*next), problems);
+    if (!rt) {
+        for (const auto& p : problems) log::main().error("reload rejected: {}", p.str());
+        return nullptr;
+    }
+    if (auto unmet = unmet_ktls_requirements(rt->policy()); !unmet.empty()) {
+        for (const auto& u : unmet) log::main().error("reload rejected: {}", u);
+        return nullptr;
+    }
+    return rt;
+}
+
 SocketAddress bound_address(int fd) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -87,7 +123,7 @@ SocketAddress bound_address(int fd) {
 
 }  // namespace
 
-int run_policy(config::Policy policy, const ListeningCallback& on_listening) {
+int run_policy(config::Policy policy, const ListeningCallback& on_listening, const PolicySource& reload) {
     std::vector<config::Diagnostic> problems;
     auto runtime = conn::Runtime::build(std::move(policy), problems);
     if (!runtime) {
@@ -149,14 +185,28 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0) continue;
         if (sig == SIGHUP) {
-            log::main().warn("SIGHUP: policy reload is not implemented yet; still serving the current policy");
+            if (!reload) {
+                log::main().warn("SIGHUP: nothing to reload (no policy file); still serving");
+                continue;
+            }
+            log::main().info("SIGHUP: reloading the policy");
+            if (auto next = reload_runtime(reload, *runtime)) {
+                runtime = next;
+                for (auto& w : pool) w->swap_runtime(runtime);
+                log::setup(runtime->policy().logging.level, log_format(runtime->policy().logging.format));
+                conn::bump(conn::stats().reloads_ok);
+                log::main().info("reload applied: new connections use the new policy; live ones finish on theirs");
+            } else {
+                conn::bump(conn::stats().reloads_failed);
+                log::main().warn("reload failed: still serving the previous policy");
+            }
             continue;
         }
         log::main().info("{}: draining: new connections are refused, live ones may finish within {} ms",
-                         sig == SIGINT ? "SIGINT" : "SIGTERM", pol.limits.drain_timeout.count());
+                         sig == SIGINT ? "SIGINT" : "SIGTERM", runtime->policy().limits.drain_timeout.count());
         break;
     }
-    auto deadline = conn::Clock::now() + pol.limits.drain_timeout;
+    auto deadline = conn::Clock::now() + runtime->policy().limits.drain_timeout;
     for (auto& w : pool) w->request_stop(deadline);
     // Drain: a second SIGTERM/SIGINT ends the remaining connections at once.
     const timespec poll_interval{0, 100'000'000};

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "config/policy.hpp"
@@ -17,7 +18,11 @@ struct BoundListener {
 // Called once every listener is bound (before connections are served), e.g. to print a URL.
 using ListeningCallback = std::function<void(const std::vector<BoundListener>&)>;
 
+// SIGHUP: produces the next policy (re-read from its file, command-line overrides applied), or
+// nothing after logging why it could not. Without one, SIGHUP is logged and ignored.
+using PolicySource = std::function<std::optional<config::Policy>()>;
+
 // Returns the process exit code: 0 after a clean shutdown, 1 when the policy or sockets fail.
-int run_policy(config::Policy policy, const ListeningCallback& on_listening = {});
+int run_policy(config::Policy policy, const ListeningCallback& on_listening = {}, const PolicySource& reload = {});
 
 }  // namespace ztp::app

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "proxy/conn/stats.hpp"
@@ -50,9 +51,11 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::Rec
       up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
       down_stage_(std::move(down)),
       down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {
-    record_slots_ = std::max<size_t>(1, buffer_size / crypto::kRecordMaxPlaintext);
-    // Fits a record of any of our suites, so the worker's buffers fit every connection.
+    // Fits a record of any of our suites. The slots live in the worker's pooled buffers, whose
+    // size was fixed when the worker started (a reload may have changed the configured size).
     stride_ = crypto::kRecordMaxSize;
+    record_slots_ = std::clamp<size_t>(buffer_size / crypto::kRecordMaxPlaintext, 1,
+                                       host.buffers().buffer_size() / stride_);
 }
 
 void UserspaceRelay::start() {

@@ -69,9 +69,40 @@ void Worker::join() {
 
 void Worker::request_stop(Clock::time_point deadline) {
     stop_deadline_ns_.store(deadline.time_since_epoch().count(), std::memory_order_relaxed);
+    stop_requested_.store(true, std::memory_order_release);
     uint64_t one = 1;
     // eventfd write is async-signal- and thread-safe: the loop's pending read completes.
     [[maybe_unused]] auto n = ::write(wake_fd_.get(), &one, sizeof one);
+}
+
+void Worker::swap_runtime(std::shared_ptr<const Runtime> runtime) {
+    {
+        std::lock_guard lock(pending_mutex_);
+        pending_runtime_ = std::move(runtime);
+    }
+    uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_.get(), &one, sizeof one);
+}
+
+void Worker::on_wake() {
+    arm_wake();  // later requests (a second signal, another reload) must get through too
+    adopt_pending_runtime();
+    if (stop_requested_.load(std::memory_order_acquire)) begin_stop();
+}
+
+void Worker::adopt_pending_runtime() {
+    std::shared_ptr<const Runtime> next;
+    {
+        std::lock_guard lock(pending_mutex_);
+        next = std::move(pending_runtime_);
+    }
+    if (!next) return;
+    // Live connections still scan with the old rules' databases: the scratch must serve both.
+    if (auto r = next->rules().grow_scratch(scratch_); !r) {
+        log::main().error("worker {}: reload not applied: redaction scratch: {}", id_, r.error().message());
+        return;
+    }
+    runtime_ = std::move(next);
 }
 
 void Worker::run() {
@@ -106,10 +137,7 @@ void Worker::arm_wake() { loop_->read(&wake_op_, wake_fd_.get(), &wake_value_, s
 
 void Worker::on_completion(uint8_t tag, int res, uint32_t flags) {
     if (tag == kTick) return on_tick();
-    if (tag == kWake) {
-        arm_wake();  // a later request (a second signal) must get through too
-        return begin_stop();
-    }
+    if (tag == kWake) return on_wake();
     on_accept(tag, res, flags);
 }
 

@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -35,6 +36,9 @@ public:
     void request_stop(Clock::time_point deadline);
     void join();
     bool done() const { return done_.load(std::memory_order_acquire); }  // the loop has ended
+    // Any thread: new connections use `runtime` from now on; live ones keep the snapshot they
+    // started with. The listener set must be the same (same order) as the current one's.
+    void swap_runtime(std::shared_ptr<const Runtime> runtime);
 
     io::EventLoop& loop() override { return *loop_; }
     io::PipePool& pipes() override { return *pipes_; }
@@ -55,6 +59,8 @@ private:
     void on_tick();
     void check_drain_deadline(Clock::time_point now);
     void begin_stop();
+    void on_wake();
+    void adopt_pending_runtime();
     void arm_tick();
     void arm_wake();
 
@@ -79,6 +85,9 @@ private:
     std::atomic<int64_t> stop_deadline_ns_{0};  // steady_clock, set by request_stop
     bool aborted_all_ = false;
     std::atomic<bool> done_{false};
+    std::atomic<bool> stop_requested_{false};
+    std::mutex pending_mutex_;
+    std::shared_ptr<const Runtime> pending_runtime_;  // guarded by pending_mutex_
     std::thread thread_;
 };
 

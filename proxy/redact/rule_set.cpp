@@ -134,10 +134,15 @@ const RuleSet::RouteRules& RuleSet::route(size_t index) const {
     return index < routes_.size() ? routes_[index] : none;
 }
 
-Result<Scratch> RuleSet::make_scratch() const {
-    Scratch s;
+Result<void> RuleSet::grow_scratch(Scratch& s) const {
     for (const auto& db : databases_)
         if (auto r = s.grow_for(*db); !r) return r.error();
+    return {};
+}
+
+Result<Scratch> RuleSet::make_scratch() const {
+    Scratch s;
+    if (auto r = grow_scratch(s); !r) return r.error();
     return s;
 }
 

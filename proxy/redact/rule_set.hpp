@@ -101,6 +101,9 @@ public:
 
     // Scratch sized for every database of this set: one per worker thread.
     Result<Scratch> make_scratch() const;
+    // Makes an existing scratch valid for this set's databases too (a reload: connections on the
+    // old rule set keep using the same per-worker scratch).
+    Result<void> grow_scratch(Scratch& s) const;
 
 private:
     std::vector<RouteRules> routes_;

@@ -17,6 +17,12 @@
 //   --max-seconds S         download/upload/idle: give up after S seconds (default 120)
 //   --sni NAME              server name (default localhost)
 //   --chunk BYTES           upload write size (default 256 KiB)
+//   --file PATH             upload: send this file's bytes (BYTES = its size or less), not 'u's
+//   --half-close            upload: send close_notify after the last byte, then wait for the ack
+//                           (the proxy sees the end of the client's stream at once)
+//   --sha256                download: add the SHA-256 of the received bytes ("sha256") to the JSON
+//   --http                  download: send "GET / HTTP/1.0" first, skip the response's headers;
+//                           BYTES counts body bytes (an HTTP proxy in front of `httpfile`)
 // Certificates are not verified (the bench generates throwaway ones); the handshake still checks the
 // server's signature, as every TLS client does. Not a test: a load tool.
 #include <arpa/inet.h>
@@ -24,6 +30,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
@@ -34,6 +41,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -59,13 +67,27 @@ struct Options {
     std::string sni = "localhost";
     size_t chunk = 256 * 1024;
     bool roundtrip = true;
+    std::string file;
+    bool half_close = false;
+    bool sha256 = false;
+    bool http = false;
 };
+
+std::string hex(const unsigned char* p, unsigned n) {
+    static const char* d = "0123456789abcdef";
+    std::string o;
+    for (unsigned i = 0; i < n; ++i) {
+        o += d[p[i] >> 4];
+        o += d[p[i] & 15];
+    }
+    return o;
+}
 
 [[noreturn]] void usage() {
     std::fprintf(stderr,
                  "usage: bench_client download|upload|handshakes|idle AMOUNT --connect IP:PORT [--tls 1.2|1.3] "
                  "[--cipher aes128gcm|aes256gcm|chacha20] [--threads T] [--duration S] [--max-seconds S] "
-                 "[--sni NAME] [--chunk BYTES] [--no-roundtrip]\n");
+                 "[--sni NAME] [--chunk BYTES] [--no-roundtrip] [--file PATH] [--half-close] [--sha256] [--http]\n");
     std::exit(2);
 }
 
@@ -208,13 +230,59 @@ int run_bulk(const Options& o, bool download) {
         return 1;
     }
     std::vector<char> buf(256 * 1024, 'u');
+    std::string file;
+    if (!o.file.empty()) {
+        FILE* f = std::fopen(o.file.c_str(), "rb");
+        if (!f) {
+            std::printf("{\"ok\":false,\"error\":\"cannot open %s\"}\n", json_escape(o.file).c_str());
+            return 1;
+        }
+        char tmp[1 << 16];
+        size_t n;
+        while ((n = std::fread(tmp, 1, sizeof tmp, f)) > 0) file.append(tmp, n);
+        std::fclose(f);
+        if (file.size() < o.amount) {
+            std::printf("{\"ok\":false,\"error\":\"file shorter than BYTES\"}\n");
+            return 1;
+        }
+    }
+    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> sha(o.sha256 ? EVP_MD_CTX_new() : nullptr, EVP_MD_CTX_free);
+    if (sha) EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
     auto start = Clock::now();
     auto deadline = start + std::chrono::duration<double>(o.max_seconds);
     uint64_t done = 0;
     std::string error;
-    if (download) {
+    std::string head;  // --http: response header bytes
+    bool in_body = !o.http;
+    if (download && o.http) {
+        std::string req = "GET / HTTP/1.0\r\nHost: " + o.sni + "\r\n\r\n";
+        if (SSL_write(t.ssl, req.data(), static_cast<int>(req.size())) != static_cast<int>(req.size()))
+            error = "sending the request failed: " + ssl_errors();
+    }
+    if (download && error.empty()) {
         while (done < o.amount) {
             int r = SSL_read(t.ssl, buf.data(), static_cast<int>(buf.size()));
+            if (r > 0 && !in_body) {  // --http: strip the response header
+                head.append(buf.data(), static_cast<size_t>(r));
+                size_t end = head.find("\r\n\r\n");
+                if (end == std::string::npos) {
+                    if (head.size() > 65536) {
+                        error = "no end of the response header";
+                        break;
+                    }
+                    continue;
+                }
+                in_body = true;
+                size_t body = head.size() - (end + 4);
+                if (head.compare(0, 12, "HTTP/1.1 200") != 0 && head.compare(0, 12, "HTTP/1.0 200") != 0) {
+                    error = "response status: " + head.substr(0, head.find("\r\n"));
+                    break;
+                }
+                if (sha) EVP_DigestUpdate(sha.get(), head.data() + end + 4, body);
+                done += body;
+                continue;
+            }
+            if (r > 0 && sha) EVP_DigestUpdate(sha.get(), buf.data(), static_cast<size_t>(r));
             if (r <= 0) {
                 int e = SSL_get_error(t.ssl, r);
                 error = e == SSL_ERROR_ZERO_RETURN ? "close_notify before all bytes arrived"
@@ -228,11 +296,12 @@ int run_bulk(const Options& o, bool download) {
                 break;
             }
         }
-    } else {
+    } else if (!download) {
         while (done < o.amount) {
             size_t n = std::min<uint64_t>(o.chunk, o.amount - done);
             n = std::min(n, buf.size());
-            int w = SSL_write(t.ssl, buf.data(), static_cast<int>(n));
+            const char* src = file.empty() ? buf.data() : file.data() + done;
+            int w = SSL_write(t.ssl, src, static_cast<int>(n));
             if (w <= 0) {
                 error = "SSL_write error " + std::to_string(SSL_get_error(t.ssl, w)) + " " + ssl_errors();
                 break;
@@ -243,6 +312,9 @@ int run_bulk(const Options& o, bool download) {
                 break;
             }
         }
+        if (error.empty() && o.half_close) {
+            if (SSL_shutdown(t.ssl) < 0) error = "SSL_shutdown failed: " + ssl_errors();
+        }
         if (error.empty()) {  // wait for the backend's ack: every byte went through the proxy
             char k = 0;
             int r = SSL_read(t.ssl, &k, 1);
@@ -251,6 +323,12 @@ int run_bulk(const Options& o, bool download) {
     }
     double secs = std::chrono::duration<double>(Clock::now() - start).count();
     std::string neg = negotiated(t.ssl);
+    if (sha) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        EVP_DigestFinal_ex(sha.get(), md, &len);
+        neg += ",\"sha256\":\"" + hex(md, len) + "\"";
+    }
     close_tls(t);
     SSL_CTX_free(ctx);
     std::printf("{\"ok\":%s,\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.4f,%s%s}\n", error.empty() ? "true" : "false",
@@ -394,6 +472,10 @@ int main(int argc, char** argv) {
         else if (a == "--sni") o.sni = next();
         else if (a == "--chunk") o.chunk = std::strtoull(next().c_str(), nullptr, 10);
         else if (a == "--no-roundtrip") o.roundtrip = false;
+        else if (a == "--file") o.file = next();
+        else if (a == "--half-close") o.half_close = true;
+        else if (a == "--sha256") o.sha256 = true;
+        else if (a == "--http") o.http = true;
         else usage();
     }
     if (!have_addr || (o.tls != "1.2" && o.tls != "1.3")) usage();

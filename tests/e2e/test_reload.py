@@ -1,0 +1,114 @@
+"""SIGHUP reload: the new policy is validated first; certificates and routes change for new
+connections while live connections finish on the policy they started with; an invalid policy is
+refused with its file:line:col and the old one keeps serving; listener changes need a restart.
+"""
+
+import os
+import signal
+import unittest
+
+from harness import E2ETestCase, CertAuthority, HttpConn, policy_toml, tls_connect
+
+MIB = 1024 * 1024
+
+
+def subject_cn(sock):
+    for rdn in sock.getpeercert()["subject"]:
+        for k, v in rdn:
+            if k == "commonName":
+                return v
+    return None
+
+
+class ReloadTest(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
+        cls.old_cert = cls.ca.issue("old", "ec", dns=["localhost"], cn="old certificate")
+        cls.new_cert = cls.ca.issue("new", "ec", dns=["localhost"], cn="new certificate")
+
+    def policy(self, leaf, backend, address="127.0.0.1:0"):
+        return policy_toml(
+            listeners=[{"name": "main", "address": address, "certs": [("main", leaf, None)]}],
+            backends=[{"name": "app", "addresses": [backend.address]}],
+            routes=[{"default": True, "backend": "app"}])
+
+    def get(self, proxy, path="/"):
+        with tls_connect(proxy.port, "localhost", self.ca.cert) as s:
+            cn = subject_cn(s)
+            conn = HttpConn(s)
+            conn.request("GET", path, "localhost")
+            status = conn.response().status
+            return cn, status
+
+    def reload(self, proxy, outcome):
+        mark = len(proxy.err.snapshot())
+        proxy.send_signal(signal.SIGHUP)
+        return proxy.wait_line("stderr", r"reload (applied|failed)", start=mark, what="the reload outcome"), mark
+
+    def test_reload_swaps_certificate_and_route_and_live_connections_finish(self):
+        first, second = self.start_backend("http"), self.start_backend("http")
+        path = self.write_policy(self.policy(self.old_cert, first))
+        proxy = self.start_proxy(["run", "-c", path])
+        self.assertEqual(self.get(proxy), ("old certificate", 200))
+
+        # A transfer in flight across the reload: it must finish, on the old policy.
+        live = tls_connect(proxy.port, "localhost", self.ca.cert)
+        self.addCleanup(live.close)
+        conn = HttpConn(live)
+        conn.request("GET", "/bytes/%d" % (8 * MIB), "localhost")
+        _, _, headers = conn.read_head()
+
+        self.write_policy(self.policy(self.new_cert, second))
+        m, _ = self.reload(proxy, "applied")
+        self.assertEqual(m.group(1), "applied", proxy.diag())
+
+        self.assertEqual(self.get(proxy), ("new certificate", 200))
+        got = sum(len(c) for c in conn.read_body_chunks(int(headers["content-length"])))
+        self.assertEqual(got, 8 * MIB)
+        live.close()
+        entries = proxy.wait_access(count=3)
+        backends = [e["backend"] for e in entries]
+        self.assertEqual(backends.count(second.address), 1, entries)  # the request after the reload
+        self.assertEqual(backends.count(first.address), 2, entries)   # before it, and the live one
+
+    def test_invalid_policy_is_refused_and_the_old_one_keeps_serving(self):
+        backend = self.start_backend("http")
+        path = self.write_policy(self.policy(self.old_cert, backend))
+        proxy = self.start_proxy(["run", "-c", path])
+        with open(path, "a") as f:
+            f.write("\n[limits]\nmax_connectoins = 5\n")
+        m, mark = self.reload(proxy, "failed")
+        self.assertEqual(m.group(1), "failed", proxy.diag())
+        line = proxy.wait_line("stderr", r"reload rejected: (\S+):(\d+):(\d+): (.*)", start=mark,
+                               what="the problem with its position")
+        self.assertEqual(line.group(1), path)
+        self.assertIn("max_connectoins", line.group(4))
+        self.assertEqual(self.get(proxy), ("old certificate", 200))
+
+    def test_a_key_that_does_not_match_is_refused(self):
+        backend = self.start_backend("http")
+        path = self.write_policy(self.policy(self.old_cert, backend))
+        proxy = self.start_proxy(["run", "-c", path])
+        mismatched = self.ca.issue("mismatch", "ec", dns=["localhost"])
+        bad = self.policy(self.old_cert, backend).replace(self.old_cert.key, mismatched.key)
+        self.write_policy(bad)
+        m, mark = self.reload(proxy, "failed")
+        self.assertEqual(m.group(1), "failed", proxy.diag())
+        proxy.wait_line("stderr", r"reload rejected: .*does not match", start=mark)
+        self.assertEqual(self.get(proxy), ("old certificate", 200))
+
+    def test_listener_changes_need_a_restart(self):
+        backend = self.start_backend("http")
+        path = self.write_policy(self.policy(self.old_cert, backend))
+        proxy = self.start_proxy(["run", "-c", path])
+        self.write_policy(self.policy(self.old_cert, backend, address="127.0.0.2:0"))
+        m, mark = self.reload(proxy, "failed")
+        self.assertEqual(m.group(1), "failed", proxy.diag())
+        proxy.wait_line("stderr", r"reload rejected: the listeners", start=mark)
+        self.assertEqual(self.get(proxy), ("old certificate", 200))
+
+
+if __name__ == "__main__":
+    unittest.main()
