@@ -39,7 +39,12 @@ bool apply_logging(const GlobalOptions& g, config::Policy& p) {
     return true;
 }
 
-int run_from_file(const std::string& path, const GlobalOptions& g) {
+std::optional<SocketAddress> admin_address(const std::string& text) {
+    if (text.empty()) return std::nullopt;
+    return SocketAddress::parse(text);
+}
+
+int run_from_file(const std::string& path, const GlobalOptions& g, const std::string& admin) {
     auto outcome = config::load_policy_file(path);
     if (!outcome.policy) {
         for (const auto& p : outcome.problems) std::cerr << p.str() << "\n";
@@ -56,10 +61,13 @@ int run_from_file(const std::string& path, const GlobalOptions& g) {
         override_logging(g, *next.policy);
         return std::move(next.policy);
     };
-    return run_policy(std::move(*outcome.policy), {}, reload);
+    RunOptions options;
+    options.reload = reload;
+    options.admin = admin_address(admin);
+    return run_policy(std::move(*outcome.policy), options);
 }
 
-int run_quick(const QuickOptions& q, const GlobalOptions& g) {
+int run_quick(const QuickOptions& q, const GlobalOptions& g, const std::string& admin) {
     std::vector<std::string> problems;
     auto policy = quick_policy(q, problems);
     if (!problems.empty()) {
@@ -67,7 +75,9 @@ int run_quick(const QuickOptions& q, const GlobalOptions& g) {
         return 1;
     }
     if (!apply_logging(g, policy)) return 1;
-    return run_policy(std::move(policy));
+    RunOptions options;
+    options.admin = admin_address(admin);
+    return run_policy(std::move(policy), options);
 }
 
 }  // namespace
@@ -88,6 +98,12 @@ int main_cli(int argc, char** argv) {
     std::string policy_path;
     QuickOptions q;
     auto* config_opt = run->add_option("-c,--config", policy_path, "Policy file (TOML)")->check(CLI::ExistingFile);
+    std::string admin;
+    run->add_option("--admin", admin, "Admin endpoint address (/metrics, /healthz, /ready), e.g. 127.0.0.1:9901")
+        ->check([](const std::string& v) {
+            std::string why;
+            return SocketAddress::parse(v, &why) ? std::string() : "--admin: " + why;
+        });
     auto* listen_opt = run->add_option("--listen", q.listen, "Quick mode: address to listen on, e.g. 0.0.0.0:8443");
     run->add_option("--backend", q.backends, "Quick mode: backend address (repeatable)");
     run->add_option("--cert", q.cert, "Quick mode: certificate chain (PEM)");
@@ -133,12 +149,12 @@ int main_cli(int argc, char** argv) {
     }
 
     if (run->parsed()) {
-        if (!policy_path.empty()) return run_from_file(policy_path, g);
+        if (!policy_path.empty()) return run_from_file(policy_path, g, admin);
         if (q.listen.empty() || q.backends.empty() || q.cert.empty() || q.key.empty()) {
             std::cerr << "ztproxy run: give -c POLICY, or --listen, --backend, --cert and --key (see --help)\n";
             return 2;
         }
-        return run_quick(q, g);
+        return run_quick(q, g, admin);
     }
     config::Policy defaults;
     if (!apply_logging(g, defaults)) return 1;

@@ -51,12 +51,14 @@ int demo_command(const std::string& workdir, const std::string& listen) {
     p.routes.push_back(r);
 
     std::string ca = certs->ca_cert.string();
-    return run_policy(std::move(p), [ca](const std::vector<BoundListener>& bound) {
+    RunOptions options;
+    options.on_listening = [ca](const std::vector<BoundListener>& bound) {
         uint16_t port = bound.front().address.port();
         std::cout << "\nztproxy demo is serving. Try it:\n\n"
                   << "curl --cacert " << ca << " https://localhost:" << port << "/\n\n"
                   << "(Ctrl-C stops it.)" << std::endl;
-    });
+    };
+    return run_policy(std::move(p), options);
 }
 
 }  // namespace ztp::app

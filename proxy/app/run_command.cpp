@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "crypto/ktls_probe.hpp"
+#include "proxy/app/admin_server.hpp"
 #include "proxy/base/log.hpp"
 #include "proxy/base/version.hpp"
 #include "proxy/conn/runtime.hpp"
@@ -123,7 +124,8 @@ SocketAddress bound_address(int fd) {
 
 }  // namespace
 
-int run_policy(config::Policy policy, const ListeningCallback& on_listening, const PolicySource& reload) {
+int run_policy(config::Policy policy, const RunOptions& options) {
+    const auto& reload = options.reload;
     std::vector<config::Diagnostic> problems;
     auto runtime = conn::Runtime::build(std::move(policy), problems);
     if (!runtime) {
@@ -159,6 +161,18 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening, con
         bound.push_back({l.name, addr});
     }
 
+    std::unique_ptr<AdminServer> admin;
+    if (options.admin) {
+        auto a = AdminServer::start(*options.admin);
+        if (!a) {
+            log::main().error("cannot start the admin endpoint on {}: {}", options.admin->to_string(),
+                              a.error().message());
+            return 1;
+        }
+        admin = std::move(a).value();
+        log::main().info("admin endpoint on {} (/metrics, /healthz, /ready)", admin->address().to_string());
+    }
+
     // Signals are taken synchronously by this thread (sigwait); workers never see them.
     sigset_t set;
     sigemptyset(&set);
@@ -179,7 +193,7 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening, con
     for (auto& w : pool) w->start();
     log::main().info("ztproxy {} started: {} worker(s), policy {}", kVersion, workers, pol.source);
     for (const auto& b : bound) log::main().info("listener '{}' listening on {}", b.name, b.address.to_string());
-    if (on_listening) on_listening(bound);
+    if (options.on_listening) options.on_listening(bound);
 
     for (;;) {
         int sig = 0;
@@ -206,6 +220,7 @@ int run_policy(config::Policy policy, const ListeningCallback& on_listening, con
                          sig == SIGINT ? "SIGINT" : "SIGTERM", runtime->policy().limits.drain_timeout.count());
         break;
     }
+    if (admin) admin->set_ready(false);  // load balancers: stop sending here
     auto deadline = conn::Clock::now() + runtime->policy().limits.drain_timeout;
     for (auto& w : pool) w->request_stop(deadline);
     // Drain: a second SIGTERM/SIGINT ends the remaining connections at once.

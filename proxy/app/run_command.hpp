@@ -22,7 +22,13 @@ using ListeningCallback = std::function<void(const std::vector<BoundListener>&)>
 // nothing after logging why it could not. Without one, SIGHUP is logged and ignored.
 using PolicySource = std::function<std::optional<config::Policy>()>;
 
+struct RunOptions {
+    ListeningCallback on_listening;
+    PolicySource reload;
+    std::optional<SocketAddress> admin;  // /metrics, /healthz, /ready
+};
+
 // Returns the process exit code: 0 after a clean shutdown, 1 when the policy or sockets fail.
-int run_policy(config::Policy policy, const ListeningCallback& on_listening = {}, const PolicySource& reload = {});
+int run_policy(config::Policy policy, const RunOptions& options = {});
 
 }  // namespace ztp::app

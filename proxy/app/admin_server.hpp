@@ -1,0 +1,37 @@
+// AdminServer: the operator's HTTP endpoint, on its own thread and its own (usually loopback)
+// address, away from the data plane: GET /metrics (Prometheus text format), /healthz (the process
+// is alive), /ready (200 while serving, 503 while draining, so load balancers stop sending).
+// One request per connection, bounded in size and time: it is an admin port, not a web server.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "proxy/base/result.hpp"
+#include "proxy/base/socket_address.hpp"
+#include "proxy/base/unique_fd.hpp"
+
+namespace ztp::app {
+
+class AdminServer {
+public:
+    static Result<std::unique_ptr<AdminServer>> start(const SocketAddress& address);
+    ~AdminServer();
+
+    SocketAddress address() const { return address_; }
+    void set_ready(bool ready) { ready_.store(ready, std::memory_order_relaxed); }
+
+private:
+    AdminServer() = default;
+    void run();
+    void serve(int fd);
+
+    UniqueFd listen_;
+    UniqueFd stop_;  // eventfd: the destructor wakes the thread
+    SocketAddress address_;
+    std::atomic<bool> ready_{true};
+    std::thread thread_;
+};
+
+}  // namespace ztp::app

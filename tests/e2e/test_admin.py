@@ -1,0 +1,87 @@
+"""The admin endpoint: /metrics checked against what the test did, /healthz, and /ready turning
+503 while the proxy drains (so load balancers stop sending)."""
+
+import os
+import re
+import signal
+import socket
+import unittest
+import urllib.error
+import urllib.request
+
+from harness import E2ETestCase, CertAuthority, HttpConn, curl, curl_args, tls_connect
+
+
+def scrape(addr, path="/metrics"):
+    try:
+        with urllib.request.urlopen("http://%s%s" % (addr, path), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, **labels):
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", line)
+        if m and m.group(1) == name and (m.group(2) or "") == want:
+            return float(m.group(3))
+    raise AssertionError("no metric %s{%s} in:\n%s" % (name, want, text))
+
+
+class AdminTest(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
+        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
+
+    def start(self, *extra):
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
+                                  "--cert", self.leaf.cert, "--key", self.leaf.key,
+                                  "--admin", "127.0.0.1:0"] + list(extra))
+        m = proxy.wait_line("stderr", r"admin endpoint on (\S+:\d+)")
+        return proxy, m.group(1)
+
+    def test_metrics_count_what_happened(self):
+        proxy, admin = self.start()
+        for _ in range(3):
+            r = curl(curl_args("localhost", proxy.port, "/bytes/1000", self.ca.cert) + ["-o", os.devnull])
+            self.assertEqual(r.returncode, 0, r.stderr)
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+            s.sendall(b"this is not TLS\r\n\r\n" * 10)
+            try:
+                s.recv(100)  # the proxy closes it (a reset: it did not read all of the garbage)
+            except ConnectionResetError:
+                pass
+        proxy.wait_access(count=4)
+        status, text = scrape(admin)
+        self.assertEqual(status, 200)
+        self.assertEqual(metric(text, "ztproxy_connections_total"), 4)
+        self.assertEqual(metric(text, "ztproxy_handshakes_total", result="ok"), 3)
+        self.assertEqual(metric(text, "ztproxy_handshakes_total", result="failed"), 1)
+        self.assertEqual(metric(text, "ztproxy_connections_active"), 0)
+        self.assertGreater(metric(text, "ztproxy_plaintext_bytes_total", direction="backend_to_client"), 3000)
+        relayed = 3
+        if os.path.exists("/proc/net/tls_stat"):
+            self.assertEqual(metric(text, "ztproxy_ktls_installs_total"), relayed)
+        else:
+            self.assertEqual(metric(text, "ztproxy_ktls_fallbacks_total", reason="no_kernel_support"), relayed)
+        self.assertEqual(scrape(admin, "/healthz"), (200, "ok\n"))
+        self.assertEqual(scrape(admin, "/nope")[0], 404)
+
+    def test_ready_turns_503_while_draining(self):
+        proxy, admin = self.start("--drain-timeout", "30s")
+        self.assertEqual(scrape(admin, "/ready"), (200, "ready\n"))
+        idle = tls_connect(proxy.port, "localhost", self.ca.cert)  # keeps the drain going
+        self.addCleanup(idle.close)
+        HttpConn(idle).request("GET", "/", "localhost")
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait_line("stderr", r"draining")
+        self.assertEqual(scrape(admin, "/ready"), (503, "draining\n"))
+        self.assertEqual(scrape(admin, "/healthz"), (200, "ok\n"))
+
+
+if __name__ == "__main__":
+    unittest.main()
