@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -115,6 +116,16 @@ std::shared_ptr<const conn::Runtime> reload_runtime(const PolicySource& reload, 
     return rt;
 }
 
+// Session keys and plaintext live in this process's memory: never write them to a core file,
+// never let another process of the same user ptrace or read /proc/PID/mem, and never gain
+// privileges through exec (ztproxy execs nothing).
+void harden_process() {
+    rlimit none{0, 0};
+    if (::setrlimit(RLIMIT_CORE, &none) != 0) log::main().warn("cannot disable core dumps: {}", std::strerror(errno));
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) log::main().warn("PR_SET_DUMPABLE: {}", std::strerror(errno));
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) log::main().warn("PR_SET_NO_NEW_PRIVS: {}", std::strerror(errno));
+}
+
 SocketAddress bound_address(int fd) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
@@ -135,6 +146,7 @@ int run_policy(config::Policy policy, const RunOptions& options) {
     }
     const auto& pol = runtime->policy();
     raise_fd_limit(pol.limits.max_connections);
+    harden_process();
     if (auto unmet = unmet_ktls_requirements(pol); !unmet.empty()) {
         for (const auto& u : unmet) log::main().error("{}", u);
         return 1;

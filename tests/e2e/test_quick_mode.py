@@ -93,6 +93,15 @@ class QuickModeTest(E2ETestCase):
         self.assertNotIn("ktls_fallback", e)
         self.assertEqual(e["copied_down"], e["bytes_down"], e)
 
+    def test_process_is_hardened(self):
+        # Keys live in memory: no core files, no gaining privileges through exec.
+        proxy = self.start_proxy(self.quick_args(self.start_backend("http")))
+        with open("/proc/%d/status" % proxy.pid) as f:
+            self.assertIn("NoNewPrivs:\t1", f.read())
+        with open("/proc/%d/limits" % proxy.pid) as f:
+            core = [l for l in f if l.startswith("Max core file size")][0].split()
+        self.assertEqual(core[4:6], ["0", "0"], core)
+
     def test_json_access_log(self):
         backend = self.start_backend("http")
         proxy = self.start_proxy(self.quick_args(backend) + ["--alpn", "http/1.1",
