@@ -53,10 +53,16 @@ std::string render_metrics() {
     f.push_back(counter("ztproxy_idle_timeouts_total", "Connections closed after idle_timeout", s.idle_timeouts));
     f.push_back(counter("ztproxy_backend_connect_failures_total", "Connections whose backend could not be reached",
                         s.backend_connect_failures));
-    f.push_back(family("ztproxy_plaintext_bytes_total", "Plaintext bytes relayed, counted when a connection ends",
-                       C::Counter,
-                       {value(load(s.bytes_up), C::Counter, {{"direction", "client_to_backend"}}),
-                        value(load(s.bytes_down), C::Counter, {{"direction", "backend_to_client"}})}));
+    std::vector<ClientMetric> by_path;
+    for (size_t i = 0; i < 3; ++i) {
+        by_path.push_back(value(load(s.bytes_up_by_path[i]), C::Counter,
+                                {{"direction", "client_to_backend"}, {"record_path", conn::kRecordPaths[i]}}));
+        by_path.push_back(value(load(s.bytes_down_by_path[i]), C::Counter,
+                                {{"direction", "backend_to_client"}, {"record_path", conn::kRecordPaths[i]}}));
+    }
+    f.push_back(family("ztproxy_plaintext_bytes_total",
+                       "Plaintext bytes relayed, by direction and record path (counted when a connection ends)",
+                       C::Counter, std::move(by_path)));
     f.push_back(counter("ztproxy_spliced_bytes_total", "Plaintext bytes moved by splice, never in user space",
                         s.spliced_bytes));
     f.push_back(counter("ztproxy_copied_bytes_total", "Plaintext bytes copied in user space", s.copied_bytes));

@@ -318,6 +318,10 @@ void Connection::release_if_idle() {
     RelayCounters c = relay_ ? relay_->counters() : RelayCounters{};
     bump(stats().bytes_up, c.bytes_up);
     bump(stats().bytes_down, c.bytes_down);
+    if (relay_) {
+        bump(stats().bytes_up_by_path[record_path_index(relay_->rx_path())], c.bytes_up);
+        bump(stats().bytes_down_by_path[record_path_index(relay_->tx_path())], c.bytes_down);
+    }
     bump(stats().spliced_bytes, c.spliced_up + c.spliced_down);
     bump(stats().copied_bytes, c.copied_up + c.copied_down);
     if (runtime_->policy().logging.access_log) {

@@ -3,10 +3,19 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string_view>
 
 #include "crypto/kernel_record_path.hpp"
 
 namespace ztp::conn {
+
+// Record paths, for per-path counters: index with record_path_index().
+inline constexpr const char* kRecordPaths[] = {"kernel", "userspace", "openssl"};
+inline size_t record_path_index(std::string_view name) {
+    for (size_t i = 0; i < 3; ++i)
+        if (name == kRecordPaths[i]) return i;
+    return 2;
+}
 
 struct Stats {
     std::atomic<uint64_t> connections_total{0};
@@ -19,6 +28,8 @@ struct Stats {
     std::atomic<uint64_t> backend_connect_failures{0};
     std::atomic<uint64_t> bytes_up{0};    // plaintext client → backend
     std::atomic<uint64_t> bytes_down{0};  // plaintext backend → client
+    std::atomic<uint64_t> bytes_up_by_path[3]{};    // by the path that decrypted client → backend
+    std::atomic<uint64_t> bytes_down_by_path[3]{};  // by the path that encrypted backend → client
     std::atomic<uint64_t> spliced_bytes{0};  // plaintext moved by splice, never in user space
     std::atomic<uint64_t> copied_bytes{0};   // plaintext that passed through a user-space buffer
     std::atomic<uint64_t> bad_records{0};    // records that failed authentication (never forwarded)
