@@ -30,6 +30,17 @@ public:
         want_read();
     }
 
+    // close_notify through `path` once the direction towards the client is drained: true when it
+    // is out; false while waiting for readiness (armed here) or after `fail(result)` was called.
+    template <typename Fail>
+    bool send_close_notify(crypto::RecordPath& path, Fail&& fail) {
+        auto r = path.shutdown_write();
+        if (r.status == crypto::IoStatus::want_write) return want_write(), false;
+        if (r.status == crypto::IoStatus::want_read) return writer_needs_read(), false;
+        if (r.status != crypto::IoStatus::ok) return fail(r), false;
+        return true;
+    }
+
     // Dispatches a completion: false when `tag` is not ours. `read()` / `write()` pump the
     // directions; nothing is pumped once the relay failed.
     template <typename Read, typename Write>

@@ -169,10 +169,7 @@ void RewriteRelay::pump_client_write() {
     }
     if (failed_) return;
     if (down_finished_ && !down_done_) {
-        auto r = path_->shutdown_write();
-        if (r.status == crypto::IoStatus::want_write) return client_io_.want_write();
-        if (r.status == crypto::IoStatus::want_read) return client_io_.writer_needs_read();
-        if (r.status != crypto::IoStatus::ok) return fail_io(r);
+        if (!client_io_.send_close_notify(*path_, [this](const crypto::IoResult& r) { fail_io(r); })) return;
         down_done_ = true;
         return maybe_finished();
     }
