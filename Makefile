@@ -19,7 +19,7 @@ build: deps
 
 build-asan: deps
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DZTP_SANITIZE=ON -DZTP_WERROR=$(WERROR) >/dev/null
-	cmake --build $(BUILD_ASAN) -j $(JOBS) --target unit_tests loopback_tests
+	cmake --build $(BUILD_ASAN) -j $(JOBS) --target unit_tests loopback_tests bpf_unit_tests
 
 build-fuzz: deps
 	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -DZTP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -7,6 +7,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include <sys/socket.h>
+
+#include "bpf/admission.hpp"
+#include "bpf/steering.hpp"
 #include "proxy/base/unique_fd.hpp"
 
 namespace ztp::bpf {
@@ -41,6 +45,25 @@ BpfProbe probe_bpf() {
     if (fd >= 0) {
         UniqueFd owner(fd);
         p.prog_load = true;
+        auto note = [&](const std::string& why) {
+            if (p.features_why.empty()) p.features_why = why;
+        };
+        // Attaching needs no privilege beyond owning the socket, but seccomp or LSMs may refuse
+        // setsockopt(SO_ATTACH_BPF); a TCP socket that never binds is enough to find out.
+        UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        const int prog = owner.get();
+        if (s && ::setsockopt(s.get(), SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof prog) == 0)
+            p.socket_attach = true;
+        else
+            note(std::string("setsockopt(SO_ATTACH_BPF): ") + std::strerror(errno));
+        if (auto a = Admission::load({}); a.ok())
+            p.admission = true;
+        else
+            note(a.error().message());
+        if (auto st = Steering::load(1); st.ok())
+            p.steering = true;
+        else
+            note(st.error().message());
     } else {
         p.why_not = load_failure(-fd);
     }

@@ -57,7 +57,7 @@ std::optional<Cidr> Cidr::parse(std::string_view text, std::string* why) {
         addr_text = text.substr(0, slash);
         std::string_view p = text.substr(slash + 1);
         if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string_view::npos) {
-            fail(why, "bad prefix length in " + quoted(text) + ": expected a number after '/'");
+            fail(why, quoted(text) + ": expected a prefix length (0..128) after '/'");
             return std::nullopt;
         }
         unsigned v = 0;
@@ -82,7 +82,7 @@ std::optional<Cidr> Cidr::parse(std::string_view text, std::string* why) {
     }
     const unsigned max = c.family == AF_INET ? 32 : 128;
     if (prefix && *prefix > max) {
-        fail(why, "prefix length " + std::to_string(*prefix) + " is out of range for " +
+        fail(why, quoted(text) + ": prefix length " + std::to_string(*prefix) + " is out of range for " +
                       (c.family == AF_INET ? "IPv4 (0..32)" : "IPv6 (0..128)"));
         return std::nullopt;
     }

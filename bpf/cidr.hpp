@@ -30,9 +30,10 @@ struct Cidr {
     std::array<uint8_t, 16> addr{};  // network address; IPv4 in the first 4 bytes
     unsigned prefix = 0;             // 0..32 for IPv4, 0..128 for IPv6
 
-    // "10.0.0.0/8", "::1/128"; a bare address means one host (/32, /128). Errors (in *why):
-    // "'10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?", "prefix length 33 is out of range
-    // for IPv4 (0..32)", "'x' is not an IPv4 or IPv6 address".
+    // "10.0.0.0/8", "::1/128"; a bare address means one host (/32, /128). Errors (in *why), each
+    // naming the text, so callers print them as they are (config, --allow/--deny):
+    // "'10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?", "'10.0.0.0/33': prefix length 33
+    // is out of range for IPv4 (0..32)", "'x' is not an IPv4 or IPv6 address".
     static std::optional<Cidr> parse(std::string_view text, std::string* why = nullptr);
 
     bool contains(const SocketAddress& a) const;

@@ -7,8 +7,7 @@
  *
  * Policy: hash of the client's source address only (not its port). The kernel's default hashes the
  * 4-tuple, so a client's next connection lands on any worker; with the address alone it returns to
- * the same worker, whose TLS session cache (tickets are shared, but the session-ID cache and the
- * per-worker rate and connection state are not) and warm backend connections it reuses. The cost:
+ * the same worker and finds that worker's TLS session cache (and any per-worker state) warm. The cost:
  * many clients behind one NAT address all land on one worker. An edge proxy with many clients
  * spreads well; a proxy whose traffic comes from a handful of addresses should not load this.
  *

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bpf/cidr.hpp"
 #include "proxy/base/socket_address.hpp"
 
 namespace ztp::config {
@@ -61,11 +62,29 @@ struct TlsSettings {
     SourceLoc loc;
 };
 
+// [listener.admission]: which clients may open connections to this listener, and how fast. The
+// kernel enforces it before the handshake (bpf/admission.bpf.c), or user space right after accept
+// where BPF cannot load (bpf/admission_fallback.hpp). Deny wins; an empty allow list admits every
+// address; rate_per_second = 0 (and burst = 0) means no rate limit. The listener builds
+// bpf::AdmissionPolicy{allow, deny, rate_per_second, burst} from these fields one to one.
+struct Admission {
+    std::vector<bpf::Cidr> allow;          // networks; IPv4 rules also match IPv4-mapped IPv6 peers
+    std::vector<bpf::Cidr> deny;
+    uint32_t rate_per_second = 0;          // new connections per second per source address
+    uint32_t burst = 0;                    // connections a source may open at once (>= 1 with a rate)
+    SourceLoc loc;                         // the [listener.admission] table; empty file = not from a file
+    std::vector<SourceLoc> allow_locs{};   // parallel to allow/deny when loaded from a file; may be empty
+    std::vector<SourceLoc> deny_locs{};
+
+    bool enabled() const { return !allow.empty() || !deny.empty() || rate_per_second != 0; }
+};
+
 struct Listener {
     std::string name;
     SocketAddress address;
     TlsSettings tls;
     SourceLoc loc;
+    Admission admission{};  // not enabled() unless configured
 };
 
 struct Backend {

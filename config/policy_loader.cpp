@@ -33,6 +33,11 @@
 //     cert = "certs/main.pem"       # required; relative = relative to this file's directory
 //     key = "certs/main.key"        # required; same
 //     server_names = ["a.example.com", "*.example.com"]  # optional; lower-cased; "*." only leading
+//     [listener.admission]          # optional: enforced in the kernel before the handshake (BPF)
+//     allow = ["10.0.0.0/8", "::1/128"]  # networks (or single addresses); empty/absent = everyone
+//     deny = ["10.9.0.0/16"]        # deny wins over allow; at most 1024 entries per list
+//     rate_per_second = 50          # new connections per second per source address, 1..1000000
+//     burst = 100                   # connections a source may open at once, 1..1000000; both or neither
 //
 //   [[backend]]
 //   name = "app"                    # required, unique
@@ -89,6 +94,7 @@ constexpr std::string_view kLimits = "[limits]";
 constexpr std::string_view kListener = "[[listener]]";
 constexpr std::string_view kTls = "[listener.tls]";
 constexpr std::string_view kCert = "[[listener.tls.certificate]]";
+constexpr std::string_view kAdmission = "[listener.admission]";
 constexpr std::string_view kBackend = "[[backend]]";
 constexpr std::string_view kRoute = "[[route]]";
 constexpr std::string_view kRule = "[[rule]]";
@@ -300,12 +306,54 @@ private:
     void read_listener(const toml::table& t) {
         Listener l;
         l.loc = r_.loc(t.source());
-        r_.check_keys(t, {"name", "address", "tls"}, kListener);
+        r_.check_keys(t, {"name", "address", "tls", "admission"}, kListener);
         if (auto v = name(t, "name", kListener, true)) l.name = *v;
         if (auto v = r_.string(t, "address", kListener, true))
             if (auto a = address(*v, at(t, "address"), false)) l.address = *a;
         if (auto* tls = r_.table(t, "tls", kListener, true)) read_tls(*tls, l.tls);
+        if (auto* adm = r_.table(t, "admission", kListener)) read_admission(*adm, l.admission);
         p_.listeners.push_back(std::move(l));
+    }
+
+    void cidrs(const toml::table& t, std::string_view key, std::vector<bpf::Cidr>& out,
+               std::vector<SourceLoc>& locs) {
+        auto items = r_.strings(t, key, kAdmission);
+        if (!items) return;
+        for (const auto& item : *items) {
+            std::string why;
+            if (auto c = bpf::Cidr::parse(item.value, &why)) {
+                out.push_back(*c);
+                locs.push_back(r_.loc(item.where));
+            } else {
+                r_.error(item.where, why);  // names the text: "'10.0.0.1/8' has host bits set; ..."
+            }
+        }
+    }
+
+    void read_admission(const toml::table& t, Admission& a) {
+        a.loc = r_.loc(t.source());
+        r_.check_keys(t, {"allow", "deny", "rate_per_second", "burst"}, kAdmission);
+        cidrs(t, "allow", a.allow, a.allow_locs);
+        cidrs(t, "deny", a.deny, a.deny_locs);
+        auto count = [&](std::string_view key, uint32_t& out) {
+            auto v = r_.integer(t, key, kAdmission);
+            if (!v) return;
+            if (*v < 1 || *v > 1'000'000)
+                r_.error(at(t, key), in_quotes(key) + " must be between 1 and 1000000");
+            else
+                out = static_cast<uint32_t>(*v);
+        };
+        count("rate_per_second", a.rate_per_second);
+        count("burst", a.burst);
+        // A rate without a burst has no obvious default (1 refuses every parallel connection, the rate
+        // itself surprises with bursts): ask for both.
+        if (t.contains("rate_per_second") != t.contains("burst")) {
+            const bool has_rate = t.contains("rate_per_second");
+            r_.error(at(t, has_rate ? "rate_per_second" : "burst"),
+                     has_rate ? "'rate_per_second' needs 'burst' too (set both or neither)"
+                              : "'burst' needs 'rate_per_second' too (set both or neither)");
+            a.rate_per_second = a.burst = 0;
+        }
     }
 
     std::optional<TlsVersion> version(const toml::table& t, std::string_view key) {

@@ -73,6 +73,8 @@ private:
                                l.address.to_string() + " as listener " + in_quotes(prev.name));
         }
 
+        check_admission(l);
+
         const TlsSettings& tls = l.tls;
         std::set<std::string> cert_names;
         for (const auto& c : tls.certificates) {
@@ -92,6 +94,55 @@ private:
         if (!tls.default_certificate.empty() && !cert_names.count(tls.default_certificate))
             add(tls.loc,
                 "'default_certificate' names unknown certificate " + in_quotes(tls.default_certificate));
+    }
+
+    // Can this rule match an IPv4 peer (an IPv4 rule, or an IPv6 rule overlapping ::ffff:0:0/96)?
+    static bool matches_ipv4(const bpf::Cidr& c) {
+        if (c.family == AF_INET) return true;
+        static const bpf::Cidr mapped = *bpf::Cidr::parse("::ffff:0.0.0.0/96");
+        std::array<uint8_t, 16> probe = c.prefix <= 96 ? mapped.addr : c.addr;
+        return c.prefix <= 96 ? c.contains_mapped(probe) : mapped.contains_mapped(probe);
+    }
+
+    void check_admission(const Listener& l) {
+        const Admission& a = l.admission;
+        if (!fields_checked_) {  // the loader reports these at the key
+            if ((a.rate_per_second == 0) != (a.burst == 0))
+                add(a.loc, "listener " + in_quotes(l.name) +
+                               ": admission 'rate_per_second' and 'burst' must be set together");
+            if (a.rate_per_second > 1'000'000 || a.burst > 1'000'000)
+                add(a.loc, "listener " + in_quotes(l.name) +
+                               ": admission 'rate_per_second' and 'burst' must be at most 1000000");
+        }
+        struct List {
+            const char* key;
+            const std::vector<bpf::Cidr>& rules;
+            const std::vector<SourceLoc>& locs;
+        };
+        const List lists[] = {{"allow", a.allow, a.allow_locs}, {"deny", a.deny, a.deny_locs}};
+        const bool ipv4_only = l.address.family() == AF_INET;
+        for (const List& list : lists) {
+            auto at = [&](size_t i) -> const SourceLoc& { return i < list.locs.size() ? list.locs[i] : a.loc; };
+            if (list.rules.size() > bpf::kMaxAdmissionRules)
+                add(a.loc, "listener " + in_quotes(l.name) + ": more than " +
+                               std::to_string(bpf::kMaxAdmissionRules) + " " + in_quotes(list.key) + " entries");
+            for (size_t i = 0; i < list.rules.size(); ++i) {
+                const bpf::Cidr& c = list.rules[i];
+                bool dup = false;
+                for (size_t j = 0; j < i && !dup; ++j) dup = list.rules[j] == c;
+                if (dup) add(at(i), in_quotes(c.to_string()) + " is listed twice in " + in_quotes(list.key));
+                if (ipv4_only && !matches_ipv4(c))
+                    add(at(i), in_quotes(c.to_string()) + " never matches: listener " + in_quotes(l.name) +
+                                   " accepts IPv4 only");
+            }
+        }
+        for (size_t i = 0; i < a.allow.size(); ++i)
+            for (const auto& d : a.deny)
+                if (d == a.allow[i]) {
+                    add(i < a.allow_locs.size() ? a.allow_locs[i] : a.loc,
+                        in_quotes(d.to_string()) + " is in both 'allow' and 'deny' (deny wins)");
+                    break;
+                }
     }
 
     void check_backends() {

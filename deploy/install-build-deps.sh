@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config
-    libssl-dev openssl liburing-dev libbpf-dev bpftool libelf-dev zlib1g-dev
+    libssl-dev openssl liburing-dev libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
     libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
     libvectorscan-dev prometheus-cpp-dev
     libgtest-dev libgmock-dev

@@ -28,11 +28,11 @@ TEST(Cidr, ExplainsErrors) {
     EXPECT_FALSE(Cidr::parse("2001:db8::1/32", &why));
     EXPECT_EQ(why, "'2001:db8::1/32' has host bits set; did you mean 2001:db8::/32?");
     EXPECT_FALSE(Cidr::parse("10.0.0.0/33", &why));
-    EXPECT_EQ(why, "prefix length 33 is out of range for IPv4 (0..32)");
+    EXPECT_EQ(why, "'10.0.0.0/33': prefix length 33 is out of range for IPv4 (0..32)");
     EXPECT_FALSE(Cidr::parse("::/129", &why));
-    EXPECT_EQ(why, "prefix length 129 is out of range for IPv6 (0..128)");
+    EXPECT_EQ(why, "'::/129': prefix length 129 is out of range for IPv6 (0..128)");
     EXPECT_FALSE(Cidr::parse("10.0.0.0/", &why));
-    EXPECT_EQ(why, "bad prefix length in '10.0.0.0/': expected a number after '/'");
+    EXPECT_EQ(why, "'10.0.0.0/': expected a prefix length (0..128) after '/'");
     EXPECT_FALSE(Cidr::parse("10.0.0.0/-1", &why));
     EXPECT_FALSE(Cidr::parse("10.0.0.0/8/8", &why));
     EXPECT_FALSE(Cidr::parse("example.com/8", &why));
