@@ -145,6 +145,15 @@ int run_policy(config::Policy policy, const RunOptions& options) {
         return 1;
     }
     const auto& pol = runtime->policy();
+    for (const auto& l : pol.listeners) {
+        if (l.admission.enabled()) {
+            // Validated by `check`, but a proxy that silently admits everyone would be worse than
+            // one that says so.
+            log::main().error("listener '{}': [listener.admission] is validated but not enforced by this build yet; "
+                              "refusing to start", l.name);
+            return 1;
+        }
+    }
     raise_fd_limit(pol.limits.max_connections);
     harden_process();
     if (auto unmet = unmet_ktls_requirements(pol); !unmet.empty()) {
