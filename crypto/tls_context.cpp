@@ -166,8 +166,9 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
             continue;
         }
         // Every context a connection can start on or be switched to by SNI captures the traffic
-        // secrets and record counts, so the session can move to the kernel after the handshake.
-        if (tls.ktls != config::KtlsMode::off) enable_key_capture(ctx);
+        // secrets and record counts, so the session can leave OpenSSL after the handshake: for
+        // the kernel, or for ztproxy's own record layer (record_path auto or userspace).
+        if (tls.record_path != config::RecordPathMode::openssl) enable_key_capture(ctx);
         SSL_CTX_set_tlsext_servername_callback(ctx, &ServerTlsContext::on_server_name);
         SSL_CTX_set_tlsext_servername_arg(ctx, self.get());
         if (!self->alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, &ServerTlsContext::on_alpn, self.get());

@@ -84,6 +84,7 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
             if (failed_ || !down_quiet_.fired(host_, down_feeds_, down_stage_.held())) return;
             if (auto f = down_stage_.flush(down_plan_); !f)
                 return fail("internal_error", "redaction: " + f.error().message());
+            fill_records_from_plan();  // the released tail goes into record slots to be sealed
             return flush_down();
         case kBackendReadable:
             backend_poll_inflight_ = false;

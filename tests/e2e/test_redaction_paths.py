@@ -1,0 +1,68 @@
+"""Redaction edge cases across record paths: held-back bytes in the RESPONSE direction are
+released when the backend goes quiet (the connection stays open), and `ktls = off` still lets a
+session leave OpenSSL for ztproxy's own record layer."""
+
+import os
+import socket
+import time
+import unittest
+
+from harness import E2ETestCase, CertAuthority, curl, curl_args, tls_connect
+
+
+def read_exactly(sock, n, timeout=10):
+    sock.settimeout(timeout)
+    got = b""
+    try:
+        while len(got) < n:
+            d = sock.recv(4096)
+            if not d:
+                break
+            got += d
+    except socket.timeout:
+        pass
+    return got
+
+
+class RedactionPathsTest(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
+        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
+
+    def quick(self, backend, *extra):
+        return self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
+                                 "--cert", self.leaf.cert, "--key", self.leaf.key] + list(extra))
+
+    def test_response_tail_is_released_when_the_backend_goes_quiet(self):
+        for path in ("userspace", "openssl"):
+            with self.subTest(record_path=path):
+                echo = self.start_backend("echo")
+                proxy = self.quick(echo, "--record-path", path, "--redact-response", "SECRET-[0-9]{4}")
+                with tls_connect(proxy.port, "localhost", self.ca.cert, timeout=20) as s:
+                    whole = b"x SECRET-9999 y\n"
+                    s.sendall(whole)
+                    self.assertEqual(read_exactly(s, len(whole)), b"x *********** y\n", proxy.diag())
+                    # "SECRET-12" could still become a match: held back, then released once the
+                    # backend has nothing more to say, while the connection stays open.
+                    partial = b"abc SECRET-12"
+                    t0 = time.monotonic()
+                    s.sendall(partial)
+                    got = read_exactly(s, len(partial))
+                    self.assertEqual(got, partial, "after %.1fs: %r\n%s" % (time.monotonic() - t0, got,
+                                                                          proxy.diag()))
+                    s.unwrap()
+
+    def test_ktls_off_still_uses_the_userspace_record_layer(self):
+        http = self.start_backend("http")
+        proxy = self.quick(http, "--ktls", "off", "--record-path", "userspace")
+        r = curl(curl_args("localhost", proxy.port, "/", self.ca.cert))
+        self.assertEqual(r.returncode, 0, "%s\n%s" % (r.stderr, proxy.diag()))
+        [e] = proxy.wait_access()
+        self.assertEqual((e["rx_path"], e["tx_path"]), ("userspace", "userspace"), e)
+        self.assertNotIn("ktls_fallback", e)
+
+
+if __name__ == "__main__":
+    unittest.main()
