@@ -1,5 +1,7 @@
 #include "crypto/ktls_probe.hpp"
 
+#include "crypto/tls_wire.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -21,6 +23,10 @@ namespace ktls_reference {
 
 namespace {
 
+using wire::evp_cipher;
+using wire::put_be;
+using wire::tls12_aad;
+
 constexpr size_t kHeaderSize = 5;
 constexpr size_t kTagSize = 16;
 constexpr size_t kExplicitNonceSize = 8;
@@ -31,25 +37,11 @@ struct CipherCtxFree {
 };
 using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
 
-const EVP_CIPHER* evp_cipher(config::Cipher c) {
-    switch (c) {
-        case config::Cipher::aes_128_gcm: return EVP_aes_128_gcm();
-        case config::Cipher::aes_256_gcm: return EVP_aes_256_gcm();
-        case config::Cipher::chacha20_poly1305: return EVP_chacha20_poly1305();
-    }
-    return nullptr;
-}
 
 bool explicit_nonce(config::TlsVersion v, config::Cipher c) {
     return v == config::TlsVersion::tls1_2 && c != config::Cipher::chacha20_poly1305;
 }
 
-void put_be(uint8_t* out, uint64_t v, size_t n) {
-    for (size_t i = n; i-- > 0;) {
-        out[i] = static_cast<uint8_t>(v & 0xff);
-        v >>= 8;
-    }
-}
 
 // RFC 8446 §5.3 / RFC 7905 §2: nonce = write IV XOR the sequence number, left-padded to 12 bytes.
 std::array<uint8_t, 12> xor_nonce(std::span<const uint8_t> iv, uint64_t seq) {
@@ -61,16 +53,6 @@ std::array<uint8_t, 12> xor_nonce(std::span<const uint8_t> iv, uint64_t seq) {
     return n;
 }
 
-// TLS 1.2 AAD (RFC 5246 §6.2.3.3): seq_num || type || version || plaintext length.
-std::array<uint8_t, 13> tls12_aad(uint64_t seq, uint8_t type, size_t plaintext_len) {
-    std::array<uint8_t, 13> a{};
-    put_be(a.data(), seq, 8);
-    a[8] = type;
-    a[9] = 3;
-    a[10] = 3;
-    put_be(a.data() + 11, plaintext_len, 2);
-    return a;
-}
 
 Result<void> check_sizes(config::Cipher cipher, std::span<const uint8_t> key, std::span<const uint8_t> iv) {
     if (key.size() != ktls_key_size(cipher) || iv.size() != kKtlsIvSize)

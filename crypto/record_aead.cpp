@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "crypto/tls_wire.hpp"
 #include "crypto/ktls_sockopt.hpp"
 #include "crypto/record_layer.hpp"
 
@@ -13,14 +14,8 @@ namespace ztp::crypto::detail {
 
 namespace {
 
-const EVP_CIPHER* evp_cipher(config::Cipher c) {
-    switch (c) {
-        case config::Cipher::aes_128_gcm: return EVP_aes_128_gcm();
-        case config::Cipher::aes_256_gcm: return EVP_aes_256_gcm();
-        case config::Cipher::chacha20_poly1305: return EVP_chacha20_poly1305();
-    }
-    return nullptr;
-}
+using wire::evp_cipher;
+
 
 bool valid_cipher(config::Cipher c) {
     return c == config::Cipher::aes_128_gcm || c == config::Cipher::aes_256_gcm ||

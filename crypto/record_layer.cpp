@@ -1,6 +1,7 @@
 // ztproxy's own TLS record layer: record framing, RecordReader / RecordWriter, post-handshake message
 // parsing and KeyUpdate rate limiting. The AEAD itself is in record_aead.cpp. See record_layer.hpp for
 // the contract and the error codes.
+#include "crypto/tls_wire.hpp"
 #include "crypto/record_layer.hpp"
 
 #include <openssl/crypto.h>
@@ -12,29 +13,16 @@ namespace ztp::crypto {
 
 namespace {
 
+using wire::put_be;
+using wire::tls12_aad;
+
 constexpr size_t kExplicitNonceSize = 8;  // TLS 1.2 AES-GCM (RFC 5288 §3)
 constexpr uint8_t kHandshakeNewSessionTicket = 4;
 constexpr uint8_t kHandshakeKeyUpdate = 24;
 // RFC 8446 §4.6.1: lifetime(4) age_add(4) nonce<0..255> ticket<1..2^16-1> extensions<0..2^16-2>.
 constexpr uint32_t kMaxNewSessionTicketBody = 4 + 4 + (1 + 255) + (2 + 65535) + (2 + 65534);
 
-void put_be(uint8_t* out, uint64_t v, size_t n) {
-    for (size_t i = n; i-- > 0;) {
-        out[i] = static_cast<uint8_t>(v & 0xff);
-        v >>= 8;
-    }
-}
 
-// TLS 1.2 AAD (RFC 5246 §6.2.3.3): seq_num || type || version || length of the plaintext.
-std::array<uint8_t, 13> tls12_aad(uint64_t seq, uint8_t type, size_t plaintext_len) {
-    std::array<uint8_t, 13> a{};
-    put_be(a.data(), seq, 8);
-    a[8] = type;
-    a[9] = 3;
-    a[10] = 3;
-    put_be(a.data() + 11, plaintext_len, 2);
-    return a;
-}
 
 bool known_type(uint8_t t) {
     // change_cipher_spec is deliberately absent: after the handshake it could only start a
