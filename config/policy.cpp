@@ -39,6 +39,16 @@ const char* to_string(KtlsMode m) {
     return "?";
 }
 
+const char* to_string(SeccompMode m) {
+    switch (m) {
+        case SeccompMode::automatic: return "auto";
+        case SeccompMode::require: return "require";
+        case SeccompMode::log: return "log";
+        case SeccompMode::off: return "off";
+    }
+    return "?";
+}
+
 const char* to_string(RuleDirection d) {
     switch (d) {
         case RuleDirection::request: return "request";

@@ -40,6 +40,12 @@ const char* to_string(Cipher c);      // "AES-128-GCM" ...
 const char* to_string(LogFormat f);   // "text" / "json"
 const char* to_string(KtlsMode m);    // "auto" / "require" / "off"
 const char* to_string(RecordPathMode m);  // "auto" / "kernel" / "userspace" / "openssl"
+// The system-call allow-list ztproxy installs once it is serving (proxy/app/seccomp_filter.hpp).
+// auto: where the kernel supports seccomp filters, else a warning; require: refuse to start
+// without; log: calls outside the list are allowed and logged by the kernel (to find what a new
+// deployment needs); off: no filter.
+enum class SeccompMode { automatic, require, log, off };
+const char* to_string(SeccompMode m);  // "auto" / "require" / "log" / "off"
 
 struct Certificate {
     std::string name;                       // referenced by tls.default_certificate
@@ -146,6 +152,14 @@ struct Runtime {
     SourceLoc loc;
 };
 
+// [process]: what the process gives up once its listeners are bound (proxy/app/privileges.hpp).
+struct Process {
+    std::string user;   // name or numeric uid to switch to; empty = stay who ztproxy was started as
+    std::string group;  // name or numeric gid; empty = the user's primary group (needs user)
+    SeccompMode seccomp = SeccompMode::automatic;
+    SourceLoc loc;
+};
+
 struct Policy {
     std::string source;  // file path, or "<quick>" / "<demo>"
     std::vector<Listener> listeners;
@@ -155,6 +169,7 @@ struct Policy {
     Limits limits;
     Logging logging;
     Runtime runtime;
+    Process process{};
 
     const Backend* find_backend(std::string_view name) const;
     const RedactRule* find_rule(std::string_view id) const;

@@ -16,6 +16,11 @@
 //   drain_timeout = "30s"           # SIGTERM/SIGINT: how long live connections may finish
 //   connection_buffer = "64KiB"     # integer bytes or size string; min 4KiB, max 16MiB
 //
+//   [process]                       # applied once the listeners are bound (and BPF attached)
+//   user = "ztproxy"                # switch to this user (name or uid; not root); needs root to start
+//   group = "ztproxy"               # default: the user's primary group; needs user
+//   seccomp = "auto"                # auto|require|log|off: the system-call allow-list
+//
 //   [[listener]]
 //   name = "public"                 # required, unique
 //   address = "0.0.0.0:8443"        # required; "[::]:8443" for IPv6; no host names
@@ -76,6 +81,7 @@
 #include <memory>
 
 #include "config/policy_validate.hpp"
+#include "config/process_section.hpp"
 #include "config/toml_reader.hpp"
 #include "config/units.hpp"
 
@@ -150,10 +156,12 @@ public:
     }
 
     void read(const toml::table& root) {
-        r_.check_keys(root, {"runtime", "logging", "limits", "listener", "backend", "route", "rule"}, kRoot);
+        r_.check_keys(root, {"runtime", "logging", "limits", "process", "listener", "backend", "route", "rule"},
+                      kRoot);
         if (auto* t = r_.table(root, "runtime", kRoot)) read_runtime(*t);
         if (auto* t = r_.table(root, "logging", kRoot)) read_logging(*t);
         if (auto* t = r_.table(root, "limits", kRoot)) read_limits(*t);
+        if (auto* t = r_.table(root, "process", kRoot)) detail::read_process(r_, *t, p_.process);
         auto listeners = r_.tables(root, "listener", kRoot, "listener");
         if (const toml::node* n = root.get("listener"); !n || (n->is_array() && n->as_array()->empty()))
             r_.error(n ? n->source() : toml::source_region{{1, 1}, {1, 1}, nullptr},

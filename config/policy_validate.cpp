@@ -7,6 +7,7 @@
 #include <set>
 #include <utility>
 
+#include "config/process_section.hpp"
 #include "config/redact_pattern.hpp"
 
 namespace ztp::config {
@@ -37,6 +38,7 @@ public:
         for (const auto& r : p_.routes) check_route_rules(r);
         check_route_overlaps();
         check_reachability();
+        if (!fields_checked_) check_process();
         return std::move(out_);
     }
 
@@ -273,6 +275,16 @@ private:
                 }
             }
         }
+    }
+
+    // The loader checks [process] at each key; this is for a Policy built in code.
+    void check_process() {
+        const Process& proc = p_.process;
+        for (auto [key, value] : {std::pair{"user", &proc.user}, std::pair{"group", &proc.group}})
+            if (!value->empty())
+                if (auto why = identity_problem(key, *value); !why.empty()) add(proc.loc, why);
+        if (!proc.group.empty() && proc.user.empty())
+            add(proc.loc, "'group' needs 'user' (groups change only together with the user)");
     }
 
     void check_reachability() {

@@ -30,7 +30,7 @@ void respond(int fd, const char* status, const char* type, const std::string& bo
 
 }  // namespace
 
-Result<std::unique_ptr<AdminServer>> AdminServer::start(const SocketAddress& address) {
+Result<std::unique_ptr<AdminServer>> AdminServer::bind(const SocketAddress& address) {
     std::unique_ptr<AdminServer> s(new AdminServer());
     s->listen_.reset(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!s->listen_) return errno_error("admin socket");
@@ -44,9 +44,10 @@ Result<std::unique_ptr<AdminServer>> AdminServer::start(const SocketAddress& add
     s->address_ = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
     s->stop_.reset(::eventfd(0, EFD_CLOEXEC));
     if (!s->stop_) return errno_error("admin eventfd");
-    s->thread_ = std::thread([raw = s.get()] { raw->run(); });
     return s;
 }
+
+void AdminServer::start() { thread_ = std::thread([this] { run(); }); }
 
 AdminServer::~AdminServer() {
     uint64_t one = 1;

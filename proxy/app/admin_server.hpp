@@ -16,7 +16,11 @@ namespace ztp::app {
 
 class AdminServer {
 public:
-    static Result<std::unique_ptr<AdminServer>> start(const SocketAddress& address);
+    // Binding and serving are two steps: the socket is bound while ztproxy may still hold
+    // privileges (a port below 1024), the thread starts once they are dropped (a thread that
+    // exists before would keep its own capabilities).
+    static Result<std::unique_ptr<AdminServer>> bind(const SocketAddress& address);
+    void start();
     ~AdminServer();
 
     SocketAddress address() const { return address_; }

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "config/policy_loader.hpp"
+#include "proxy/app/privileges.hpp"
 #include "proxy/conn/runtime.hpp"
 #include "proxy/redact/rule_set.hpp"
 
@@ -18,6 +19,10 @@ int check_command(const std::string& path) {
         listeners = outcome.policy->listeners.size();
         backends = outcome.policy->backends.size();
         routes = outcome.policy->routes.size();
+        // The user and group `run` would switch to must exist on this host, as the files must.
+        std::string why;
+        resolve_identity(outcome.policy->process, &why);
+        if (!why.empty()) problems.push_back({outcome.policy->process.loc, why});
         // The same construction `run` does: certificates, keys, ciphers are checked for real.
         conn::Runtime::build(std::move(*outcome.policy), problems);
     }

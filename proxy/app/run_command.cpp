@@ -1,10 +1,7 @@
 #include "proxy/app/run_command.hpp"
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
@@ -14,6 +11,10 @@
 
 #include "crypto/ktls_probe.hpp"
 #include "proxy/app/admin_server.hpp"
+#include "proxy/app/listen_sockets.hpp"
+#include "proxy/app/privileges.hpp"
+#include "proxy/app/seccomp_filter.hpp"
+#include "proxy/app/systemd_notify.hpp"
 #include "proxy/base/log.hpp"
 #include "proxy/base/version.hpp"
 #include "proxy/conn/runtime.hpp"
@@ -23,20 +24,6 @@
 namespace ztp::app {
 
 namespace {
-
-Result<UniqueFd> listen_socket(const SocketAddress& addr) {
-    UniqueFd fd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) return errno_error("socket");
-    int one = 1;
-    // SO_REUSEPORT: one socket per worker on the same address; the kernel load-balances
-    // new connections between them, so workers never contend on one accept queue.
-    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) return errno_error("SO_REUSEPORT");
-    if (addr.family() == AF_INET6) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (::bind(fd.get(), addr.sa(), addr.len()) != 0) return errno_error("bind");
-    if (::listen(fd.get(), SOMAXCONN) != 0) return errno_error("listen");
-    return fd;
-}
 
 // `ktls = "require"` is a promise about every connection: refuse to start where the kernel
 // cannot keep it, instead of refusing every connection later.
@@ -116,23 +103,6 @@ std::shared_ptr<const conn::Runtime> reload_runtime(const PolicySource& reload, 
     return rt;
 }
 
-// Session keys and plaintext live in this process's memory: never write them to a core file,
-// never let another process of the same user ptrace or read /proc/PID/mem, and never gain
-// privileges through exec (ztproxy execs nothing).
-void harden_process() {
-    rlimit none{0, 0};
-    if (::setrlimit(RLIMIT_CORE, &none) != 0) log::main().warn("cannot disable core dumps: {}", std::strerror(errno));
-    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) log::main().warn("PR_SET_DUMPABLE: {}", std::strerror(errno));
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) log::main().warn("PR_SET_NO_NEW_PRIVS: {}", std::strerror(errno));
-}
-
-SocketAddress bound_address(int fd) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-    return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-}
-
 }  // namespace
 
 int run_policy(config::Policy policy, const RunOptions& options) {
@@ -160,41 +130,42 @@ int run_policy(config::Policy policy, const RunOptions& options) {
         for (const auto& u : unmet) log::main().error("{}", u);
         return 1;
     }
+    // Before anything listens: a user that does not exist is a policy mistake, found at once.
+    std::string why;
+    const auto identity = resolve_identity(pol.process, &why);
+    if (!why.empty()) {
+        log::main().error("[process]: {}", why);
+        return 1;
+    }
     unsigned workers = pol.runtime.workers ? pol.runtime.workers : std::max(1u, std::thread::hardware_concurrency());
 
     // Bind everything before serving: a policy that cannot listen fails at start-up, whole.
-    std::vector<std::vector<conn::ListenSocket>> per_worker(workers);
-    std::vector<BoundListener> bound;
-    for (size_t li = 0; li < runtime->listeners().size(); ++li) {
-        const auto& l = *runtime->listeners()[li].config;
-        SocketAddress addr = l.address;
-        for (unsigned w = 0; w < workers; ++w) {
-            auto fd = listen_socket(addr);
-            if (!fd) {
-                log::main().error("listener '{}': cannot listen on {}: {}", l.name, addr.to_string(),
-                                  fd.error().message());
-                return 1;
-            }
-            // Port 0: the first socket picks the port, the other workers join it.
-            if (w == 0) addr = bound_address(fd->get());
-            per_worker[w].push_back({li, std::move(fd).value()});
-        }
-        bound.push_back({l.name, addr});
-    }
+    auto listeners = open_listeners(*runtime, workers);
+    if (!listeners) return 1;
 
     std::unique_ptr<AdminServer> admin;
     if (options.admin) {
-        auto a = AdminServer::start(*options.admin);
+        auto a = AdminServer::bind(*options.admin);
         if (!a) {
             log::main().error("cannot start the admin endpoint on {}: {}", options.admin->to_string(),
                               a.error().message());
             return 1;
         }
         admin = std::move(a).value();
-        log::main().info("admin endpoint on {} (/metrics, /healthz, /ready)", admin->address().to_string());
     }
 
-    // Signals are taken synchronously by this thread (sigwait); workers never see them.
+    // Everything that needs privileges happens above this line: binding (ports below 1024) and
+    // attaching BPF programs to the listening sockets (CAP_BPF). The process has one thread
+    // here (the demo's backend aside), so the drop reaches every thread. Then the workers' rings
+    // are created unprivileged, then the system-call filter closes the door behind them.
+    if (auto dropped = drop_privileges(identity); !dropped) {
+        log::main().error("cannot drop privileges: {}", dropped.error().message());
+        return 1;
+    }
+    log::main().info("running as {}", describe_credentials());
+
+    // Signals are taken synchronously by this thread (sigwait); workers never see them. Blocked
+    // before any thread starts: threads inherit the mask.
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -204,17 +175,25 @@ int run_policy(config::Policy policy, const RunOptions& options) {
 
     std::vector<std::unique_ptr<conn::Worker>> pool;
     for (unsigned w = 0; w < workers; ++w) {
-        auto worker = conn::Worker::create(w, runtime, std::move(per_worker[w]));
+        auto worker = conn::Worker::create(w, runtime, std::move(listeners->per_worker[w]));
         if (!worker) {
             log::main().error("cannot start worker {}: {}", w, worker.error().message());
             return 1;
         }
         pool.push_back(std::move(worker).value());
     }
+    if (!apply_seccomp(pol.process.seccomp)) return 1;
+    if (admin) {
+        admin->start();
+        log::main().info("admin endpoint on {} (/metrics, /healthz, /ready)", admin->address().to_string());
+    }
     for (auto& w : pool) w->start();
     log::main().info("ztproxy {} started: {} worker(s), policy {}", kVersion, workers, pol.source);
-    for (const auto& b : bound) log::main().info("listener '{}' listening on {}", b.name, b.address.to_string());
-    if (options.on_listening) options.on_listening(bound);
+    for (const auto& b : listeners->bound) log::main().info("listener '{}' listening on {}", b.name, b.address.to_string());
+    if (options.on_listening) options.on_listening(listeners->bound);
+    const std::string serving = "serving " + std::to_string(listeners->bound.size()) + " listener(s) with " +
+                                std::to_string(workers) + " worker(s)";
+    notify::ready(serving);
 
     for (;;) {
         int sig = 0;
@@ -225,15 +204,18 @@ int run_policy(config::Policy policy, const RunOptions& options) {
                 continue;
             }
             log::main().info("SIGHUP: reloading the policy");
+            notify::reloading();
             if (auto next = reload_runtime(reload, *runtime)) {
                 runtime = next;
                 for (auto& w : pool) w->swap_runtime(runtime);
                 log::setup(runtime->policy().logging.level, log_format(runtime->policy().logging.format));
                 conn::bump(conn::stats().reloads_ok);
                 log::main().info("reload applied: new connections use the new policy; live ones finish on theirs");
+                notify::ready(serving + "; policy reloaded");
             } else {
                 conn::bump(conn::stats().reloads_failed);
                 log::main().warn("reload failed: still serving the previous policy");
+                notify::ready(serving + "; the last reload failed (see the log), previous policy in force");
             }
             continue;
         }
@@ -241,6 +223,7 @@ int run_policy(config::Policy policy, const RunOptions& options) {
                          sig == SIGINT ? "SIGINT" : "SIGTERM", runtime->policy().limits.drain_timeout.count());
         break;
     }
+    notify::stopping("draining: new connections are refused, live ones may finish");
     if (admin) admin->set_ready(false);  // load balancers: stop sending here
     auto deadline = conn::Clock::now() + runtime->policy().limits.drain_timeout;
     for (auto& w : pool) w->request_stop(deadline);

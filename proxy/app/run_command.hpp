@@ -13,6 +13,7 @@ namespace ztp::app {
 struct BoundListener {
     std::string name;
     SocketAddress address;  // with the real port when the policy said port 0
+    bool inherited = false;  // handed over by systemd (socket activation), not bound by ztproxy
 };
 
 // Called once every listener is bound (before connections are served), e.g. to print a URL.

@@ -94,6 +94,9 @@ TEST(PolicyLoader, MinimalGetsDefaults) {
     EXPECT_EQ(p.limits.idle_timeout, std::chrono::minutes(5));
     EXPECT_EQ(p.limits.backend_connect_timeout, std::chrono::seconds(5));
     EXPECT_EQ(p.limits.connection_buffer_bytes, 64u * 1024);
+    EXPECT_EQ(p.process.user, "");
+    EXPECT_EQ(p.process.group, "");
+    EXPECT_EQ(p.process.seccomp, SeccompMode::automatic);
     ASSERT_EQ(p.listeners.size(), 1u);
     const Listener& l = p.listeners[0];
     EXPECT_EQ(l.name, "public");
@@ -133,6 +136,9 @@ TEST(PolicyLoader, FullReadsEveryKey) {
     EXPECT_EQ(p.limits.idle_timeout, std::chrono::seconds(90));
     EXPECT_EQ(p.limits.backend_connect_timeout, std::chrono::seconds(3));
     EXPECT_EQ(p.limits.connection_buffer_bytes, 128u * 1024);
+    EXPECT_EQ(p.process.user, "nobody");
+    EXPECT_EQ(p.process.group, "65534");
+    EXPECT_EQ(p.process.seccomp, SeccompMode::log);
 
     ASSERT_EQ(p.listeners.size(), 2u);
     const TlsSettings& tls = p.listeners[0].tls;
@@ -393,6 +399,19 @@ TEST(ValidatePolicy, ChecksFieldsTheLoaderWouldHaveChecked) {
                                                 "<builtin>: backend 'b' has no address",
                                                 "<builtin>: route has no backend",
                                             }));
+}
+
+TEST(ValidatePolicy, ChecksTheProcessSection) {
+    Policy p = builtin_policy();
+    p.process.group = "0";
+    EXPECT_EQ(messages(validate_policy(p)),
+              (std::vector<std::string>{
+                  "<builtin>: 'group' must not be root: dropping to root keeps every privilege",
+                  "<builtin>: 'group' needs 'user' (groups change only together with the user)",
+              }));
+    p.process.user = "nobody";
+    p.process.group = "nogroup";
+    EXPECT_TRUE(validate_policy(p).empty());
 }
 
 TEST(ValidatePolicy, CollectsEverySemanticProblem) {
