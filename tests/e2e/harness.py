@@ -155,7 +155,7 @@ def _kill_leftovers():
 class Proc:
     """A child process with its output collected. Use stop() (or the test's cleanup) to end it."""
 
-    def __init__(self, label, argv, env=None, cwd=None):
+    def __init__(self, label, argv, env=None, cwd=None, pass_fds=()):
         self.label = label
         self.argv = [str(a) for a in argv]
         self.stopped = False
@@ -163,7 +163,8 @@ class Proc:
         if env:
             full_env.update(env)
         self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=full_env, cwd=cwd)
+                                      stderr=subprocess.PIPE, env=full_env, cwd=cwd,
+                                      pass_fds=pass_fds)
         with _live_lock:
             _live_processes.add(self)
         self.out = LineCollector(self.popen.stdout, label + ".stdout")
@@ -294,15 +295,16 @@ class Proxy(Proc):
     """ztproxy with the given arguments; waits until `listeners` listeners reported their port.
 
     .listeners maps listener name (if the log line names it) to port; .ports lists the ports in
-    the order they were reported; .port is the first one.
+    the order they were reported; .port is the first one. `launcher` is an argv prefix that execs
+    the binary (e.g. to hand it sockets), `pass_fds` the descriptors it inherits.
     """
 
     def __init__(self, args, listeners=1, log_level="info", env=None, cwd=None,
-                 label="ztproxy"):
-        argv = [ztproxy_bin()] + list(args)
+                 label="ztproxy", launcher=(), pass_fds=()):
+        argv = list(launcher) + [ztproxy_bin()] + list(args)
         if log_level and "--log-level" not in argv:
             argv += ["--log-level", log_level]
-        super().__init__(label, argv, env=env, cwd=cwd)
+        super().__init__(label, argv, env=env, cwd=cwd, pass_fds=pass_fds)
         try:
             self._wait_ready(listeners)
         except BaseException:
