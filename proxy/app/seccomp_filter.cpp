@@ -36,11 +36,12 @@ constexpr const char* kAllowed[] = {
     "io_uring_enter", "io_uring_register",
     // waiting: the admin endpoint and the demo backend poll
     "poll", "ppoll",
-    // threads, signals, time, randomness, exit
+    // threads, signals, time, randomness, exit. time, gettimeofday, clock_gettime and getcpu are
+    // vDSO calls on most kernels but real system calls where there is no vDSO (User-Mode Linux).
     "futex", "set_robust_list", "rseq", "sched_yield", "sched_getaffinity", "gettid", "getpid",
     "getuid", "geteuid", "getgid", "getegid", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn",
     "rt_sigtimedwait", "sigaltstack", "restart_syscall", "nanosleep", "clock_nanosleep",
-    "clock_gettime", "clock_getres", "gettimeofday", "getrandom", "exit", "exit_group",
+    "clock_gettime", "clock_getres", "gettimeofday", "time", "getcpu", "getrandom", "exit", "exit_group",
 };
 
 using Rule = scmp_arg_cmp;

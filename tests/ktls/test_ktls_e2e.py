@@ -15,6 +15,9 @@ What is proven, per connection, from the proxy's access log and /proc/net/tls_st
   6. ktls = "off" (policy) / --ktls off (quick mode): no kernel path (OpenSSL or the userspace
      record layer), no splice, no tls_stat change.
 
+The class proxy runs with seccomp = "require": every test above also proves that the kernel path's
+system calls (TCP_ULP, SOL_TLS, recvmsg with cmsg) are in the allow-list.
+
 Each test also checks that the proxy's kTLS sockets are gone when its connections are
 (TlsCurrTxSw/TlsCurrRxSw back to their value before the test).
 
@@ -304,7 +307,9 @@ class KtlsE2ETest(E2ETestCase):
                         {"default": True, "backend": "http"}],
                 # An idle timeout that cannot cut a slow 64 MiB transfer in UML short, but ends a
                 # connection a test lost track of long before CTest's timeout.
-                sections={"limits": {"idle_timeout": "60s"}}))
+                # The seccomp filter must be there (not "auto"): every test of this class then proves
+                # the kernel path's calls (TCP_ULP, SOL_TLS, recvmsg with cmsg) are allowed.
+                sections={"limits": {"idle_timeout": "60s"}, "process": {"seccomp": "require"}}))
         cls.proxy = Proxy(["run", "-c", cls.policy], listeners=2)
         cls.addClassCleanup(cls.proxy.stop)
         cls.port = cls.proxy.port_of("main")
@@ -428,6 +433,12 @@ class KtlsE2ETest(E2ETestCase):
                                      (len(payload), len(payload)), e)
                     self.assertEqual(self.echo_closed(emark, what), (len(payload), "eof"))
                     self.assert_ktls_counted(before, tls_stat(), 1, what)
+
+    def test_the_kernel_path_runs_under_the_seccomp_filter(self):
+        with open("/proc/%d/status" % self.proxy.pid) as f:
+            status = f.read()
+        self.assertIn("Seccomp:\t2\n", status, "the class proxy runs without its seccomp filter")
+        self.echo_roundtrip_kernel("under seccomp")
 
     def test_curl_tls12_and_tls13_on_the_kernel_path(self):
         cases = [("1.3", ["--tlsv1.3", "--tls13-ciphers", TLS13["CHACHA20-POLY1305"]]),
