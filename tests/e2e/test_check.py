@@ -1,4 +1,5 @@
-"""`ztproxy check -c FILE` against the example policies and the bad policy fixtures.
+"""`ztproxy check -c FILE` against the example policies (deploy/policies/*.toml and every policy
+embedded in a deploy/k8s manifest) and the bad policy fixtures.
 
 Environment: ZTPROXY_BIN (the binary) and ZTP_SOURCE_DIR (the repository root); CTest sets both.
 The expected messages of each bad fixture live in its own "# expect: line:col: message" header,
@@ -18,6 +19,7 @@ import unittest
 SOURCE_DIR = pathlib.Path(os.environ.get("ZTP_SOURCE_DIR", pathlib.Path(__file__).resolve().parents[2]))
 BAD_DIR = SOURCE_DIR / "tests/fixtures/policies/bad"
 DEPLOY_DIR = SOURCE_DIR / "deploy/policies"
+K8S_DIR = SOURCE_DIR / "deploy/k8s"
 EXPECT_PREFIX = "# expect: "
 
 
@@ -30,6 +32,33 @@ def read_expectations(path):
                 break
             out.append(line[len(EXPECT_PREFIX):].rstrip("\n"))
     return out
+
+
+def yaml_toml_blocks(path):
+    """(key, text) of every YAML block scalar whose key ends in .toml (`policy.toml: |`), dedented.
+
+    Plain Python, no YAML library: a block scalar is the lines after `key: |` that are blank or
+    indented deeper than the key, which is all a ConfigMap's data needs.
+    """
+    lines = pathlib.Path(path).read_text().splitlines()
+    header = re.compile(r"^(\s*)([\w.-]+\.toml):\s*\|[-+]?\s*$")
+    blocks = []
+    i = 0
+    while i < len(lines):
+        m = header.match(lines[i])
+        i += 1
+        if not m:
+            continue
+        key_indent = len(m.group(1))
+        body = []
+        while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > key_indent):
+            body.append(lines[i])
+            i += 1
+        while body and not body[-1].strip():
+            body.pop()
+        indent = min(len(l) - len(l.lstrip()) for l in body if l.strip())
+        blocks.append((m.group(2), "\n".join(l[indent:] for l in body) + "\n"))
+    return blocks
 
 
 # The table of expectations: fixture file -> expected "line:col: message" lines.
@@ -89,23 +118,37 @@ class CheckCommand(unittest.TestCase):
                               text=True, timeout=60)
         return proc.returncode, proc.stdout, proc.stderr
 
+    def check_example(self, name, text):
+        """Checks an example policy as shipped, with generated certificates where it expects
+        them (relative paths only: an example must not point into the host's /etc)."""
+        policy = self.tmp / name / "policy" / "policy.toml"
+        policy.parent.mkdir(parents=True)
+        policy.write_text(text)
+        for listener in tomllib.loads(text).get("listener", []):
+            for c in listener["tls"]["certificate"]:
+                cert, key = (policy.parent / c["cert"]).resolve(), (policy.parent / c["key"]).resolve()
+                for p in (cert, key):
+                    self.assertTrue(p.is_relative_to(self.tmp), f"{name}: {p} is outside the policy's tree")
+                make_cert(cert, key, c.get("server_names", []), c["name"])
+        rc, out, err = self.check(policy)
+        self.assertEqual(rc, 0, f"stdout:\n{out}\nstderr:\n{err}")
+
     def test_deploy_policies_pass(self):
         policies = sorted(DEPLOY_DIR.glob("*.toml"))
         self.assertGreaterEqual(len(policies), 2, f"no example policies in {DEPLOY_DIR}")
         for src in policies:
             with self.subTest(policy=src.name):
-                workdir = self.tmp / src.stem
-                workdir.mkdir()
-                policy = workdir / src.name
-                shutil.copy(src, policy)
-                with open(policy, "rb") as f:
-                    doc = tomllib.load(f)
-                for listener in doc.get("listener", []):
-                    for c in listener["tls"]["certificate"]:
-                        names = c.get("server_names", [])
-                        make_cert(workdir / c["cert"], workdir / c["key"], names, c["name"])
-                rc, out, err = self.check(policy)
-                self.assertEqual(rc, 0, f"stdout:\n{out}\nstderr:\n{err}")
+                self.check_example(src.stem, src.read_text())
+
+    def test_policies_in_kubernetes_manifests_pass(self):
+        embedded = [(f"{m.stem}-{key}", text) for m in sorted(K8S_DIR.glob("*.yaml"))
+                    for key, text in yaml_toml_blocks(m)]
+        # The sidecar and the edge example at least: an extraction that finds nothing proves nothing.
+        self.assertGreaterEqual(len(embedded), 2, f"no policy.toml blocks in {K8S_DIR}")
+        for name, text in embedded:
+            with self.subTest(policy=name):
+                self.assertIn("[[listener]]", text)
+                self.check_example(name, text)
 
     def test_bad_fixtures_report_exact_problems(self):
         self.assertGreaterEqual(len(EXPECTATIONS), 15)
