@@ -2,10 +2,14 @@
 // unprivileged and its workers' rings exist: from then on the process can serve connections,
 // reload its policy (read files, build TLS contexts, update BPF maps) and exit, and nothing else.
 //
-// Known gap: io_uring operations run in the kernel on the ring's behalf and never pass through
-// seccomp. A process that can submit to a ring can do whatever the ring's opcodes do (connect,
-// open files...). ztproxy takes away io_uring_setup (no new rings once the workers' exist); the
-// opcodes of the existing rings are limited by the event loop (proxy/io/event_loop.hpp).
+// io_uring: operations submitted to a ring run in the kernel on the ring's behalf and never pass
+// through seccomp. Two things keep the rings from becoming a way around this filter: the filter
+// leaves out io_uring_setup (no new rings once the workers' exist), and each worker's ring only
+// accepts the opcodes its event loop uses (IORING_REGISTER_RESTRICTIONS, proxy/io/event_loop.hpp:
+// accept, connect, send/recv(msg), read, splice, poll, timeouts, cancel; no openat, no socket).
+// The remaining gap: ring operations are not argument-checked, so a ring can connect anywhere and
+// read any descriptor the process holds, as the allowed system calls can. On kernels before 5.10
+// the rings are unrestricted (a warning at start).
 #pragma once
 
 #include <seccomp.h>

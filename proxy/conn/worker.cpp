@@ -22,6 +22,9 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
     auto loop = io::EventLoop::create(4096);
     if (!loop) return loop.error();
     w->loop_ = std::move(loop).value();
+    if (id == 0 && !w->loop_->restricted())
+        log::main().warn("this kernel cannot restrict io_uring opcodes (< 5.10): the seccomp filter does not "
+                         "cover what the rings can do");
     // A pipe's capacity is the splice relay's per-direction buffer: the same bound the buffered
     // relay uses. Idle pipes are kept for reuse up to a small cap (two fds each).
     w->pipes_ = std::make_unique<io::PipePool>(w->runtime_->policy().limits.connection_buffer_bytes, 256);

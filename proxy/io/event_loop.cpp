@@ -3,23 +3,67 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <iterator>
 
 namespace ztp::io {
 
+namespace {
+
+// Every opcode the methods below submit, and the SQE flags they set. A new kind of operation must
+// be added here too: the kernel completes anything else with -EACCES.
+constexpr uint8_t kOpcodes[] = {IORING_OP_POLL_ADD, IORING_OP_RECV,         IORING_OP_SEND,         IORING_OP_SENDMSG,
+                                IORING_OP_RECVMSG,  IORING_OP_READ,         IORING_OP_CONNECT,      IORING_OP_LINK_TIMEOUT,
+                                IORING_OP_ACCEPT,   IORING_OP_SPLICE,       IORING_OP_TIMEOUT,      IORING_OP_ASYNC_CANCEL};
+constexpr uint8_t kSqeFlags = IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+
+// The raw io_uring_register(2): Debian's liburing 2.3 declares io_uring_register_restrictions and
+// io_uring_enable_rings but its shared library does not export them.
+int register_op(io_uring* ring, unsigned opcode, const void* arg, unsigned nr) {
+    long rc = ::syscall(__NR_io_uring_register, ring->ring_fd, opcode, arg, nr);
+    return rc < 0 ? -errno : static_cast<int>(rc);
+}
+
+// Restrictions can only be registered while the ring is disabled (IORING_SETUP_R_DISABLED), and
+// once it is enabled they cannot be changed or lifted; no register opcode is allowed afterwards.
+int restrict_and_enable(io_uring* ring) {
+    io_uring_restriction res[std::size(kOpcodes) + 1]{};
+    for (size_t i = 0; i < std::size(kOpcodes); ++i) {
+        res[i].opcode = IORING_RESTRICTION_SQE_OP;
+        res[i].sqe_op = kOpcodes[i];
+    }
+    res[std::size(kOpcodes)].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+    res[std::size(kOpcodes)].sqe_flags = kSqeFlags;
+    int rc = register_op(ring, IORING_REGISTER_RESTRICTIONS, res, static_cast<unsigned>(std::size(res)));
+    return rc < 0 ? rc : register_op(ring, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries) {
     std::unique_ptr<EventLoop> loop(new EventLoop());
-    io_uring_params p{};
     // One thread submits and reaps: let the kernel skip cross-thread wake-ups (COOP_TASKRUN),
     // and keep going past a bad SQE instead of dropping the rest of the batch (SUBMIT_ALL).
-    // Flags unknown to an older kernel are retried without.
-    p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
-    int rc = io_uring_queue_init_params(entries, &loop->ring_, &p);
-    if (rc == -EINVAL) {
-        io_uring_params plain{};
-        rc = io_uring_queue_init_params(entries, &loop->ring_, &plain);
+    // Flags unknown to an older kernel are dropped one step at a time (R_DISABLED: 5.10).
+    int rc = -EINVAL;
+    for (unsigned flags : {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_R_DISABLED,
+                           unsigned{IORING_SETUP_R_DISABLED}, 0u}) {
+        io_uring_params p{};
+        p.flags = flags;
+        rc = io_uring_queue_init_params(entries, &loop->ring_, &p);
+        if (rc != -EINVAL) {
+            loop->restricted_ = flags & IORING_SETUP_R_DISABLED;
+            break;
+        }
     }
     if (rc < 0) return make_error(rc, "io_uring_queue_init");
     loop->initialised_ = true;
+    if (loop->restricted_) {
+        rc = restrict_and_enable(&loop->ring_);
+        if (rc < 0) return make_error(rc, "io_uring restrictions");
+    }
     return loop;
 }
 

@@ -2,6 +2,10 @@
 // Op embedded in its owner; the owner must stay alive until that op's completion arrived (owners
 // count their in-flight ops and are freed only at zero). Ops submitted with a null Op (cancels,
 // link timeouts) complete silently.
+//
+// The ring accepts only the operations below (IORING_REGISTER_RESTRICTIONS, where the kernel has
+// it): io_uring requests run in the kernel out of seccomp's sight, so a ring that could open
+// files or create sockets would be a way around ztproxy's system-call filter.
 #pragma once
 
 #include <liburing.h>
@@ -56,11 +60,15 @@ public:
     // Submits pending SQEs, waits for at least one completion and dispatches all that are ready.
     Result<void> run_once();
 
+    // Whether the ring is limited to this class's opcodes (false on kernels before 5.10).
+    bool restricted() const { return restricted_; }
+
 private:
     EventLoop() = default;
     io_uring_sqe* sqe();
     io_uring ring_{};
     bool initialised_ = false;
+    bool restricted_ = false;
 };
 
 }  // namespace ztp::io

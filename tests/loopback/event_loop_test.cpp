@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <vector>
 
 #include "proxy/io/pipe_pool.hpp"
@@ -44,6 +46,19 @@ struct Fixture {
     PipePool pool{65536, 1};
     Pipe pipe;
 };
+
+// Every test here (and every relay test) runs on a restricted ring: an opcode missing from the
+// event loop's list would complete with -EACCES and fail them.
+TEST(EventLoop, RingIsLimitedToItsOwnOpcodes) {
+    auto loop = EventLoop::create(8);
+    ASSERT_TRUE(loop) << loop.error().message();
+    struct utsname u {};
+    ASSERT_EQ(::uname(&u), 0);
+    int major = 0, minor = 0;
+    std::sscanf(u.release, "%d.%d", &major, &minor);
+    if (major < 5 || (major == 5 && minor < 10)) GTEST_SKIP() << "IORING_REGISTER_RESTRICTIONS needs Linux 5.10";
+    EXPECT_TRUE((*loop)->restricted());
+}
 
 TEST(EventLoop, PollThenSpliceReportsTheSpliceOnce) {
     Fixture f;
