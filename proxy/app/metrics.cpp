@@ -8,6 +8,7 @@
 
 #include "crypto/kernel_record_path.hpp"
 #include "proxy/conn/stats.hpp"
+#include "proxy/redact/redact_metrics.hpp"
 
 namespace ztp::app {
 
@@ -33,6 +34,43 @@ MetricFamily family(std::string name, std::string help, MetricType type, std::ve
 
 MetricFamily counter(std::string name, std::string help, const std::atomic<uint64_t>& a) {
     return family(std::move(name), std::move(help), MetricType::Counter, {value(load(a), MetricType::Counter)});
+}
+
+// Redaction: matches per rule, and per direction what the engine inspected and what the rewrite
+// wrote or copied.
+void redaction_families(std::vector<MetricFamily>& f) {
+    using C = MetricType;
+    auto& rm = redact::RedactMetrics::process();
+    std::vector<ClientMetric> matches;
+    for (const auto& row : rm.rules())
+        matches.push_back(value(static_cast<double>(row.matches), C::Counter,
+                                {{"direction", config::to_string(row.direction)}, {"rule", row.id}}));
+    f.push_back(family("ztproxy_redaction_matches_total", "Redaction rule matches, by rule id and direction",
+                       C::Counter, std::move(matches)));
+    struct Field {
+        const char* name;
+        const char* help;
+        std::atomic<uint64_t> redact::DirectionTotals::*member;
+    };
+    const Field fields[] = {
+        {"ztproxy_redaction_inspected_bytes_total", "Plaintext bytes scanned by the redaction engine",
+         &redact::DirectionTotals::bytes_inspected},
+        {"ztproxy_redaction_replacement_bytes_total", "Bytes ztproxy wrote in place of matches (masks, replacements)",
+         &redact::DirectionTotals::replacement_bytes},
+        {"ztproxy_redaction_copied_bytes_total",
+         "Verified plaintext bytes the rewrite copied (0: it references them in place)",
+         &redact::DirectionTotals::verified_bytes_copied},
+        {"ztproxy_redaction_late_matches_total",
+         "Matches that reached into bytes already released after a quiet pause",
+         &redact::DirectionTotals::late_matches},
+    };
+    for (const Field& field : fields) {
+        std::vector<ClientMetric> by_direction;
+        for (auto d : {config::RuleDirection::request, config::RuleDirection::response})
+            by_direction.push_back(value(load(rm.totals(d).*field.member), C::Counter,
+                                         {{"direction", config::to_string(d)}}));
+        f.push_back(family(field.name, field.help, C::Counter, std::move(by_direction)));
+    }
 }
 
 }  // namespace
@@ -82,6 +120,7 @@ std::string render_metrics() {
     f.push_back(family("ztproxy_reloads_total", "Policy reloads by outcome", C::Counter,
                        {value(load(s.reloads_ok), C::Counter, {{"result", "ok"}}),
                         value(load(s.reloads_failed), C::Counter, {{"result", "failed"}})}));
+    redaction_families(f);
     std::ostringstream out;
     prometheus::TextSerializer().Serialize(out, f);
     return out.str();

@@ -32,6 +32,8 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("ZTP_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -674,6 +676,25 @@ def curl_args(name, port, path="/", cafile=None):
     if cafile:
         a = ["--cacert", cafile] + a
     return a
+
+
+# ---------------------------------------------------------------- the admin endpoint
+
+def scrape(addr, path="/metrics"):
+    try:
+        with urllib.request.urlopen("http://%s%s" % (addr, path), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, **labels):
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", line)
+        if m and m.group(1) == name and (m.group(2) or "") == want:
+            return float(m.group(3))
+    raise AssertionError("no metric %s{%s} in:\n%s" % (name, want, text))
 
 
 class SClientResult:

@@ -2,31 +2,11 @@
 503 while the proxy drains (so load balancers stop sending)."""
 
 import os
-import re
 import signal
 import socket
 import unittest
-import urllib.error
-import urllib.request
 
-from harness import E2ETestCase, CertAuthority, HttpConn, curl, curl_args, tls_connect
-
-
-def scrape(addr, path="/metrics"):
-    try:
-        with urllib.request.urlopen("http://%s%s" % (addr, path), timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(text, name, **labels):
-    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", line)
-        if m and m.group(1) == name and (m.group(2) or "") == want:
-            return float(m.group(3))
-    raise AssertionError("no metric %s{%s} in:\n%s" % (name, want, text))
+from harness import E2ETestCase, CertAuthority, HttpConn, curl, curl_args, metric, scrape, tls_connect
 
 
 class AdminTest(E2ETestCase):
