@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -16,7 +17,9 @@ namespace ztp::app {
 
 class AdminServer {
 public:
-    static Result<std::unique_ptr<AdminServer>> start(const SocketAddress& address);
+    // `metrics` renders the /metrics body; called on the admin thread at every scrape.
+    using MetricsRenderer = std::function<std::string()>;
+    static Result<std::unique_ptr<AdminServer>> start(const SocketAddress& address, MetricsRenderer metrics);
     ~AdminServer();
 
     SocketAddress address() const { return address_; }
@@ -30,6 +33,7 @@ private:
     UniqueFd listen_;
     UniqueFd stop_;  // eventfd: the destructor wakes the thread
     SocketAddress address_;
+    MetricsRenderer metrics_;
     std::atomic<bool> ready_{true};
     std::thread thread_;
 };

@@ -121,6 +121,9 @@ int main_cli(int argc, char** argv) {
                     "Quick mode: mask matches of this regular expression client → backend (repeatable)");
     run->add_option("--redact-response", q.redact_response,
                     "Quick mode: mask matches of this regular expression backend → client (repeatable)");
+    run->add_option("--allow", q.allow,
+                    "Quick mode: admit only clients in this network, e.g. 10.0.0.0/8 (repeatable; kernel-enforced)");
+    run->add_option("--deny", q.deny, "Quick mode: refuse clients in this network (repeatable; deny wins)");
     run->add_option("--record-path", q.record_path,
                     "Quick mode: auto (kernel, else userspace), kernel, userspace or openssl")
         ->check(CLI::IsMember({"auto", "kernel", "userspace", "openssl"}));

@@ -73,9 +73,38 @@ void redaction_families(std::vector<MetricFamily>& f) {
     }
 }
 
+// Admission (per listener): what was refused, by reason and by deny rule, and where it is enforced.
+void admission_families(std::vector<MetricFamily>& f,
+                        const std::vector<std::shared_ptr<conn::ListenerAdmission>>& admissions) {
+    using C = MetricType;
+    std::vector<ClientMetric> decisions, by_rule, enforced;
+    for (const auto& a : admissions) {
+        const auto c = a->counters();
+        const std::string& l = a->listener();
+        decisions.push_back(value(static_cast<double>(c.admitted), C::Counter, {{"listener", l}, {"result", "admitted"}}));
+        decisions.push_back(value(static_cast<double>(c.denied), C::Counter, {{"listener", l}, {"result", "denied"}}));
+        decisions.push_back(value(static_cast<double>(c.not_allowed), C::Counter,
+                                  {{"listener", l}, {"result", "not_allowed"}}));
+        decisions.push_back(value(static_cast<double>(c.rate_limited), C::Counter,
+                                  {{"listener", l}, {"result", "rate_limited"}}));
+        const auto rules = a->deny_rules();
+        for (size_t i = 0; i < rules.size() && i < c.per_deny_rule.size(); ++i)
+            by_rule.push_back(value(static_cast<double>(c.per_deny_rule[i]), C::Counter,
+                                    {{"listener", l}, {"rule", rules[i]}}));
+        enforced.push_back(value(1, C::Gauge, {{"enforcement", conn::to_string(a->enforcement())}, {"listener", l}}));
+    }
+    f.push_back(family("ztproxy_admission_decisions_total",
+                       "New connections judged by [listener.admission], by result (kernel: SYNs; user space: accepts)",
+                       C::Counter, std::move(decisions)));
+    f.push_back(family("ztproxy_admission_deny_rule_drops_total", "New connections dropped, by the deny rule that matched",
+                       C::Counter, std::move(by_rule)));
+    f.push_back(family("ztproxy_admission_enforcement", "Where each listener's admission runs (kernel, userspace, none)",
+                       C::Gauge, std::move(enforced)));
+}
+
 }  // namespace
 
-std::string render_metrics() {
+std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmission>>& admissions) {
     const auto& s = conn::stats();
     using C = MetricType;
     std::vector<MetricFamily> f;
@@ -121,6 +150,7 @@ std::string render_metrics() {
                        {value(load(s.reloads_ok), C::Counter, {{"result", "ok"}}),
                         value(load(s.reloads_failed), C::Counter, {{"result", "failed"}})}));
     redaction_families(f);
+    admission_families(f, admissions);
     std::ostringstream out;
     prometheus::TextSerializer().Serialize(out, f);
     return out.str();

@@ -25,6 +25,8 @@ struct QuickOptions {
     std::string record_path;        // "auto" / "kernel" / "userspace" / "openssl", empty = auto
     std::vector<std::string> redact_request;   // regular expressions, masked with '*'
     std::vector<std::string> redact_response;
+    std::vector<std::string> allow;            // CIDRs ([listener.admission] allow / deny)
+    std::vector<std::string> deny;
     unsigned max_connections = 0;   // 0 = default
     unsigned workers = 0;
 };

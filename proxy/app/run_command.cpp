@@ -14,6 +14,8 @@
 
 #include "crypto/ktls_probe.hpp"
 #include "proxy/app/admin_server.hpp"
+#include "proxy/app/listeners.hpp"
+#include "proxy/app/metrics.hpp"
 #include "proxy/base/log.hpp"
 #include "proxy/base/version.hpp"
 #include "proxy/conn/runtime.hpp"
@@ -23,20 +25,6 @@
 namespace ztp::app {
 
 namespace {
-
-Result<UniqueFd> listen_socket(const SocketAddress& addr) {
-    UniqueFd fd(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd) return errno_error("socket");
-    int one = 1;
-    // SO_REUSEPORT: one socket per worker on the same address; the kernel load-balances
-    // new connections between them, so workers never contend on one accept queue.
-    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) return errno_error("SO_REUSEPORT");
-    if (addr.family() == AF_INET6) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (::bind(fd.get(), addr.sa(), addr.len()) != 0) return errno_error("bind");
-    if (::listen(fd.get(), SOMAXCONN) != 0) return errno_error("listen");
-    return fd;
-}
 
 // `ktls = "require"` is a promise about every connection: refuse to start where the kernel
 // cannot keep it, instead of refusing every connection later.
@@ -126,13 +114,6 @@ void harden_process() {
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) log::main().warn("PR_SET_NO_NEW_PRIVS: {}", std::strerror(errno));
 }
 
-SocketAddress bound_address(int fd) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-    return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-}
-
 }  // namespace
 
 int run_policy(config::Policy policy, const RunOptions& options) {
@@ -145,15 +126,6 @@ int run_policy(config::Policy policy, const RunOptions& options) {
         return 1;
     }
     const auto& pol = runtime->policy();
-    for (const auto& l : pol.listeners) {
-        if (l.admission.enabled()) {
-            // Validated by `check`, but a proxy that silently admits everyone would be worse than
-            // one that says so.
-            log::main().error("listener '{}': [listener.admission] is validated but not enforced by this build yet; "
-                              "refusing to start", l.name);
-            return 1;
-        }
-    }
     raise_fd_limit(pol.limits.max_connections);
     harden_process();
     if (auto unmet = unmet_ktls_requirements(pol); !unmet.empty()) {
@@ -163,28 +135,21 @@ int run_policy(config::Policy policy, const RunOptions& options) {
     unsigned workers = pol.runtime.workers ? pol.runtime.workers : std::max(1u, std::thread::hardware_concurrency());
 
     // Bind everything before serving: a policy that cannot listen fails at start-up, whole.
+    auto listeners = open_listeners(*runtime, workers);
+    if (!listeners) return 1;  // logged with the listener's name
     std::vector<std::vector<conn::ListenSocket>> per_worker(workers);
     std::vector<BoundListener> bound;
-    for (size_t li = 0; li < runtime->listeners().size(); ++li) {
-        const auto& l = *runtime->listeners()[li].config;
-        SocketAddress addr = l.address;
-        for (unsigned w = 0; w < workers; ++w) {
-            auto fd = listen_socket(addr);
-            if (!fd) {
-                log::main().error("listener '{}': cannot listen on {}: {}", l.name, addr.to_string(),
-                                  fd.error().message());
-                return 1;
-            }
-            // Port 0: the first socket picks the port, the other workers join it.
-            if (w == 0) addr = bound_address(fd->get());
-            per_worker[w].push_back({li, std::move(fd).value()});
-        }
-        bound.push_back({l.name, addr});
+    std::vector<std::shared_ptr<conn::ListenerAdmission>> admissions;
+    for (size_t li = 0; li < listeners->size(); ++li) {
+        OpenListener& l = (*listeners)[li];
+        for (unsigned w = 0; w < workers; ++w) per_worker[w].push_back({li, std::move(l.worker_fds[w]), l.admission});
+        bound.push_back({l.name, l.address});
+        admissions.push_back(l.admission);
     }
 
     std::unique_ptr<AdminServer> admin;
     if (options.admin) {
-        auto a = AdminServer::start(*options.admin);
+        auto a = AdminServer::start(*options.admin, [admissions] { return render_metrics(admissions); });
         if (!a) {
             log::main().error("cannot start the admin endpoint on {}: {}", options.admin->to_string(),
                               a.error().message());
@@ -227,6 +192,8 @@ int run_policy(config::Policy policy, const RunOptions& options) {
             log::main().info("SIGHUP: reloading the policy");
             if (auto next = reload_runtime(reload, *runtime)) {
                 runtime = next;
+                for (size_t li = 0; li < admissions.size(); ++li)
+                    admissions[li]->update(runtime->policy().listeners[li].admission);
                 for (auto& w : pool) w->swap_runtime(runtime);
                 log::setup(runtime->policy().logging.level, log_format(runtime->policy().logging.format));
                 conn::bump(conn::stats().reloads_ok);

@@ -46,6 +46,7 @@ std::string format_access_text(const AccessRecord& r) {
     if (!r.ts.empty()) field("ts", r.ts);
     field("client", r.client);
     field("listener", r.listener);
+    field("worker", std::to_string(r.worker));
     field("sni", r.sni);
     field("alpn", r.alpn);
     field("version", r.version);
@@ -68,7 +69,8 @@ std::string format_access_text(const AccessRecord& r) {
 std::string format_access_json(const AccessRecord& r) {
     nlohmann::json j = {
         {"ts", r.ts},
-        {"client", r.client},   {"listener", r.listener},     {"sni", r.sni},
+        {"client", r.client},   {"listener", r.listener},     {"worker", r.worker},
+        {"sni", r.sni},
         {"alpn", r.alpn},       {"version", r.version},       {"cipher", r.cipher},
         {"backend", r.backend}, {"rx_path", r.rx_path},       {"tx_path", r.tx_path},
         {"ktls_fallback", r.ktls_fallback},

@@ -13,6 +13,7 @@ struct AccessRecord {
     std::string ts;  // when the connection ended (UTC)
     std::string client;
     std::string listener;
+    unsigned worker = 0;  // the worker thread that served it (shows how connections are spread)
     std::string sni;
     std::string alpn;
     std::string version;

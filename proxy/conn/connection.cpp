@@ -329,6 +329,7 @@ void Connection::release_if_idle() {
         r.ts = log::timestamp_now();
         r.client = peer_.to_string();
         r.listener = listener_.config->name;
+        r.worker = owner_.worker_id();
         r.sni = session_.sni;
         r.alpn = session_.alpn;
         r.version = session_.version;

@@ -38,6 +38,7 @@ public:
     virtual redact::Scratch& redact_scratch() = 0;
     virtual io::BufferPool& buffers() = 0;
     virtual void connection_finished(class Connection* c) = 0;  // free it after this dispatch
+    virtual unsigned worker_id() const = 0;
 
 protected:
     ~ConnectionOwner() = default;

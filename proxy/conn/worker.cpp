@@ -176,9 +176,16 @@ void Worker::on_accept(size_t i, int res, uint32_t flags) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return;  // already gone
+    auto peer = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    // Where the kernel could not take admission, it is judged here, before a byte is read: closing
+    // unanswered is the refusal (counted by the fallback; logged at debug: it is the client's doing).
+    if (sockets_[i].admission && !sockets_[i].admission->admit(peer)) {
+        log::conn().debug("client {} refused by admission on listener '{}'", peer.to_string(),
+                          sockets_[i].admission->listener());
+        return;
+    }
     const auto& listener = runtime_->listeners()[sockets_[i].listener_index];
-    auto conn = std::make_unique<Connection>(*this, runtime_, listener, std::move(fd),
-                                             SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+    auto conn = std::make_unique<Connection>(*this, runtime_, listener, std::move(fd), peer);
     Connection* raw = conn.get();
     connections_.emplace(raw, std::move(conn));
     raw->start();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "proxy/conn/connection.hpp"
+#include "proxy/conn/listener_admission.hpp"
 #include "proxy/conn/runtime.hpp"
 #include "proxy/io/event_loop.hpp"
 
@@ -22,6 +23,7 @@ namespace ztp::conn {
 struct ListenSocket {
     size_t listener_index;  // into Runtime::listeners()
     UniqueFd fd;
+    std::shared_ptr<ListenerAdmission> admission;  // shared by the listener's sockets
 };
 
 class Worker final : public ConnectionOwner, public io::CompletionHandler {
@@ -46,6 +48,7 @@ public:
     redact::Scratch& redact_scratch() override { return scratch_; }
     io::BufferPool& buffers() override { return *buffers_; }
     void connection_finished(Connection* c) override { finished_.push_back(c); }
+    unsigned worker_id() const override { return id_; }
     void on_completion(uint8_t tag, int res, uint32_t flags) override;
 
 private:

@@ -300,8 +300,9 @@ class Proxy(Proc):
     """
 
     def __init__(self, args, listeners=1, log_level="info", env=None, cwd=None,
-                 label="ztproxy"):
-        argv = [ztproxy_bin()] + list(args)
+                 label="ztproxy", exec_prefix=()):
+        # exec_prefix: a command that execs ztproxy in the same process (e.g. setpriv ... --).
+        argv = list(exec_prefix) + [ztproxy_bin()] + list(args)
         if log_level and "--log-level" not in argv:
             argv += ["--log-level", log_level]
         super().__init__(label, argv, env=env, cwd=cwd)
@@ -376,7 +377,7 @@ class Proxy(Proc):
 
 
 _TOKEN_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
-_INT_FIELDS = ("bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up", "copied_down", "duration_ms")
+_INT_FIELDS = ("worker", "bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up", "copied_down", "duration_ms")
 
 
 def _unquote(v):
@@ -995,6 +996,7 @@ class SClientSession:
         self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         self.out, self.err = bytearray(), bytearray()
+        self.eofs = 0  # pipes read to the end
         self.cond = threading.Condition()
         self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, self.out),
                                          daemon=True),
@@ -1008,6 +1010,7 @@ class SClientSession:
             b = pipe.read1(65536)
             with self.cond:
                 if not b:
+                    self.eofs += 1
                     self.cond.notify_all()
                     return
                 into.extend(b)
@@ -1022,13 +1025,16 @@ class SClientSession:
             return False
 
     def wait(self, predicate, timeout):
-        """Waits until predicate(stdout, stderr) holds, s_client exits, or the timeout."""
+        """Waits until predicate(stdout, stderr) holds, s_client exits, or the timeout. After an
+        exit, what s_client printed last may still be in the pipes: judged once both are drained."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while not predicate(bytes(self.out), bytes(self.err)):
                 left = deadline - time.monotonic()
-                if left <= 0 or self.p.poll() is not None:
-                    return predicate(bytes(self.out), bytes(self.err))
+                if left <= 0:
+                    return False
+                if self.p.poll() is not None and self.eofs == len(self.threads):
+                    return False
                 self.cond.wait(min(left, 0.2))
             return True
 
