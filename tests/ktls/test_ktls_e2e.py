@@ -663,6 +663,21 @@ class KtlsE2ETest(E2ETestCase):
                             what="a log line saying why the connection ended")
             self.echo_roundtrip_kernel("after the " + what, port=proxy.port, proxy=proxy)
 
+    def test_admission_filter_leaves_the_kernel_path_alone(self):
+        # The admission socket filter is inherited by accepted sockets and sees their segments:
+        # kTLS RX/TX and splice must work under it, and a denied source still gets nowhere.
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", self.echo.address,
+                                  "--cert", self.leaf.cert, "--key", self.leaf.key,
+                                  "--deny", "127.0.0.2/32"])
+        self.assertNotIn("eBPF admission unavailable", "".join(proxy.err.snapshot()))
+        self.echo_roundtrip_kernel("under the admission filter", port=proxy.port, proxy=proxy)
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(2)
+        with self.assertRaises(socket.timeout, msg="a denied source completed a TCP handshake"):
+            s.connect(("127.0.0.1", proxy.port))
+        s.close()
+
     # ------------------------------------------------------------------ 6. ktls = off
 
     def assert_not_kernel_entry(self, e, what):
