@@ -126,6 +126,7 @@ struct Route {
 
 struct Limits {
     uint32_t max_connections = 10000;                      // per process
+    uint32_t max_connections_per_source = 0;               // per client address; 0 = no limit
     std::chrono::milliseconds handshake_timeout{10'000};
     std::chrono::milliseconds idle_timeout{300'000};
     std::chrono::milliseconds backend_connect_timeout{5'000};

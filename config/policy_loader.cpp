@@ -10,6 +10,7 @@
 //
 //   [limits]
 //   max_connections = 10000         # per process, >= 1
+//   max_connections_per_source = 0  # open connections per client address; 0 = no limit
 //   handshake_timeout = "10s"       # durations: "250ms", "5s", "2m", "1h", "1m30s"; > 0
 //   idle_timeout = "5m"
 //   backend_connect_timeout = "5s"
@@ -233,7 +234,7 @@ private:
         Limits& lim = p_.limits;
         lim.loc = r_.loc(t.source());
         r_.check_keys(t,
-                      {"max_connections", "handshake_timeout", "idle_timeout", "backend_connect_timeout",
+                      {"max_connections", "max_connections_per_source", "handshake_timeout", "idle_timeout", "backend_connect_timeout",
                        "drain_timeout", "connection_buffer"},
                       kLimits);
         if (auto v = r_.integer(t, "max_connections", kLimits)) {
@@ -241,6 +242,13 @@ private:
                 r_.error(at(t, "max_connections"), "'max_connections' must be between 1 and 4294967295");
             else
                 lim.max_connections = static_cast<uint32_t>(*v);
+        }
+        if (auto v = r_.integer(t, "max_connections_per_source", kLimits)) {
+            if (*v < 0 || *v > int64_t{UINT32_MAX})
+                r_.error(at(t, "max_connections_per_source"),
+                         "'max_connections_per_source' must be between 0 (no limit) and 4294967295");
+            else
+                lim.max_connections_per_source = static_cast<uint32_t>(*v);
         }
         duration(t, "handshake_timeout", lim.handshake_timeout);
         duration(t, "idle_timeout", lim.idle_timeout);

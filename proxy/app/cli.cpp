@@ -128,6 +128,8 @@ int main_cli(int argc, char** argv) {
                     "Quick mode: auto (kernel, else userspace), kernel, userspace or openssl")
         ->check(CLI::IsMember({"auto", "kernel", "userspace", "openssl"}));
     run->add_option("--max-connections", q.max_connections, "Quick mode: connection limit");
+    run->add_option("--max-connections-per-source", q.max_connections_per_source,
+                    "Quick mode: open connections per client address (0 = no limit)");
     run->add_option("--workers", q.workers, "Quick mode: worker threads (default: one per CPU)");
     config_opt->excludes(listen_opt);
 

@@ -111,8 +111,11 @@ std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmis
     f.push_back(family("ztproxy_connections_active", "Client connections open now", C::Gauge,
                        {value(static_cast<double>(s.connections_active.load(std::memory_order_relaxed)), C::Gauge)}));
     f.push_back(counter("ztproxy_connections_total", "Client connections accepted", s.connections_total));
-    f.push_back(counter("ztproxy_connections_refused_total", "Connections closed at accept: over max_connections",
-                        s.connections_refused_limit));
+    f.push_back(family("ztproxy_connections_refused_total", "Connections closed at accept, by the limit they hit",
+                       C::Counter,
+                       {value(load(s.connections_refused_limit), C::Counter, {{"reason", "max_connections"}}),
+                        value(load(s.connections_refused_per_source), C::Counter,
+                              {{"reason", "max_connections_per_source"}})}));
     f.push_back(family("ztproxy_handshakes_total", "TLS handshakes by result", C::Counter,
                        {value(load(s.handshakes_ok), C::Counter, {{"result", "ok"}}),
                         value(load(s.handshakes_failed), C::Counter, {{"result", "failed"}}),

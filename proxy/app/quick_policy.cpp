@@ -83,6 +83,7 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
         else problems.push_back("--connection-buffer '" + o.connection_buffer + "': " + why);
     }
     if (o.max_connections) p.limits.max_connections = o.max_connections;
+    p.limits.max_connections_per_source = o.max_connections_per_source;
     p.runtime.workers = o.workers;
     return p;
 }

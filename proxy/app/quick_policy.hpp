@@ -28,6 +28,7 @@ struct QuickOptions {
     std::vector<std::string> allow;            // CIDRs ([listener.admission] allow / deny)
     std::vector<std::string> deny;
     unsigned max_connections = 0;   // 0 = default
+    unsigned max_connections_per_source = 0;  // 0 = no limit
     unsigned workers = 0;
 };
 

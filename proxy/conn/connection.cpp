@@ -39,12 +39,14 @@ __kernel_timespec to_timespec(std::chrono::milliseconds ms) {
 }  // namespace
 
 Connection::Connection(ConnectionOwner& owner, std::shared_ptr<const Runtime> runtime,
-                       const ListenerRuntime& listener, UniqueFd client, SocketAddress peer)
+                       const ListenerRuntime& listener, UniqueFd client, SocketAddress peer,
+                       SourceLimit::Slot source)
     : owner_(owner),
       runtime_(std::move(runtime)),
       listener_(listener),
       client_(std::move(client)),
       peer_(peer),
+      source_(std::move(source)),
       started_(Clock::now()),
       last_activity_(started_) {
     stats().connections_active.fetch_add(1, std::memory_order_relaxed);

@@ -22,6 +22,7 @@
 #include "proxy/base/unique_fd.hpp"
 #include "proxy/conn/relay.hpp"
 #include "proxy/conn/runtime.hpp"
+#include "proxy/conn/source_limit.hpp"
 #include "proxy/io/event_loop.hpp"
 #include "proxy/io/gated_pool.hpp"
 #include "proxy/io/pipe_pool.hpp"
@@ -46,8 +47,9 @@ protected:
 
 class Connection final : public io::CompletionHandler, private RelayHost {
 public:
+    // `source`: the connection's place under max_connections_per_source, held until it is freed.
     Connection(ConnectionOwner& owner, std::shared_ptr<const Runtime> runtime, const ListenerRuntime& listener,
-               UniqueFd client, SocketAddress peer);
+               UniqueFd client, SocketAddress peer, SourceLimit::Slot source = {});
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -91,6 +93,7 @@ private:
     UniqueFd client_;
     UniqueFd backend_;
     SocketAddress peer_;
+    SourceLimit::Slot source_;  // released with the connection
     SocketAddress backend_addr_;
     SslPtr ssl_;
     crypto::SessionInfo session_;

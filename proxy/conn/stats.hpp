@@ -20,7 +20,8 @@ inline size_t record_path_index(std::string_view name) {
 struct Stats {
     std::atomic<uint64_t> connections_total{0};
     std::atomic<int64_t> connections_active{0};
-    std::atomic<uint64_t> connections_refused_limit{0};
+    std::atomic<uint64_t> connections_refused_limit{0};       // over max_connections
+    std::atomic<uint64_t> connections_refused_per_source{0};  // over max_connections_per_source
     std::atomic<uint64_t> handshakes_ok{0};
     std::atomic<uint64_t> handshakes_failed{0};
     std::atomic<uint64_t> handshake_timeouts{0};

@@ -90,6 +90,7 @@ TEST(PolicyLoader, MinimalGetsDefaults) {
     EXPECT_EQ(p.logging.format, LogFormat::text);
     EXPECT_TRUE(p.logging.access_log);
     EXPECT_EQ(p.limits.max_connections, 10000u);
+    EXPECT_EQ(p.limits.max_connections_per_source, 0u);
     EXPECT_EQ(p.limits.handshake_timeout, std::chrono::seconds(10));
     EXPECT_EQ(p.limits.idle_timeout, std::chrono::minutes(5));
     EXPECT_EQ(p.limits.backend_connect_timeout, std::chrono::seconds(5));
@@ -129,6 +130,7 @@ TEST(PolicyLoader, FullReadsEveryKey) {
     EXPECT_EQ(p.logging.format, LogFormat::json);
     EXPECT_FALSE(p.logging.access_log);
     EXPECT_EQ(p.limits.max_connections, 2048u);
+    EXPECT_EQ(p.limits.max_connections_per_source, 64u);
     EXPECT_EQ(p.limits.handshake_timeout, std::chrono::milliseconds(2500));
     EXPECT_EQ(p.limits.idle_timeout, std::chrono::seconds(90));
     EXPECT_EQ(p.limits.backend_connect_timeout, std::chrono::seconds(3));
