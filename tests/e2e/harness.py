@@ -971,6 +971,18 @@ class BioTlsClient:
         self.raw.close()
 
 
+def half_close_exchange(port, server_name, ctx, payload, timeout=15.0):
+    """Sends payload, then close_notify (a TLS half-close), and reads until the peer ends the
+    connection: returns (data, how) as BioTlsClient.read_until_close()."""
+    c = BioTlsClient(port, server_name, ctx, timeout)
+    try:
+        c.write(payload)
+        c.half_close()
+        return c.read_until_close()
+    finally:
+        c.close()
+
+
 class SClientSession:
     """`openssl s_client -brief` with its stdout and stderr collected; the test writes lines to
     its stdin and waits on what it printed. Bounded everywhere; close() always reaps it."""

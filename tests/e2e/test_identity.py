@@ -22,8 +22,8 @@ import ssl
 import subprocess
 import unittest
 
-from harness import (EVENT_TIMEOUT, BioTlsClient, E2ETestCase, CertAuthority, HttpConn, client_context, curl,
-                     curl_args, policy_toml, ztproxy_bin)
+from harness import (EVENT_TIMEOUT, E2ETestCase, CertAuthority, HttpConn, client_context, curl, curl_args,
+                     half_close_exchange, policy_toml, ztproxy_bin)
 from test_admin import metric, scrape
 
 SUBJECT = "CN=alice,O=ztproxy tests"  # RFC 2253: most specific RDN first
@@ -299,13 +299,7 @@ class IdentityTest(E2ETestCase):
         backend = self.start_backend("record")
         proxy, _ = self.start(self.policy(backend, "require"))
         payload = b"exactly these bytes, nothing before them\n" * 100
-        c = BioTlsClient(proxy.port, "localhost", self.client_ctx(self.alice))
-        try:
-            c.write(payload)
-            c.half_close()
-            got, how = c.read_until_close()
-        finally:
-            c.close()
+        got, how = half_close_exchange(proxy.port, "localhost", self.client_ctx(self.alice), payload)
         self.assertEqual(got.decode().split(), ["RECORDED", str(len(payload)), hashlib.sha256(payload).hexdigest()],
                          how)
 
