@@ -53,7 +53,8 @@ void decode_tlvs(const std::vector<uint8_t>& v, size_t from, size_t to, Tlvs& ou
         const size_t len = be16(v, i + 1);
         ASSERT_LE(i + 3 + len, to) << "TLV 0x" << std::hex << unsigned(type) << " runs past its container";
         ASSERT_EQ(out.count(key_base | type), 0u) << "TLV repeated";
-        out[key_base | type] = std::string(v.begin() + static_cast<long>(i + 3), v.begin() + static_cast<long>(i + 3 + len));
+        const auto* value = reinterpret_cast<const char*>(v.data() + i + 3);
+        out[key_base | type] = std::string(value, len);
         if (key_base == 0 && type == kTypeSsl) {
             ASSERT_GE(len, 5u);
             out[0x1000] = std::to_string(v[i + 3]);
