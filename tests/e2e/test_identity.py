@@ -166,6 +166,23 @@ class IdentityTest(E2ETestCase):
         _, text = scrape(admin)
         self.assertEqual(metric(text, "ztproxy_client_cert_failures_total", reason="invalid"), 1)
 
+    def test_every_sni_certificate_verifies_clients(self):
+        # SNI switches the connection to another certificate's context before the client
+        # certificate is verified: that context must hold the client CA too.
+        other = self.ca.issue("other", "ec", dns=["other.test"])
+        backend = self.start_backend("http")
+        proxy, _ = self.start(policy_toml(
+            listeners=[{"name": "main", "tls": {"client_auth": "require", "client_ca": self.client_ca.cert},
+                        "certs": [("main", self.server, ["localhost"]), ("other", other, ["other.test"])]}],
+            backends=[{"name": "app", "addresses": [backend.address]}],
+            routes=[{"default": True, "backend": "app"}]))
+        args = ["--cacert", self.ca.cert] + curl_args("other.test", proxy.port)
+        r = curl(["--cert", self.alice.cert, "--key", self.alice.key] + args)
+        self.assertEqual(r.returncode, 0, "curl failed: %s\n%s" % (r.stderr, proxy.diag()))
+        proxy.wait_access(lambda e: e.get("sni") == "other.test" and e.get("client_subject") == SUBJECT)
+        self.assertNotEqual(curl(["--cert", self.mallory.cert, "--key", self.mallory.key] + args).returncode, 0)
+        self.rejected(proxy, "unable to get local issuer certificate")
+
     # --------------------------------------------------------------------------- mTLS: optional
 
     def test_optional_accepts_with_and_without_certificate_but_never_a_bad_one(self):
