@@ -34,12 +34,22 @@ enum class KtlsMode { automatic, require, off };
 // session (and `ktls` allows it), else ztproxy's gated userspace record layer; kernel: kTLS only;
 // userspace: always the gated record layer; openssl: SSL_read/SSL_write (the reference path).
 enum class RecordPathMode { automatic, kernel, userspace, openssl };
+// Client certificates (mTLS). none: never asked for; optional: asked for, a connection without one
+// goes on, but one that is presented must verify; require: a connection without a valid one is
+// refused during the handshake.
+enum class ClientAuth { none, optional, require };
+inline constexpr unsigned kMaxVerifyDepth = 16;  // longer chains are a verification-cost DoS, not a real PKI
+// What ztproxy writes to a backend before the first relayed byte: nothing, or a PROXY protocol v2
+// header (client and listener addresses, TLS facts, client certificate identity).
+enum class ProxyProtocol { off, v2 };
 
 const char* to_string(TlsVersion v);  // "1.2" / "1.3"
 const char* to_string(Cipher c);      // "AES-128-GCM" ...
 const char* to_string(LogFormat f);   // "text" / "json"
 const char* to_string(KtlsMode m);    // "auto" / "require" / "off"
 const char* to_string(RecordPathMode m);  // "auto" / "kernel" / "userspace" / "openssl"
+const char* to_string(ClientAuth a);      // "none" / "optional" / "require"
+const char* to_string(ProxyProtocol p);   // "off" / "v2"
 
 struct Certificate {
     std::string name;                       // referenced by tls.default_certificate
@@ -60,6 +70,10 @@ struct TlsSettings {
     KtlsMode ktls = KtlsMode::automatic;
     RecordPathMode record_path = RecordPathMode::automatic;
     SourceLoc loc;
+    ClientAuth client_auth = ClientAuth::none;
+    std::string client_ca{};                // PEM bundle of trusted client CAs (absolute after loading)
+    unsigned verify_depth = 4;              // intermediates allowed between the leaf and a trusted CA
+    SourceLoc client_ca_loc{};              // the client_ca value; empty file = not from a file
 };
 
 // [listener.admission]: which clients may open connections to this listener, and how fast. The
@@ -91,6 +105,7 @@ struct Backend {
     std::string name;
     std::vector<SocketAddress> addresses;  // tried round-robin, next one on connect failure
     SourceLoc loc;
+    ProxyProtocol proxy_protocol = ProxyProtocol::off;
 };
 
 // Which plaintext a redaction rule inspects: request = client → backend, response = backend → client.

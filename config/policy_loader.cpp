@@ -28,6 +28,9 @@
 //     session_tickets = true
 //     ktls = "auto"                 # auto|require|off: record crypto in the kernel after the handshake
 //     record_path = "auto"          # auto|kernel|userspace|openssl (auto: kernel, else userspace)
+//     client_auth = "none"          # none|optional|require: client certificates (mTLS)
+//     client_ca = "certs/clients.pem"  # trusted client CAs (PEM); required unless client_auth = "none"
+//     verify_depth = 4              # intermediates allowed below a trusted CA, 0..16
 //     default_certificate = "main"  # optional; default = first certificate
 //     [[listener.tls.certificate]]  # at least one
 //     name = "main"                 # required, unique within the listener
@@ -43,6 +46,7 @@
 //   [[backend]]
 //   name = "app"                    # required, unique
 //   addresses = ["127.0.0.1:8080"]  # required, non-empty (or `address = "..."`, a single one)
+//   proxy_protocol = "off"          # off|v2: a PROXY protocol v2 header before the first relayed byte
 //
 //   [[route]]
 //   listener = "public"             # optional: absent = every listener
@@ -203,14 +207,7 @@ private:
             else
                 r_.error(at(t, "level"), "'level' must be one of trace, debug, info, warn, error, off");
         }
-        if (auto v = r_.string(t, "format", kLogging)) {
-            if (*v == "text")
-                lg.format = LogFormat::text;
-            else if (*v == "json")
-                lg.format = LogFormat::json;
-            else
-                r_.error(at(t, "format"), "'format' must be \"text\" or \"json\"");
-        }
+        if (auto i = r_.choice(t, "format", kLogging, {"text", "json"})) lg.format = static_cast<LogFormat>(*i);
         if (auto v = r_.boolean(t, "access_log", kLogging)) lg.access_log = *v;
     }
 
@@ -377,7 +374,7 @@ private:
         tls.loc = r_.loc(t.source());
         r_.check_keys(t,
                       {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "ktls", "record_path",
-                       "default_certificate", "certificate"},
+                       "client_auth", "client_ca", "verify_depth", "default_certificate", "certificate"},
                       kTls);
         if (auto v = version(t, "min_version")) tls.min_version = *v;
         if (auto v = version(t, "max_version")) tls.max_version = *v;
@@ -409,18 +406,24 @@ private:
             }
         }
         if (auto v = r_.boolean(t, "session_tickets", kTls)) tls.session_tickets = *v;
-        if (auto v = r_.string(t, "ktls", kTls)) {
-            if (*v == "auto") tls.ktls = KtlsMode::automatic;
-            else if (*v == "require") tls.ktls = KtlsMode::require;
-            else if (*v == "off") tls.ktls = KtlsMode::off;
-            else r_.error(at(t, "ktls"), "'ktls' must be \"auto\", \"require\" or \"off\"");
+        // The option lists are in enum order: the index is the value.
+        if (auto i = r_.choice(t, "ktls", kTls, {"auto", "require", "off"})) tls.ktls = static_cast<KtlsMode>(*i);
+        if (auto i = r_.choice(t, "record_path", kTls, {"auto", "kernel", "userspace", "openssl"}))
+            tls.record_path = static_cast<RecordPathMode>(*i);
+        auto auth = r_.choice(t, "client_auth", kTls, {"none", "optional", "require"});
+        if (auth) tls.client_auth = static_cast<ClientAuth>(*auth);
+        // After a bad client_auth the CA is left out: "client_ca without client_auth" would only
+        // repeat the mistake already reported at the value.
+        if (auto v = name(t, "client_ca", kTls, false); v && (auth || !t.contains("client_auth"))) {
+            tls.client_ca = resolve(*v);
+            tls.client_ca_loc = r_.loc(at(t, "client_ca"));
         }
-        if (auto v = r_.string(t, "record_path", kTls)) {
-            if (*v == "auto") tls.record_path = RecordPathMode::automatic;
-            else if (*v == "kernel") tls.record_path = RecordPathMode::kernel;
-            else if (*v == "userspace") tls.record_path = RecordPathMode::userspace;
-            else if (*v == "openssl") tls.record_path = RecordPathMode::openssl;
-            else r_.error(at(t, "record_path"), "'record_path' must be \"auto\", \"kernel\", \"userspace\" or \"openssl\"");
+        if (auto v = r_.integer(t, "verify_depth", kTls)) {
+            if (*v < 0 || *v > kMaxVerifyDepth)
+                r_.error(at(t, "verify_depth"),
+                         "'verify_depth' must be between 0 and " + std::to_string(kMaxVerifyDepth));
+            else
+                tls.verify_depth = static_cast<unsigned>(*v);
         }
         if (auto v = name(t, "default_certificate", kTls, false)) tls.default_certificate = *v;
 
@@ -444,8 +447,10 @@ private:
     void read_backend(const toml::table& t) {
         Backend b;
         b.loc = r_.loc(t.source());
-        r_.check_keys(t, {"name", "address", "addresses"}, kBackend);
+        r_.check_keys(t, {"name", "address", "addresses", "proxy_protocol"}, kBackend);
         if (auto v = name(t, "name", kBackend, true)) b.name = *v;
+        if (auto i = r_.choice(t, "proxy_protocol", kBackend, {"off", "v2"}))
+            b.proxy_protocol = static_cast<ProxyProtocol>(*i);
         bool has_one = t.contains("address"), has_many = t.contains("addresses");
         if (has_one && has_many) {
             r_.error(at(t, "address"), "use either 'address' or 'addresses', not both");
@@ -488,12 +493,8 @@ private:
         r_.check_keys(t, {"id", "direction", "pattern", "literal", "case_insensitive", "mask", "replacement"},
                       kRule);
         if (auto v = name(t, "id", kRule, true)) rule.id = *v;
-        if (auto v = r_.string(t, "direction", kRule)) {
-            if (*v == "request") rule.direction = RuleDirection::request;
-            else if (*v == "response") rule.direction = RuleDirection::response;
-            else if (*v == "both") rule.direction = RuleDirection::both;
-            else r_.error(at(t, "direction"), "'direction' must be \"request\", \"response\" or \"both\"");
-        }
+        if (auto i = r_.choice(t, "direction", kRule, {"request", "response", "both"}))
+            rule.direction = static_cast<RuleDirection>(*i);
         bool has_pattern = t.contains("pattern"), has_literal = t.contains("literal");
         if (has_pattern && has_literal) {
             r_.error(at(t, "literal"), "use either 'pattern' or 'literal', not both");

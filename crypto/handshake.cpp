@@ -35,8 +35,10 @@ HandshakeStep handshake_step(SSL* ssl) {
         }
         case SSL_ERROR_ZERO_RETURN: return {HandshakeStatus::failed, "peer closed the connection during the handshake"};
         default: {
+            unsigned long first = ERR_peek_error();
+            int reason = first != 0 && ERR_GET_LIB(first) == ERR_LIB_SSL ? ERR_GET_REASON(first) : 0;
             std::string why = take_openssl_error();
-            return {HandshakeStatus::failed, why.empty() ? "handshake failed" : why};
+            return {HandshakeStatus::failed, why.empty() ? "handshake failed" : why, reason};
         }
     }
 }
@@ -57,6 +59,7 @@ SessionInfo session_info(SSL* ssl) {
     if (alpn) info.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
     info.version = SSL_get_version(ssl);
     if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl)) info.cipher = SSL_CIPHER_get_name(c);
+    info.client_cert = client_cert_info(ssl);
     return info;
 }
 

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "crypto/client_cert.hpp"
+
 namespace ztp::crypto {
 
 enum class HandshakeStatus { done, want_read, want_write, failed };
@@ -13,6 +15,7 @@ enum class HandshakeStatus { done, want_read, want_write, failed };
 struct HandshakeStep {
     HandshakeStatus status;
     std::string error;  // set when failed: OpenSSL's reason, or the socket error
+    int ssl_reason = 0;  // when failed: ERR_GET_REASON of OpenSSL's first SSL-library error, else 0
 };
 
 HandshakeStep handshake_step(SSL* ssl);
@@ -23,6 +26,7 @@ struct SessionInfo {
     std::string alpn;     // negotiated protocol, empty when none
     std::string version;  // "TLSv1.3"
     std::string cipher;   // IANA-ish OpenSSL name, e.g. "TLS_AES_128_GCM_SHA256"
+    ClientCertInfo client_cert;  // mTLS: the verified client certificate, if any
 };
 
 SessionInfo session_info(SSL* ssl);

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <vector>
 
+#include "crypto/client_cert.hpp"
 #include "crypto/kernel_record_path.hpp"
 #include "proxy/conn/stats.hpp"
 #include "proxy/redact/redact_metrics.hpp"
@@ -120,6 +121,16 @@ std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmis
                        {value(load(s.handshakes_ok), C::Counter, {{"result", "ok"}}),
                         value(load(s.handshakes_failed), C::Counter, {{"result", "failed"}}),
                         value(load(s.handshake_timeouts), C::Counter, {{"result", "timeout"}})}));
+    f.push_back(counter("ztproxy_client_certs_verified_total",
+                        "Handshakes whose client certificate verified (mTLS, resumed sessions included)",
+                        s.client_certs_verified));
+    std::vector<ClientMetric> cert_failures;
+    for (size_t i = 0; i < static_cast<size_t>(crypto::ClientCertFailure::count); ++i)
+        cert_failures.push_back(value(load(s.client_cert_failures[i]), C::Counter,
+                                      {{"reason", crypto::to_string(static_cast<crypto::ClientCertFailure>(i))}}));
+    f.push_back(family("ztproxy_client_cert_failures_total",
+                       "Handshakes refused because of the client certificate, by reason", C::Counter,
+                       std::move(cert_failures)));
     f.push_back(counter("ztproxy_idle_timeouts_total", "Connections closed after idle_timeout", s.idle_timeouts));
     f.push_back(counter("ztproxy_backend_connect_failures_total", "Connections whose backend could not be reached",
                         s.backend_connect_failures));

@@ -5,7 +5,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <memory>
 #include <string>
 
@@ -28,21 +27,5 @@ std::string timestamp_now();
 inline spdlog::logger& main() { static auto l = get("main"); return *l; }
 inline spdlog::logger& conn() { static auto l = get("conn"); return *l; }
 inline spdlog::logger& tls() { static auto l = get("tls"); return *l; }
-
-// At most one line per interval, for events a client can cause at will (refusals, accept errors):
-// the counters count every one, the log says it is happening. One per call site and thread.
-class Throttle {
-public:
-    explicit Throttle(std::chrono::steady_clock::duration interval = std::chrono::seconds(5)) : interval_(interval) {}
-    bool due(std::chrono::steady_clock::time_point now) {
-        if (last_ != std::chrono::steady_clock::time_point{} && now - last_ < interval_) return false;
-        last_ = now;
-        return true;
-    }
-
-private:
-    std::chrono::steady_clock::duration interval_;
-    std::chrono::steady_clock::time_point last_{};
-};
 
 }  // namespace ztp::log

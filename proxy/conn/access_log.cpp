@@ -51,6 +51,8 @@ std::string format_access_text(const AccessRecord& r) {
     field("alpn", r.alpn);
     field("version", r.version);
     field("cipher", r.cipher);
+    if (!r.client_subject.empty()) field("client_subject", r.client_subject);
+    if (!r.client_cert_error.empty()) field("client_cert_error", r.client_cert_error);
     field("backend", r.backend);
     field("rx_path", r.rx_path);
     field("tx_path", r.tx_path);
@@ -72,6 +74,7 @@ std::string format_access_json(const AccessRecord& r) {
         {"client", r.client},   {"listener", r.listener},     {"worker", r.worker},
         {"sni", r.sni},
         {"alpn", r.alpn},       {"version", r.version},       {"cipher", r.cipher},
+        {"client_subject", r.client_subject},     {"client_cert_error", r.client_cert_error},
         {"backend", r.backend}, {"rx_path", r.rx_path},       {"tx_path", r.tx_path},
         {"ktls_fallback", r.ktls_fallback},
         {"bytes_up", r.counters.bytes_up},         {"bytes_down", r.counters.bytes_down},

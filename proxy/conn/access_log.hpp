@@ -18,6 +18,8 @@ struct AccessRecord {
     std::string alpn;
     std::string version;
     std::string cipher;
+    std::string client_subject;     // mTLS: the verified client certificate's subject (RFC 2253)
+    std::string client_cert_error;  // mTLS: why the client certificate was refused
     std::string backend;
     std::string rx_path;  // record path decrypting client → backend
     std::string tx_path;  // record path encrypting backend → client

@@ -12,8 +12,10 @@
 #include "crypto/kernel_record_path.hpp"
 #include "crypto/openssl_record_path.hpp"
 #include "proxy/base/log.hpp"
+#include "proxy/base/log_limiter.hpp"
 #include "proxy/conn/access_log.hpp"
 #include "proxy/conn/buffered_relay.hpp"
+#include "proxy/conn/proxy_header.hpp"
 #include "proxy/conn/rewrite_relay.hpp"
 #include "proxy/conn/splice_relay.hpp"
 #include "proxy/conn/userspace_relay.hpp"
@@ -78,6 +80,9 @@ void Connection::on_completion(uint8_t tag, int res, uint32_t) {
         case kBackendConnect:
             if (phase_ == Phase::connecting) on_connected(res);
             return release_if_idle();
+        case kBackendHeader:
+            if (phase_ == Phase::connecting) on_proxy_header_sent(res);
+            return release_if_idle();
     }
     if (phase_ == Phase::handshaking) continue_handshake();
     release_if_idle();
@@ -101,15 +106,32 @@ void Connection::continue_handshake() {
         case crypto::HandshakeStatus::failed:
             bump(stats().handshakes_failed);
             session_.sni = crypto::lower_sni(ssl_.get());
+            if (auto rejection = crypto::client_cert_rejection(ssl_.get(), step.ssl_reason))
+                return client_cert_rejected(*rejection);
             // Scanners and broken clients fail handshakes all day: debug, not warn.
             log::tls().debug("handshake from {} failed: {}", peer_.to_string(), step.error);
             return close("handshake_failed");
     }
 }
 
+void Connection::client_cert_rejected(const crypto::ClientCertRejection& rejection) {
+    bump(stats().client_cert_failures[static_cast<size_t>(rejection.reason)]);
+    client_cert_error_ = rejection.detail;
+    // Any client can fail verification at will: a few lines per second per worker reach the log,
+    // the access log still has every one (close=client_cert_rejected, client_cert_error=...).
+    thread_local log::LogLimiter limiter(10);
+    if (auto held_back = limiter.allow(Clock::now())) {
+        log::tls().warn("client {}: client certificate refused ({}): {}{}", peer_.to_string(),
+                        crypto::to_string(rejection.reason), rejection.detail,
+                        *held_back ? " (" + std::to_string(*held_back) + " more since the last such line)" : "");
+    }
+    close("client_cert_rejected");
+}
+
 void Connection::handshake_done() {
     bump(stats().handshakes_ok);
     session_ = crypto::session_info(ssl_.get());
+    if (session_.client_cert.presented) bump(stats().client_certs_verified);
     const Router::Target* target = listener_.router->route(session_.sni);
     backend_cfg_ = target ? runtime_->backend(target->backend) : nullptr;
     if (target) route_index_ = target->route_index;
@@ -227,6 +249,7 @@ void Connection::connect_next_backend() {
 
 void Connection::on_connected(int res) {
     if (res == 0) {
+        if (backend_cfg_->config->proxy_protocol == config::ProxyProtocol::v2) return send_proxy_header();
         phase_ = Phase::relaying;
         return start_relay();
     }
@@ -236,6 +259,44 @@ void Connection::on_connected(int res) {
     backend_.reset();
     ++connect_attempts_;
     connect_next_backend();
+}
+
+void Connection::send_proxy_header() {
+    // The destination is the address this connection reached: the concrete local address even
+    // when the listener is bound to a wildcard.
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (::getsockname(client_.get(), reinterpret_cast<sockaddr*>(&local), &len) != 0)
+        return proxy_header_failed(std::string("getsockname: ") + std::strerror(errno));
+    auto header =
+        pp2::encode(peer_, SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&local), len), session_);
+    if (!header) return proxy_header_failed(header.error().message());
+    proxy_header_ = std::move(header).value();
+    proxy_header_sent_ = 0;
+    send_proxy_header_rest();
+}
+
+void Connection::send_proxy_header_rest() {
+    ++inflight_;
+    owner_.loop().send(&op_proxy_header_, backend_.get(), proxy_header_.data() + proxy_header_sent_,
+                       proxy_header_.size() - proxy_header_sent_);
+}
+
+void Connection::on_proxy_header_sent(int res) {
+    if (res <= 0) return proxy_header_failed(res == 0 ? "backend accepted no byte" : std::strerror(-res));
+    proxy_header_sent_ += static_cast<size_t>(res);
+    // A short send: the rest goes out before anything else, the backend reads one header.
+    if (proxy_header_sent_ < proxy_header_.size()) return send_proxy_header_rest();
+    proxy_header_ = {};
+    phase_ = Phase::relaying;
+    start_relay();
+}
+
+void Connection::proxy_header_failed(const std::string& detail) {
+    log::conn().warn("client {}: PROXY v2 header to backend {} failed: {}", peer_.to_string(),
+                     backend_addr_.to_string(), detail);
+    goodbye_before_relay();
+    close("proxy_header_failed");
 }
 
 void Connection::start_relay() {
@@ -336,6 +397,8 @@ void Connection::release_if_idle() {
         r.alpn = session_.alpn;
         r.version = session_.version;
         r.cipher = session_.cipher;
+        r.client_subject = session_.client_cert.subject;
+        r.client_cert_error = client_cert_error_;
         r.backend = backend_addr_.len() ? backend_addr_.to_string() : "";
         r.rx_path = relay_ ? relay_->rx_path() : "";
         r.tx_path = relay_ ? relay_->tx_path() : "";

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "crypto/client_cert.hpp"
 #include "crypto/kernel_record_path.hpp"
 
 namespace ztp::conn {
@@ -25,6 +26,9 @@ struct Stats {
     std::atomic<uint64_t> handshakes_ok{0};
     std::atomic<uint64_t> handshakes_failed{0};
     std::atomic<uint64_t> handshake_timeouts{0};
+    std::atomic<uint64_t> client_certs_verified{0};  // handshakes that verified a client certificate
+    // Handshakes refused because of the client certificate (also counted in handshakes_failed).
+    std::atomic<uint64_t> client_cert_failures[static_cast<size_t>(crypto::ClientCertFailure::count)]{};
     std::atomic<uint64_t> idle_timeouts{0};
     std::atomic<uint64_t> backend_connect_failures{0};
     std::atomic<uint64_t> bytes_up{0};    // plaintext client → backend

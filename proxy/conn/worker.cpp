@@ -151,7 +151,7 @@ void Worker::on_accept(size_t i, int res, uint32_t flags) {
         if (stopping_) sockets_[i].fd.reset();
     }
     if (res < 0) {
-        if (res != -ECANCELED && accept_error_log_.due(Clock::now()))
+        if (res != -ECANCELED && accept_error_log_.allow(Clock::now()))
             log::main().warn("worker {}: accept failed: {}", id_, std::strerror(-res));
         return;
     }
@@ -169,12 +169,12 @@ void Worker::on_accept(size_t i, int res, uint32_t flags) {
                           sockets_[i].admission->listener());
         return;
     }
-    // Limits: closing the socket is the refusal. Counted always, logged at most every 5 s per
+    // Limits: closing the socket is the refusal. Counted always, logged at most once a second per
     // worker (a flood must not turn into a flood of log lines).
     const auto& limits = runtime_->policy().limits;
     if (stats().connections_active.load(std::memory_order_relaxed) >= static_cast<int64_t>(limits.max_connections)) {
         bump(stats().connections_refused_limit);
-        if (refusal_log_.due(Clock::now()))
+        if (refusal_log_.allow(Clock::now()))
             log::conn().warn("connection limit {} reached: refusing new connections ({} refused so far)",
                              limits.max_connections, stats().connections_refused_limit.load());
         return;
@@ -182,7 +182,7 @@ void Worker::on_accept(size_t i, int res, uint32_t flags) {
     auto source = SourceLimit::process().acquire(peer, limits.max_connections_per_source);
     if (!source.admitted) {
         bump(stats().connections_refused_per_source);
-        if (refusal_log_.due(Clock::now()))
+        if (refusal_log_.allow(Clock::now()))
             log::conn().warn("client {} holds max_connections_per_source = {}: refusing its new connections "
                              "({} refused so far)", peer.ip_string(), limits.max_connections_per_source,
                              stats().connections_refused_per_source.load());

@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "proxy/base/log.hpp"
+#include "proxy/base/log_limiter.hpp"
 #include "proxy/conn/connection.hpp"
 #include "proxy/conn/listener_admission.hpp"
 #include "proxy/conn/runtime.hpp"
@@ -90,8 +90,8 @@ private:
     std::atomic<int64_t> stop_deadline_ns_{0};  // steady_clock, set by request_stop
     bool aborted_all_ = false;
     std::atomic<bool> done_{false};
-    log::Throttle refusal_log_;       // limits refusing connections
-    log::Throttle accept_error_log_;  // accept failing (e.g. EMFILE)
+    log::LogLimiter refusal_log_{1};       // limits refusing connections: a line a second at most
+    log::LogLimiter accept_error_log_{1};  // accept failing (e.g. EMFILE)
     std::atomic<bool> stop_requested_{false};
     std::mutex pending_mutex_;
     std::shared_ptr<const Runtime> pending_runtime_;  // guarded by pending_mutex_

@@ -272,10 +272,14 @@ def describe_rc(rc):
 
 
 class Backend(Proc):
-    """backend.py in 'http' or 'echo' mode; .port is its listening port."""
+    """backend.py in 'http', 'echo' or 'record' mode; .port is its listening port. With
+    proxy_protocol="v2" it expects (and reports) a PROXY v2 header on every connection."""
 
-    def __init__(self, mode="http"):
-        super().__init__("backend(%s)" % mode, [sys.executable, BACKEND_PY, "--mode", mode])
+    def __init__(self, mode="http", proxy_protocol=None):
+        argv = [sys.executable, BACKEND_PY, "--mode", mode]
+        if proxy_protocol:
+            argv += ["--proxy-protocol", proxy_protocol]
+        super().__init__("backend(%s)" % mode, argv)
         try:
             m = self.wait_line("stdout", r"^LISTENING (\d+)$", READY_TIMEOUT,
                                what="backend readiness")
@@ -458,8 +462,10 @@ class CertAuthority:
             f.write(text)
         return path
 
-    def issue(self, name, key_type="ec", dns=("localhost",), ips=("127.0.0.1",), cn=None):
-        """Writes NAME.pem / NAME.key signed by this CA; SANs from dns and ips."""
+    def issue(self, name, key_type="ec", dns=("localhost",), ips=("127.0.0.1",), cn=None,
+              eku="serverAuth"):
+        """Writes NAME.pem / NAME.key signed by this CA; SANs from dns and ips (none when both
+        are empty); eku="clientAuth" for client certificates (mTLS)."""
         key = os.path.join(self.dir, name + ".key")
         csr = os.path.join(self.dir, name + ".csr")
         cert = os.path.join(self.dir, name + ".pem")
@@ -479,9 +485,9 @@ class CertAuthority:
             "[req]", "distinguished_name = dn", "prompt = no", "[dn]",
             "O = ztproxy tests", "CN = %s" % (cn or (dns[0] if dns else name)),
             "[v3_leaf]", "basicConstraints = critical,CA:FALSE",
-            "keyUsage = critical,%s" % usage, "extendedKeyUsage = serverAuth",
-            "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid",
-            "subjectAltName = %s" % ",".join(sans), ""]))
+            "keyUsage = critical,%s" % usage, "extendedKeyUsage = %s" % eku,
+            "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid"] +
+            (["subjectAltName = %s" % ",".join(sans)] if sans else []) + [""]))
         run_checked(["openssl", "req", "-new", "-config", cnf, "-key", key, "-out", csr])
         run_checked(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
                      "-set_serial", "0x" + secrets.token_hex(16), "-days", "2", "-sha256",
@@ -515,7 +521,7 @@ def policy_toml(listeners, backends, routes, sections=None):
 
     listeners: [{"name", "address" (default 127.0.0.1:0), "certs": [(name, Leaf, server_names)],
                  optional "tls": {min_version, max_version, ciphers, alpn, ...}}]
-    backends:  [{"name", "addresses": [...]}]
+    backends:  [{"name", "addresses": [...], optional "proxy_protocol": "v2"}]
     routes:    [{"backend", "default": True | "server_names": [...], optional "listener"}]
     sections:  {"limits": {...}, "runtime": {...}, "logging": {...}} (plain key = value tables)
     """
@@ -540,7 +546,10 @@ def policy_toml(listeners, backends, routes, sections=None):
         out.append("")
     for b in backends:
         out += ["[[backend]]", "name = %s" % _toml(b["name"]),
-                "addresses = %s" % _toml(list(b["addresses"])), ""]
+                "addresses = %s" % _toml(list(b["addresses"]))]
+        if b.get("proxy_protocol"):
+            out.append("proxy_protocol = %s" % _toml(b["proxy_protocol"]))
+        out.append("")
     for r in routes:
         out.append("[[route]]")
         if r.get("listener"):
@@ -860,8 +869,8 @@ class E2ETestCase(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="ztp-e2e-test-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
-    def start_backend(self, mode="http"):
-        b = Backend(mode)
+    def start_backend(self, mode="http", proxy_protocol=None):
+        b = Backend(mode, proxy_protocol)
         self.addCleanup(b.stop)
         return b
 
@@ -982,6 +991,18 @@ class BioTlsClient:
 
     def close(self):
         self.raw.close()
+
+
+def half_close_exchange(port, server_name, ctx, payload, timeout=15.0):
+    """Sends payload, then close_notify (a TLS half-close), and reads until the peer ends the
+    connection: returns (data, how) as BioTlsClient.read_until_close()."""
+    c = BioTlsClient(port, server_name, ctx, timeout)
+    try:
+        c.write(payload)
+        c.half_close()
+        return c.read_until_close()
+    finally:
+        c.close()
 
 
 class SClientSession:

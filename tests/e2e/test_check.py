@@ -104,6 +104,9 @@ class CheckCommand(unittest.TestCase):
                     for c in listener["tls"]["certificate"]:
                         names = c.get("server_names", [])
                         make_cert(workdir / c["cert"], workdir / c["key"], names, c["name"])
+                    if "client_ca" in listener["tls"]:  # a self-signed certificate is a CA bundle
+                        ca = workdir / listener["tls"]["client_ca"]
+                        make_cert(ca, ca.with_suffix(".key"), [], "clients CA")
                 rc, out, err = self.check(policy)
                 self.assertEqual(rc, 0, f"stdout:\n{out}\nstderr:\n{err}")
 

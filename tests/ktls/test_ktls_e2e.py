@@ -45,8 +45,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 
 import backend as backend_mod  # noqa: E402
-from harness import (E2ETestCase, Backend, BioTlsClient, CertAuthority, HttpConn, Proxy, SClientSession,  # noqa: E402
-                     client_context, curl, curl_args, describe_rc, policy_toml, require_tool,
+from harness import (E2ETestCase, Backend, CertAuthority, HttpConn, Proxy, SClientSession,  # noqa: E402
+                     client_context, curl, curl_args, describe_rc, half_close_exchange, policy_toml, require_tool,
                      s_client, tls_close_kind, tls_connect, wait_until)
 
 SKIP = 77
@@ -514,15 +514,9 @@ class KtlsE2ETest(E2ETestCase):
                 mark, emark = self.mark(), self.echo_mark()
                 before = tls_stat()
                 payload = os.urandom(size)
-                c = BioTlsClient(self.port, "echo.test",
-                                 client_context(self.ca.cert, minimum=version, maximum=version),
-                                 timeout=60)
-                try:
-                    c.write(payload)
-                    c.half_close()
-                    got, how = c.read_until_close()
-                finally:
-                    c.close()
+                got, how = half_close_exchange(
+                    self.port, "echo.test", client_context(self.ca.cert, minimum=version, maximum=version),
+                    payload, timeout=60)
                 self.assertEqual((len(got), got == payload, how), (size, True, "close_notify"),
                                  self.proxy.diag())
                 what = "client half-close %s" % version.name
@@ -729,14 +723,15 @@ class KtlsE2ETest(E2ETestCase):
                 proxy.stop()
 
 
-def main():
+def main(module=__name__):
+    """Runs the tests of `module` where kTLS is (exit 0/1), else exits 77 outside the VM."""
     if not IN_VM:
         ok, why = ktls_status()
         if not ok:
             print("SKIP: no kTLS on this kernel (%s); run inside tests/ktls/run-in-ktls-kernel.sh "
                   "(ctest -R ktls_vm_suite)" % why)
             return SKIP
-    prog = unittest.main(module=__name__, verbosity=2, exit=False)
+    prog = unittest.main(module=module, verbosity=2, exit=False)
     return 0 if prog.result.wasSuccessful() else 1
 
 

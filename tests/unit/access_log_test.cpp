@@ -35,6 +35,8 @@ TEST(AccessLog, TextIsKeyValue) {
               std::string::npos)
         << line;
     EXPECT_EQ(line.find("ktls_fallback"), std::string::npos) << "only present when kTLS was refused";
+    EXPECT_EQ(line.find("client_subject"), std::string::npos) << "only present with a client certificate";
+    EXPECT_EQ(line.find("client_cert_error"), std::string::npos) << "only present when one was refused";
     EXPECT_NE(line.find(" close=client_close"), std::string::npos);
 }
 
@@ -44,6 +46,19 @@ TEST(AccessLog, PeerControlledValuesCannotForgeFields) {
     auto line = format_access_text(r);
     EXPECT_EQ(line.find('\n'), std::string::npos);
     EXPECT_NE(line.find(R"(sni="evil close=fake\x0a\"x\\")"), std::string::npos) << line;
+}
+
+TEST(AccessLog, ClientCertificateFields) {
+    auto r = sample();
+    r.client_subject = "CN=alice,O=ztproxy tests";
+    r.client_cert_error = "unable to get local issuer certificate";
+    auto line = format_access_text(r);
+    EXPECT_NE(line.find(R"( client_subject="CN=alice,O=ztproxy tests" )"), std::string::npos) << line;
+    EXPECT_NE(line.find(R"( client_cert_error="unable to get local issuer certificate" )"), std::string::npos)
+        << line;
+    auto j = nlohmann::json::parse(format_access_json(r));
+    EXPECT_EQ(j["client_subject"], "CN=alice,O=ztproxy tests");
+    EXPECT_EQ(j["client_cert_error"], "unable to get local issuer certificate");
 }
 
 TEST(AccessLog, JsonHasTheSameFields) {
