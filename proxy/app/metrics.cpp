@@ -3,6 +3,8 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <iterator>
+#include <limits>
 #include <sstream>
 #include <vector>
 
@@ -35,6 +37,24 @@ MetricFamily family(std::string name, std::string help, MetricType type, std::ve
 
 MetricFamily counter(std::string name, std::string help, const std::atomic<uint64_t>& a) {
     return family(std::move(name), std::move(help), MetricType::Counter, {value(load(a), MetricType::Counter)});
+}
+
+// Successful backend connects: how long from connect() to established, in seconds.
+MetricFamily connect_histogram(const conn::Stats& s) {
+    ClientMetric m;
+    m.histogram.sample_sum = static_cast<double>(s.backend_connect_micros.load(std::memory_order_relaxed)) / 1e6;
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= std::size(conn::Stats::kConnectBuckets); ++i) {
+        cumulative += s.backend_connect_bucket[i].load(std::memory_order_relaxed);
+        ClientMetric::Bucket b;
+        b.cumulative_count = cumulative;
+        b.upper_bound = i < std::size(conn::Stats::kConnectBuckets) ? conn::Stats::kConnectBuckets[i]
+                                                                     : std::numeric_limits<double>::infinity();
+        m.histogram.bucket.push_back(b);
+    }
+    m.histogram.sample_count = cumulative;  // equal to +Inf's count even while workers observe
+    return family("ztproxy_backend_connect_duration_seconds", "Time to establish a backend connection",
+                  MetricType::Histogram, {m});
 }
 
 // Redaction: matches per rule, and per direction what the engine inspected and what the rewrite
@@ -134,6 +154,18 @@ std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmis
     f.push_back(counter("ztproxy_idle_timeouts_total", "Connections closed after idle_timeout", s.idle_timeouts));
     f.push_back(counter("ztproxy_backend_connect_failures_total", "Connections whose backend could not be reached",
                         s.backend_connect_failures));
+    f.push_back(connect_histogram(s));
+    std::vector<ClientMetric> failures;
+    for (size_t i = 0; i < static_cast<size_t>(crypto::HandshakeFailure::count); ++i)
+        failures.push_back(value(load(s.handshake_failures[i]), C::Counter,
+                                 {{"reason", crypto::to_string(static_cast<crypto::HandshakeFailure>(i))}}));
+    f.push_back(family("ztproxy_handshake_failures_total", "Failed TLS handshakes, by reason", C::Counter,
+                       std::move(failures)));
+    std::vector<ClientMetric> closed;
+    for (size_t i = 0; i < conn::kCloseReasonCount; ++i)
+        closed.push_back(value(load(s.connections_closed[i]), C::Counter, {{"reason", conn::kCloseReasons[i]}}));
+    f.push_back(family("ztproxy_connections_closed_total",
+                       "Client connections ended, by reason (the access log's close=)", C::Counter, std::move(closed)));
     std::vector<ClientMetric> by_path;
     for (size_t i = 0; i < 3; ++i) {
         by_path.push_back(value(load(s.bytes_up_by_path[i]), C::Counter,

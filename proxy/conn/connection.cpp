@@ -106,8 +106,11 @@ void Connection::continue_handshake() {
         case crypto::HandshakeStatus::failed:
             bump(stats().handshakes_failed);
             session_.sni = crypto::lower_sni(ssl_.get());
-            if (auto rejection = crypto::client_cert_rejection(ssl_.get(), step.ssl_reason))
+            if (auto rejection = crypto::client_cert_rejection(ssl_.get(), step.ssl_reason)) {
+                bump(stats().handshake_failures[static_cast<size_t>(crypto::HandshakeFailure::client_cert)]);
                 return client_cert_rejected(*rejection);
+            }
+            bump(stats().handshake_failures[static_cast<size_t>(step.failure)]);
             // Scanners and broken clients fail handshakes all day: debug, not warn.
             log::tls().debug("handshake from {} failed: {}", peer_.to_string(), step.error);
             return close("handshake_failed");
@@ -243,12 +246,14 @@ void Connection::connect_next_backend() {
     }
     set_nodelay(backend_.get());
     connect_timeout_ = to_timespec(runtime_->policy().limits.backend_connect_timeout);
+    connect_started_ = Clock::now();
     ++inflight_;
     owner_.loop().connect(&op_connect_, backend_.get(), backend_addr_.sa(), backend_addr_.len(), &connect_timeout_);
 }
 
 void Connection::on_connected(int res) {
     if (res == 0) {
+        observe_backend_connect(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - connect_started_));
         if (backend_cfg_->config->proxy_protocol == config::ProxyProtocol::v2) return send_proxy_header();
         phase_ = Phase::relaying;
         return start_relay();
@@ -387,6 +392,7 @@ void Connection::release_if_idle() {
     }
     bump(stats().spliced_bytes, c.spliced_up + c.spliced_down);
     bump(stats().copied_bytes, c.copied_up + c.copied_down);
+    bump(stats().connections_closed[close_reason_index(close_reason_)]);
     if (runtime_->policy().logging.access_log) {
         AccessRecord r;
         r.ts = log::timestamp_now();

@@ -100,6 +100,7 @@ private:
     UniqueFd backend_;
     SocketAddress peer_;
     SourceLimit::Slot source_;  // released with the connection
+    Clock::time_point connect_started_{};  // the current backend connect attempt
     SocketAddress backend_addr_;
     SslPtr ssl_;
     crypto::SessionInfo session_;
