@@ -32,8 +32,6 @@ import tempfile
 import threading
 import time
 import unittest
-import urllib.error
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("ZTP_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -690,12 +688,15 @@ def curl_args(name, port, path="/", cafile=None):
 
 # ---------------------------------------------------------------- the admin endpoint
 
-def scrape(addr, path="/metrics"):
-    try:
-        with urllib.request.urlopen("http://%s%s" % (addr, path), timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+def scrape(addr, path="/metrics", method="GET"):
+    """(status, body) of the admin endpoint, fetched with curl as an operator would."""
+    require_tool("curl")
+    p = subprocess.run(["curl", "-sS", "--max-time", "30", "-X", method, "-w", "\n%{http_code}",
+                        "http://%s%s" % (addr, path)], capture_output=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError("curl %s%s: %s" % (addr, path, p.stderr.decode(errors="replace")))
+    body, _, status = p.stdout.decode().rpartition("\n")
+    return int(status), body
 
 
 def metric(text, name, **labels):
