@@ -162,6 +162,13 @@ struct Runtime {
     SourceLoc loc;
 };
 
+// [admin]: the operator's HTTP endpoint (/metrics, /healthz, /ready, POST /reload). Off unless an
+// address is given (here or with --admin, which wins).
+struct Admin {
+    std::optional<SocketAddress> address;
+    SourceLoc loc;
+};
+
 struct Policy {
     std::string source;  // file path, or "<quick>" / "<demo>"
     std::vector<Listener> listeners;
@@ -171,6 +178,7 @@ struct Policy {
     Limits limits;
     Logging logging;
     Runtime runtime;
+    Admin admin{};
 
     const Backend* find_backend(std::string_view name) const;
     const RedactRule* find_rule(std::string_view id) const;

@@ -8,6 +8,9 @@
 //   format = "text"                 # text|json
 //   access_log = true
 //
+//   [admin]
+//   address = "127.0.0.1:9901"      # the admin endpoint: /metrics /healthz /ready, POST /reload
+//
 //   [limits]
 //   max_connections = 10000         # per process, >= 1
 //   max_connections_per_source = 0  # open connections per client address; 0 = no limit
@@ -96,6 +99,7 @@ constexpr std::string_view kRoot = "root table";
 constexpr std::string_view kRuntime = "[runtime]";
 constexpr std::string_view kLogging = "[logging]";
 constexpr std::string_view kLimits = "[limits]";
+constexpr std::string_view kAdmin = "[admin]";
 constexpr std::string_view kListener = "[[listener]]";
 constexpr std::string_view kTls = "[listener.tls]";
 constexpr std::string_view kCert = "[[listener.tls.certificate]]";
@@ -155,10 +159,11 @@ public:
     }
 
     void read(const toml::table& root) {
-        r_.check_keys(root, {"runtime", "logging", "limits", "listener", "backend", "route", "rule"}, kRoot);
+        r_.check_keys(root, {"runtime", "logging", "limits", "admin", "listener", "backend", "route", "rule"}, kRoot);
         if (auto* t = r_.table(root, "runtime", kRoot)) read_runtime(*t);
         if (auto* t = r_.table(root, "logging", kRoot)) read_logging(*t);
         if (auto* t = r_.table(root, "limits", kRoot)) read_limits(*t);
+        if (auto* t = r_.table(root, "admin", kRoot)) read_admin(*t);
         auto listeners = r_.tables(root, "listener", kRoot, "listener");
         if (const toml::node* n = root.get("listener"); !n || (n->is_array() && n->as_array()->empty()))
             r_.error(n ? n->source() : toml::source_region{{1, 1}, {1, 1}, nullptr},
@@ -194,6 +199,13 @@ private:
             else
                 p_.runtime.workers = static_cast<unsigned>(*v);
         }
+    }
+
+    void read_admin(const toml::table& t) {
+        p_.admin.loc = r_.loc(t.source());
+        r_.check_keys(t, {"address"}, kAdmin);
+        if (auto s = r_.string(t, "address", kAdmin))
+            p_.admin.address = address(*s, at(t, "address"), false);
     }
 
     void read_logging(const toml::table& t) {

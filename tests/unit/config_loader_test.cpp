@@ -135,6 +135,8 @@ TEST(PolicyLoader, FullReadsEveryKey) {
     EXPECT_FALSE(p.logging.access_log);
     EXPECT_EQ(p.limits.max_connections, 2048u);
     EXPECT_EQ(p.limits.max_connections_per_source, 64u);
+    ASSERT_TRUE(p.admin.address);
+    EXPECT_EQ(p.admin.address->to_string(), "127.0.0.1:9901");
     EXPECT_EQ(p.limits.handshake_timeout, std::chrono::milliseconds(2500));
     EXPECT_EQ(p.limits.idle_timeout, std::chrono::seconds(90));
     EXPECT_EQ(p.limits.backend_connect_timeout, std::chrono::seconds(3));
