@@ -49,6 +49,17 @@ const char* to_string(SeccompMode m) {
     return "?";
 }
 
+const char* to_string(ClientAuth a) {
+    switch (a) {
+        case ClientAuth::none: return "none";
+        case ClientAuth::optional: return "optional";
+        case ClientAuth::require: return "require";
+    }
+    return "?";
+}
+
+const char* to_string(ProxyProtocol p) { return p == ProxyProtocol::off ? "off" : "v2"; }
+
 const char* to_string(RuleDirection d) {
     switch (d) {
         case RuleDirection::request: return "request";

@@ -34,12 +34,22 @@ enum class KtlsMode { automatic, require, off };
 // session (and `ktls` allows it), else ztproxy's gated userspace record layer; kernel: kTLS only;
 // userspace: always the gated record layer; openssl: SSL_read/SSL_write (the reference path).
 enum class RecordPathMode { automatic, kernel, userspace, openssl };
+// Client certificates (mTLS). none: never asked for; optional: asked for, a connection without one
+// goes on, but one that is presented must verify; require: a connection without a valid one is
+// refused during the handshake.
+enum class ClientAuth { none, optional, require };
+inline constexpr unsigned kMaxVerifyDepth = 16;  // longer chains are a verification-cost DoS, not a real PKI
+// What ztproxy writes to a backend before the first relayed byte: nothing, or a PROXY protocol v2
+// header (client and listener addresses, TLS facts, client certificate identity).
+enum class ProxyProtocol { off, v2 };
 
 const char* to_string(TlsVersion v);  // "1.2" / "1.3"
 const char* to_string(Cipher c);      // "AES-128-GCM" ...
 const char* to_string(LogFormat f);   // "text" / "json"
 const char* to_string(KtlsMode m);    // "auto" / "require" / "off"
 const char* to_string(RecordPathMode m);  // "auto" / "kernel" / "userspace" / "openssl"
+const char* to_string(ClientAuth a);      // "none" / "optional" / "require"
+const char* to_string(ProxyProtocol p);   // "off" / "v2"
 // The system-call allow-list ztproxy installs once it is serving (proxy/app/seccomp_filter.hpp).
 // auto: where the kernel supports seccomp filters, else a warning; require: refuse to start
 // without; log: calls outside the list are allowed and logged by the kernel (to find what a new
@@ -66,6 +76,10 @@ struct TlsSettings {
     KtlsMode ktls = KtlsMode::automatic;
     RecordPathMode record_path = RecordPathMode::automatic;
     SourceLoc loc;
+    ClientAuth client_auth = ClientAuth::none;
+    std::string client_ca{};                // PEM bundle of trusted client CAs (absolute after loading)
+    unsigned verify_depth = 4;              // intermediates allowed between the leaf and a trusted CA
+    SourceLoc client_ca_loc{};              // the client_ca value; empty file = not from a file
 };
 
 // [listener.admission]: which clients may open connections to this listener, and how fast. The
@@ -97,6 +111,7 @@ struct Backend {
     std::string name;
     std::vector<SocketAddress> addresses;  // tried round-robin, next one on connect failure
     SourceLoc loc;
+    ProxyProtocol proxy_protocol = ProxyProtocol::off;
 };
 
 // Which plaintext a redaction rule inspects: request = client → backend, response = backend → client.
@@ -132,6 +147,7 @@ struct Route {
 
 struct Limits {
     uint32_t max_connections = 10000;                      // per process
+    uint32_t max_connections_per_source = 0;               // per client address; 0 = no limit
     std::chrono::milliseconds handshake_timeout{10'000};
     std::chrono::milliseconds idle_timeout{300'000};
     std::chrono::milliseconds backend_connect_timeout{5'000};
@@ -160,6 +176,13 @@ struct Process {
     SourceLoc loc;
 };
 
+// [admin]: the operator's HTTP endpoint (/metrics, /healthz, /ready, POST /reload). Off unless an
+// address is given (here or with --admin, which wins).
+struct Admin {
+    std::optional<SocketAddress> address;
+    SourceLoc loc;
+};
+
 struct Policy {
     std::string source;  // file path, or "<quick>" / "<demo>"
     std::vector<Listener> listeners;
@@ -170,6 +193,7 @@ struct Policy {
     Logging logging;
     Runtime runtime;
     Process process{};
+    Admin admin{};
 
     const Backend* find_backend(std::string_view name) const;
     const RedactRule* find_rule(std::string_view id) const;

@@ -8,8 +8,12 @@
 //   format = "text"                 # text|json
 //   access_log = true
 //
+//   [admin]
+//   address = "127.0.0.1:9901"      # the admin endpoint: /metrics /healthz /ready, POST /reload
+//
 //   [limits]
 //   max_connections = 10000         # per process, >= 1
+//   max_connections_per_source = 0  # open connections per client address; 0 = no limit
 //   handshake_timeout = "10s"       # durations: "250ms", "5s", "2m", "1h", "1m30s"; > 0
 //   idle_timeout = "5m"
 //   backend_connect_timeout = "5s"
@@ -32,6 +36,9 @@
 //     session_tickets = true
 //     ktls = "auto"                 # auto|require|off: record crypto in the kernel after the handshake
 //     record_path = "auto"          # auto|kernel|userspace|openssl (auto: kernel, else userspace)
+//     client_auth = "none"          # none|optional|require: client certificates (mTLS)
+//     client_ca = "certs/clients.pem"  # trusted client CAs (PEM); required unless client_auth = "none"
+//     verify_depth = 4              # intermediates allowed below a trusted CA, 0..16
 //     default_certificate = "main"  # optional; default = first certificate
 //     [[listener.tls.certificate]]  # at least one
 //     name = "main"                 # required, unique within the listener
@@ -47,6 +54,7 @@
 //   [[backend]]
 //   name = "app"                    # required, unique
 //   addresses = ["127.0.0.1:8080"]  # required, non-empty (or `address = "..."`, a single one)
+//   proxy_protocol = "off"          # off|v2: a PROXY protocol v2 header before the first relayed byte
 //
 //   [[route]]
 //   listener = "public"             # optional: absent = every listener
@@ -97,6 +105,7 @@ constexpr std::string_view kRoot = "root table";
 constexpr std::string_view kRuntime = "[runtime]";
 constexpr std::string_view kLogging = "[logging]";
 constexpr std::string_view kLimits = "[limits]";
+constexpr std::string_view kAdmin = "[admin]";
 constexpr std::string_view kListener = "[[listener]]";
 constexpr std::string_view kTls = "[listener.tls]";
 constexpr std::string_view kCert = "[[listener.tls.certificate]]";
@@ -156,11 +165,12 @@ public:
     }
 
     void read(const toml::table& root) {
-        r_.check_keys(root, {"runtime", "logging", "limits", "process", "listener", "backend", "route", "rule"},
+        r_.check_keys(root, {"runtime", "logging", "limits", "admin", "process", "listener", "backend", "route", "rule"},
                       kRoot);
         if (auto* t = r_.table(root, "runtime", kRoot)) read_runtime(*t);
         if (auto* t = r_.table(root, "logging", kRoot)) read_logging(*t);
         if (auto* t = r_.table(root, "limits", kRoot)) read_limits(*t);
+        if (auto* t = r_.table(root, "admin", kRoot)) read_admin(*t);
         if (auto* t = r_.table(root, "process", kRoot)) detail::read_process(r_, *t, p_.process);
         auto listeners = r_.tables(root, "listener", kRoot, "listener");
         if (const toml::node* n = root.get("listener"); !n || (n->is_array() && n->as_array()->empty()))
@@ -199,6 +209,13 @@ private:
         }
     }
 
+    void read_admin(const toml::table& t) {
+        p_.admin.loc = r_.loc(t.source());
+        r_.check_keys(t, {"address"}, kAdmin);
+        if (auto s = r_.string(t, "address", kAdmin))
+            p_.admin.address = address(*s, at(t, "address"), false);
+    }
+
     void read_logging(const toml::table& t) {
         Logging& lg = p_.logging;
         lg.loc = r_.loc(t.source());
@@ -210,14 +227,7 @@ private:
             else
                 r_.error(at(t, "level"), "'level' must be one of trace, debug, info, warn, error, off");
         }
-        if (auto v = r_.string(t, "format", kLogging)) {
-            if (*v == "text")
-                lg.format = LogFormat::text;
-            else if (*v == "json")
-                lg.format = LogFormat::json;
-            else
-                r_.error(at(t, "format"), "'format' must be \"text\" or \"json\"");
-        }
+        if (auto i = r_.choice(t, "format", kLogging, {"text", "json"})) lg.format = static_cast<LogFormat>(*i);
         if (auto v = r_.boolean(t, "access_log", kLogging)) lg.access_log = *v;
     }
 
@@ -241,7 +251,7 @@ private:
         Limits& lim = p_.limits;
         lim.loc = r_.loc(t.source());
         r_.check_keys(t,
-                      {"max_connections", "handshake_timeout", "idle_timeout", "backend_connect_timeout",
+                      {"max_connections", "max_connections_per_source", "handshake_timeout", "idle_timeout", "backend_connect_timeout",
                        "drain_timeout", "connection_buffer"},
                       kLimits);
         if (auto v = r_.integer(t, "max_connections", kLimits)) {
@@ -249,6 +259,13 @@ private:
                 r_.error(at(t, "max_connections"), "'max_connections' must be between 1 and 4294967295");
             else
                 lim.max_connections = static_cast<uint32_t>(*v);
+        }
+        if (auto v = r_.integer(t, "max_connections_per_source", kLimits)) {
+            if (*v < 0 || *v > int64_t{UINT32_MAX})
+                r_.error(at(t, "max_connections_per_source"),
+                         "'max_connections_per_source' must be between 0 (no limit) and 4294967295");
+            else
+                lim.max_connections_per_source = static_cast<uint32_t>(*v);
         }
         duration(t, "handshake_timeout", lim.handshake_timeout);
         duration(t, "idle_timeout", lim.idle_timeout);
@@ -377,7 +394,7 @@ private:
         tls.loc = r_.loc(t.source());
         r_.check_keys(t,
                       {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "ktls", "record_path",
-                       "default_certificate", "certificate"},
+                       "client_auth", "client_ca", "verify_depth", "default_certificate", "certificate"},
                       kTls);
         if (auto v = version(t, "min_version")) tls.min_version = *v;
         if (auto v = version(t, "max_version")) tls.max_version = *v;
@@ -409,18 +426,24 @@ private:
             }
         }
         if (auto v = r_.boolean(t, "session_tickets", kTls)) tls.session_tickets = *v;
-        if (auto v = r_.string(t, "ktls", kTls)) {
-            if (*v == "auto") tls.ktls = KtlsMode::automatic;
-            else if (*v == "require") tls.ktls = KtlsMode::require;
-            else if (*v == "off") tls.ktls = KtlsMode::off;
-            else r_.error(at(t, "ktls"), "'ktls' must be \"auto\", \"require\" or \"off\"");
+        // The option lists are in enum order: the index is the value.
+        if (auto i = r_.choice(t, "ktls", kTls, {"auto", "require", "off"})) tls.ktls = static_cast<KtlsMode>(*i);
+        if (auto i = r_.choice(t, "record_path", kTls, {"auto", "kernel", "userspace", "openssl"}))
+            tls.record_path = static_cast<RecordPathMode>(*i);
+        auto auth = r_.choice(t, "client_auth", kTls, {"none", "optional", "require"});
+        if (auth) tls.client_auth = static_cast<ClientAuth>(*auth);
+        // After a bad client_auth the CA is left out: "client_ca without client_auth" would only
+        // repeat the mistake already reported at the value.
+        if (auto v = name(t, "client_ca", kTls, false); v && (auth || !t.contains("client_auth"))) {
+            tls.client_ca = resolve(*v);
+            tls.client_ca_loc = r_.loc(at(t, "client_ca"));
         }
-        if (auto v = r_.string(t, "record_path", kTls)) {
-            if (*v == "auto") tls.record_path = RecordPathMode::automatic;
-            else if (*v == "kernel") tls.record_path = RecordPathMode::kernel;
-            else if (*v == "userspace") tls.record_path = RecordPathMode::userspace;
-            else if (*v == "openssl") tls.record_path = RecordPathMode::openssl;
-            else r_.error(at(t, "record_path"), "'record_path' must be \"auto\", \"kernel\", \"userspace\" or \"openssl\"");
+        if (auto v = r_.integer(t, "verify_depth", kTls)) {
+            if (*v < 0 || *v > kMaxVerifyDepth)
+                r_.error(at(t, "verify_depth"),
+                         "'verify_depth' must be between 0 and " + std::to_string(kMaxVerifyDepth));
+            else
+                tls.verify_depth = static_cast<unsigned>(*v);
         }
         if (auto v = name(t, "default_certificate", kTls, false)) tls.default_certificate = *v;
 
@@ -444,8 +467,10 @@ private:
     void read_backend(const toml::table& t) {
         Backend b;
         b.loc = r_.loc(t.source());
-        r_.check_keys(t, {"name", "address", "addresses"}, kBackend);
+        r_.check_keys(t, {"name", "address", "addresses", "proxy_protocol"}, kBackend);
         if (auto v = name(t, "name", kBackend, true)) b.name = *v;
+        if (auto i = r_.choice(t, "proxy_protocol", kBackend, {"off", "v2"}))
+            b.proxy_protocol = static_cast<ProxyProtocol>(*i);
         bool has_one = t.contains("address"), has_many = t.contains("addresses");
         if (has_one && has_many) {
             r_.error(at(t, "address"), "use either 'address' or 'addresses', not both");
@@ -488,12 +513,8 @@ private:
         r_.check_keys(t, {"id", "direction", "pattern", "literal", "case_insensitive", "mask", "replacement"},
                       kRule);
         if (auto v = name(t, "id", kRule, true)) rule.id = *v;
-        if (auto v = r_.string(t, "direction", kRule)) {
-            if (*v == "request") rule.direction = RuleDirection::request;
-            else if (*v == "response") rule.direction = RuleDirection::response;
-            else if (*v == "both") rule.direction = RuleDirection::both;
-            else r_.error(at(t, "direction"), "'direction' must be \"request\", \"response\" or \"both\"");
-        }
+        if (auto i = r_.choice(t, "direction", kRule, {"request", "response", "both"}))
+            rule.direction = static_cast<RuleDirection>(*i);
         bool has_pattern = t.contains("pattern"), has_literal = t.contains("literal");
         if (has_pattern && has_literal) {
             r_.error(at(t, "literal"), "use either 'pattern' or 'literal', not both");

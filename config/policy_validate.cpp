@@ -76,6 +76,7 @@ private:
         }
 
         check_admission(l);
+        check_client_auth(l);
 
         const TlsSettings& tls = l.tls;
         std::set<std::string> cert_names;
@@ -96,6 +97,23 @@ private:
         if (!tls.default_certificate.empty() && !cert_names.count(tls.default_certificate))
             add(tls.loc,
                 "'default_certificate' names unknown certificate " + in_quotes(tls.default_certificate));
+    }
+
+    // Contradicting mTLS settings are errors, never silently resolved: a CA bundle next to
+    // client_auth "none" looks like protection that is not there.
+    void check_client_auth(const Listener& l) {
+        const TlsSettings& tls = l.tls;
+        const bool ca_from_file = !tls.client_ca_loc.file.empty();
+        if (tls.client_auth != ClientAuth::none && tls.client_ca.empty())
+            add(tls.loc, "listener " + in_quotes(l.name) + ": client_auth \"" + to_string(tls.client_auth) +
+                             "\" needs 'client_ca' (the CA bundle that signs client certificates)");
+        if (tls.client_auth == ClientAuth::none && !tls.client_ca.empty())
+            add(ca_from_file ? tls.client_ca_loc : tls.loc,
+                "listener " + in_quotes(l.name) +
+                    ": 'client_ca' is set but client_auth is \"none\" (set \"optional\" or \"require\")");
+        if (!fields_checked_ && tls.verify_depth > kMaxVerifyDepth)
+            add(tls.loc, "listener " + in_quotes(l.name) + ": 'verify_depth' must be at most " +
+                             std::to_string(kMaxVerifyDepth));
     }
 
     // Can this rule match an IPv4 peer (an IPv4 rule, or an IPv6 rule overlapping ::ffff:0:0/96)?

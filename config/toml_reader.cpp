@@ -79,6 +79,22 @@ std::optional<bool> TomlReader::boolean(const toml::table& t, std::string_view k
     return std::nullopt;
 }
 
+std::optional<size_t> TomlReader::choice(const toml::table& t, std::string_view key, std::string_view where,
+                                         std::initializer_list<std::string_view> options) {
+    auto v = string(t, key, where);
+    if (!v) return std::nullopt;
+    std::string expected;
+    size_t i = 0;
+    for (auto option : options) {
+        if (*v == option) return i;
+        if (i > 0) expected += i + 1 == options.size() ? " or " : ", ";
+        expected += "\"" + std::string(option) + "\"";
+        ++i;
+    }
+    error(t.get(key)->source(), "'" + std::string(key) + "' must be " + expected);
+    return std::nullopt;
+}
+
 std::optional<std::vector<StringItem>> TomlReader::strings(const toml::table& t, std::string_view key,
                                                            std::string_view where, bool required) {
     const toml::node* n = get(t, key, where, required);

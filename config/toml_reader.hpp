@@ -40,6 +40,10 @@ public:
     std::optional<int64_t> integer(const toml::table& t, std::string_view key, std::string_view where,
                                    bool required = false);
     std::optional<bool> boolean(const toml::table& t, std::string_view key, std::string_view where);
+    // A string that must be one of `options`: returns its index. Anything else is reported at the
+    // value as "'key' must be "a", "b" or "c"".
+    std::optional<size_t> choice(const toml::table& t, std::string_view key, std::string_view where,
+                                 std::initializer_list<std::string_view> options);
     std::optional<std::vector<StringItem>> strings(const toml::table& t, std::string_view key,
                                                    std::string_view where, bool required = false);
     const toml::table* table(const toml::table& t, std::string_view key, std::string_view where,

@@ -31,13 +31,65 @@ HandshakeStep handshake_step(SSL* ssl) {
             int e = errno;
             std::string why = take_openssl_error();
             if (why.empty()) why = e ? std::strerror(e) : "peer closed the connection during the handshake";
-            return {HandshakeStatus::failed, why};
+            return {HandshakeStatus::failed, why, 0, HandshakeFailure::peer_closed};
         }
-        case SSL_ERROR_ZERO_RETURN: return {HandshakeStatus::failed, "peer closed the connection during the handshake"};
+        case SSL_ERROR_ZERO_RETURN:
+            return {HandshakeStatus::failed, "peer closed the connection during the handshake", 0,
+                    HandshakeFailure::peer_closed};
         default: {
+            unsigned long first = ERR_peek_error();
+            int reason = first != 0 && ERR_GET_LIB(first) == ERR_LIB_SSL ? ERR_GET_REASON(first) : 0;
             std::string why = take_openssl_error();
-            return {HandshakeStatus::failed, why.empty() ? "handshake failed" : why};
+            return {HandshakeStatus::failed, why.empty() ? "handshake failed" : why, reason,
+                    classify_ssl_reason(reason)};
         }
+    }
+}
+
+const char* to_string(HandshakeFailure f) {
+    switch (f) {
+        case HandshakeFailure::peer_closed: return "peer_closed";
+        case HandshakeFailure::not_tls: return "not_tls";
+        case HandshakeFailure::protocol_version: return "protocol_version";
+        case HandshakeFailure::no_shared_cipher: return "no_shared_cipher";
+        case HandshakeFailure::unknown_server_name: return "unknown_server_name";
+        case HandshakeFailure::no_application_protocol: return "no_application_protocol";
+        case HandshakeFailure::client_cert: return "client_cert";
+        case HandshakeFailure::other:
+        case HandshakeFailure::count: break;
+    }
+    return "other";
+}
+
+HandshakeFailure classify_ssl_reason(int reason) {
+    switch (reason) {
+        case SSL_R_WRONG_VERSION_NUMBER:
+        case SSL_R_HTTP_REQUEST:
+        case SSL_R_HTTPS_PROXY_REQUEST:
+        case SSL_R_PACKET_LENGTH_TOO_LONG:
+        case SSL_R_RECORD_LENGTH_MISMATCH:
+        case SSL_R_UNEXPECTED_MESSAGE:
+        case SSL_R_LENGTH_MISMATCH:
+        case SSL_R_BAD_PACKET_LENGTH:
+            return HandshakeFailure::not_tls;
+        case SSL_R_UNSUPPORTED_PROTOCOL:
+        case SSL_R_VERSION_TOO_LOW:
+        case SSL_R_VERSION_TOO_HIGH:
+            return HandshakeFailure::protocol_version;
+        case SSL_R_NO_SHARED_CIPHER:
+        case SSL_R_NO_SHARED_GROUPS:
+        case SSL_R_NO_SUITABLE_KEY_SHARE:
+        case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
+            return HandshakeFailure::no_shared_cipher;
+        // The server-name callback's fatal unrecognized_name is the only callback failure there is.
+        case SSL_R_CALLBACK_FAILED:
+            return HandshakeFailure::unknown_server_name;
+        case SSL_R_NO_APPLICATION_PROTOCOL:
+            return HandshakeFailure::no_application_protocol;
+        case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+            return HandshakeFailure::peer_closed;
+        default:
+            return HandshakeFailure::other;
     }
 }
 
@@ -57,6 +109,7 @@ SessionInfo session_info(SSL* ssl) {
     if (alpn) info.alpn.assign(reinterpret_cast<const char*>(alpn), alpn_len);
     info.version = SSL_get_version(ssl);
     if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl)) info.cipher = SSL_CIPHER_get_name(c);
+    info.client_cert = client_cert_info(ssl);
     return info;
 }
 

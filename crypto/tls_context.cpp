@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "crypto/client_cert.hpp"
 #include "crypto/handshake.hpp"
 #include "crypto/session_keys.hpp"
 
@@ -103,6 +104,8 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
         self->alpn_wire_.insert(self->alpn_wire_.end(), proto.begin(), proto.end());
     }
     if (tls.certificates.empty()) report(listener.loc, "listener '" + listener.name + "' has no certificate");
+    const config::SourceLoc& client_ca_at = tls.client_ca_loc.file.empty() ? tls.loc : tls.client_ca_loc;
+    bool client_ca_reported = false;  // one message for the bundle, not one per certificate
 
     for (const auto& cert : tls.certificates) {
         ERR_clear_error();
@@ -169,6 +172,13 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
         // secrets and record counts, so the session can leave OpenSSL after the handshake: for
         // the kernel, or for ztproxy's own record layer (record_path auto or userspace).
         if (tls.record_path != config::RecordPathMode::openssl) enable_key_capture(ctx);
+        // Every context, not just the default one: SNI may switch the connection to any of them
+        // before the client certificate is requested and verified.
+        if (std::string why; !configure_client_auth(ctx, tls, &why)) {
+            if (!client_ca_reported) report(client_ca_at, why);
+            client_ca_reported = true;
+            continue;
+        }
         SSL_CTX_set_tlsext_servername_callback(ctx, &ServerTlsContext::on_server_name);
         SSL_CTX_set_tlsext_servername_arg(ctx, self.get());
         if (!self->alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, &ServerTlsContext::on_alpn, self.get());

@@ -7,7 +7,6 @@
 
 #include <string>
 
-#include "proxy/app/metrics.hpp"
 #include "proxy/base/log.hpp"
 
 namespace ztp::app {
@@ -30,8 +29,9 @@ void respond(int fd, const char* status, const char* type, const std::string& bo
 
 }  // namespace
 
-Result<std::unique_ptr<AdminServer>> AdminServer::bind(const SocketAddress& address) {
+Result<std::unique_ptr<AdminServer>> AdminServer::bind(const SocketAddress& address, MetricsRenderer metrics) {
     std::unique_ptr<AdminServer> s(new AdminServer());
+    s->metrics_ = std::move(metrics);
     s->listen_.reset(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!s->listen_) return errno_error("admin socket");
     int one = 1;
@@ -87,7 +87,7 @@ void AdminServer::serve(int fd) {
     std::string method = line.substr(0, sp1);
     std::string path = line.substr(sp1 + 1, sp2 - sp1 - 1);
     if (method != "GET") return respond(fd, "405 Method Not Allowed", "text/plain", "GET only\n");
-    if (path == "/metrics") return respond(fd, "200 OK", "text/plain; version=0.0.4", render_metrics());
+    if (path == "/metrics") return respond(fd, "200 OK", "text/plain; version=0.0.4", metrics_());
     if (path == "/healthz") return respond(fd, "200 OK", "text/plain", "ok\n");
     if (path == "/ready") {
         if (ready_.load(std::memory_order_relaxed)) return respond(fd, "200 OK", "text/plain", "ready\n");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -16,10 +17,12 @@ namespace ztp::app {
 
 class AdminServer {
 public:
+    // `metrics` renders the /metrics body; called on the admin thread at every scrape.
+    using MetricsRenderer = std::function<std::string()>;
     // Binding and serving are two steps: the socket is bound while ztproxy may still hold
     // privileges (a port below 1024), the thread starts once they are dropped (a thread that
     // exists before would keep its own capabilities).
-    static Result<std::unique_ptr<AdminServer>> bind(const SocketAddress& address);
+    static Result<std::unique_ptr<AdminServer>> bind(const SocketAddress& address, MetricsRenderer metrics);
     void start();
     ~AdminServer();
 
@@ -34,6 +37,7 @@ private:
     UniqueFd listen_;
     UniqueFd stop_;  // eventfd: the destructor wakes the thread
     SocketAddress address_;
+    MetricsRenderer metrics_;
     std::atomic<bool> ready_{true};
     std::thread thread_;
 };

@@ -121,10 +121,15 @@ int main_cli(int argc, char** argv) {
                     "Quick mode: mask matches of this regular expression client → backend (repeatable)");
     run->add_option("--redact-response", q.redact_response,
                     "Quick mode: mask matches of this regular expression backend → client (repeatable)");
+    run->add_option("--allow", q.allow,
+                    "Quick mode: admit only clients in this network, e.g. 10.0.0.0/8 (repeatable; kernel-enforced)");
+    run->add_option("--deny", q.deny, "Quick mode: refuse clients in this network (repeatable; deny wins)");
     run->add_option("--record-path", q.record_path,
                     "Quick mode: auto (kernel, else userspace), kernel, userspace or openssl")
         ->check(CLI::IsMember({"auto", "kernel", "userspace", "openssl"}));
     run->add_option("--max-connections", q.max_connections, "Quick mode: connection limit");
+    run->add_option("--max-connections-per-source", q.max_connections_per_source,
+                    "Quick mode: open connections per client address (0 = no limit)");
     run->add_option("--workers", q.workers, "Quick mode: worker threads (default: one per CPU)");
     config_opt->excludes(listen_opt);
 

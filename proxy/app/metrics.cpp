@@ -3,11 +3,15 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <iterator>
+#include <limits>
 #include <sstream>
 #include <vector>
 
+#include "crypto/client_cert.hpp"
 #include "crypto/kernel_record_path.hpp"
 #include "proxy/conn/stats.hpp"
+#include "proxy/redact/redact_metrics.hpp"
 
 namespace ztp::app {
 
@@ -35,24 +39,133 @@ MetricFamily counter(std::string name, std::string help, const std::atomic<uint6
     return family(std::move(name), std::move(help), MetricType::Counter, {value(load(a), MetricType::Counter)});
 }
 
+// Successful backend connects: how long from connect() to established, in seconds.
+MetricFamily connect_histogram(const conn::Stats& s) {
+    ClientMetric m;
+    m.histogram.sample_sum = static_cast<double>(s.backend_connect_micros.load(std::memory_order_relaxed)) / 1e6;
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= std::size(conn::Stats::kConnectBuckets); ++i) {
+        cumulative += s.backend_connect_bucket[i].load(std::memory_order_relaxed);
+        ClientMetric::Bucket b;
+        b.cumulative_count = cumulative;
+        b.upper_bound = i < std::size(conn::Stats::kConnectBuckets) ? conn::Stats::kConnectBuckets[i]
+                                                                     : std::numeric_limits<double>::infinity();
+        m.histogram.bucket.push_back(b);
+    }
+    m.histogram.sample_count = cumulative;  // equal to +Inf's count even while workers observe
+    return family("ztproxy_backend_connect_duration_seconds", "Time to establish a backend connection",
+                  MetricType::Histogram, {m});
+}
+
+// Redaction: matches per rule, and per direction what the engine inspected and what the rewrite
+// wrote or copied.
+void redaction_families(std::vector<MetricFamily>& f) {
+    using C = MetricType;
+    auto& rm = redact::RedactMetrics::process();
+    std::vector<ClientMetric> matches;
+    for (const auto& row : rm.rules())
+        matches.push_back(value(static_cast<double>(row.matches), C::Counter,
+                                {{"direction", config::to_string(row.direction)}, {"rule", row.id}}));
+    f.push_back(family("ztproxy_redaction_matches_total", "Redaction rule matches, by rule id and direction",
+                       C::Counter, std::move(matches)));
+    struct Field {
+        const char* name;
+        const char* help;
+        std::atomic<uint64_t> redact::DirectionTotals::*member;
+    };
+    const Field fields[] = {
+        {"ztproxy_redaction_inspected_bytes_total", "Plaintext bytes scanned by the redaction engine",
+         &redact::DirectionTotals::bytes_inspected},
+        {"ztproxy_redaction_replacement_bytes_total", "Bytes ztproxy wrote in place of matches (masks, replacements)",
+         &redact::DirectionTotals::replacement_bytes},
+        {"ztproxy_redaction_copied_bytes_total",
+         "Verified plaintext bytes the rewrite copied (0: it references them in place)",
+         &redact::DirectionTotals::verified_bytes_copied},
+        {"ztproxy_redaction_late_matches_total",
+         "Matches that reached into bytes already released after a quiet pause",
+         &redact::DirectionTotals::late_matches},
+    };
+    for (const Field& field : fields) {
+        std::vector<ClientMetric> by_direction;
+        for (auto d : {config::RuleDirection::request, config::RuleDirection::response})
+            by_direction.push_back(value(load(rm.totals(d).*field.member), C::Counter,
+                                         {{"direction", config::to_string(d)}}));
+        f.push_back(family(field.name, field.help, C::Counter, std::move(by_direction)));
+    }
+}
+
+// Admission (per listener): what was refused, by reason and by deny rule, and where it is enforced.
+void admission_families(std::vector<MetricFamily>& f,
+                        const std::vector<std::shared_ptr<conn::ListenerAdmission>>& admissions) {
+    using C = MetricType;
+    std::vector<ClientMetric> decisions, by_rule, enforced;
+    for (const auto& a : admissions) {
+        const auto c = a->counters();
+        const std::string& l = a->listener();
+        decisions.push_back(value(static_cast<double>(c.admitted), C::Counter, {{"listener", l}, {"result", "admitted"}}));
+        decisions.push_back(value(static_cast<double>(c.denied), C::Counter, {{"listener", l}, {"result", "denied"}}));
+        decisions.push_back(value(static_cast<double>(c.not_allowed), C::Counter,
+                                  {{"listener", l}, {"result", "not_allowed"}}));
+        decisions.push_back(value(static_cast<double>(c.rate_limited), C::Counter,
+                                  {{"listener", l}, {"result", "rate_limited"}}));
+        const auto rules = a->deny_rules();
+        for (size_t i = 0; i < rules.size() && i < c.per_deny_rule.size(); ++i)
+            by_rule.push_back(value(static_cast<double>(c.per_deny_rule[i]), C::Counter,
+                                    {{"listener", l}, {"rule", rules[i]}}));
+        enforced.push_back(value(1, C::Gauge, {{"enforcement", conn::to_string(a->enforcement())}, {"listener", l}}));
+    }
+    f.push_back(family("ztproxy_admission_decisions_total",
+                       "New connections judged by [listener.admission], by result (kernel: SYNs; user space: accepts)",
+                       C::Counter, std::move(decisions)));
+    f.push_back(family("ztproxy_admission_deny_rule_drops_total", "New connections dropped, by the deny rule that matched",
+                       C::Counter, std::move(by_rule)));
+    f.push_back(family("ztproxy_admission_enforcement", "Where each listener's admission runs (kernel, userspace, none)",
+                       C::Gauge, std::move(enforced)));
+}
+
 }  // namespace
 
-std::string render_metrics() {
+std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmission>>& admissions) {
     const auto& s = conn::stats();
     using C = MetricType;
     std::vector<MetricFamily> f;
     f.push_back(family("ztproxy_connections_active", "Client connections open now", C::Gauge,
                        {value(static_cast<double>(s.connections_active.load(std::memory_order_relaxed)), C::Gauge)}));
     f.push_back(counter("ztproxy_connections_total", "Client connections accepted", s.connections_total));
-    f.push_back(counter("ztproxy_connections_refused_total", "Connections closed at accept: over max_connections",
-                        s.connections_refused_limit));
+    f.push_back(family("ztproxy_connections_refused_total", "Connections closed at accept, by the limit they hit",
+                       C::Counter,
+                       {value(load(s.connections_refused_limit), C::Counter, {{"reason", "max_connections"}}),
+                        value(load(s.connections_refused_per_source), C::Counter,
+                              {{"reason", "max_connections_per_source"}})}));
     f.push_back(family("ztproxy_handshakes_total", "TLS handshakes by result", C::Counter,
                        {value(load(s.handshakes_ok), C::Counter, {{"result", "ok"}}),
                         value(load(s.handshakes_failed), C::Counter, {{"result", "failed"}}),
                         value(load(s.handshake_timeouts), C::Counter, {{"result", "timeout"}})}));
+    f.push_back(counter("ztproxy_client_certs_verified_total",
+                        "Handshakes whose client certificate verified (mTLS, resumed sessions included)",
+                        s.client_certs_verified));
+    std::vector<ClientMetric> cert_failures;
+    for (size_t i = 0; i < static_cast<size_t>(crypto::ClientCertFailure::count); ++i)
+        cert_failures.push_back(value(load(s.client_cert_failures[i]), C::Counter,
+                                      {{"reason", crypto::to_string(static_cast<crypto::ClientCertFailure>(i))}}));
+    f.push_back(family("ztproxy_client_cert_failures_total",
+                       "Handshakes refused because of the client certificate, by reason", C::Counter,
+                       std::move(cert_failures)));
     f.push_back(counter("ztproxy_idle_timeouts_total", "Connections closed after idle_timeout", s.idle_timeouts));
     f.push_back(counter("ztproxy_backend_connect_failures_total", "Connections whose backend could not be reached",
                         s.backend_connect_failures));
+    f.push_back(connect_histogram(s));
+    std::vector<ClientMetric> failures;
+    for (size_t i = 0; i < static_cast<size_t>(crypto::HandshakeFailure::count); ++i)
+        failures.push_back(value(load(s.handshake_failures[i]), C::Counter,
+                                 {{"reason", crypto::to_string(static_cast<crypto::HandshakeFailure>(i))}}));
+    f.push_back(family("ztproxy_handshake_failures_total", "Failed TLS handshakes, by reason", C::Counter,
+                       std::move(failures)));
+    std::vector<ClientMetric> closed;
+    for (size_t i = 0; i < conn::kCloseReasonCount; ++i)
+        closed.push_back(value(load(s.connections_closed[i]), C::Counter, {{"reason", conn::kCloseReasons[i]}}));
+    f.push_back(family("ztproxy_connections_closed_total",
+                       "Client connections ended, by reason (the access log's close=)", C::Counter, std::move(closed)));
     std::vector<ClientMetric> by_path;
     for (size_t i = 0; i < 3; ++i) {
         by_path.push_back(value(load(s.bytes_up_by_path[i]), C::Counter,
@@ -82,6 +195,8 @@ std::string render_metrics() {
     f.push_back(family("ztproxy_reloads_total", "Policy reloads by outcome", C::Counter,
                        {value(load(s.reloads_ok), C::Counter, {{"result", "ok"}}),
                         value(load(s.reloads_failed), C::Counter, {{"result", "failed"}})}));
+    redaction_families(f);
+    admission_families(f, admissions);
     std::ostringstream out;
     prometheus::TextSerializer().Serialize(out, f);
     return out.str();

@@ -3,10 +3,15 @@
 // Prometheus; prometheus-cpp does the format.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "proxy/conn/listener_admission.hpp"
 
 namespace ztp::app {
 
-std::string render_metrics();
+// `admissions`: one per listener (the admission drop counters are read from them).
+std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmission>>& admissions);
 
 }  // namespace ztp::app

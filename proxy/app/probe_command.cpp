@@ -65,8 +65,10 @@ nlohmann::json to_json(const Report& r) {
                      {"multishot_accept", r.uring.multishot_accept},
                      {"buf_ring", r.uring.buf_ring}};
 
-    j["bpf"] = {
-        {"prog_load", r.bpf.prog_load}, {"why_not", r.bpf.why_not}, {"btf_vmlinux", r.bpf.btf_vmlinux}};
+    j["bpf"] = {{"prog_load", r.bpf.prog_load},         {"why_not", r.bpf.why_not},
+                {"btf_vmlinux", r.bpf.btf_vmlinux},     {"socket_attach", r.bpf.socket_attach},
+                {"admission", r.bpf.admission},         {"steering", r.bpf.steering},
+                {"features_why_not", r.bpf.features_why}};
     return j;
 }
 
@@ -104,12 +106,18 @@ void print_text(const Report& r) {
         std::printf("%s\n", line.c_str());
     }
 
-    if (r.bpf.prog_load)
+    if (r.bpf.prog_load) {
         std::printf("BPF       program load: yes; BTF (/sys/kernel/btf/vmlinux): %s\n",
                     yes_no(r.bpf.btf_vmlinux));
-    else
+        std::printf("          admission in the kernel (socket filter): %s; worker steering (SK_REUSEPORT): %s%s%s\n",
+                    yes_no(r.bpf.admission && r.bpf.socket_attach), yes_no(r.bpf.steering),
+                    r.bpf.features_why.empty() ? "" : "; ", r.bpf.features_why.c_str());
+    } else {
         std::printf("BPF       program load: no (%s); BTF (/sys/kernel/btf/vmlinux): %s\n",
                     r.bpf.why_not.c_str(), yes_no(r.bpf.btf_vmlinux));
+        std::printf("          admission is enforced in user space after accept; the kernel's hash spreads "
+                    "connections\n");
+    }
 }
 
 }  // namespace

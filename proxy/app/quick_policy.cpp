@@ -44,6 +44,14 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
     else if (o.record_path == "openssl") l.tls.record_path = config::RecordPathMode::openssl;
     else if (!o.record_path.empty() && o.record_path != "auto")
         problems.push_back("--record-path must be auto, kernel, userspace or openssl");
+    auto cidrs = [&](const char* flag, const std::vector<std::string>& in, std::vector<bpf::Cidr>& out) {
+        for (const auto& text : in) {
+            if (auto c = bpf::Cidr::parse(text, &why)) out.push_back(*c);
+            else problems.push_back(std::string(flag) + " '" + text + "': " + why);
+        }
+    };
+    cidrs("--allow", o.allow, l.admission.allow);
+    cidrs("--deny", o.deny, l.admission.deny);
     p.listeners.push_back(l);
 
     config::Backend b;
@@ -75,6 +83,7 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
         else problems.push_back("--connection-buffer '" + o.connection_buffer + "': " + why);
     }
     if (o.max_connections) p.limits.max_connections = o.max_connections;
+    p.limits.max_connections_per_source = o.max_connections_per_source;
     p.runtime.workers = o.workers;
     return p;
 }

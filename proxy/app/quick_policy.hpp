@@ -25,7 +25,10 @@ struct QuickOptions {
     std::string record_path;        // "auto" / "kernel" / "userspace" / "openssl", empty = auto
     std::vector<std::string> redact_request;   // regular expressions, masked with '*'
     std::vector<std::string> redact_response;
+    std::vector<std::string> allow;            // CIDRs ([listener.admission] allow / deny)
+    std::vector<std::string> deny;
     unsigned max_connections = 0;   // 0 = default
+    unsigned max_connections_per_source = 0;  // 0 = no limit
     unsigned workers = 0;
 };
 

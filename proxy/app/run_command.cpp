@@ -11,7 +11,8 @@
 
 #include "crypto/ktls_probe.hpp"
 #include "proxy/app/admin_server.hpp"
-#include "proxy/app/listen_sockets.hpp"
+#include "proxy/app/listeners.hpp"
+#include "proxy/app/metrics.hpp"
 #include "proxy/app/privileges.hpp"
 #include "proxy/app/seccomp_filter.hpp"
 #include "proxy/app/systemd_notify.hpp"
@@ -115,15 +116,6 @@ int run_policy(config::Policy policy, const RunOptions& options) {
         return 1;
     }
     const auto& pol = runtime->policy();
-    for (const auto& l : pol.listeners) {
-        if (l.admission.enabled()) {
-            // Validated by `check`, but a proxy that silently admits everyone would be worse than
-            // one that says so.
-            log::main().error("listener '{}': [listener.admission] is validated but not enforced by this build yet; "
-                              "refusing to start", l.name);
-            return 1;
-        }
-    }
     raise_fd_limit(pol.limits.max_connections);
     harden_process();
     if (auto unmet = unmet_ktls_requirements(pol); !unmet.empty()) {
@@ -141,11 +133,20 @@ int run_policy(config::Policy policy, const RunOptions& options) {
 
     // Bind everything before serving: a policy that cannot listen fails at start-up, whole.
     auto listeners = open_listeners(*runtime, workers);
-    if (!listeners) return 1;
+    if (!listeners) return 1;  // logged with the listener's name
+    std::vector<std::vector<conn::ListenSocket>> per_worker(workers);
+    std::vector<BoundListener> bound;
+    std::vector<std::shared_ptr<conn::ListenerAdmission>> admissions;
+    for (size_t li = 0; li < listeners->size(); ++li) {
+        OpenListener& l = (*listeners)[li];
+        for (unsigned w = 0; w < workers; ++w) per_worker[w].push_back({li, std::move(l.worker_fds[w]), l.admission});
+        bound.push_back({l.name, l.address, l.inherited});
+        admissions.push_back(l.admission);
+    }
 
     std::unique_ptr<AdminServer> admin;
     if (options.admin) {
-        auto a = AdminServer::bind(*options.admin);
+        auto a = AdminServer::bind(*options.admin, [admissions] { return render_metrics(admissions); });
         if (!a) {
             log::main().error("cannot start the admin endpoint on {}: {}", options.admin->to_string(),
                               a.error().message());
@@ -155,9 +156,11 @@ int run_policy(config::Policy policy, const RunOptions& options) {
     }
 
     // Everything that needs privileges happens above this line: binding (ports below 1024) and
-    // attaching BPF programs to the listening sockets (CAP_BPF). The process has one thread
-    // here (the demo's backend aside), so the drop reaches every thread. Then the workers' rings
-    // are created unprivileged, then the system-call filter closes the door behind them.
+    // loading and attaching the admission and steering programs (open_listeners, CAP_BPF). The
+    // process has one thread here (the demo's backend aside), so the drop reaches every thread.
+    // Then the workers' rings are created unprivileged, then the system-call filter closes the
+    // door behind them (map updates on reload stay possible; program loads do not).
+    conn::ListenerAdmission::stop_loading_programs();
     if (auto dropped = drop_privileges(identity); !dropped) {
         log::main().error("cannot drop privileges: {}", dropped.error().message());
         return 1;
@@ -175,7 +178,7 @@ int run_policy(config::Policy policy, const RunOptions& options) {
 
     std::vector<std::unique_ptr<conn::Worker>> pool;
     for (unsigned w = 0; w < workers; ++w) {
-        auto worker = conn::Worker::create(w, runtime, std::move(listeners->per_worker[w]));
+        auto worker = conn::Worker::create(w, runtime, std::move(per_worker[w]));
         if (!worker) {
             log::main().error("cannot start worker {}: {}", w, worker.error().message());
             return 1;
@@ -189,9 +192,9 @@ int run_policy(config::Policy policy, const RunOptions& options) {
     }
     for (auto& w : pool) w->start();
     log::main().info("ztproxy {} started: {} worker(s), policy {}", kVersion, workers, pol.source);
-    for (const auto& b : listeners->bound) log::main().info("listener '{}' listening on {}", b.name, b.address.to_string());
-    if (options.on_listening) options.on_listening(listeners->bound);
-    const std::string serving = "serving " + std::to_string(listeners->bound.size()) + " listener(s) with " +
+    for (const auto& b : bound) log::main().info("listener '{}' listening on {}", b.name, b.address.to_string());
+    if (options.on_listening) options.on_listening(bound);
+    const std::string serving = "serving " + std::to_string(bound.size()) + " listener(s) with " +
                                 std::to_string(workers) + " worker(s)";
     notify::ready(serving);
 
@@ -207,6 +210,8 @@ int run_policy(config::Policy policy, const RunOptions& options) {
             notify::reloading();
             if (auto next = reload_runtime(reload, *runtime)) {
                 runtime = next;
+                for (size_t li = 0; li < admissions.size(); ++li)
+                    admissions[li]->update(runtime->policy().listeners[li].admission);
                 for (auto& w : pool) w->swap_runtime(runtime);
                 log::setup(runtime->policy().logging.level, log_format(runtime->policy().logging.format));
                 conn::bump(conn::stats().reloads_ok);

@@ -46,10 +46,13 @@ std::string format_access_text(const AccessRecord& r) {
     if (!r.ts.empty()) field("ts", r.ts);
     field("client", r.client);
     field("listener", r.listener);
+    field("worker", std::to_string(r.worker));
     field("sni", r.sni);
     field("alpn", r.alpn);
     field("version", r.version);
     field("cipher", r.cipher);
+    if (!r.client_subject.empty()) field("client_subject", r.client_subject);
+    if (!r.client_cert_error.empty()) field("client_cert_error", r.client_cert_error);
     field("backend", r.backend);
     field("rx_path", r.rx_path);
     field("tx_path", r.tx_path);
@@ -68,8 +71,10 @@ std::string format_access_text(const AccessRecord& r) {
 std::string format_access_json(const AccessRecord& r) {
     nlohmann::json j = {
         {"ts", r.ts},
-        {"client", r.client},   {"listener", r.listener},     {"sni", r.sni},
+        {"client", r.client},   {"listener", r.listener},     {"worker", r.worker},
+        {"sni", r.sni},
         {"alpn", r.alpn},       {"version", r.version},       {"cipher", r.cipher},
+        {"client_subject", r.client_subject},     {"client_cert_error", r.client_cert_error},
         {"backend", r.backend}, {"rx_path", r.rx_path},       {"tx_path", r.tx_path},
         {"ktls_fallback", r.ktls_fallback},
         {"bytes_up", r.counters.bytes_up},         {"bytes_down", r.counters.bytes_down},

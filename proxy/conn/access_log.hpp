@@ -13,10 +13,13 @@ struct AccessRecord {
     std::string ts;  // when the connection ended (UTC)
     std::string client;
     std::string listener;
+    unsigned worker = 0;  // the worker thread that served it (shows how connections are spread)
     std::string sni;
     std::string alpn;
     std::string version;
     std::string cipher;
+    std::string client_subject;     // mTLS: the verified client certificate's subject (RFC 2253)
+    std::string client_cert_error;  // mTLS: why the client certificate was refused
     std::string backend;
     std::string rx_path;  // record path decrypting client → backend
     std::string tx_path;  // record path encrypting backend → client

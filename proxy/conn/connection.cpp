@@ -12,8 +12,10 @@
 #include "crypto/kernel_record_path.hpp"
 #include "crypto/openssl_record_path.hpp"
 #include "proxy/base/log.hpp"
+#include "proxy/base/log_limiter.hpp"
 #include "proxy/conn/access_log.hpp"
 #include "proxy/conn/buffered_relay.hpp"
+#include "proxy/conn/proxy_header.hpp"
 #include "proxy/conn/rewrite_relay.hpp"
 #include "proxy/conn/splice_relay.hpp"
 #include "proxy/conn/userspace_relay.hpp"
@@ -39,12 +41,14 @@ __kernel_timespec to_timespec(std::chrono::milliseconds ms) {
 }  // namespace
 
 Connection::Connection(ConnectionOwner& owner, std::shared_ptr<const Runtime> runtime,
-                       const ListenerRuntime& listener, UniqueFd client, SocketAddress peer)
+                       const ListenerRuntime& listener, UniqueFd client, SocketAddress peer,
+                       SourceLimit::Slot source)
     : owner_(owner),
       runtime_(std::move(runtime)),
       listener_(listener),
       client_(std::move(client)),
       peer_(peer),
+      source_(std::move(source)),
       started_(Clock::now()),
       last_activity_(started_) {
     stats().connections_active.fetch_add(1, std::memory_order_relaxed);
@@ -76,6 +80,9 @@ void Connection::on_completion(uint8_t tag, int res, uint32_t) {
         case kBackendConnect:
             if (phase_ == Phase::connecting) on_connected(res);
             return release_if_idle();
+        case kBackendHeader:
+            if (phase_ == Phase::connecting) on_proxy_header_sent(res);
+            return release_if_idle();
     }
     if (phase_ == Phase::handshaking) continue_handshake();
     release_if_idle();
@@ -99,15 +106,35 @@ void Connection::continue_handshake() {
         case crypto::HandshakeStatus::failed:
             bump(stats().handshakes_failed);
             session_.sni = crypto::lower_sni(ssl_.get());
+            if (auto rejection = crypto::client_cert_rejection(ssl_.get(), step.ssl_reason)) {
+                bump(stats().handshake_failures[static_cast<size_t>(crypto::HandshakeFailure::client_cert)]);
+                return client_cert_rejected(*rejection);
+            }
+            bump(stats().handshake_failures[static_cast<size_t>(step.failure)]);
             // Scanners and broken clients fail handshakes all day: debug, not warn.
             log::tls().debug("handshake from {} failed: {}", peer_.to_string(), step.error);
             return close("handshake_failed");
     }
 }
 
+void Connection::client_cert_rejected(const crypto::ClientCertRejection& rejection) {
+    bump(stats().client_cert_failures[static_cast<size_t>(rejection.reason)]);
+    client_cert_error_ = rejection.detail;
+    // Any client can fail verification at will: a few lines per second per worker reach the log,
+    // the access log still has every one (close=client_cert_rejected, client_cert_error=...).
+    thread_local log::LogLimiter limiter(10);
+    if (auto held_back = limiter.allow(Clock::now())) {
+        log::tls().warn("client {}: client certificate refused ({}): {}{}", peer_.to_string(),
+                        crypto::to_string(rejection.reason), rejection.detail,
+                        *held_back ? " (" + std::to_string(*held_back) + " more since the last such line)" : "");
+    }
+    close("client_cert_rejected");
+}
+
 void Connection::handshake_done() {
     bump(stats().handshakes_ok);
     session_ = crypto::session_info(ssl_.get());
+    if (session_.client_cert.presented) bump(stats().client_certs_verified);
     const Router::Target* target = listener_.router->route(session_.sni);
     backend_cfg_ = target ? runtime_->backend(target->backend) : nullptr;
     if (target) route_index_ = target->route_index;
@@ -219,12 +246,15 @@ void Connection::connect_next_backend() {
     }
     set_nodelay(backend_.get());
     connect_timeout_ = to_timespec(runtime_->policy().limits.backend_connect_timeout);
+    connect_started_ = Clock::now();
     ++inflight_;
     owner_.loop().connect(&op_connect_, backend_.get(), backend_addr_.sa(), backend_addr_.len(), &connect_timeout_);
 }
 
 void Connection::on_connected(int res) {
     if (res == 0) {
+        observe_backend_connect(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - connect_started_));
+        if (backend_cfg_->config->proxy_protocol == config::ProxyProtocol::v2) return send_proxy_header();
         phase_ = Phase::relaying;
         return start_relay();
     }
@@ -236,14 +266,52 @@ void Connection::on_connected(int res) {
     connect_next_backend();
 }
 
+void Connection::send_proxy_header() {
+    // The destination is the address this connection reached: the concrete local address even
+    // when the listener is bound to a wildcard.
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (::getsockname(client_.get(), reinterpret_cast<sockaddr*>(&local), &len) != 0)
+        return proxy_header_failed(std::string("getsockname: ") + std::strerror(errno));
+    auto header =
+        pp2::encode(peer_, SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&local), len), session_);
+    if (!header) return proxy_header_failed(header.error().message());
+    proxy_header_ = std::move(header).value();
+    proxy_header_sent_ = 0;
+    send_proxy_header_rest();
+}
+
+void Connection::send_proxy_header_rest() {
+    ++inflight_;
+    owner_.loop().send(&op_proxy_header_, backend_.get(), proxy_header_.data() + proxy_header_sent_,
+                       proxy_header_.size() - proxy_header_sent_);
+}
+
+void Connection::on_proxy_header_sent(int res) {
+    if (res <= 0) return proxy_header_failed(res == 0 ? "backend accepted no byte" : std::strerror(-res));
+    proxy_header_sent_ += static_cast<size_t>(res);
+    // A short send: the rest goes out before anything else, the backend reads one header.
+    if (proxy_header_sent_ < proxy_header_.size()) return send_proxy_header_rest();
+    proxy_header_ = {};
+    phase_ = Phase::relaying;
+    start_relay();
+}
+
+void Connection::proxy_header_failed(const std::string& detail) {
+    log::conn().warn("client {}: PROXY v2 header to backend {} failed: {}", peer_.to_string(),
+                     backend_addr_.to_string(), detail);
+    goodbye_before_relay();
+    close("proxy_header_failed");
+}
+
 void Connection::start_relay() {
     activity();
     const size_t buffer = runtime_->policy().limits.connection_buffer_bytes;
     const auto& rules = runtime_->rules().route(route_index_);
     if (rules.any()) {
         // A route with redaction rules reads its plaintext: it cannot be spliced.
-        auto up = RedactionStage::open(rules.request, &owner_.redact_scratch());
-        auto down = RedactionStage::open(rules.response, &owner_.redact_scratch());
+        auto up = RedactionStage::open(rules.request, rules.request_counters, &owner_.redact_scratch());
+        auto down = RedactionStage::open(rules.response, rules.response_counters, &owner_.redact_scratch());
         if (!up || !down)
             return relay_failed("internal_error", "redaction: " + (up ? down.error() : up.error()).message());
         if (userspace_) {
@@ -324,15 +392,19 @@ void Connection::release_if_idle() {
     }
     bump(stats().spliced_bytes, c.spliced_up + c.spliced_down);
     bump(stats().copied_bytes, c.copied_up + c.copied_down);
+    bump(stats().connections_closed[close_reason_index(close_reason_)]);
     if (runtime_->policy().logging.access_log) {
         AccessRecord r;
         r.ts = log::timestamp_now();
         r.client = peer_.to_string();
         r.listener = listener_.config->name;
+        r.worker = owner_.worker_id();
         r.sni = session_.sni;
         r.alpn = session_.alpn;
         r.version = session_.version;
         r.cipher = session_.cipher;
+        r.client_subject = session_.client_cert.subject;
+        r.client_cert_error = client_cert_error_;
         r.backend = backend_addr_.len() ? backend_addr_.to_string() : "";
         r.rx_path = relay_ ? relay_->rx_path() : "";
         r.tx_path = relay_ ? relay_->tx_path() : "";

@@ -1,6 +1,6 @@
 // Connection: one client TLS connection and its backend connection, from accept to teardown.
 //
-//   handshaking → connecting → relaying → closing (→ freed once no op is in flight)
+//   handshaking → connecting (→ PROXY v2 header) → relaying → closing (→ freed once no op is in flight)
 //
 // The handshake is driven by readiness (io_uring POLL_ADD) on the non-blocking client socket.
 // After it, the record crypto moves to the kernel when the listener allows it and the kernel and
@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "crypto/handshake.hpp"
 #include "crypto/kernel_record_path.hpp"
@@ -22,6 +23,7 @@
 #include "proxy/base/unique_fd.hpp"
 #include "proxy/conn/relay.hpp"
 #include "proxy/conn/runtime.hpp"
+#include "proxy/conn/source_limit.hpp"
 #include "proxy/io/event_loop.hpp"
 #include "proxy/io/gated_pool.hpp"
 #include "proxy/io/pipe_pool.hpp"
@@ -38,6 +40,7 @@ public:
     virtual redact::Scratch& redact_scratch() = 0;
     virtual io::BufferPool& buffers() = 0;
     virtual void connection_finished(class Connection* c) = 0;  // free it after this dispatch
+    virtual unsigned worker_id() const = 0;
 
 protected:
     ~ConnectionOwner() = default;
@@ -45,8 +48,9 @@ protected:
 
 class Connection final : public io::CompletionHandler, private RelayHost {
 public:
+    // `source`: the connection's place under max_connections_per_source, held until it is freed.
     Connection(ConnectionOwner& owner, std::shared_ptr<const Runtime> runtime, const ListenerRuntime& listener,
-               UniqueFd client, SocketAddress peer);
+               UniqueFd client, SocketAddress peer, SourceLimit::Slot source = {});
     ~Connection();
     Connection(const Connection&) = delete;
     Connection& operator=(const Connection&) = delete;
@@ -59,10 +63,11 @@ public:
     void abort(const char* reason);
 
 private:
-    enum Tag : uint8_t { kClientIn, kClientOut, kBackendConnect };
+    enum Tag : uint8_t { kClientIn, kClientOut, kBackendConnect, kBackendHeader };
     enum class Phase { handshaking, connecting, relaying, closing };
 
     void continue_handshake();
+    void client_cert_rejected(const crypto::ClientCertRejection& rejection);
     void handshake_done();
     void choose_record_path();
     void note_fallback(crypto::KtlsFallback reason, const std::string& detail);
@@ -70,6 +75,10 @@ private:
     void goodbye_before_relay();
     void connect_next_backend();
     void on_connected(int res);
+    void send_proxy_header();
+    void send_proxy_header_rest();
+    void on_proxy_header_sent(int res);
+    void proxy_header_failed(const std::string& detail);
     void start_relay();
     void arm_client(Tag tag);
     void close(const char* reason);
@@ -90,6 +99,8 @@ private:
     UniqueFd client_;
     UniqueFd backend_;
     SocketAddress peer_;
+    SourceLimit::Slot source_;  // released with the connection
+    Clock::time_point connect_started_{};  // the current backend connect attempt
     SocketAddress backend_addr_;
     SslPtr ssl_;
     crypto::SessionInfo session_;
@@ -103,6 +114,9 @@ private:
     };
     std::optional<UserspaceKeys> userspace_;
     std::string ktls_fallback_;                 // why not, when the listener allowed it
+    std::string client_cert_error_;             // why the client certificate was refused
+    std::vector<uint8_t> proxy_header_;         // PROXY v2 header for the backend, while it is sent
+    size_t proxy_header_sent_ = 0;
     std::unique_ptr<Relay> relay_;
 
     Phase phase_ = Phase::handshaking;
@@ -118,6 +132,7 @@ private:
     io::Op op_client_in_{this, kClientIn};
     io::Op op_client_out_{this, kClientOut};
     io::Op op_connect_{this, kBackendConnect};
+    io::Op op_proxy_header_{this, kBackendHeader};
     int inflight_ = 0;
     bool client_in_armed_ = false;
     bool client_out_armed_ = false;

@@ -2,10 +2,12 @@
 
 namespace ztp::conn {
 
-Result<RedactionStage> RedactionStage::open(std::shared_ptr<const redact::Database> db, redact::Scratch* scratch) {
+Result<RedactionStage> RedactionStage::open(std::shared_ptr<const redact::Database> db,
+                                            std::shared_ptr<const redact::StreamCounters> counters,
+                                            redact::Scratch* scratch) {
     RedactionStage s;
     if (!db) return s;
-    auto r = redact::Rewriter::open(std::move(db));
+    auto r = redact::Rewriter::open(std::move(db), std::move(counters));
     if (!r) return r.error();
     s.rewriter_.emplace(std::move(r).value());
     s.scratch_ = scratch;

@@ -24,7 +24,9 @@ public:
     // delays every request whose tail could start a match.
     static constexpr std::chrono::milliseconds kQuietFlush{20};
 
-    static Result<RedactionStage> open(std::shared_ptr<const redact::Database> db, redact::Scratch* scratch);
+    static Result<RedactionStage> open(std::shared_ptr<const redact::Database> db,
+                                       std::shared_ptr<const redact::StreamCounters> counters,
+                                       redact::Scratch* scratch);
 
     bool rewrites() const { return rewriter_.has_value(); }
     Result<void> feed(redact::SharedBytes chunk, redact::RewritePlan& out);

@@ -2,9 +2,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <iterator>
 #include <cstdint>
 #include <string_view>
 
+#include "crypto/client_cert.hpp"
+#include "crypto/handshake.hpp"
 #include "crypto/kernel_record_path.hpp"
 
 namespace ztp::conn {
@@ -17,13 +21,40 @@ inline size_t record_path_index(std::string_view name) {
     return 2;
 }
 
+// Why connections end (the access log's close=), for per-reason counters: index with
+// close_reason_index(); anything not listed counts as "other".
+inline constexpr const char* kCloseReasons[] = {
+    "client_close",    "backend_close",          "backend_connect_failed", "backend_reset",
+    "handshake_failed", "handshake_timeout",     "client_cert_rejected",   "idle_timeout",
+    "client_reset",    "client_error",           "client_alert",           "bad_record",
+    "record_overflow", "key_update_unsupported", "key_update_flood",       "renegotiation_refused",
+    "ktls_unavailable", "record_path_unavailable", "proxy_header_failed",  "no_route",
+    "overloaded",      "shutdown",               "internal_error",         "other"};
+inline constexpr size_t kCloseReasonCount = sizeof(kCloseReasons) / sizeof(kCloseReasons[0]);
+inline size_t close_reason_index(std::string_view reason) {
+    for (size_t i = 0; i + 1 < kCloseReasonCount; ++i)
+        if (reason == kCloseReasons[i]) return i;
+    return kCloseReasonCount - 1;
+}
+
 struct Stats {
     std::atomic<uint64_t> connections_total{0};
+    std::atomic<uint64_t> connections_closed[kCloseReasonCount]{};  // by close_reason_index()
+    // Backend connect latency (successful connects), a histogram: counts per bucket upper bound.
+    static constexpr double kConnectBuckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+    std::atomic<uint64_t> backend_connect_bucket[sizeof(kConnectBuckets) / sizeof(double) + 1]{};  // last: +Inf
+    std::atomic<uint64_t> backend_connect_count{0};
+    std::atomic<uint64_t> backend_connect_micros{0};  // sum
     std::atomic<int64_t> connections_active{0};
-    std::atomic<uint64_t> connections_refused_limit{0};
+    std::atomic<uint64_t> connections_refused_limit{0};       // over max_connections
+    std::atomic<uint64_t> connections_refused_per_source{0};  // over max_connections_per_source
     std::atomic<uint64_t> handshakes_ok{0};
     std::atomic<uint64_t> handshakes_failed{0};
     std::atomic<uint64_t> handshake_timeouts{0};
+    std::atomic<uint64_t> handshake_failures[static_cast<size_t>(crypto::HandshakeFailure::count)]{};
+    std::atomic<uint64_t> client_certs_verified{0};  // handshakes that verified a client certificate
+    // Handshakes refused because of the client certificate (also counted in handshakes_failed).
+    std::atomic<uint64_t> client_cert_failures[static_cast<size_t>(crypto::ClientCertFailure::count)]{};
     std::atomic<uint64_t> idle_timeouts{0};
     std::atomic<uint64_t> backend_connect_failures{0};
     std::atomic<uint64_t> bytes_up{0};    // plaintext client → backend
@@ -47,5 +78,15 @@ inline Stats& stats() {
 }
 
 inline void bump(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+
+inline void observe_backend_connect(std::chrono::microseconds took) {
+    Stats& s = stats();
+    const double secs = static_cast<double>(took.count()) / 1e6;
+    size_t i = 0;
+    while (i < std::size(Stats::kConnectBuckets) && secs > Stats::kConnectBuckets[i]) ++i;
+    bump(s.backend_connect_bucket[i]);
+    bump(s.backend_connect_count);
+    bump(s.backend_connect_micros, static_cast<uint64_t>(took.count()));
+}
 
 }  // namespace ztp::conn

@@ -154,34 +154,45 @@ void Worker::on_accept(size_t i, int res, uint32_t flags) {
         if (stopping_) sockets_[i].fd.reset();
     }
     if (res < 0) {
-        if (res != -ECANCELED) {
-            static thread_local Clock::time_point last_log{};
-            if (Clock::now() - last_log > std::chrono::seconds(5)) {
-                last_log = Clock::now();
-                log::main().warn("worker {}: accept failed: {}", id_, std::strerror(-res));
-            }
-        }
+        if (res != -ECANCELED && accept_error_log_.allow(Clock::now()))
+            log::main().warn("worker {}: accept failed: {}", id_, std::strerror(-res));
         return;
     }
     UniqueFd fd(res);
     if (stopping_) return;
     if (!(flags & IORING_CQE_F_MORE)) arm_accept(i);
-    const auto& limits = runtime_->policy().limits;
-    if (stats().connections_active.load(std::memory_order_relaxed) >= static_cast<int64_t>(limits.max_connections)) {
-        bump(stats().connections_refused_limit);
-        static thread_local Clock::time_point last_log{};
-        if (Clock::now() - last_log > std::chrono::seconds(5)) {
-            last_log = Clock::now();
-            log::conn().warn("connection limit {} reached: refusing new connections", limits.max_connections);
-        }
-        return;  // closing the socket is the refusal
-    }
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0) return;  // already gone
+    auto peer = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    // Where the kernel could not take admission, it is judged here, before a byte is read: closing
+    // unanswered is the refusal (counted by the fallback; logged at debug: it is the client's doing).
+    if (sockets_[i].admission && !sockets_[i].admission->admit(peer)) {
+        log::conn().debug("client {} refused by admission on listener '{}'", peer.to_string(),
+                          sockets_[i].admission->listener());
+        return;
+    }
+    // Limits: closing the socket is the refusal. Counted always, logged at most once a second per
+    // worker (a flood must not turn into a flood of log lines).
+    const auto& limits = runtime_->policy().limits;
+    if (stats().connections_active.load(std::memory_order_relaxed) >= static_cast<int64_t>(limits.max_connections)) {
+        bump(stats().connections_refused_limit);
+        if (refusal_log_.allow(Clock::now()))
+            log::conn().warn("connection limit {} reached: refusing new connections ({} refused so far)",
+                             limits.max_connections, stats().connections_refused_limit.load());
+        return;
+    }
+    auto source = SourceLimit::process().acquire(peer, limits.max_connections_per_source);
+    if (!source.admitted) {
+        bump(stats().connections_refused_per_source);
+        if (refusal_log_.allow(Clock::now()))
+            log::conn().warn("client {} holds max_connections_per_source = {}: refusing its new connections "
+                             "({} refused so far)", peer.ip_string(), limits.max_connections_per_source,
+                             stats().connections_refused_per_source.load());
+        return;
+    }
     const auto& listener = runtime_->listeners()[sockets_[i].listener_index];
-    auto conn = std::make_unique<Connection>(*this, runtime_, listener, std::move(fd),
-                                             SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+    auto conn = std::make_unique<Connection>(*this, runtime_, listener, std::move(fd), peer, std::move(source.slot));
     Connection* raw = conn.get();
     connections_.emplace(raw, std::move(conn));
     raw->start();

@@ -13,8 +13,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "proxy/base/log_limiter.hpp"
 #include "proxy/conn/connection.hpp"
+#include "proxy/conn/listener_admission.hpp"
 #include "proxy/conn/runtime.hpp"
+#include "proxy/conn/source_limit.hpp"
 #include "proxy/io/event_loop.hpp"
 
 namespace ztp::conn {
@@ -22,6 +25,7 @@ namespace ztp::conn {
 struct ListenSocket {
     size_t listener_index;  // into Runtime::listeners()
     UniqueFd fd;
+    std::shared_ptr<ListenerAdmission> admission;  // shared by the listener's sockets
 };
 
 class Worker final : public ConnectionOwner, public io::CompletionHandler {
@@ -46,6 +50,7 @@ public:
     redact::Scratch& redact_scratch() override { return scratch_; }
     io::BufferPool& buffers() override { return *buffers_; }
     void connection_finished(Connection* c) override { finished_.push_back(c); }
+    unsigned worker_id() const override { return id_; }
     void on_completion(uint8_t tag, int res, uint32_t flags) override;
 
 private:
@@ -85,6 +90,8 @@ private:
     std::atomic<int64_t> stop_deadline_ns_{0};  // steady_clock, set by request_stop
     bool aborted_all_ = false;
     std::atomic<bool> done_{false};
+    log::LogLimiter refusal_log_{1};       // limits refusing connections: a line a second at most
+    log::LogLimiter accept_error_log_{1};  // accept failing (e.g. EMFILE)
     std::atomic<bool> stop_requested_{false};
     std::mutex pending_mutex_;
     std::shared_ptr<const Runtime> pending_runtime_;  // guarded by pending_mutex_

@@ -22,8 +22,10 @@ bool by_start(const Match& a, const Match& b) {
 
 }  // namespace
 
-Result<Rewriter> Rewriter::open(std::shared_ptr<const Database> db) {
+Result<Rewriter> Rewriter::open(std::shared_ptr<const Database> db, std::shared_ptr<const StreamCounters> counters) {
     if (!db) return Error{EINVAL, "Rewriter::open without rules"};
+    if (counters && counters->rules.size() != db->rules().size())
+        return Error{EINVAL, "Rewriter::open: counters do not match the rules"};
     auto m = StreamMatcher::open(*db);
     if (!m) return m.error();
     try {
@@ -32,6 +34,7 @@ Result<Rewriter> Rewriter::open(std::shared_ptr<const Database> db) {
         w.rules_.resize(db->rules().size());
         w.stats_.matches.assign(db->rules().size(), 0);
         w.db_ = std::move(db);
+        w.counters_ = std::move(counters);
         return w;
     } catch (const std::bad_alloc&) {
         return Error{ENOMEM, "Rewriter::open"};
@@ -50,6 +53,7 @@ Result<void> Rewriter::feed(SharedBytes chunk, Scratch& scratch, RewritePlan& ou
         const uint64_t hold = db_->hold_back();
         uint64_t limit = fed_ > hold ? fed_ - hold : 0;
         decide(std::max(limit, decided_), out);
+        publish();
         return {};
     } catch (const std::bad_alloc&) {
         return Error{ENOMEM, "Rewriter::feed"};
@@ -62,6 +66,7 @@ Result<void> Rewriter::finish(Scratch& scratch, RewritePlan& out) {
         finished_ = true;
         if (auto r = matcher_.close(scratch, fresh_); !r) return r;
         decide(fed_, out);
+        publish();
         return {};
     } catch (const std::bad_alloc&) {
         return Error{ENOMEM, "Rewriter::finish"};
@@ -71,10 +76,24 @@ Result<void> Rewriter::finish(Scratch& scratch, RewritePlan& out) {
 Result<void> Rewriter::flush(RewritePlan& out) {
     try {
         decide(fed_, out);
+        publish();
         return {};
     } catch (const std::bad_alloc&) {
         return Error{ENOMEM, "Rewriter::flush"};
     }
+}
+
+void Rewriter::publish() {
+    if (!counters_ || !counters_->totals) return;
+    auto add = [](std::atomic<uint64_t>& to, uint64_t now, uint64_t& was) {
+        if (now != was) to.fetch_add(now - was, std::memory_order_relaxed);
+        was = now;
+    };
+    DirectionTotals& t = *counters_->totals;
+    add(t.bytes_inspected, stats_.bytes_inspected, published_.bytes_inspected);
+    add(t.replacement_bytes, stats_.replacement_bytes, published_.replacement_bytes);
+    add(t.verified_bytes_copied, stats_.verified_bytes_copied, published_.verified_bytes_copied);
+    add(t.late_matches, stats_.late_matches, published_.late_matches);
 }
 
 // New engine reports join the pending list (sorted by start). A report reaching before decided_
@@ -82,7 +101,6 @@ Result<void> Rewriter::flush(RewritePlan& out) {
 void Rewriter::absorb_fresh() {
     if (fresh_.empty()) return;
     for (const Match& m : fresh_) {
-        if (m.rule < stats_.matches.size()) ++stats_.matches[m.rule];
         if (m.from < decided_) {
             ++stats_.late_matches;
             stats_.late_bytes += std::min(m.to, decided_) - m.from;
@@ -103,6 +121,12 @@ void Rewriter::activate(const Match& m) {
     if (m.rule >= rules_.size()) return;
     const CompiledRule& rule = db_->rules()[m.rule];
     RuleState& st = rules_[m.rule];
+    // One occurrence per span starting past what this rule already covers: the engine reports a
+    // variable-width match once per end offset, and those spans overlap the first one.
+    if (m.from >= st.cover_end) {
+        ++stats_.matches[m.rule];
+        if (counters_) counters_->rules[m.rule]->count.fetch_add(1, std::memory_order_relaxed);
+    }
     st.cover_end = std::max(st.cover_end, m.to);
     cover_max_ = std::max(cover_max_, m.to);
     if (rule.action == CompiledRule::Action::replace)

@@ -47,6 +47,7 @@
 
 #include "proxy/base/result.hpp"
 #include "proxy/redact/rewrite_plan.hpp"
+#include "proxy/redact/redact_metrics.hpp"
 #include "proxy/redact/rule_set.hpp"
 #include "proxy/redact/shared_bytes.hpp"
 #include "proxy/redact/stream_matcher.hpp"
@@ -54,7 +55,8 @@
 namespace ztp::redact {
 
 struct RedactStats {
-    std::vector<uint64_t> matches;        // per rule (Database::rules() order): engine reports
+    std::vector<uint64_t> matches;        // per rule (Database::rules() order): occurrences redacted
+                                          // (overlapping spans of one rule count once)
     uint64_t bytes_inspected = 0;         // fed to the engine
     uint64_t bytes_redacted = 0;          // input bytes masked, overlaid or swallowed
     uint64_t replacement_bytes = 0;       // bytes the proxy wrote (mask runs, replacement strings)
@@ -72,7 +74,9 @@ public:
     Rewriter& operator=(Rewriter&&) noexcept = default;
 
     // `db` is kept alive by the rewriter (a reload may drop the RuleSet while connections live).
-    static Result<Rewriter> open(std::shared_ptr<const Database> db);
+    // `counters` (optional; parallel to db->rules()) receive the process-wide counts as they happen.
+    static Result<Rewriter> open(std::shared_ptr<const Database> db,
+                                 std::shared_ptr<const StreamCounters> counters = nullptr);
 
     // The next bytes of the stream, in order. Appends what can be released to `out`.
     Result<void> feed(SharedBytes chunk, Scratch& scratch, RewritePlan& out);
@@ -98,6 +102,7 @@ private:
     void decide(uint64_t limit, RewritePlan& out);
     void take(uint64_t n, RewritePlan* out);  // moves n held bytes out (into `out` when given)
     void emit_run(RewritePlan& out);
+    void publish();  // adds what stats_ gained since the last call to counters_->totals
 
     std::shared_ptr<const Database> db_;
     StreamMatcher matcher_;
@@ -115,6 +120,8 @@ private:
     std::string run_;               // replacement bytes of the current covered run (reused)
     bool run_all_stars_ = true;
     RedactStats stats_;
+    std::shared_ptr<const StreamCounters> counters_;
+    RedactStats published_;  // the scalar part of stats_ as of the last publish()
 };
 
 }  // namespace ztp::redact

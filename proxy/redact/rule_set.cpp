@@ -96,6 +96,19 @@ Result<Scratch> Scratch::clone() const {
     return out;
 }
 
+namespace {
+
+std::shared_ptr<const StreamCounters> stream_counters(const Database* db, config::RuleDirection direction) {
+    if (!db) return nullptr;
+    auto& metrics = RedactMetrics::process();
+    auto c = std::make_shared<StreamCounters>();
+    c->totals = &metrics.totals(direction);
+    for (const CompiledRule& rule : db->rules()) c->rules.push_back(metrics.rule(rule.id, direction));
+    return c;
+}
+
+}  // namespace
+
 Result<std::shared_ptr<const RuleSet>> RuleSet::compile(const config::Policy& policy, std::string* why) {
     try {
         auto set = std::make_shared<RuleSet>();
@@ -121,6 +134,8 @@ Result<std::shared_ptr<const RuleSet>> RuleSet::compile(const config::Policy& po
             if (!resp) return resp.error();
             rr.request = *req;
             rr.response = *resp;
+            rr.request_counters = stream_counters(rr.request.get(), config::RuleDirection::request);
+            rr.response_counters = stream_counters(rr.response.get(), config::RuleDirection::response);
             set->routes_.push_back(std::move(rr));
         }
         return std::shared_ptr<const RuleSet>(std::move(set));

@@ -18,6 +18,7 @@
 
 #include "config/policy.hpp"
 #include "proxy/base/result.hpp"
+#include "proxy/redact/redact_metrics.hpp"
 
 namespace ztp::redact {
 
@@ -88,6 +89,9 @@ public:
     struct RouteRules {
         std::shared_ptr<const Database> request;   // client → backend; null = nothing to redact
         std::shared_ptr<const Database> response;  // backend → client
+        // Where each direction's rewriter counts matches and bytes (null with no database).
+        std::shared_ptr<const StreamCounters> request_counters;
+        std::shared_ptr<const StreamCounters> response_counters;
         bool any() const { return request || response; }
     };
 

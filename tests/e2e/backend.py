@@ -2,6 +2,7 @@
 """The plaintext backend the e2e tests put behind ztproxy (Python 3 stdlib only).
 
     python3 backend.py [--mode http|echo|record] [--host 127.0.0.1] [--port 0] [--record-dir DIR]
+                       [--proxy-protocol v2]
 
 Binds (port 0 by default) and prints ``LISTENING <port>`` on stdout as its first line: that is
 the readiness signal. Afterwards it prints one event line per noteworthy thing, so tests can wait
@@ -14,6 +15,12 @@ for what the backend saw instead of sleeping:
     RAW_REQUEST peer=IP:PORT length=N hex=HEX          (http mode, POST /echo-raw)
     ECHO_BODY peer=IP:PORT length=N sha256=HEX hex=HEX  (http mode, POST /echo-body)
     RECORD_CLOSED peer=IP:PORT bytes=N sha256=HEX file=PATH|- reason=eof|reset|error  (record mode)
+    PROXY_HEADER peer=IP:PORT json={...}               (--proxy-protocol v2, see parse_proxy_v2)
+    PROXY_ERROR peer=IP:PORT reason=...                 (--proxy-protocol v2, no valid header)
+
+With --proxy-protocol v2 every connection must start with a PROXY protocol v2 header (HAProxy's
+doc/proxy-protocol.txt); it is decoded and reported, then the mode goes on with the bytes after
+it. A connection without a valid header is closed.
 
 HTTP mode (HTTP/1.1, keep-alive, every response has a Content-Length):
     GET /              -> "ztproxy e2e backend\\n" (text/plain)
@@ -38,6 +45,7 @@ The module is also imported by the tests for pattern_chunks()/pattern_sha256().
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
 import socket
@@ -73,6 +81,98 @@ def pattern_sha256(n):
     for c in pattern_chunks(n):
         h.update(c)
     return h.hexdigest()
+
+
+PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+PP2_SSL_SUBTYPES = {0x21: "version", 0x22: "cn", 0x23: "cipher"}
+PP2_TYPES = {0x01: "alpn", 0x02: "authority", 0xE0: "subject"}  # 0xE0: ztproxy's client subject
+
+
+def _tlvs(data, what):
+    """[(type, value bytes)] of a TLV list that must fill `data` exactly."""
+    out, i = [], 0
+    while i < len(data):
+        if i + 3 > len(data):
+            raise ValueError("%s: TLV header cut short" % what)
+        t, n = data[i], int.from_bytes(data[i + 1:i + 3], "big")
+        if i + 3 + n > len(data):
+            raise ValueError("%s: TLV 0x%02x runs past its container" % (what, t))
+        out.append((t, data[i + 3:i + 3 + n]))
+        i += 3 + n
+    return out
+
+
+def parse_proxy_v2(read):
+    """Reads one PROXY v2 header with read(n) (n bytes, fewer only at EOF) and decodes it:
+    {"length", "family": "TCP4"|"TCP6", "src", "src_port", "dst", "dst_port", "tlv_types": [...],
+     "alpn", "authority", "subject", "ssl": {"client", "verify", "version", "cn", "cipher"}}
+    (TLV keys only when present; strings decoded as UTF-8). Raises ValueError when malformed,
+    including a repeated TLV and unknown TLV types (the sender is ztproxy: it sends no others)."""
+    head = read(16)
+    if len(head) < 16 or head[:12] != PP2_SIGNATURE:
+        raise ValueError("no PROXY v2 signature")
+    if head[12] != 0x21:
+        raise ValueError("version/command 0x%02x, expected 0x21 (v2, PROXY)" % head[12])
+    size = {0x11: 4, 0x21: 16}.get(head[13])
+    if size is None:
+        raise ValueError("family/transport 0x%02x" % head[13])
+    length = int.from_bytes(head[14:16], "big")
+    body = read(length)
+    if len(body) != length or length < 2 * size + 4:
+        raise ValueError("header cut short: %d of %d bytes" % (len(body), length))
+    out = {"length": 16 + length, "family": "TCP4" if size == 4 else "TCP6",
+           "src": str(ipaddress.ip_address(body[:size])),
+           "dst": str(ipaddress.ip_address(body[size:2 * size])),
+           "src_port": int.from_bytes(body[2 * size:2 * size + 2], "big"),
+           "dst_port": int.from_bytes(body[2 * size + 2:2 * size + 4], "big"), "tlv_types": []}
+    for t, v in _tlvs(body[2 * size + 4:], "header"):
+        out["tlv_types"].append(t)
+        if t in PP2_TYPES:
+            key = PP2_TYPES[t]
+        elif t == 0x20:
+            key = "ssl"
+        else:
+            raise ValueError("unexpected TLV type 0x%02x" % t)
+        if key in out:
+            raise ValueError("TLV 0x%02x repeated" % t)
+        if key != "ssl":
+            out[key] = v.decode("utf-8")
+            continue
+        if len(v) < 5:
+            raise ValueError("SSL TLV shorter than 5 bytes")
+        ssl_info = {"client": v[0], "verify": int.from_bytes(v[1:5], "big")}
+        for st, sv in _tlvs(v[5:], "SSL TLV"):
+            name = PP2_SSL_SUBTYPES.get(st)
+            if name is None or name in ssl_info:
+                raise ValueError("unexpected or repeated SSL sub-TLV 0x%02x" % st)
+            ssl_info[name] = sv.decode("utf-8")
+        out["ssl"] = ssl_info
+    return out
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def take_proxy_header(server, read, client_address):
+    """With --proxy-protocol v2: reads and reports the header; False when the connection must
+    be dropped (no valid header)."""
+    if not getattr(server, "proxy_protocol", None):
+        return True
+    try:
+        info = parse_proxy_v2(read)
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        emit("PROXY_ERROR peer=%s reason=%s" % (peer_str(client_address), str(e).replace(" ", "_")))
+        return False
+    emit("PROXY_HEADER peer=%s json=%s" % (peer_str(client_address),
+                                           json.dumps(info, separators=(",", ":"))))
+    return True
 
 
 def emit(line):
@@ -116,7 +216,12 @@ class HttpHandler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        self.header_ok = take_proxy_header(self.server, self.rfile.read, self.client_address)
         self.rfile = _HeadTee(self.rfile)
+
+    def handle(self):
+        if self.header_ok:
+            super().handle()
 
     def handle_one_request(self):
         self.rfile.head.clear()  # one request's head at a time
@@ -238,6 +343,8 @@ class HttpServer(ThreadingHTTPServer):
 class EchoHandler(socketserver.BaseRequestHandler):
     def handle(self):
         sock = self.request
+        if not take_proxy_header(self.server, lambda n: recv_exact(sock, n), self.client_address):
+            return
         total = 0
         reason = "eof"
         try:
@@ -270,6 +377,8 @@ class EchoServer(socketserver.ThreadingTCPServer):
 class RecordHandler(socketserver.BaseRequestHandler):
     def handle(self):
         sock = self.request
+        if not take_proxy_header(self.server, lambda n: recv_exact(sock, n), self.client_address):
+            return
         h = hashlib.sha256()
         total = 0
         reason = "eof"
@@ -322,10 +431,13 @@ def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--record-dir", default=None, help="record mode: keep each connection's bytes")
+    ap.add_argument("--proxy-protocol", choices=["v2"], default=None,
+                    help="every connection starts with a PROXY v2 header: decode and report it")
     args = ap.parse_args()
     cls, handler = {"http": (HttpServer, HttpHandler), "echo": (EchoServer, EchoHandler),
                     "record": (RecordServer, RecordHandler)}[args.mode]
     server = cls((args.host, args.port), handler)
+    server.proxy_protocol = args.proxy_protocol
     if args.mode == "record":
         server.record_dir = args.record_dir
     emit("LISTENING %d" % server.server_address[1])

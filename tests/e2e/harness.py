@@ -271,10 +271,14 @@ def describe_rc(rc):
 
 
 class Backend(Proc):
-    """backend.py in 'http' or 'echo' mode; .port is its listening port."""
+    """backend.py in 'http', 'echo' or 'record' mode; .port is its listening port. With
+    proxy_protocol="v2" it expects (and reports) a PROXY v2 header on every connection."""
 
-    def __init__(self, mode="http"):
-        super().__init__("backend(%s)" % mode, [sys.executable, BACKEND_PY, "--mode", mode])
+    def __init__(self, mode="http", proxy_protocol=None):
+        argv = [sys.executable, BACKEND_PY, "--mode", mode]
+        if proxy_protocol:
+            argv += ["--proxy-protocol", proxy_protocol]
+        super().__init__("backend(%s)" % mode, argv)
         try:
             m = self.wait_line("stdout", r"^LISTENING (\d+)$", READY_TIMEOUT,
                                what="backend readiness")
@@ -295,13 +299,14 @@ class Proxy(Proc):
     """ztproxy with the given arguments; waits until `listeners` listeners reported their port.
 
     .listeners maps listener name (if the log line names it) to port; .ports lists the ports in
-    the order they were reported; .port is the first one. `launcher` is an argv prefix that execs
-    the binary (e.g. to hand it sockets), `pass_fds` the descriptors it inherits.
+    the order they were reported; .port is the first one.
     """
 
     def __init__(self, args, listeners=1, log_level="info", env=None, cwd=None,
-                 label="ztproxy", launcher=(), pass_fds=()):
-        argv = list(launcher) + [ztproxy_bin()] + list(args)
+                 label="ztproxy", exec_prefix=(), pass_fds=()):
+        # exec_prefix: a command that execs ztproxy in the same process (e.g. setpriv ... --).
+        # pass_fds: descriptors it inherits (socket activation).
+        argv = list(exec_prefix) + [ztproxy_bin()] + list(args)
         if log_level and "--log-level" not in argv:
             argv += ["--log-level", log_level]
         super().__init__(label, argv, env=env, cwd=cwd, pass_fds=pass_fds)
@@ -376,7 +381,7 @@ class Proxy(Proc):
 
 
 _TOKEN_RE = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
-_INT_FIELDS = ("bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up", "copied_down", "duration_ms")
+_INT_FIELDS = ("worker", "bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up", "copied_down", "duration_ms")
 
 
 def _unquote(v):
@@ -457,8 +462,10 @@ class CertAuthority:
             f.write(text)
         return path
 
-    def issue(self, name, key_type="ec", dns=("localhost",), ips=("127.0.0.1",), cn=None):
-        """Writes NAME.pem / NAME.key signed by this CA; SANs from dns and ips."""
+    def issue(self, name, key_type="ec", dns=("localhost",), ips=("127.0.0.1",), cn=None,
+              eku="serverAuth"):
+        """Writes NAME.pem / NAME.key signed by this CA; SANs from dns and ips (none when both
+        are empty); eku="clientAuth" for client certificates (mTLS)."""
         key = os.path.join(self.dir, name + ".key")
         csr = os.path.join(self.dir, name + ".csr")
         cert = os.path.join(self.dir, name + ".pem")
@@ -478,9 +485,9 @@ class CertAuthority:
             "[req]", "distinguished_name = dn", "prompt = no", "[dn]",
             "O = ztproxy tests", "CN = %s" % (cn or (dns[0] if dns else name)),
             "[v3_leaf]", "basicConstraints = critical,CA:FALSE",
-            "keyUsage = critical,%s" % usage, "extendedKeyUsage = serverAuth",
-            "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid",
-            "subjectAltName = %s" % ",".join(sans), ""]))
+            "keyUsage = critical,%s" % usage, "extendedKeyUsage = %s" % eku,
+            "subjectKeyIdentifier = hash", "authorityKeyIdentifier = keyid"] +
+            (["subjectAltName = %s" % ",".join(sans)] if sans else []) + [""]))
         run_checked(["openssl", "req", "-new", "-config", cnf, "-key", key, "-out", csr])
         run_checked(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
                      "-set_serial", "0x" + secrets.token_hex(16), "-days", "2", "-sha256",
@@ -514,7 +521,7 @@ def policy_toml(listeners, backends, routes, sections=None):
 
     listeners: [{"name", "address" (default 127.0.0.1:0), "certs": [(name, Leaf, server_names)],
                  optional "tls": {min_version, max_version, ciphers, alpn, ...}}]
-    backends:  [{"name", "addresses": [...]}]
+    backends:  [{"name", "addresses": [...], optional "proxy_protocol": "v2"}]
     routes:    [{"backend", "default": True | "server_names": [...], optional "listener"}]
     sections:  {"limits": {...}, "runtime": {...}, "logging": {...}} (plain key = value tables)
     """
@@ -539,7 +546,10 @@ def policy_toml(listeners, backends, routes, sections=None):
         out.append("")
     for b in backends:
         out += ["[[backend]]", "name = %s" % _toml(b["name"]),
-                "addresses = %s" % _toml(list(b["addresses"])), ""]
+                "addresses = %s" % _toml(list(b["addresses"]))]
+        if b.get("proxy_protocol"):
+            out.append("proxy_protocol = %s" % _toml(b["proxy_protocol"]))
+        out.append("")
     for r in routes:
         out.append("[[route]]")
         if r.get("listener"):
@@ -676,6 +686,28 @@ def curl_args(name, port, path="/", cafile=None):
     if cafile:
         a = ["--cacert", cafile] + a
     return a
+
+
+# ---------------------------------------------------------------- the admin endpoint
+
+def scrape(addr, path="/metrics", method="GET"):
+    """(status, body) of the admin endpoint, fetched with curl as an operator would."""
+    require_tool("curl")
+    p = subprocess.run(["curl", "-sS", "--max-time", "30", "-X", method, "-w", "\n%{http_code}",
+                        "http://%s%s" % (addr, path)], capture_output=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError("curl %s%s: %s" % (addr, path, p.stderr.decode(errors="replace")))
+    body, _, status = p.stdout.decode().rpartition("\n")
+    return int(status), body
+
+
+def metric(text, name, **labels):
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", line)
+        if m and m.group(1) == name and (m.group(2) or "") == want:
+            return float(m.group(3))
+    raise AssertionError("no metric %s{%s} in:\n%s" % (name, want, text))
 
 
 class SClientResult:
@@ -840,8 +872,8 @@ class E2ETestCase(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="ztp-e2e-test-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
-    def start_backend(self, mode="http"):
-        b = Backend(mode)
+    def start_backend(self, mode="http", proxy_protocol=None):
+        b = Backend(mode, proxy_protocol)
         self.addCleanup(b.stop)
         return b
 
@@ -964,6 +996,18 @@ class BioTlsClient:
         self.raw.close()
 
 
+def half_close_exchange(port, server_name, ctx, payload, timeout=15.0):
+    """Sends payload, then close_notify (a TLS half-close), and reads until the peer ends the
+    connection: returns (data, how) as BioTlsClient.read_until_close()."""
+    c = BioTlsClient(port, server_name, ctx, timeout)
+    try:
+        c.write(payload)
+        c.half_close()
+        return c.read_until_close()
+    finally:
+        c.close()
+
+
 class SClientSession:
     """`openssl s_client -brief` with its stdout and stderr collected; the test writes lines to
     its stdin and waits on what it printed. Bounded everywhere; close() always reaps it."""
@@ -976,6 +1020,7 @@ class SClientSession:
         self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         self.out, self.err = bytearray(), bytearray()
+        self.eofs = 0  # pipes read to the end
         self.cond = threading.Condition()
         self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, self.out),
                                          daemon=True),
@@ -989,6 +1034,7 @@ class SClientSession:
             b = pipe.read1(65536)
             with self.cond:
                 if not b:
+                    self.eofs += 1
                     self.cond.notify_all()
                     return
                 into.extend(b)
@@ -1003,13 +1049,16 @@ class SClientSession:
             return False
 
     def wait(self, predicate, timeout):
-        """Waits until predicate(stdout, stderr) holds, s_client exits, or the timeout."""
+        """Waits until predicate(stdout, stderr) holds, s_client exits, or the timeout. After an
+        exit, what s_client printed last may still be in the pipes: judged once both are drained."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while not predicate(bytes(self.out), bytes(self.err)):
                 left = deadline - time.monotonic()
-                if left <= 0 or self.p.poll() is not None:
-                    return predicate(bytes(self.out), bytes(self.err))
+                if left <= 0:
+                    return False
+                if self.p.poll() is not None and self.eofs == len(self.threads):
+                    return False
                 self.cond.wait(min(left, 0.2))
             return True
 

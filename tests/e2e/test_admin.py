@@ -2,31 +2,11 @@
 503 while the proxy drains (so load balancers stop sending)."""
 
 import os
-import re
 import signal
 import socket
 import unittest
-import urllib.error
-import urllib.request
 
-from harness import E2ETestCase, CertAuthority, HttpConn, curl, curl_args, tls_connect
-
-
-def scrape(addr, path="/metrics"):
-    try:
-        with urllib.request.urlopen("http://%s%s" % (addr, path), timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(text, name, **labels):
-    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", line)
-        if m and m.group(1) == name and (m.group(2) or "") == want:
-            return float(m.group(3))
-    raise AssertionError("no metric %s{%s} in:\n%s" % (name, want, text))
+from harness import E2ETestCase, CertAuthority, HttpConn, curl, curl_args, metric, scrape, tls_connect
 
 
 class AdminTest(E2ETestCase):
@@ -62,6 +42,16 @@ class AdminTest(E2ETestCase):
         self.assertEqual(metric(text, "ztproxy_handshakes_total", result="ok"), 3)
         self.assertEqual(metric(text, "ztproxy_handshakes_total", result="failed"), 1)
         self.assertEqual(metric(text, "ztproxy_connections_active"), 0)
+        self.assertEqual(metric(text, "ztproxy_handshake_failures_total", reason="not_tls"), 1, text)
+        # curl ends its connections first (it read the whole response): client_close.
+        closed = {r: metric(text, "ztproxy_connections_closed_total", reason=r)
+                  for r in ("client_close", "backend_close", "handshake_failed")}
+        self.assertEqual(closed["client_close"] + closed["backend_close"], 3, text)
+        self.assertEqual(closed["handshake_failed"], 1)
+        self.assertEqual(metric(text, "ztproxy_backend_connect_duration_seconds_count"), 3)
+        self.assertEqual(metric(text, "ztproxy_backend_connect_duration_seconds_bucket", le="+Inf"), 3)
+        self.assertGreater(metric(text, "ztproxy_backend_connect_duration_seconds_sum"), 0)
+        self.assertEqual(metric(text, "ztproxy_connections_refused_total", reason="max_connections"), 0)
         relayed = 3
         path = "kernel" if os.path.exists("/proc/net/tls_stat") else "userspace"
         self.assertGreater(metric(text, "ztproxy_plaintext_bytes_total", direction="backend_to_client",

@@ -130,6 +130,10 @@ class CheckCommand(unittest.TestCase):
                 for p in (cert, key):
                     self.assertTrue(p.is_relative_to(self.tmp), f"{name}: {p} is outside the policy's tree")
                 make_cert(cert, key, c.get("server_names", []), c["name"])
+            if "client_ca" in listener["tls"]:  # a self-signed certificate is a CA bundle
+                ca = (policy.parent / listener["tls"]["client_ca"]).resolve()
+                self.assertTrue(ca.is_relative_to(self.tmp), f"{name}: {ca} is outside the policy's tree")
+                make_cert(ca, ca.with_suffix(".key"), [], "clients CA")
         rc, out, err = self.check(policy)
         self.assertEqual(rc, 0, f"stdout:\n{out}\nstderr:\n{err}")
 

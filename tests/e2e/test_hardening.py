@@ -185,6 +185,32 @@ class SeccompModesTest(E2ETestCase):
         self.assertEqual(st["Seccomp"], "2")
         proxy.wait_line("stderr", r"seccomp in log mode")
 
+    def test_a_reload_that_turns_admission_on_enforces_it_in_user_space(self):
+        # Programs load at start only: the filter has no BPF_PROG_LOAD (and the process no
+        # CAP_BPF once dropped), so admission that appears in a reload runs after accept.
+        backend = self.start_backend("http")
+        text = policy_toml(
+            listeners=[{"name": "main", "certs": [("main", self.leaf, None)]}],
+            backends=[{"name": "app", "addresses": [backend.address]}],
+            routes=[{"default": True, "backend": "app"}])
+        path = self.write_policy(text)
+        proxy = self.start_proxy(["run", "-c", path])
+        self.write_policy(text.replace("[[backend]]", '[listener.admission]\ndeny = ["127.0.0.2/32"]\n\n[[backend]]', 1))
+        mark = len(proxy.err.snapshot())
+        proxy.send_signal(signal.SIGHUP)
+        proxy.wait_line("stderr", r"reload applied", start=mark)
+        proxy.wait_line("stderr", r"listener 'main': admission enforced in user space after accept \(eBPF programs "
+                        r"are loaded at start only", start=mark)
+
+        def curl_from(source):
+            return curl(["--interface", source] + curl_args("localhost", proxy.port, "/", self.ca.cert) +
+                        ["-o", os.devnull, "-w", "%{http_code}"], timeout=10)
+
+        self.assertIn(curl_from("127.0.0.2").returncode, (35, 56), proxy.diag())
+        r = curl_from("127.0.0.1")
+        self.assertEqual((r.returncode, r.stdout), (0, b"200"), r.stderr)
+        self.assertTrue(proxy.alive(), proxy.diag())
+
     def test_off_installs_nothing(self):
         proxy, st = self.start("off")
         self.assertEqual(st["Seccomp"], "0")

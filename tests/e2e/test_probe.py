@@ -80,6 +80,14 @@ class ProbeTest(unittest.TestCase):
         self.assertEqual(bpf["btf_vmlinux"], os.access("/sys/kernel/btf/vmlinux", os.R_OK))
         if not bpf["prog_load"]:
             self.assertTrue(bpf["why_not"])
+        for k in ("socket_attach", "admission", "steering"):
+            self.assertIsInstance(bpf[k], bool, k)
+            if not bpf["prog_load"]:
+                self.assertFalse(bpf[k], k)
+        if os.geteuid() == 0 and bpf["prog_load"]:
+            # As root on these machines the programs ztproxy uses must load (the bpf label's
+            # tests prove the same programs work).
+            self.assertTrue(bpf["admission"] and bpf["socket_attach"] and bpf["steering"], bpf)
 
     def test_text_report(self):
         text = self.run_probe()

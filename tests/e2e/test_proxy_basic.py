@@ -9,8 +9,8 @@ import os
 import ssl
 import unittest
 
-from harness import (BioTlsClient, E2ETestCase, CertAuthority, HttpConn, client_context, curl,
-                     curl_args, policy_toml, s_client, tls_connect)
+from harness import (E2ETestCase, CertAuthority, HttpConn, client_context, curl, curl_args,
+                     half_close_exchange, policy_toml, s_client, tls_connect)
 
 RECORD_PATHS = {"openssl", "kernel", "userspace"}
 
@@ -154,14 +154,8 @@ class ProxyBasicTest(E2ETestCase):
         for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
             with self.subTest(version=version.name):
                 payload = os.urandom(size)
-                c = BioTlsClient(proxy.port, "ec.test",
-                                 client_context(self.ca.cert, maximum=version))
-                try:
-                    c.write(payload)
-                    c.half_close()
-                    got, how = c.read_until_close()
-                finally:
-                    c.close()
+                got, how = half_close_exchange(proxy.port, "ec.test",
+                                               client_context(self.ca.cert, maximum=version), payload)
                 self.assertEqual((len(got), got == payload, how), (size, True, "close_notify"),
                                  proxy.diag())
         entries = proxy.wait_access(count=2)

@@ -35,7 +35,7 @@ import unittest
 
 import backend as backend_mod
 from harness import (BACKEND_PY, READY_TIMEOUT, Backend, BioTlsClient, CertAuthority, E2ETestCase,
-                     HttpConn, Proc, _toml, client_context, curl, curl_args, policy_toml,
+                     HttpConn, Proc, _toml, client_context, curl, curl_args, metric, policy_toml, scrape,
                      tls_connect, ztproxy_bin)
 
 MIB = 1024 * 1024
@@ -492,7 +492,9 @@ class RedactionTest(E2ETestCase):
     def test_quick_mode_redact_request(self):
         proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", self.http.address,
                                   "--cert", self.leaf.cert, "--key", self.leaf.key,
-                                  "--redact-request", QUICK_PATTERN])
+                                  "--redact-request", QUICK_PATTERN, "--redact-response", "SECRET-[0-9]{4}",
+                                  "--admin", "127.0.0.1:0"])
+        admin = proxy.wait_line("stderr", r"admin endpoint on (\S+:\d+)").group(1)
         body = b"card=4111 1111 1111 1111&cvv=123&again=41111111111111111 done\n"
         mark = len(self.http.out.snapshot())
         sent, echoed = self.curl_post_raw("localhost", body, port=proxy.port)
@@ -502,9 +504,26 @@ class RedactionTest(E2ETestCase):
         self.assertNotIn(b"4111 1111", expected)
         self.assertEqual(got, expected, describe_difference(got, expected, "backend received")
                          + "\n" + proxy.diag())
-        self.assertEqual(echoed, got)  # --redact-request only: the response is untouched
+        self.assertEqual(echoed, got)  # the echo has no SECRET-nnnn: the response rule never fires
         [e] = proxy.wait_access(lambda e: e.get("sni") == "localhost")
         self.assert_not_spliced(e, "quick mode")
+        # /metrics: one match per card (not per engine report), every request byte inspected,
+        # the masks are the only bytes written, nothing verified was copied.
+        status, text = scrape(admin)
+        self.assertEqual(status, 200)
+        masked = sum(1 for a, b in zip(sent, got) if a != b)
+        self.assertEqual(metric(text, "ztproxy_redaction_matches_total", rule="request-1",
+                                direction="request"), 2)
+        self.assertEqual(metric(text, "ztproxy_redaction_matches_total", rule="response-1",
+                                direction="response"), 0)
+        self.assertEqual(metric(text, "ztproxy_redaction_inspected_bytes_total", direction="request"),
+                         len(sent))
+        self.assertEqual(metric(text, "ztproxy_redaction_inspected_bytes_total", direction="response"),
+                         e["bytes_down"])
+        self.assertEqual(metric(text, "ztproxy_redaction_replacement_bytes_total", direction="request"),
+                         masked)
+        for d in ("request", "response"):
+            self.assertEqual(metric(text, "ztproxy_redaction_copied_bytes_total", direction=d), 0)
 
     # ------------------------------------------------------------------ 2
 

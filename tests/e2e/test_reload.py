@@ -5,6 +5,8 @@ refused with its file:line:col and the old one keeps serving; listener changes n
 
 import os
 import signal
+import threading
+import time
 import unittest
 
 from harness import E2ETestCase, CertAuthority, HttpConn, policy_toml, tls_connect
@@ -72,6 +74,53 @@ class ReloadTest(E2ETestCase):
         backends = [e["backend"] for e in entries]
         self.assertEqual(backends.count(second.address), 1, entries)  # the request after the reload
         self.assertEqual(backends.count(first.address), 2, entries)   # before it, and the live one
+
+    def test_reload_under_load_fails_no_connection(self):
+        # A long transfer and a stream of new connections while SIGHUP swaps the certificate back
+        # and forth (and an invalid policy in between): every connection succeeds, each sees one
+        # of the two certificates, and after the last reload new connections see the last one.
+        backend = self.start_backend("http")
+        path = self.write_policy(self.policy(self.old_cert, backend))
+        proxy = self.start_proxy(["run", "-c", path])
+        live = tls_connect(proxy.port, "localhost", self.ca.cert)
+        self.addCleanup(live.close)
+        conn = HttpConn(live)
+        conn.request("GET", "/bytes/%d" % (32 * MIB), "localhost")
+        _, _, headers = conn.read_head()
+        stop = threading.Event()
+        results, failures = [], []
+
+        def client_stream():
+            while not stop.is_set():
+                try:
+                    results.append(self.get(proxy))
+                except Exception as e:  # every failure is reported, none may happen
+                    failures.append(repr(e))
+
+        t = threading.Thread(target=client_stream, daemon=True)
+        t.start()
+        try:
+            for i, leaf in enumerate([self.new_cert, None, self.old_cert, self.new_cert]):
+                if leaf is None:
+                    with open(path, "a") as f:
+                        f.write("\n[limits]\nmax_connectoins = 5\n")
+                    want = "failed"
+                else:
+                    self.write_policy(self.policy(leaf, backend))
+                    want = "applied"
+                m, _ = self.reload(proxy, want)
+                self.assertEqual(m.group(1), want, proxy.diag())
+                time.sleep(0.3)  # let the stream run on each policy
+        finally:
+            stop.set()
+            t.join(30)
+        self.assertEqual(failures, [], proxy.diag())
+        self.assertGreater(len(results), 10)
+        self.assertEqual({status for _, status in results}, {200})
+        self.assertEqual({cn for cn, _ in results}, {"old certificate", "new certificate"})
+        self.assertEqual(self.get(proxy), ("new certificate", 200))
+        got = sum(len(c) for c in conn.read_body_chunks(int(headers["content-length"])))
+        self.assertEqual(got, 32 * MIB)
 
     def test_invalid_policy_is_refused_and_the_old_one_keeps_serving(self):
         backend = self.start_backend("http")

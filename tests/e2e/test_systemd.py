@@ -147,7 +147,7 @@ class SystemdTest(E2ETestCase):
 
     def activated_proxy(self, sock, backend, names="", label="ztproxy"):
         path = self.write_policy(self.policy(backend, address="127.0.0.1:%d" % sock.getsockname()[1]))
-        return self.start_proxy(["run", "-c", path], launcher=launcher([sock], names),
+        return self.start_proxy(["run", "-c", path], exec_prefix=launcher([sock], names),
                                 pass_fds=(sock.fileno(),), label=label)
 
     def holds_socket(self, pid, sock):

@@ -48,8 +48,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 
 import backend as backend_mod  # noqa: E402
-from harness import (E2ETestCase, Backend, BioTlsClient, CertAuthority, HttpConn, Proxy, SClientSession,  # noqa: E402
-                     client_context, curl, curl_args, describe_rc, policy_toml, require_tool,
+from harness import (E2ETestCase, Backend, CertAuthority, HttpConn, Proxy, SClientSession,  # noqa: E402
+                     client_context, curl, curl_args, describe_rc, half_close_exchange, policy_toml, require_tool,
                      s_client, tls_close_kind, tls_connect, wait_until)
 
 SKIP = 77
@@ -525,15 +525,9 @@ class KtlsE2ETest(E2ETestCase):
                 mark, emark = self.mark(), self.echo_mark()
                 before = tls_stat()
                 payload = os.urandom(size)
-                c = BioTlsClient(self.port, "echo.test",
-                                 client_context(self.ca.cert, minimum=version, maximum=version),
-                                 timeout=60)
-                try:
-                    c.write(payload)
-                    c.half_close()
-                    got, how = c.read_until_close()
-                finally:
-                    c.close()
+                got, how = half_close_exchange(
+                    self.port, "echo.test", client_context(self.ca.cert, minimum=version, maximum=version),
+                    payload, timeout=60)
                 self.assertEqual((len(got), got == payload, how), (size, True, "close_notify"),
                                  self.proxy.diag())
                 what = "client half-close %s" % version.name
@@ -674,6 +668,21 @@ class KtlsE2ETest(E2ETestCase):
                             what="a log line saying why the connection ended")
             self.echo_roundtrip_kernel("after the " + what, port=proxy.port, proxy=proxy)
 
+    def test_admission_filter_leaves_the_kernel_path_alone(self):
+        # The admission socket filter is inherited by accepted sockets and sees their segments:
+        # kTLS RX/TX and splice must work under it, and a denied source still gets nowhere.
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", self.echo.address,
+                                  "--cert", self.leaf.cert, "--key", self.leaf.key,
+                                  "--deny", "127.0.0.2/32"])
+        self.assertNotIn("eBPF admission unavailable", "".join(proxy.err.snapshot()))
+        self.echo_roundtrip_kernel("under the admission filter", port=proxy.port, proxy=proxy)
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(2)
+        with self.assertRaises(socket.timeout, msg="a denied source completed a TCP handshake"):
+            s.connect(("127.0.0.1", proxy.port))
+        s.close()
+
     # ------------------------------------------------------------------ 6. ktls = off
 
     def assert_not_kernel_entry(self, e, what):
@@ -725,14 +734,15 @@ class KtlsE2ETest(E2ETestCase):
                 proxy.stop()
 
 
-def main():
+def main(module=__name__):
+    """Runs the tests of `module` where kTLS is (exit 0/1), else exits 77 outside the VM."""
     if not IN_VM:
         ok, why = ktls_status()
         if not ok:
             print("SKIP: no kTLS on this kernel (%s); run inside tests/ktls/run-in-ktls-kernel.sh "
                   "(ctest -R ktls_vm_suite)" % why)
             return SKIP
-    prog = unittest.main(module=__name__, verbosity=2, exit=False)
+    prog = unittest.main(module=module, verbosity=2, exit=False)
     return 0 if prog.result.wasSuccessful() else 1
 
 

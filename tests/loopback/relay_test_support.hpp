@@ -273,7 +273,7 @@ public:
         if (!rt) return;
         UniqueFd lfd = listen_loopback(port_);
         std::vector<conn::ListenSocket> socks;
-        socks.push_back({0, std::move(lfd)});
+        socks.push_back({0, std::move(lfd), nullptr});
         auto w = conn::Worker::create(0, rt, std::move(socks));
         EXPECT_TRUE(w);
         worker_ = std::move(w).value();

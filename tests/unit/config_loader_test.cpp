@@ -90,6 +90,7 @@ TEST(PolicyLoader, MinimalGetsDefaults) {
     EXPECT_EQ(p.logging.format, LogFormat::text);
     EXPECT_TRUE(p.logging.access_log);
     EXPECT_EQ(p.limits.max_connections, 10000u);
+    EXPECT_EQ(p.limits.max_connections_per_source, 0u);
     EXPECT_EQ(p.limits.handshake_timeout, std::chrono::seconds(10));
     EXPECT_EQ(p.limits.idle_timeout, std::chrono::minutes(5));
     EXPECT_EQ(p.limits.backend_connect_timeout, std::chrono::seconds(5));
@@ -107,6 +108,9 @@ TEST(PolicyLoader, MinimalGetsDefaults) {
     EXPECT_TRUE(l.tls.alpn.empty());
     EXPECT_TRUE(l.tls.session_tickets);
     EXPECT_EQ(l.tls.default_certificate, "");
+    EXPECT_EQ(l.tls.client_auth, ClientAuth::none);
+    EXPECT_EQ(l.tls.client_ca, "");
+    EXPECT_EQ(l.tls.verify_depth, 4u);
     ASSERT_EQ(l.tls.certificates.size(), 1u);
     EXPECT_EQ(l.tls.certificates[0].cert_file, (kFixtures / "good/certs/main.pem").string());
     EXPECT_EQ(l.tls.certificates[0].key_file, (kFixtures / "good/certs/main.key").string());
@@ -117,6 +121,7 @@ TEST(PolicyLoader, MinimalGetsDefaults) {
     ASSERT_EQ(p.backends.size(), 1u);
     ASSERT_EQ(p.backends[0].addresses.size(), 1u);
     EXPECT_EQ(p.backends[0].addresses[0].to_string(), "127.0.0.1:8080");
+    EXPECT_EQ(p.backends[0].proxy_protocol, ProxyProtocol::off);
     ASSERT_EQ(p.routes.size(), 1u);
     EXPECT_TRUE(p.routes[0].is_default);
     EXPECT_EQ(p.routes[0].listener, "");
@@ -132,6 +137,9 @@ TEST(PolicyLoader, FullReadsEveryKey) {
     EXPECT_EQ(p.logging.format, LogFormat::json);
     EXPECT_FALSE(p.logging.access_log);
     EXPECT_EQ(p.limits.max_connections, 2048u);
+    EXPECT_EQ(p.limits.max_connections_per_source, 64u);
+    ASSERT_TRUE(p.admin.address);
+    EXPECT_EQ(p.admin.address->to_string(), "127.0.0.1:9901");
     EXPECT_EQ(p.limits.handshake_timeout, std::chrono::milliseconds(2500));
     EXPECT_EQ(p.limits.idle_timeout, std::chrono::seconds(90));
     EXPECT_EQ(p.limits.backend_connect_timeout, std::chrono::seconds(3));
@@ -174,6 +182,26 @@ TEST(PolicyLoader, InlineTablesAndIntegerSizes) {
     EXPECT_EQ(p.listeners[0].tls.ciphers, std::vector<Cipher>{Cipher::aes_128_gcm});
     ASSERT_EQ(p.listeners[1].tls.certificates.size(), 1u);
     EXPECT_EQ(p.listeners[1].tls.certificates[0].key_file, (kFixtures / "good/c.key").string());
+}
+
+TEST(PolicyLoader, IdentityReadsClientAuthAndProxyProtocol) {
+    auto outcome = load_policy_file((kFixtures / "good/identity.toml").string());
+    ASSERT_TRUE(outcome.policy) << messages(outcome.problems).front();
+    const Policy& p = *outcome.policy;
+    ASSERT_EQ(p.listeners.size(), 2u);
+    const TlsSettings& strict = p.listeners[0].tls;
+    EXPECT_EQ(strict.client_auth, ClientAuth::require);
+    EXPECT_EQ(strict.client_ca, (kFixtures / "good/certs/clients-ca.pem").string());  // like cert paths
+    EXPECT_EQ(strict.client_ca_loc.line, 7);
+    EXPECT_EQ(strict.client_ca_loc.col, 15);
+    EXPECT_EQ(strict.verify_depth, 2u);
+    const TlsSettings& partners = p.listeners[1].tls;
+    EXPECT_EQ(partners.client_auth, ClientAuth::optional);
+    EXPECT_EQ(partners.client_ca, "/etc/ztproxy/partners-ca.pem");
+    EXPECT_EQ(partners.verify_depth, 4u);
+    ASSERT_EQ(p.backends.size(), 2u);
+    EXPECT_EQ(p.backends[0].proxy_protocol, ProxyProtocol::v2);
+    EXPECT_EQ(p.backends[1].proxy_protocol, ProxyProtocol::off);
 }
 
 const char* kMinimal = R"(
@@ -412,6 +440,28 @@ TEST(ValidatePolicy, ChecksTheProcessSection) {
     p.process.user = "nobody";
     p.process.group = "nogroup";
     EXPECT_TRUE(validate_policy(p).empty());
+}
+
+TEST(ValidatePolicy, ClientAuthSettingsMustAgree) {
+    Policy p = builtin_policy();
+    p.listeners[0].tls.client_auth = ClientAuth::optional;
+    p.listeners[0].tls.verify_depth = kMaxVerifyDepth + 1;
+    p.listeners.push_back(builtin_policy().listeners[0]);
+    p.listeners[1].name = "second";
+    p.listeners[1].address = *SocketAddress::parse("127.0.0.1:9443");
+    p.listeners[1].tls.client_ca = "/tmp/clients.pem";
+    EXPECT_EQ(messages(validate_policy(p)),
+              (std::vector<std::string>{
+                  "<builtin>: listener 'quick': client_auth \"optional\" needs 'client_ca' (the CA bundle that "
+                  "signs client certificates)",
+                  "<builtin>: listener 'quick': 'verify_depth' must be at most 16",
+                  "<builtin>: listener 'second': 'client_ca' is set but client_auth is \"none\" (set \"optional\" "
+                  "or \"require\")",
+              }));
+    p.listeners[0].tls.client_ca = "/tmp/clients.pem";
+    p.listeners[0].tls.verify_depth = kMaxVerifyDepth;
+    p.listeners[1].tls.client_auth = ClientAuth::require;
+    EXPECT_EQ(messages(validate_policy(p)), std::vector<std::string>{});
 }
 
 TEST(ValidatePolicy, CollectsEverySemanticProblem) {

@@ -18,6 +18,8 @@ TEST(QuickPolicy, BuildsAValidPolicy) {
     o.idle_timeout = "1m";
     o.min_version = "1.3";
     o.ktls = "require";
+    o.allow = {"10.0.0.0/8", "192.168.0.0/16"};
+    o.deny = {"10.1.2.3"};
     std::vector<std::string> problems;
     auto p = quick_policy(o, problems);
     EXPECT_TRUE(problems.empty());
@@ -30,6 +32,12 @@ TEST(QuickPolicy, BuildsAValidPolicy) {
     EXPECT_TRUE(p.routes[0].is_default);
     EXPECT_EQ(p.listeners[0].tls.ktls, config::KtlsMode::require);
     EXPECT_EQ(p.listeners[0].tls.certificates[0].cert_file.front(), '/');  // made absolute
+    const auto& adm = p.listeners[0].admission;
+    ASSERT_EQ(adm.allow.size(), 2u);
+    EXPECT_EQ(adm.allow[1].to_string(), "192.168.0.0/16");
+    ASSERT_EQ(adm.deny.size(), 1u);
+    EXPECT_EQ(adm.deny[0].to_string(), "10.1.2.3/32");
+    EXPECT_TRUE(adm.enabled());
 }
 
 TEST(QuickPolicy, NamesTheBadFlag) {
@@ -40,13 +48,15 @@ TEST(QuickPolicy, NamesTheBadFlag) {
     o.key = "k";
     o.idle_timeout = "soon";
     o.max_version = "1.1";
+    o.deny = {"10.0.0.0/33"};
     std::vector<std::string> problems;
     quick_policy(o, problems);
-    ASSERT_EQ(problems.size(), 4u);
+    ASSERT_EQ(problems.size(), 5u);
     EXPECT_EQ(problems[0], "--listen 'nowhere': expected host:port");
     EXPECT_EQ(problems[1], "--tls-max must be 1.2 or 1.3");
-    EXPECT_EQ(problems[2], "--backend '127.0.0.1:99999': port must be a number from 0 to 65535");
-    EXPECT_EQ(problems[3].rfind("--idle-timeout 'soon': ", 0), 0u);
+    EXPECT_EQ(problems[2].rfind("--deny '10.0.0.0/33': ", 0), 0u);
+    EXPECT_EQ(problems[3], "--backend '127.0.0.1:99999': port must be a number from 0 to 65535");
+    EXPECT_EQ(problems[4].rfind("--idle-timeout 'soon': ", 0), 0u);
 }
 
 }  // namespace

@@ -202,6 +202,51 @@ TEST(RedactRewriter, PlansReferenceTheInputAndWriteOnlyReplacements) {
     EXPECT_EQ(sent, "hello ****** world [T] and more text after it");
 }
 
+// The per-rule count (exported as ztproxy_redaction_matches_total) is one per occurrence, not one
+// per engine report (a variable-width regex reports every end offset), and does not depend on the
+// chunking.
+TEST(RedactRewriter, CountsEachOccurrenceOnceHoweverSplit) {
+    std::vector<RedactRule> rules{rx("card", R"(\b(?:\d[ -]?){13,16}\b)"), lit("ab", "ab")};
+    auto db = compile(rules);
+    ASSERT_TRUE(db);
+    const std::string in = "a 4111 1111 1111 1111 b 5500-0000-0000-0004 c ababab 4111111111111111 d ab";
+    std::vector<std::vector<size_t>> splits{{}, every_byte(in.size())};
+    std::mt19937 rng(7);
+    for (int i = 0; i < 10; ++i) splits.push_back(random_cuts(in.size(), 1 + i, rng));
+    for (const auto& cuts : splits) {
+        Outcome o = run_chunks(db, in, cuts);
+        ASSERT_TRUE(o.ok);
+        EXPECT_EQ(o.stats.matches, (std::vector<uint64_t>{3, 4})) << "cuts: " << cuts.size();
+    }
+}
+
+TEST(RedactRewriter, PublishesCountsToTheProcessCounters) {
+    std::vector<RedactRule> rules{lit("s", "SECRET"), with_replacement(lit("t", "TOKEN"), "[T]")};
+    auto db = compile(rules);
+    ASSERT_TRUE(db);
+    DirectionTotals totals;
+    auto counters = std::make_shared<StreamCounters>();
+    counters->totals = &totals;
+    counters->rules = {std::make_shared<RuleMatches>(), std::make_shared<RuleMatches>()};
+    Scratch scratch;
+    ASSERT_TRUE(scratch.grow_for(*db));
+    auto w = Rewriter::open(db, counters);
+    ASSERT_TRUE(w);
+    RewritePlan plan;
+    ASSERT_TRUE(w->feed(SharedBytes::copy_of("x SECRET y TOKEN z SEC"), scratch, plan));
+    ASSERT_TRUE(w->feed(SharedBytes::copy_of("RET"), scratch, plan));
+    ASSERT_TRUE(w->finish(scratch, plan));
+    EXPECT_EQ(plan.to_string(), "x ****** y [T] z ******");
+    EXPECT_EQ(counters->rules[0]->count.load(), 2u);
+    EXPECT_EQ(counters->rules[1]->count.load(), 1u);
+    EXPECT_EQ(totals.bytes_inspected.load(), 25u);
+    EXPECT_EQ(totals.replacement_bytes.load(), 15u);
+    EXPECT_EQ(totals.verified_bytes_copied.load(), 0u);
+    // A counter list that does not match the rules is refused rather than indexed out of range.
+    counters->rules.pop_back();
+    EXPECT_FALSE(Rewriter::open(db, counters));
+}
+
 TEST(RedactRewriter, PlanAppendsAcrossCallsStayValid) {
     // One plan reused across feeds without clear(): owned replacement bytes may move when the plan's
     // string grows, and every earlier iovec must follow.

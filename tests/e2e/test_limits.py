@@ -1,0 +1,146 @@
+"""Abuse and limits with the real binary: slowloris (1,000 connections that send half a
+ClientHello and stall) closed at the handshake timeout while a normal client is served; the
+process-wide and per-source connection limits refuse the excess, count it, and recover."""
+
+import os
+import resource
+import socket
+import time
+import unittest
+
+from harness import CertAuthority, E2ETestCase, curl, curl_args, metric, scrape
+
+# A TLS handshake record header announcing 512 bytes, and the start of a ClientHello: OpenSSL
+# waits for the rest, which never comes.
+HALF_CLIENT_HELLO = b"\x16\x03\x01\x02\x00" + b"\x01\x00\x01\xfc\x03\x03" + os.urandom(90)
+
+
+def raise_fd_limit(need):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise unittest.SkipTest("the fd limit (%d) is below the %d this test needs" % (hard, need))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
+def closed_by_peer(sock, timeout):
+    """True once the proxy closed `sock` (EOF or reset) within `timeout` seconds."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def stalled(port, source="127.0.0.1", payload=HALF_CLIENT_HELLO):
+    s = socket.socket()
+    s.bind((source, 0))
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    if payload:
+        s.sendall(payload)
+    return s
+
+
+class LimitsTest(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
+        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
+
+    def start(self, *extra):
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
+                                  "--cert", self.leaf.cert, "--key", self.leaf.key,
+                                  "--admin", "127.0.0.1:0"] + list(extra))
+        admin = proxy.wait_line("stderr", r"admin endpoint on (\S+:\d+)").group(1)
+        return proxy, admin
+
+    def assert_curl_ok(self, proxy, what, source=None):
+        args = curl_args("localhost", proxy.port, "/bytes/100", self.ca.cert) + ["-o", os.devnull,
+                                                                                "--max-time", "10"]
+        if source:
+            args += ["--interface", source]
+        r = curl(args)
+        self.assertEqual(r.returncode, 0, "%s: %s\n%s" % (what, r.stderr, proxy.diag()))
+
+    def test_slowloris_half_client_hellos_are_closed_at_the_handshake_timeout(self):
+        n = 1000
+        raise_fd_limit(n + 256)
+        proxy, admin = self.start("--handshake-timeout", "3s")
+        t0 = time.monotonic()
+        socks = []
+        try:
+            for _ in range(n):
+                socks.append(stalled(proxy.port))
+            # While they stall, a normal client gets through.
+            self.assert_curl_ok(proxy, "a normal client among %d stalled ones" % n)
+            # Not before the timeout...
+            early = [s for s in socks[:20] if closed_by_peer(s, 0.01)]
+            self.assertEqual(early, [], "stalled handshakes closed before the timeout")
+            # ...and every one of them at it (the tick is 250 ms; allow generous scheduling slack).
+            deadline = t0 + 3 + 30
+            still_open = [s for s in socks if not closed_by_peer(s, max(0.1, deadline - time.monotonic()))]
+            self.assertEqual(len(still_open), 0, "%d of %d stalled connections left open\n%s"
+                             % (len(still_open), n, proxy.diag()))
+        finally:
+            for s in socks:
+                s.close()
+        proxy.wait_access(lambda e: e["close"] == "handshake_timeout", count=n, timeout=60)
+        status, text = scrape(admin)
+        self.assertEqual(metric(text, "ztproxy_handshakes_total", result="timeout"), n)
+        self.assertEqual(metric(text, "ztproxy_connections_closed_total", reason="handshake_timeout"), n)
+        self.assertEqual(metric(text, "ztproxy_connections_active"), 0)
+        self.assert_curl_ok(proxy, "after the slowloris wave")
+
+    def test_max_connections_refuses_the_excess_and_recovers(self):
+        proxy, admin = self.start("--max-connections", "20", "--handshake-timeout", "60s")
+        held = [stalled(proxy.port, payload=b"") for _ in range(20)]
+        try:
+            proxy_active = lambda: metric(scrape(admin)[1], "ztproxy_connections_active")
+            deadline = time.monotonic() + 20
+            while proxy_active() < 20:
+                self.assertLess(time.monotonic(), deadline, "the 20 connections were not all accepted")
+                time.sleep(0.05)
+            extra = [stalled(proxy.port, payload=b"") for _ in range(5)]
+            for s in extra:
+                self.assertTrue(closed_by_peer(s, 10), "a connection over max_connections was kept")
+                s.close()
+            text = scrape(admin)[1]
+            self.assertEqual(metric(text, "ztproxy_connections_refused_total", reason="max_connections"), 5)
+            self.assertTrue(proxy.err.wait_for(lambda l: "connection limit 20 reached" in l, 10),
+                            "the refusal is not logged")
+        finally:
+            for s in held:
+                s.close()
+        # Recovery: the held connections end, new ones are served again.
+        self.assert_curl_ok(proxy, "after the limit")
+
+    def test_per_source_limit_refuses_one_address_not_the_others(self):
+        proxy, admin = self.start("--max-connections-per-source", "4", "--handshake-timeout", "60s")
+        held = [stalled(proxy.port, source="127.0.0.2", payload=b"") for _ in range(4)]
+        try:
+            extra = stalled(proxy.port, source="127.0.0.2", payload=b"")
+            self.assertTrue(closed_by_peer(extra, 10), "a fifth connection from one address was kept")
+            extra.close()
+            # Another address is unaffected.
+            self.assert_curl_ok(proxy, "another source address", source="127.0.0.3")
+            text = scrape(admin)[1]
+            self.assertEqual(metric(text, "ztproxy_connections_refused_total",
+                                    reason="max_connections_per_source"), 1)
+        finally:
+            for s in held:
+                s.close()
+        # Recovery: once its connections end, the address is served again.
+        deadline = time.monotonic() + 20
+        while metric(scrape(admin)[1], "ztproxy_connections_active") > 0:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        self.assert_curl_ok(proxy, "the limited address after its connections ended", source="127.0.0.2")
+
+
+if __name__ == "__main__":
+    unittest.main()
