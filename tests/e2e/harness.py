@@ -335,6 +335,10 @@ class Proxy(Proc):
             start = idx + 1
         self.port = self.ports[0]
 
+    def admin_address(self):
+        """host:port of the admin endpoint (--admin / [admin]), from its start-up line."""
+        return self.wait_line("stderr", r"admin endpoint on (\S+:\d+)").group(1)
+
     def port_of(self, listener):
         if listener not in self.listeners:
             raise AssertionError("no listening line named listener %r (have %r)\n%s"
@@ -884,6 +888,14 @@ class E2ETestCase(unittest.TestCase):
         p = Proxy(args, listeners=listeners, **kw)
         self.addCleanup(self._stop_proxy, p)
         return p
+
+    def start_quick_admin(self, leaf, *extra):
+        """Quick mode in front of an HTTP backend with the admin endpoint: (proxy, admin address)."""
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
+                                  "--cert", leaf.cert, "--key", leaf.key,
+                                  "--admin", "127.0.0.1:0"] + list(extra))
+        return proxy, proxy.admin_address()
 
     def write_policy(self, text, name="policy.toml"):
         path = os.path.join(self.tmp, name)

@@ -17,12 +17,7 @@ class AdminTest(E2ETestCase):
         cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
 
     def start(self, *extra):
-        backend = self.start_backend("http")
-        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
-                                  "--cert", self.leaf.cert, "--key", self.leaf.key,
-                                  "--admin", "127.0.0.1:0"] + list(extra))
-        m = proxy.wait_line("stderr", r"admin endpoint on (\S+:\d+)")
-        return proxy, m.group(1)
+        return self.start_quick_admin(self.leaf, *extra)
 
     def test_metrics_count_what_happened(self):
         proxy, admin = self.start()

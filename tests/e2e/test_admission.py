@@ -93,7 +93,7 @@ class AdmissionTest(E2ETestCase):
         cls.leaf = cls.ca.issue(NAME, "ec", dns=[NAME, "localhost"])
 
     def admin_of(self, proxy):
-        return proxy.wait_line("stderr", r"admin endpoint on (\S+:\d+)").group(1)
+        return proxy.admin_address()
 
     def decisions(self, admin, listener="edge"):
         status, text = scrape(admin)

@@ -65,7 +65,7 @@ class IdentityTest(E2ETestCase):
 
     def start(self, text):
         proxy = self.start_proxy(["run", "-c", self.write_policy(text), "--admin", "127.0.0.1:0"])
-        admin = proxy.wait_line("stderr", r"admin endpoint on (\S+:\d+)").group(1)
+        admin = proxy.admin_address()
         return proxy, admin
 
     def curl_get(self, port, path="/", cert=None, extra=()):

@@ -52,12 +52,7 @@ class LimitsTest(E2ETestCase):
         cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
 
     def start(self, *extra):
-        backend = self.start_backend("http")
-        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
-                                  "--cert", self.leaf.cert, "--key", self.leaf.key,
-                                  "--admin", "127.0.0.1:0"] + list(extra))
-        admin = proxy.wait_line("stderr", r"admin endpoint on (\S+:\d+)").group(1)
-        return proxy, admin
+        return self.start_quick_admin(self.leaf, *extra)
 
     def assert_curl_ok(self, proxy, what, source=None):
         args = curl_args("localhost", proxy.port, "/bytes/100", self.ca.cert) + ["-o", os.devnull,

@@ -494,7 +494,7 @@ class RedactionTest(E2ETestCase):
                                   "--cert", self.leaf.cert, "--key", self.leaf.key,
                                   "--redact-request", QUICK_PATTERN, "--redact-response", "SECRET-[0-9]{4}",
                                   "--admin", "127.0.0.1:0"])
-        admin = proxy.wait_line("stderr", r"admin endpoint on (\S+:\d+)").group(1)
+        admin = proxy.admin_address()
         body = b"card=4111 1111 1111 1111&cvv=123&again=41111111111111111 done\n"
         mark = len(self.http.out.snapshot())
         sent, echoed = self.curl_post_raw("localhost", body, port=proxy.port)
