@@ -104,8 +104,8 @@ Result<SeccompFilter> SeccompFilter::build(Violation violation) {
     // A call through another ABI (int 0x80 on x86-64, x32) would bypass the native syscall
     // numbers; libseccomp checks the architecture first, and such a call always kills.
     int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-    // Every thread that exists gets the filter at once (the admin and demo threads may already
-    // run); threads created later inherit it.
+    // Every thread that exists gets the filter at once (`ztproxy demo` runs its backend thread
+    // already); threads created later (workers, admin) inherit it.
     if (rc == 0) rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_TSYNC, 1);
     if (rc < 0) return make_error(rc, "seccomp_attr_set");
     for (const char* name : kAllowed)
