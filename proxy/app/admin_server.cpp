@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "proxy/app/admin_request.hpp"
 #include "proxy/base/log.hpp"
 
 namespace ztp::app {
@@ -29,9 +30,11 @@ void respond(int fd, const char* status, const char* type, const std::string& bo
 
 }  // namespace
 
-Result<std::unique_ptr<AdminServer>> AdminServer::bind(const SocketAddress& address, MetricsRenderer metrics) {
+Result<std::unique_ptr<AdminServer>> AdminServer::bind(const SocketAddress& address, MetricsRenderer metrics,
+                                                       ReloadHandler reload) {
     std::unique_ptr<AdminServer> s(new AdminServer());
     s->metrics_ = std::move(metrics);
+    s->reload_ = std::move(reload);
     s->listen_.reset(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!s->listen_) return errno_error("admin socket");
     int one = 1;
@@ -79,13 +82,18 @@ void AdminServer::serve(int fd) {
         if (n <= 0) return;  // slow or gone: an admin port owes nobody a wait
         req.append(buf, static_cast<size_t>(n));
     }
-    auto line_end = req.find("\r\n");
-    std::string line = req.substr(0, line_end);
-    auto sp1 = line.find(' ');
-    auto sp2 = line.find(' ', sp1 == std::string::npos ? 0 : sp1 + 1);
-    if (sp1 == std::string::npos || sp2 == std::string::npos) return respond(fd, "400 Bad Request", "text/plain", "bad request\n");
-    std::string method = line.substr(0, sp1);
-    std::string path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    auto parsed = parse_admin_request(req);
+    if (!parsed) return respond(fd, "400 Bad Request", "text/plain", "bad request\n");
+    const std::string& method = parsed->method;
+    const std::string& path = parsed->path;
+    if (path == "/reload") {
+        // POST only: a reload changes what the proxy serves; a crawler's GET must not trigger one.
+        if (method != "POST") return respond(fd, "405 Method Not Allowed", "text/plain", "POST only\n");
+        if (!reload_)
+            return respond(fd, "409 Conflict", "text/plain", "nothing to reload: ztproxy was not started with -c FILE\n");
+        auto reply = reload_();
+        return respond(fd, reply.applied ? "200 OK" : "409 Conflict", "text/plain", reply.text + "\n");
+    }
     if (method != "GET") return respond(fd, "405 Method Not Allowed", "text/plain", "GET only\n");
     if (path == "/metrics") return respond(fd, "200 OK", "text/plain; version=0.0.4", metrics_());
     if (path == "/healthz") return respond(fd, "200 OK", "text/plain", "ok\n");
@@ -93,7 +101,7 @@ void AdminServer::serve(int fd) {
         if (ready_.load(std::memory_order_relaxed)) return respond(fd, "200 OK", "text/plain", "ready\n");
         return respond(fd, "503 Service Unavailable", "text/plain", "draining\n");
     }
-    respond(fd, "404 Not Found", "text/plain", "not found: /metrics, /healthz, /ready\n");
+    respond(fd, "404 Not Found", "text/plain", "not found: /metrics, /healthz, /ready, POST /reload\n");
 }
 
 }  // namespace ztp::app

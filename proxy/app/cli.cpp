@@ -52,10 +52,10 @@ int run_from_file(const std::string& path, const GlobalOptions& g, const std::st
         return 1;
     }
     if (!apply_logging(g, *outcome.policy)) return 1;
-    auto reload = [path, g]() -> std::optional<config::Policy> {
+    auto reload = [path, g](std::vector<std::string>& problems) -> std::optional<config::Policy> {
         auto next = config::load_policy_file(path);
         if (!next.policy) {
-            for (const auto& p : next.problems) log::main().error("reload rejected: {}", p.str());
+            for (const auto& p : next.problems) problems.push_back(p.str());
             return std::nullopt;
         }
         override_logging(g, *next.policy);

@@ -13,6 +13,7 @@
 #include "proxy/app/admin_server.hpp"
 #include "proxy/app/listeners.hpp"
 #include "proxy/app/metrics.hpp"
+#include "proxy/app/reload_requests.hpp"
 #include "proxy/app/privileges.hpp"
 #include "proxy/app/seccomp_filter.hpp"
 #include "proxy/app/systemd_notify.hpp"
@@ -82,23 +83,26 @@ log::Format log_format(config::LogFormat f) { return f == config::LogFormat::jso
 // SIGHUP: the new policy is validated as completely as at start-up (syntax, references,
 // certificates and keys, kTLS requirements) before anything changes; on any problem the running
 // policy stays. Sockets are not rebound, so the listener set must stay the same.
-std::shared_ptr<const conn::Runtime> reload_runtime(const PolicySource& reload, const conn::Runtime& current) {
-    auto next = reload();
-    if (!next) return nullptr;  // the source logged why
+std::shared_ptr<const conn::Runtime> reload_runtime(const PolicySource& reload, const conn::Runtime& current,
+                                                    std::vector<std::string>& problems) {
+    auto next = reload(problems);
+    if (!next) return nullptr;
     if (!same_listeners(current.policy(), *next)) {
-        log::main().error("reload rejected: the listeners (names or addresses) changed; restart ztproxy to change them");
+        problems.push_back("the listeners (names or addresses) changed; restart ztproxy to change them");
         return nullptr;
     }
     if (next->runtime.workers != current.policy().runtime.workers)
         log::main().warn("reload: runtime.workers changes take effect at the next restart");
-    std::vector<config::Diagnostic> problems;
-    auto rt = conn::Runtime::build(std::move(*next), problems);
+    if (!(next->admin.address == current.policy().admin.address))
+        log::main().warn("reload: [admin] address changes take effect at the next restart");
+    std::vector<config::Diagnostic> diagnostics;
+    auto rt = conn::Runtime::build(std::move(*next), diagnostics);
     if (!rt) {
-        for (const auto& p : problems) log::main().error("reload rejected: {}", p.str());
+        for (const auto& d : diagnostics) problems.push_back(d.str());
         return nullptr;
     }
     if (auto unmet = unmet_ktls_requirements(rt->policy()); !unmet.empty()) {
-        for (const auto& u : unmet) log::main().error("reload rejected: {}", u);
+        problems.insert(problems.end(), unmet.begin(), unmet.end());
         return nullptr;
     }
     return rt;
@@ -144,11 +148,21 @@ int run_policy(config::Policy policy, const RunOptions& options) {
         admissions.push_back(l.admission);
     }
 
+    ReloadRequests reload_requests(::pthread_self());  // outlives the admin thread that calls it
     std::unique_ptr<AdminServer> admin;
-    if (options.admin) {
-        auto a = AdminServer::bind(*options.admin, [admissions] { return render_metrics(admissions); });
+    if (const auto admin_at = options.admin ? options.admin : pol.admin.address) {
+        AdminServer::ReloadHandler on_reload;
+        if (reload)
+            on_reload = [&reload_requests] {
+                auto outcome = reload_requests.request(std::chrono::seconds(60));
+                std::string text = outcome.applied ? "reload applied" : "reload rejected";
+                for (const auto& p : outcome.problems) text += "\n" + p;
+                return AdminServer::ReloadReply{outcome.applied, text};
+            };
+        auto a = AdminServer::bind(*admin_at, [admissions] { return render_metrics(admissions); },
+                                   std::move(on_reload));
         if (!a) {
-            log::main().error("cannot start the admin endpoint on {}: {}", options.admin->to_string(),
+            log::main().error("cannot start the admin endpoint on {}: {}", admin_at->to_string(),
                               a.error().message());
             return 1;
         }
@@ -188,7 +202,7 @@ int run_policy(config::Policy policy, const RunOptions& options) {
     if (!apply_seccomp(pol.process.seccomp)) return 1;
     if (admin) {
         admin->start();
-        log::main().info("admin endpoint on {} (/metrics, /healthz, /ready)", admin->address().to_string());
+        log::main().info("admin endpoint on {} (/metrics, /healthz, /ready, POST /reload)", admin->address().to_string());
     }
     for (auto& w : pool) w->start();
     log::main().info("ztproxy {} started: {} worker(s), policy {}", kVersion, workers, pol.source);
@@ -208,7 +222,10 @@ int run_policy(config::Policy policy, const RunOptions& options) {
             }
             log::main().info("SIGHUP: reloading the policy");
             notify::reloading();
-            if (auto next = reload_runtime(reload, *runtime)) {
+            reload_requests.begin();
+            ReloadOutcome outcome;
+            if (auto next = reload_runtime(reload, *runtime, outcome.problems)) {
+                outcome.applied = true;
                 runtime = next;
                 for (size_t li = 0; li < admissions.size(); ++li)
                     admissions[li]->update(runtime->policy().listeners[li].admission);
@@ -219,15 +236,18 @@ int run_policy(config::Policy policy, const RunOptions& options) {
                 notify::ready(serving + "; policy reloaded");
             } else {
                 conn::bump(conn::stats().reloads_failed);
+                for (const auto& p : outcome.problems) log::main().error("reload rejected: {}", p);
                 log::main().warn("reload failed: still serving the previous policy");
                 notify::ready(serving + "; the last reload failed (see the log), previous policy in force");
             }
+            reload_requests.finish(outcome);
             continue;
         }
         log::main().info("{}: draining: new connections are refused, live ones may finish within {} ms",
                          sig == SIGINT ? "SIGINT" : "SIGTERM", runtime->policy().limits.drain_timeout.count());
         break;
     }
+    reload_requests.close();  // no reloads while draining: answer at once instead of waiting
     notify::stopping("draining: new connections are refused, live ones may finish");
     if (admin) admin->set_ready(false);  // load balancers: stop sending here
     auto deadline = conn::Clock::now() + runtime->policy().limits.drain_timeout;

@@ -19,14 +19,15 @@ struct BoundListener {
 // Called once every listener is bound (before connections are served), e.g. to print a URL.
 using ListeningCallback = std::function<void(const std::vector<BoundListener>&)>;
 
-// SIGHUP: produces the next policy (re-read from its file, command-line overrides applied), or
-// nothing after logging why it could not. Without one, SIGHUP is logged and ignored.
-using PolicySource = std::function<std::optional<config::Policy>()>;
+// SIGHUP / POST /reload: produces the next policy (re-read from its file, command-line overrides
+// applied), or nothing, with the problems ("file:line:col: message") appended. Without one,
+// SIGHUP is logged and ignored.
+using PolicySource = std::function<std::optional<config::Policy>(std::vector<std::string>& problems)>;
 
 struct RunOptions {
     ListeningCallback on_listening;
     PolicySource reload;
-    std::optional<SocketAddress> admin;  // /metrics, /healthz, /ready
+    std::optional<SocketAddress> admin;  // /metrics, /healthz, /ready, POST /reload; wins over [admin]
 };
 
 // Returns the process exit code: 0 after a clean shutdown, 1 when the policy or sockets fail.

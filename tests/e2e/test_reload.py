@@ -9,7 +9,7 @@ import threading
 import time
 import unittest
 
-from harness import E2ETestCase, CertAuthority, HttpConn, policy_toml, tls_connect
+from harness import E2ETestCase, CertAuthority, HttpConn, policy_toml, scrape, tls_connect
 
 MIB = 1024 * 1024
 
@@ -147,6 +147,38 @@ class ReloadTest(E2ETestCase):
         self.assertEqual(m.group(1), "failed", proxy.diag())
         proxy.wait_line("stderr", r"reload rejected: .*does not match", start=mark)
         self.assertEqual(self.get(proxy), ("old certificate", 200))
+
+    def test_admin_reload_endpoint_answers_with_the_outcome(self):
+        # [admin] from the policy file; POST /reload does what SIGHUP does and says how it went.
+        backend = self.start_backend("http")
+        admin_section = '[admin]\naddress = "127.0.0.1:0"\n\n'
+        path = self.write_policy(admin_section + self.policy(self.old_cert, backend))
+        proxy = self.start_proxy(["run", "-c", path])
+        admin = proxy.admin_address()
+        self.write_policy(admin_section + self.policy(self.new_cert, backend))
+        self.assertEqual(scrape(admin, "/reload", method="POST"), (200, "reload applied\n"))
+        self.assertEqual(self.get(proxy), ("new certificate", 200))
+        with open(path, "a") as f:
+            f.write("\n[limits]\nmax_connectoins = 5\n")
+        status, body = scrape(admin, "/reload", method="POST")
+        self.assertEqual(status, 409, body)
+        lines = body.splitlines()
+        self.assertEqual(lines[0], "reload rejected")
+        self.assertRegex(lines[1], r"^%s:\d+:\d+: .*max_connectoins" % path)
+        self.assertEqual(self.get(proxy), ("new certificate", 200))
+        self.assertEqual(scrape(admin, "/reload")[0], 405, "a GET must not reload")
+        text = scrape(admin)[1]
+        self.assertIn('ztproxy_reloads_total{result="ok"} 1', text)
+        self.assertIn('ztproxy_reloads_total{result="failed"} 1', text)
+
+    def test_admin_reload_without_a_policy_file(self):
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
+                                  "--cert", self.old_cert.cert, "--key", self.old_cert.key,
+                                  "--admin", "127.0.0.1:0"])
+        status, body = scrape(proxy.admin_address(), "/reload", method="POST")
+        self.assertEqual(status, 409)
+        self.assertIn("nothing to reload", body)
 
     def test_listener_changes_need_a_restart(self):
         backend = self.start_backend("http")
