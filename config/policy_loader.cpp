@@ -89,6 +89,7 @@
 #include <memory>
 
 #include "config/policy_validate.hpp"
+#include "config/admission_section.hpp"
 #include "config/process_section.hpp"
 #include "config/toml_reader.hpp"
 #include "config/units.hpp"
@@ -109,7 +110,6 @@ constexpr std::string_view kAdmin = "[admin]";
 constexpr std::string_view kListener = "[[listener]]";
 constexpr std::string_view kTls = "[listener.tls]";
 constexpr std::string_view kCert = "[[listener.tls.certificate]]";
-constexpr std::string_view kAdmission = "[listener.admission]";
 constexpr std::string_view kBackend = "[[backend]]";
 constexpr std::string_view kRoute = "[[route]]";
 constexpr std::string_view kRule = "[[rule]]";
@@ -336,49 +336,8 @@ private:
         if (auto v = r_.string(t, "address", kListener, true))
             if (auto a = address(*v, at(t, "address"), false)) l.address = *a;
         if (auto* tls = r_.table(t, "tls", kListener, true)) read_tls(*tls, l.tls);
-        if (auto* adm = r_.table(t, "admission", kListener)) read_admission(*adm, l.admission);
+        if (auto* adm = r_.table(t, "admission", kListener)) detail::read_admission(r_, *adm, l.admission);
         p_.listeners.push_back(std::move(l));
-    }
-
-    void cidrs(const toml::table& t, std::string_view key, std::vector<bpf::Cidr>& out,
-               std::vector<SourceLoc>& locs) {
-        auto items = r_.strings(t, key, kAdmission);
-        if (!items) return;
-        for (const auto& item : *items) {
-            std::string why;
-            if (auto c = bpf::Cidr::parse(item.value, &why)) {
-                out.push_back(*c);
-                locs.push_back(r_.loc(item.where));
-            } else {
-                r_.error(item.where, why);  // names the text: "'10.0.0.1/8' has host bits set; ..."
-            }
-        }
-    }
-
-    void read_admission(const toml::table& t, Admission& a) {
-        a.loc = r_.loc(t.source());
-        r_.check_keys(t, {"allow", "deny", "rate_per_second", "burst"}, kAdmission);
-        cidrs(t, "allow", a.allow, a.allow_locs);
-        cidrs(t, "deny", a.deny, a.deny_locs);
-        auto count = [&](std::string_view key, uint32_t& out) {
-            auto v = r_.integer(t, key, kAdmission);
-            if (!v) return;
-            if (*v < 1 || *v > 1'000'000)
-                r_.error(at(t, key), in_quotes(key) + " must be between 1 and 1000000");
-            else
-                out = static_cast<uint32_t>(*v);
-        };
-        count("rate_per_second", a.rate_per_second);
-        count("burst", a.burst);
-        // A rate without a burst has no obvious default (1 refuses every parallel connection, the rate
-        // itself surprises with bursts): ask for both.
-        if (t.contains("rate_per_second") != t.contains("burst")) {
-            const bool has_rate = t.contains("rate_per_second");
-            r_.error(at(t, has_rate ? "rate_per_second" : "burst"),
-                     has_rate ? "'rate_per_second' needs 'burst' too (set both or neither)"
-                              : "'burst' needs 'rate_per_second' too (set both or neither)");
-            a.rate_per_second = a.burst = 0;
-        }
     }
 
     std::optional<TlsVersion> version(const toml::table& t, std::string_view key) {
