@@ -124,6 +124,15 @@ int main_cli(int argc, char** argv) {
     run->add_option("--allow", q.allow,
                     "Quick mode: admit only clients in this network, e.g. 10.0.0.0/8 (repeatable; kernel-enforced)");
     run->add_option("--deny", q.deny, "Quick mode: refuse clients in this network (repeatable; deny wins)");
+    run->add_option("--client-ca", q.client_ca,
+                    "Quick mode: require client certificates issued by these CAs (PEM bundle; mTLS)");
+    run->add_option("--client-auth", q.client_auth, "Quick mode: with --client-ca: require (default) or optional")
+        ->check(CLI::IsMember({"optional", "require"}));
+    run->add_option("--proxy-protocol", q.proxy_protocol,
+                    "Quick mode: send a PROXY protocol v2 header to the backend: off (default) or v2")
+        ->check(CLI::IsMember({"off", "v2"}));
+    run->add_option("--user", q.user, "Quick mode: user to switch to once the listener is bound");
+    run->add_option("--group", q.group, "Quick mode: group to switch to (default: the user's primary group)");
     run->add_option("--record-path", q.record_path,
                     "Quick mode: auto (kernel, else userspace), kernel, userspace or openssl")
         ->check(CLI::IsMember({"auto", "kernel", "userspace", "openssl"}));

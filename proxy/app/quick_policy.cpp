@@ -50,6 +50,14 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
             else problems.push_back(std::string(flag) + " '" + text + "': " + why);
         }
     };
+    if (!o.client_ca.empty()) {
+        l.tls.client_ca = std::filesystem::absolute(o.client_ca).string();
+        l.tls.client_auth = config::ClientAuth::require;
+    }
+    if (o.client_auth == "optional") l.tls.client_auth = config::ClientAuth::optional;
+    else if (!o.client_auth.empty() && o.client_auth != "require")
+        problems.push_back("--client-auth must be optional or require");
+    if (!o.client_auth.empty() && o.client_ca.empty()) problems.push_back("--client-auth needs --client-ca");
     cidrs("--allow", o.allow, l.admission.allow);
     cidrs("--deny", o.deny, l.admission.deny);
     p.listeners.push_back(l);
@@ -60,6 +68,9 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
         if (auto a = SocketAddress::parse(s, &why)) b.addresses.push_back(*a);
         else problems.push_back("--backend '" + s + "': " + why);
     }
+    if (o.proxy_protocol == "v2") b.proxy_protocol = config::ProxyProtocol::v2;
+    else if (!o.proxy_protocol.empty() && o.proxy_protocol != "off")
+        problems.push_back("--proxy-protocol must be off or v2");
     p.backends.push_back(b);
     config::Route r;
     r.is_default = true;
@@ -85,6 +96,8 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
     if (o.max_connections) p.limits.max_connections = o.max_connections;
     p.limits.max_connections_per_source = o.max_connections_per_source;
     p.runtime.workers = o.workers;
+    p.process.user = o.user;
+    p.process.group = o.group;
     return p;
 }
 

@@ -27,6 +27,11 @@ struct QuickOptions {
     std::vector<std::string> redact_response;
     std::vector<std::string> allow;            // CIDRs ([listener.admission] allow / deny)
     std::vector<std::string> deny;
+    std::string client_ca;         // mTLS: trusted client CAs (PEM); empty = no client certificates
+    std::string client_auth;       // "optional" / "require" (the default with a CA)
+    std::string proxy_protocol;    // "off" / "v2" towards the backend
+    std::string user;              // [process] user / group to switch to after binding
+    std::string group;
     unsigned max_connections = 0;   // 0 = default
     unsigned max_connections_per_source = 0;  // 0 = no limit
     unsigned workers = 0;

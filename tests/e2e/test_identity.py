@@ -242,6 +242,19 @@ class IdentityTest(E2ETestCase):
         self.check_header(self.header_for(backend, client_addr), client_addr, proxy.port, facts, self.alice)
         self.assertEqual(backend.events("PROXY_ERROR"), [])
 
+    def test_quick_mode_client_ca_and_proxy_protocol(self):
+        # A one-line sidecar: --client-ca (require by default) and --proxy-protocol v2.
+        backend = self.start_backend("http", proxy_protocol="v2")
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
+                                  "--cert", self.server.cert, "--key", self.server.key, "--alpn", "http/1.1",
+                                  "--client-ca", self.client_ca.cert, "--proxy-protocol", "v2"])
+        r, client_addr, facts, _ = self.get(proxy.port, cert=self.alice)
+        self.assertEqual((r.status, r.body), (200, b"ztproxy e2e backend\n"))
+        self.check_header(self.header_for(backend, client_addr), client_addr, proxy.port, facts, self.alice)
+        r = self.curl_get(proxy.port)
+        self.assertNotEqual(r.returncode, 0, "a client without a certificate got through")
+        self.rejected(proxy, "no client certificate presented")
+
     def test_proxy_v2_header_for_a_resumed_mtls_session(self):
         backend = self.start_backend("http", proxy_protocol="v2")
         proxy, _ = self.start(self.policy(backend, "require", proxy_protocol="v2"))

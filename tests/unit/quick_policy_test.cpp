@@ -20,6 +20,10 @@ TEST(QuickPolicy, BuildsAValidPolicy) {
     o.ktls = "require";
     o.allow = {"10.0.0.0/8", "192.168.0.0/16"};
     o.deny = {"10.1.2.3"};
+    o.client_ca = "clients.pem";
+    o.client_auth = "optional";
+    o.proxy_protocol = "v2";
+    o.user = "nobody";
     std::vector<std::string> problems;
     auto p = quick_policy(o, problems);
     EXPECT_TRUE(problems.empty());
@@ -38,6 +42,10 @@ TEST(QuickPolicy, BuildsAValidPolicy) {
     ASSERT_EQ(adm.deny.size(), 1u);
     EXPECT_EQ(adm.deny[0].to_string(), "10.1.2.3/32");
     EXPECT_TRUE(adm.enabled());
+    EXPECT_EQ(p.listeners[0].tls.client_auth, config::ClientAuth::optional);
+    EXPECT_EQ(p.listeners[0].tls.client_ca.front(), '/');
+    EXPECT_EQ(p.backends[0].proxy_protocol, config::ProxyProtocol::v2);
+    EXPECT_EQ(p.process.user, "nobody");
 }
 
 TEST(QuickPolicy, NamesTheBadFlag) {
@@ -49,14 +57,16 @@ TEST(QuickPolicy, NamesTheBadFlag) {
     o.idle_timeout = "soon";
     o.max_version = "1.1";
     o.deny = {"10.0.0.0/33"};
+    o.client_auth = "optional";  // without --client-ca
     std::vector<std::string> problems;
     quick_policy(o, problems);
-    ASSERT_EQ(problems.size(), 5u);
+    ASSERT_EQ(problems.size(), 6u);
     EXPECT_EQ(problems[0], "--listen 'nowhere': expected host:port");
     EXPECT_EQ(problems[1], "--tls-max must be 1.2 or 1.3");
-    EXPECT_EQ(problems[2].rfind("--deny '10.0.0.0/33': ", 0), 0u);
-    EXPECT_EQ(problems[3], "--backend '127.0.0.1:99999': port must be a number from 0 to 65535");
-    EXPECT_EQ(problems[4].rfind("--idle-timeout 'soon': ", 0), 0u);
+    EXPECT_EQ(problems[2], "--client-auth needs --client-ca");
+    EXPECT_EQ(problems[3].rfind("--deny '10.0.0.0/33': ", 0), 0u);
+    EXPECT_EQ(problems[4], "--backend '127.0.0.1:99999': port must be a number from 0 to 65535");
+    EXPECT_EQ(problems[5].rfind("--idle-timeout 'soon': ", 0), 0u);
 }
 
 }  // namespace
