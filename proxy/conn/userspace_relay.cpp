@@ -53,9 +53,12 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::Rec
       down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {
     // Fits a record of any of our suites. The slots live in the worker's pooled buffers, whose
     // size was fixed when the worker started (a reload may have changed the configured size).
+    // Plain routes seal a batch of at least kBatchRecords per recvmsg/sendmsg pair; rule routes
+    // keep the configured size (their backend bytes go through a separately allocated chunk).
     stride_ = crypto::kRecordMaxSize;
-    record_slots_ = std::clamp<size_t>(buffer_size / crypto::kRecordMaxPlaintext, 1,
-                                       host.buffers().buffer_size() / stride_);
+    const size_t batch = down_stage_.rewrites() ? buffer_size
+                                                : std::max(buffer_size, kBatchRecords * crypto::kRecordMaxPlaintext);
+    record_slots_ = std::clamp<size_t>(batch / crypto::kRecordMaxPlaintext, 1, host.buffers().buffer_size() / stride_);
 }
 
 void UserspaceRelay::start() {
