@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace ztp::crypto {
 
@@ -111,6 +112,50 @@ SessionInfo session_info(SSL* ssl) {
     if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl)) info.cipher = SSL_CIPHER_get_name(c);
     info.client_cert = client_cert_info(ssl);
     return info;
+}
+
+CachedSession::~CachedSession() { reset(); }
+
+CachedSession::CachedSession(CachedSession&& o) noexcept
+    : ctx_(std::exchange(o.ctx_, nullptr)), session_(std::exchange(o.session_, nullptr)) {}
+
+CachedSession& CachedSession::operator=(CachedSession&& o) noexcept {
+    if (this != &o) {
+        reset();
+        ctx_ = std::exchange(o.ctx_, nullptr);
+        session_ = std::exchange(o.session_, nullptr);
+    }
+    return *this;
+}
+
+void CachedSession::reset() {
+    if (session_ != nullptr) {
+        SSL_CTX_remove_session(ctx_, session_);
+        SSL_SESSION_free(std::exchange(session_, nullptr));
+    }
+    if (ctx_ != nullptr) SSL_CTX_free(std::exchange(ctx_, nullptr));
+}
+
+CachedSession free_after_offload(SslPtr ssl, SSL_CTX* session_ctx) {
+    CachedSession kept;
+    if (!ssl) return kept;
+    // Where OpenSSL adds server sessions to the internal cache (ssl_update_cache): TLS 1.2, and
+    // TLS 1.3 only with stateful tickets (SSL_OP_NO_TICKET; we never enable early data).
+    const long mode = session_ctx != nullptr ? SSL_CTX_get_session_cache_mode(session_ctx) : 0;
+    const bool cached = (mode & SSL_SESS_CACHE_SERVER) != 0 && (mode & SSL_SESS_CACHE_NO_INTERNAL_STORE) == 0 &&
+                        (SSL_version(ssl.get()) != TLS1_3_VERSION || (SSL_get_options(ssl.get()) & SSL_OP_NO_TICKET) != 0);
+    if (cached) {
+        if (SSL_SESSION* s = SSL_get1_session(ssl.get())) {
+            SSL_CTX_up_ref(session_ctx);
+            kept.ctx_ = session_ctx;
+            kept.session_ = s;
+        }
+    }
+    // SSL_free would drop the cache entry now (no close_notify went through OpenSSL); the
+    // CachedSession drops it when the connection ends instead. SSL_free writes nothing.
+    SSL_set_shutdown(ssl.get(), SSL_SENT_SHUTDOWN | SSL_get_shutdown(ssl.get()));
+    ssl.reset();
+    return kept;
 }
 
 }  // namespace ztp::crypto

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "crypto/client_cert.hpp"
+#include "proxy/base/c_deleters.hpp"
 
 namespace ztp::crypto {
 
@@ -51,5 +52,32 @@ std::string lower_sni(SSL* ssl);  // available from the ClientHello on
 
 // The reason OpenSSL gave for the last failure on this thread, and clears the queue.
 std::string take_openssl_error();
+
+// A session's entry in the server session cache, kept after its SSL was freed. OpenSSL drops a
+// session from the cache when its SSL is freed without a close_notify having gone through OpenSSL;
+// once the records leave OpenSSL that is every connection, at its end. This keeps exactly that:
+// the entry is removed when the CachedSession goes, i.e. when the connection ends.
+class CachedSession {
+public:
+    CachedSession() = default;
+    ~CachedSession();
+    CachedSession(CachedSession&& o) noexcept;
+    CachedSession& operator=(CachedSession&& o) noexcept;
+    CachedSession(const CachedSession&) = delete;
+    CachedSession& operator=(const CachedSession&) = delete;
+
+private:
+    friend CachedSession free_after_offload(SslPtr ssl, SSL_CTX* session_ctx);
+    void reset();
+    SSL_CTX* ctx_ = nullptr;          // one reference held
+    SSL_SESSION* session_ = nullptr;  // one reference held
+};
+
+// Frees the SSL of a finished handshake whose keys went to another record path (kernel or our
+// record layer): nothing reads or writes through it any more, and with its buffers, cipher
+// contexts and handshake state it is most of an idle connection's memory. Keeps the session's
+// cache entry where OpenSSL may have added one (TLS 1.2, or TLS 1.3 with stateful tickets), so
+// resumption behaves as before. `session_ctx`: ServerTlsContext::session_cache_ctx().
+CachedSession free_after_offload(SslPtr ssl, SSL_CTX* session_ctx);
 
 }  // namespace ztp::crypto

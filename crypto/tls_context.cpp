@@ -201,6 +201,8 @@ SslPtr ServerTlsContext::new_session(int fd) const {
     return ssl;
 }
 
+SSL_CTX* ServerTlsContext::session_cache_ctx() const { return default_entry_->ctx.get(); }
+
 const ServerTlsContext::Entry* ServerTlsContext::select(std::string_view name) const {
     for (const auto& e : entries_)  // exact names win over wildcards
         for (const auto& n : e->server_names)

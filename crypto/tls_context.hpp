@@ -32,6 +32,9 @@ public:
 
     // A new server-side SSL for an accepted socket (non-blocking fd; the SSL does not own it).
     SslPtr new_session(int fd) const;
+    // The context whose session cache holds the sessions of new_session()'s SSLs (OpenSSL keeps
+    // the context an SSL started on as its session context, across an SNI switch).
+    SSL_CTX* session_cache_ctx() const;
 
 private:
     struct Entry;

@@ -188,6 +188,7 @@ void Connection::choose_record_path() {
         if (moved.path) {
             bump(stats().ktls_installs);
             kernel_ = std::move(moved.path);
+            cached_session_ = crypto::free_after_offload(std::move(ssl_), listener_.tls->session_cache_ctx());
             return;
         }
         note_fallback(moved.reason, moved.detail);
@@ -203,6 +204,7 @@ void Connection::choose_record_path() {
     if (!reader || !writer)
         return relay_failed("internal_error", "record layer: " + (reader ? writer.error() : reader.error()).message());
     userspace_.emplace(UserspaceKeys{std::move(reader).value(), std::move(writer).value(), session_version()});
+    cached_session_ = crypto::free_after_offload(std::move(ssl_), listener_.tls->session_cache_ctx());
 }
 
 config::TlsVersion Connection::session_version() const {

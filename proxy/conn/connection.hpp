@@ -102,7 +102,8 @@ private:
     SourceLimit::Slot source_;  // released with the connection
     Clock::time_point connect_started_{};  // the current backend connect attempt
     SocketAddress backend_addr_;
-    SslPtr ssl_;
+    SslPtr ssl_;  // until the records leave OpenSSL (kernel or userspace path): then freed
+    crypto::CachedSession cached_session_;
     crypto::SessionInfo session_;
     // The record path, until the relay takes it: kernel_ when kTLS took the session, else path_.
     std::unique_ptr<crypto::KernelRecordPath> kernel_;

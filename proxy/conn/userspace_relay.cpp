@@ -53,9 +53,12 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::Rec
       down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {
     // Fits a record of any of our suites. The slots live in the worker's pooled buffers, whose
     // size was fixed when the worker started (a reload may have changed the configured size).
+    // Plain routes seal a batch of at least kBatchRecords per recvmsg/sendmsg pair; rule routes
+    // keep the configured size (their backend bytes go through a separately allocated chunk).
     stride_ = crypto::kRecordMaxSize;
-    record_slots_ = std::clamp<size_t>(buffer_size / crypto::kRecordMaxPlaintext, 1,
-                                       host.buffers().buffer_size() / stride_);
+    const size_t batch = down_stage_.rewrites() ? buffer_size
+                                                : std::max(buffer_size, kBatchRecords * crypto::kRecordMaxPlaintext);
+    record_slots_ = std::clamp<size_t>(batch / crypto::kRecordMaxPlaintext, 1, host.buffers().buffer_size() / stride_);
 }
 
 void UserspaceRelay::start() {
@@ -114,7 +117,7 @@ void UserspaceRelay::pump_client_recv() {
     if (!in_.valid() || in_.size() - parse_off_ < kMaxWireRecord) {
         if (!switch_slot(parse_off_)) return;
     }
-    auto space = in_.ingest_from(fill_);
+    auto space = in_.receive_into(fill_);
     if (!space) return fail("internal_error", "gated buffer: " + space.error().message());
     if (space->empty()) return;  // a whole record is buffered but not yet complete: cannot happen
     client_recv_inflight_ = true;
@@ -132,12 +135,13 @@ bool UserspaceRelay::switch_slot(size_t keep_from) {
     size_t tail = in_.valid() ? fill_ - keep_from : 0;
     if (tail > 0) {
         // Only ciphertext moves here (nothing of it was decrypted yet), from pages not released.
-        auto from = in_.ingest_from(keep_from);
-        if (!from) {
-            fail("internal_error", "gated buffer: " + from.error().message());
+        auto from = in_.ingest_range(keep_from, tail);
+        auto to = fresh->ingest_range(0, tail);
+        if (!from || !to) {
+            fail("internal_error", "gated buffer: " + (from ? to.error() : from.error()).message());
             return false;
         }
-        std::memcpy(fresh->ingest().data(), from->data(), tail);
+        std::memcpy(to->data(), from->data(), tail);
     }
     in_ = std::move(fresh).value();
     parse_off_ = 0;
@@ -150,6 +154,7 @@ void UserspaceRelay::on_client_recv(int res) {
     if (res < 0)
         return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
                     std::string("recv from client: ") + std::strerror(-res));
+    in_.received(fill_, static_cast<size_t>(res));  // the kernel wrote exactly res bytes at fill_
     if (res == 0) {  // FIN without close_notify: treated as the end of the client's stream
         up_eof_ = true;
         if (!first_close_) first_close_ = "client_close";
@@ -168,7 +173,7 @@ void UserspaceRelay::on_client_recv(int res) {
 
 void UserspaceRelay::process_records() {
     const size_t base = parse_off_;
-    auto region = in_.ingest_from(base);
+    auto region = in_.ingest_range(base, fill_ - base);
     if (!region) return fail("internal_error", "gated buffer: " + region.error().message());
     spans_.clear();
     size_t off = base;
@@ -205,7 +210,9 @@ void UserspaceRelay::process_records() {
         if (parse_off_ < released_to) {
             size_t tail = fill_ - parse_off_;
             if (released_to + kMaxWireRecord <= in_.size()) {
-                std::memmove(region->data() + (released_to - base), region->data() + (parse_off_ - base), tail);
+                auto to = in_.ingest_range(released_to, tail);
+                if (!to) return fail("internal_error", "gated buffer: " + to.error().message());
+                std::memmove(to->data(), region->data() + (parse_off_ - base), tail);
                 parse_off_ = released_to;
                 fill_ = released_to + tail;
             } else {
@@ -213,7 +220,9 @@ void UserspaceRelay::process_records() {
                 in_ = io::GatedBuffer();
                 auto fresh = pool_.acquire();
                 if (!fresh) return fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
-                std::memcpy(fresh->ingest().data(), region->data() + (parse_off_ - base), tail);
+                auto to = fresh->ingest_range(0, tail);
+                if (!to) return fail("internal_error", "gated buffer: " + to.error().message());
+                std::memcpy(to->data(), region->data() + (parse_off_ - base), tail);
                 in_ = std::move(fresh).value();
                 parse_off_ = 0;
                 fill_ = tail;

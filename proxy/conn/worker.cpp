@@ -9,6 +9,7 @@
 #include "crypto/record_layer.hpp"
 #include "proxy/base/log.hpp"
 #include "proxy/conn/stats.hpp"
+#include "proxy/conn/userspace_relay.hpp"
 
 namespace ztp::conn {
 
@@ -39,11 +40,13 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
     auto gated = io::GatedPool::create(slot, slots);
     if (!gated) return gated.error();
     w->gated_ = std::move(gated).value();
-    // One buffer size for every relay: a per-direction buffer, or the userspace path's record
-    // slots for it, whichever is larger.
-    size_t records = std::max<size_t>(1, limits.connection_buffer_bytes / crypto::kRecordMaxPlaintext);
+    // One buffer size for every relay: a per-direction buffer, or the userspace path's batch of
+    // record slots (UserspaceRelay::kBatchRecords at least), whichever is larger. Relays touch
+    // only what they use of it. The idle buffers kept warm are capped at 16 MiB.
+    size_t records = std::max<size_t>(UserspaceRelay::kBatchRecords,
+                                      limits.connection_buffer_bytes / crypto::kRecordMaxPlaintext);
     size_t buffer = std::max<size_t>(limits.connection_buffer_bytes, records * crypto::kRecordMaxSize);
-    w->buffers_ = std::make_unique<io::BufferPool>(buffer, 256);
+    w->buffers_ = std::make_unique<io::BufferPool>(buffer, std::max<size_t>(16, (size_t{16} << 20) / buffer));
     auto scratch = w->runtime_->rules().make_scratch();
     if (!scratch) return scratch.error();
     w->scratch_ = std::move(scratch).value();

@@ -149,12 +149,16 @@ void GatedPool::unref(uint32_t slot) {
 void GatedPool::recycle(uint32_t slot) {
     Slot& s = slots_[slot];
     bool gated = true;
-    // One mprotect for the whole slot, and none when nothing was ever released (still PROT_NONE).
-    if (s.released_end != 0) gated = protect(slot, 0, slot_size_, PROT_NONE) == 0;
+    // One mprotect over the pages ever released (ranges only increase: none lies past the last
+    // one's page), and none when nothing was released (still PROT_NONE).
+    if (s.released_end != 0) gated = protect(slot, 0, page_ceil(s.released_end), PROT_NONE) == 0;
     // explicit_bzero: a plain memset before reuse could be elided; the next connection must never
-    // see this one's plaintext (or the tail of a record that failed its tag).
-    ::explicit_bzero(ingest_at(slot, 0), slot_size_);
+    // see this one's plaintext (or the tail of a record that failed its tag). Everything past
+    // dirty_end is still zero from the last recycle (or the fresh memfd).
+    ::explicit_bzero(ingest_at(slot, 0), std::max(s.dirty_end, s.receiving_end));
     s.released_end = 0;
+    s.dirty_end = 0;
+    s.receiving_end = 0;
     --in_use_;
     if (!gated) {
         // The release view of this slot may still be readable: handing it out again would make the
@@ -189,14 +193,45 @@ size_t GatedBuffer::writable_begin() const { return pool_ != nullptr ? pool_->wr
 
 std::span<uint8_t> GatedBuffer::ingest() {
     if (pool_ == nullptr || pool_->slots_[slot_].released_end != 0) return {};
+    pool_->slots_[slot_].dirty_end = pool_->slot_size_;
     return {pool_->ingest_at(slot_, 0), pool_->slot_size_};
+}
+
+Result<std::span<uint8_t>> GatedPool::writable(uint32_t slot, size_t offset, size_t len) {
+    if (offset > slot_size_ || len > slot_size_ - offset) return make_error(EINVAL, "GatedBuffer::ingest_range");
+    // The security rule: no writable span on a page the release view can already read.
+    if (offset < writable_begin(slot)) return make_error(EPERM, "GatedBuffer: page already released");
+    return std::span<uint8_t>(ingest_at(slot, offset), len);
 }
 
 Result<std::span<uint8_t>> GatedBuffer::ingest_from(size_t offset) {
     if (pool_ == nullptr || offset > pool_->slot_size_) return make_error(EINVAL, "GatedBuffer::ingest_from");
-    // The security rule: no writable span on a page the release view can already read.
-    if (offset < pool_->writable_begin(slot_)) return make_error(EPERM, "GatedBuffer: page already released");
-    return std::span<uint8_t>(pool_->ingest_at(slot_, offset), pool_->slot_size_ - offset);
+    return ingest_range(offset, pool_->slot_size_ - offset);
+}
+
+Result<std::span<uint8_t>> GatedBuffer::ingest_range(size_t offset, size_t len) {
+    if (pool_ == nullptr) return make_error(EINVAL, "GatedBuffer::ingest_range");
+    auto span = pool_->writable(slot_, offset, len);
+    if (span) {
+        size_t& dirty = pool_->slots_[slot_].dirty_end;
+        dirty = std::max(dirty, offset + len);
+    }
+    return span;
+}
+
+Result<std::span<uint8_t>> GatedBuffer::receive_into(size_t offset) {
+    if (pool_ == nullptr || offset > pool_->slot_size_) return make_error(EINVAL, "GatedBuffer::receive_into");
+    auto span = pool_->writable(slot_, offset, pool_->slot_size_ - offset);
+    // Dirty as a whole until received() says how much the kernel wrote.
+    if (span) pool_->slots_[slot_].receiving_end = pool_->slot_size_;
+    return span;
+}
+
+void GatedBuffer::received(size_t offset, size_t n) {
+    if (pool_ == nullptr) return;
+    GatedPool::Slot& s = pool_->slots_[slot_];
+    s.dirty_end = std::max(s.dirty_end, std::min(offset + n, pool_->slot_size_));
+    s.receiving_end = 0;
 }
 
 Result<VerifiedBytes> GatedBuffer::release(size_t begin, size_t end) {

@@ -41,9 +41,18 @@
 // =================================================================================================
 //
 // LIFETIME: a slot is recycled only when its GatedBuffer AND every VerifiedBytes from it are gone
-// (refcount). Recycling puts the whole slot back to PROT_NONE in the release view (one mprotect)
-// and scrubs the ingest bytes (explicit_bzero), so no plaintext survives into the next connection.
-// If that mprotect fails the slot is quarantined (never reused) rather than handed out readable.
+// (refcount). Recycling puts the released pages back to PROT_NONE in the release view (one
+// mprotect over [0, last released page]: release ranges only increase, so no page past it was ever
+// opened) and scrubs the ingest bytes that may hold anything (explicit_bzero over the dirty range,
+// below), so no plaintext survives into the next connection. If that mprotect fails the slot is
+// quarantined (never reused) rather than handed out readable.
+//
+// DIRTY RANGE: a recycled slot is all zeros. The pool scrubs only what can have been written since:
+// every writable span it handed out (ingest(), ingest_from(): to the end of the slot;
+// ingest_range(): exactly that range), except that a span taken with receive_into() counts only up
+// to what received() later reports the kernel wrote into it (a recv completes with the byte count it
+// wrote and writes nothing past it). Until received() is called, the whole span counts as dirty. A
+// small request thus scrubs a few hundred bytes, not the whole slot.
 // GatedBuffer and VerifiedBytes must not outlive their pool (asserted in debug builds).
 //
 // MEMORY: slots*slot_size of shmem is reserved as address space only; pages are committed on first
@@ -174,6 +183,15 @@ public:
     // readable page. EINVAL when offset > size().
     Result<std::span<uint8_t>> ingest_from(size_t offset);
 
+    // [offset, offset + len) in the ingest view, writable, with the same rules as ingest_from():
+    // for writes whose extent is known (copies, in-place decryption of received bytes).
+    Result<std::span<uint8_t>> ingest_range(size_t offset, size_t len);
+
+    // For a recv into [offset, size()): like ingest_from(), but once received(offset, n) reports
+    // the n bytes the kernel wrote, only those count as dirty (see DIRTY RANGE above).
+    Result<std::span<uint8_t>> receive_into(size_t offset);
+    void received(size_t offset, size_t n);
+
     // First offset that is still writable: the page boundary after the last released byte.
     size_t writable_begin() const;
 
@@ -228,6 +246,8 @@ private:
     struct Slot {
         uint32_t refs = 0;          // 1 for the GatedBuffer while it lives + 1 per VerifiedBytes
         size_t released_end = 0;    // end offset of the last release(); 0 = nothing released
+        size_t dirty_end = 0;       // bytes [0, dirty_end) may be non-zero in the ingest view
+        size_t receiving_end = 0;   // end of the receive_into() span awaiting received()
     };
 
     GatedPool(UniqueFd fd, Mapping ingest, Mapping release, size_t slot_size, size_t slots, size_t page);
@@ -241,6 +261,7 @@ private:
     size_t page_floor(size_t n) const { return n & ~(page_ - 1); }
     size_t page_ceil(size_t n) const { return (n + page_ - 1) & ~(page_ - 1); }
     size_t writable_begin(uint32_t slot) const { return page_ceil(slots_[slot].released_end); }
+    Result<std::span<uint8_t>> writable(uint32_t slot, size_t offset, size_t len);
 
     int protect(uint32_t slot, size_t begin, size_t end, int prot);
     void ref(uint32_t slot) { ++slots_[slot].refs; }

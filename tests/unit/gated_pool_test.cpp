@@ -312,5 +312,44 @@ TEST(GatedPool, OneMprotectPerReleaseAndPerRecycle) {
     EXPECT_EQ(pool->quarantined(), 0u);
 }
 
+TEST(GatedPool, RecycledSlotIsAllZeroAfterPartialWrites) {
+    auto pool = make_pool(1);  // one slot: every acquire hands out the same one
+    auto all_zero = [&] {
+        auto buf = pool->acquire();
+        EXPECT_TRUE(buf);
+        auto in = buf->ingest();
+        return std::all_of(in.begin(), in.end(), [](uint8_t b) { return b == 0; });
+    };
+    {
+        auto buf = pool->acquire();
+        ASSERT_TRUE(buf);
+        auto rx = buf->receive_into(0);
+        ASSERT_TRUE(rx);
+        EXPECT_EQ(rx->size(), kSlot);
+        std::memset(rx->data(), 0xab, 300);  // what a recv of 300 bytes writes
+        buf->received(0, 300);
+        auto moved = buf->ingest_range(2 * page(), 100);  // a tail moved past the next page
+        ASSERT_TRUE(moved);
+        EXPECT_EQ(moved->size(), 100u);
+        std::memset(moved->data(), 0xcd, moved->size());
+        auto vb = buf->release(0, 300);
+        ASSERT_TRUE(vb);
+        EXPECT_EQ(vb->bytes()[299], 0xab);
+        EXPECT_EQ(buf->ingest_range(page() - 1, 1).error().code, EPERM);  // released page
+        EXPECT_EQ(buf->ingest_range(kSlot - 10, 11).error().code, EINVAL);
+    }
+    EXPECT_TRUE(all_zero());
+    {
+        // Without received(), the whole receive span counts as dirty.
+        auto buf = pool->acquire();
+        ASSERT_TRUE(buf);
+        auto rx = buf->receive_into(page());
+        ASSERT_TRUE(rx);
+        std::memset(rx->data(), 0xee, rx->size());
+    }
+    EXPECT_TRUE(all_zero());
+    EXPECT_EQ(pool->quarantined(), 0u);
+}
+
 }  // namespace
 }  // namespace ztp::io
