@@ -50,11 +50,6 @@ void ListenerAdmission::stop_loading_programs() {
     g_loading_stopped = true;
 }
 
-std::string ListenerAdmission::kernel_unavailable_reason() {
-    std::lock_guard lock(g_kernel_mu);
-    return g_kernel_unavailable;
-}
-
 std::shared_ptr<ListenerAdmission> ListenerAdmission::create(const config::Listener& listener, std::vector<int> fds) {
     std::shared_ptr<ListenerAdmission> a(new ListenerAdmission(listener.name, std::move(fds)));
     std::lock_guard lock(a->mu_);

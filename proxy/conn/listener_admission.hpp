@@ -47,8 +47,6 @@ public:
     std::vector<std::string> deny_rules() const;
     const std::string& listener() const { return name_; }
 
-    // The reason the kernel program could not load in this process, once it failed ("" = never).
-    static std::string kernel_unavailable_reason();
     // From now on no program is loaded (the process is about to drop CAP_BPF and install a seccomp
     // filter without program loading): a reload that turns admission on for a listener that had
     // none enforces it in user space.
