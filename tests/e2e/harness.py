@@ -917,6 +917,16 @@ class E2ETestCase(unittest.TestCase):
             raise AssertionError("ztproxy died from %s on SIGTERM\n%s" % (describe_rc(rc), p.diag()))
 
 
+class LocalhostTestCase(E2ETestCase):
+    """An E2ETestCase with a throwaway CA (cls.ca) and an ECDSA leaf for "localhost" (cls.leaf)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
+        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
+
+
 def open_fd_count(pid):
     """Number of open file descriptors of a process (Linux /proc)."""
     return len(os.listdir("/proc/%d/fd" % pid))

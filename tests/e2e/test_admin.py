@@ -6,16 +6,10 @@ import signal
 import socket
 import unittest
 
-from harness import E2ETestCase, CertAuthority, HttpConn, curl, curl_args, metric, scrape, tls_connect
+from harness import curl, curl_args, HttpConn, LocalhostTestCase, metric, scrape, tls_connect
 
 
-class AdminTest(E2ETestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
-        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
-
+class AdminTest(LocalhostTestCase):
     def start(self, *extra):
         return self.start_quick_admin(self.leaf, *extra)
 

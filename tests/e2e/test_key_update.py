@@ -7,16 +7,10 @@ KeyUpdate before sealing anything under its next key). The connection keeps work
 import os
 import unittest
 
-from harness import E2ETestCase, CertAuthority, SClientSession, FORCED_RECORD_PATH
+from harness import FORCED_RECORD_PATH, LocalhostTestCase, SClientSession
 
 
-class KeyUpdateTest(E2ETestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
-        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
-
+class KeyUpdateTest(LocalhostTestCase):
     def test_key_update_both_kinds_mid_stream(self):
         for path in ((FORCED_RECORD_PATH,) if FORCED_RECORD_PATH else ("userspace", "openssl")):
             with self.subTest(record_path=path):

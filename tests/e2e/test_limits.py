@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from harness import CertAuthority, E2ETestCase, curl, curl_args, metric, scrape
+from harness import curl, curl_args, LocalhostTestCase, metric, scrape
 
 # A TLS handshake record header announcing 512 bytes, and the start of a ClientHello: OpenSSL
 # waits for the rest, which never comes.
@@ -44,13 +44,7 @@ def stalled(port, source="127.0.0.1", payload=HALF_CLIENT_HELLO):
     return s
 
 
-class LimitsTest(E2ETestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
-        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
-
+class LimitsTest(LocalhostTestCase):
     def start(self, *extra):
         return self.start_quick_admin(self.leaf, *extra)
 

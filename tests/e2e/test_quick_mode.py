@@ -8,19 +8,17 @@ import re
 import subprocess
 import unittest
 
-from harness import (E2ETestCase, CertAuthority, FORCED_RECORD_PATH, HttpConn, curl, curl_args,
-                     tls_connect, ztproxy_bin)
+from harness import (curl, curl_args, FORCED_RECORD_PATH, HttpConn, LocalhostTestCase, tls_connect,
+                     ztproxy_bin)
 
 ACCESS_KEYS = {"client", "listener", "sni", "alpn", "version", "cipher", "backend", "rx_path",
                "tx_path", "bytes_up", "bytes_down", "duration_ms", "close"}
 
 
-class QuickModeTest(E2ETestCase):
+class QuickModeTest(LocalhostTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
-        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
         cls.rsa = cls.ca.issue("localhost-rsa", "rsa", dns=["localhost"])
 
     def quick_args(self, backend, leaf=None, *extra):

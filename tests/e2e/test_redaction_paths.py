@@ -7,7 +7,7 @@ import socket
 import time
 import unittest
 
-from harness import E2ETestCase, CertAuthority, curl, curl_args, tls_connect
+from harness import curl, curl_args, LocalhostTestCase, tls_connect
 
 
 def read_exactly(sock, n, timeout=10):
@@ -24,13 +24,7 @@ def read_exactly(sock, n, timeout=10):
     return got
 
 
-class RedactionPathsTest(E2ETestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
-        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
-
+class RedactionPathsTest(LocalhostTestCase):
     def quick(self, backend, *extra):
         return self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
                                  "--cert", self.leaf.cert, "--key", self.leaf.key] + list(extra))

@@ -13,8 +13,8 @@ import sys
 import time
 import unittest
 
-from harness import (EVENT_TIMEOUT, CertAuthority, E2ETestCase, HttpConn, Proc, curl, curl_args,
-                     policy_toml, s_client, ztproxy_bin)
+from harness import (curl, curl_args, EVENT_TIMEOUT, HttpConn, LocalhostTestCase, policy_toml,
+                     Proc, s_client, ztproxy_bin)
 
 # Execs ztproxy (argv[3:]) with the sockets argv[1] (comma-separated fds) as 3, 4, ... and the
 # LISTEN_* variables naming this very process, which is what systemd does before exec.
@@ -76,13 +76,7 @@ class NotifySocket:
         self.sock.close()
 
 
-class SystemdTest(E2ETestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
-        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
-
+class SystemdTest(LocalhostTestCase):
     def policy(self, backend, address="127.0.0.1:0", workers=2):
         return policy_toml(
             listeners=[{"name": "main", "address": address, "certs": [("main", self.leaf, None)]}],
