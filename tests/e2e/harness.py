@@ -609,6 +609,23 @@ def tls_connect(port, server_name, cafile, timeout=15.0, ctx=None, **ctx_kw):
         raise
 
 
+def recv_up_to(sock, n, timeout=None):
+    """Up to n bytes from sock: fewer when the peer closes or nothing arrives for `timeout`
+    seconds (default: the socket's own timeout). The caller asserts on what came."""
+    if timeout is not None:
+        sock.settimeout(timeout)
+    got = b""
+    try:
+        while len(got) < n:
+            d = sock.recv(n - len(got))
+            if not d:
+                break
+            got += d
+    except socket.timeout:
+        pass
+    return got
+
+
 def set_linger_reset(sock):
     """Makes close() send an RST instead of a FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")

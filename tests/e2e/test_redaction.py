@@ -35,8 +35,8 @@ import unittest
 
 import backend as backend_mod
 from harness import (BACKEND_PY, READY_TIMEOUT, Backend, BioTlsClient, CertAuthority, E2ETestCase,
-                     HttpConn, Proc, _toml, client_context, curl, curl_args, metric, policy_toml, scrape,
-                     tls_connect, ztproxy_bin)
+                     HttpConn, Proc, _toml, client_context, curl, curl_args, metric, policy_toml,
+                     recv_up_to, scrape, tls_connect, ztproxy_bin)
 
 MIB = 1024 * 1024
 RECORD = 16384  # TLS max plaintext per record: OpenSSL's client fragments writes at this size
@@ -688,15 +688,7 @@ class RedactionTest(E2ETestCase):
             s.settimeout(10)
             t0 = time.monotonic()
             s.sendall(head)
-            got = b""
-            try:
-                while len(got) < len(head):
-                    d = s.recv(4096)
-                    if not d:
-                        break
-                    got += d
-            except socket.timeout:
-                pass
+            got = recv_up_to(s, len(head))
             waited = time.monotonic() - t0
             self.assertEqual(got, head, "after %.1fs the echo backend had returned %r of a %d-byte "
                              "request (held bytes never flushed?)\n%s"
@@ -706,15 +698,7 @@ class RedactionTest(E2ETestCase):
             tail = b" 1111 1111 1111 end\n"
             s.sendall(tail)
             want = b"*" * 15 + b" end\n"
-            got = b""
-            try:
-                while len(got) < len(want):
-                    d = s.recv(4096)
-                    if not d:
-                        break
-                    got += d
-            except socket.timeout:
-                pass
+            got = recv_up_to(s, len(want))
             self.assertEqual(got, want, self.proxy.diag())
             s.unwrap()
         # An HTTP request smaller than the bearer rule's hold-back (134 bytes) gets its answer.

@@ -3,25 +3,12 @@ released when the backend goes quiet (the connection stays open), and `ktls = of
 session leave OpenSSL for ztproxy's own record layer."""
 
 import os
-import socket
 import time
 import unittest
 
-from harness import curl, curl_args, LocalhostTestCase, tls_connect
+from harness import curl, curl_args, LocalhostTestCase, recv_up_to, tls_connect
 
 
-def read_exactly(sock, n, timeout=10):
-    sock.settimeout(timeout)
-    got = b""
-    try:
-        while len(got) < n:
-            d = sock.recv(4096)
-            if not d:
-                break
-            got += d
-    except socket.timeout:
-        pass
-    return got
 
 
 class RedactionPathsTest(LocalhostTestCase):
@@ -37,13 +24,13 @@ class RedactionPathsTest(LocalhostTestCase):
                 with tls_connect(proxy.port, "localhost", self.ca.cert, timeout=20) as s:
                     whole = b"x SECRET-9999 y\n"
                     s.sendall(whole)
-                    self.assertEqual(read_exactly(s, len(whole)), b"x *********** y\n", proxy.diag())
+                    self.assertEqual(recv_up_to(s, len(whole)), b"x *********** y\n", proxy.diag())
                     # "SECRET-12" could still become a match: held back, then released once the
                     # backend has nothing more to say, while the connection stays open.
                     partial = b"abc SECRET-12"
                     t0 = time.monotonic()
                     s.sendall(partial)
-                    got = read_exactly(s, len(partial))
+                    got = recv_up_to(s, len(partial))
                     self.assertEqual(got, partial, "after %.1fs: %r\n%s" % (time.monotonic() - t0, got,
                                                                           proxy.diag()))
                     s.unwrap()

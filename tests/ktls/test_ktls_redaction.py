@@ -25,10 +25,8 @@ the next), so "the next access line" and tls_stat deltas belong to the connectio
 """
 
 import os
-import socket
 import ssl
 import sys
-import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
@@ -37,9 +35,8 @@ sys.path.insert(0, HERE)
 import backend as backend_mod  # noqa: E402
 import test_redaction as red  # noqa: E402
 from harness import (E2ETestCase, Backend, CertAuthority, HttpConn, Proxy,  # noqa: E402
-                     tls_connect, wait_until)
-from test_ktls_e2e import (CURR, IN_VM, SKIP, as_int, ktls_status, require_ktls,  # noqa: E402
-                           stat_delta, tls_stat)
+                     recv_up_to, tls_connect, wait_until)
+from test_ktls_e2e import (CURR, as_int, main, require_ktls, stat_delta, tls_stat)  # noqa: E402
 
 MIB = 1024 * 1024
 COUNTERS = ("bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up", "copied_down")
@@ -250,31 +247,12 @@ class KtlsRedactionTest(E2ETestCase):
         with tls_connect(self.port, "echo.test", self.ca.cert, timeout=30) as s:
             s.settimeout(15)
             s.sendall(head)
-            got = b""
-            try:
-                while len(got) < len(head):
-                    d = s.recv(4096)
-                    if not d:
-                        break
-                    got += d
-            except socket.timeout:
-                pass
+            got = recv_up_to(s, len(head))
             self.assertEqual(got, head, "held bytes never flushed\n" + self.proxy.diag())
             s.unwrap()
         e = self.next_access(mark, "for the small request")
         self.assertEqual((e.get("rx_path"), as_int(e, "spliced_up")), ("kernel", 0), repr(e))
 
 
-def main():
-    if not IN_VM:
-        ok, why = ktls_status()
-        if not ok:
-            print("SKIP: no kTLS on this kernel (%s); run inside tests/ktls/run-in-ktls-kernel.sh "
-                  "(ctest -R ktls_vm_suite)" % why)
-            return SKIP
-    prog = unittest.main(module=__name__, verbosity=2, exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__name__))
