@@ -420,6 +420,18 @@ backend be
     def note_foreign(self, pct: float) -> None:
         self.foreign.append(pct)
 
+    def measure(self, proxy_pid: int, run):
+        """One measured run: wait for a quiet host, run(), and return (run's result, proxy
+        CPU-seconds spent, load-generator CPU busy %, foreign load on the proxy's CPU %)."""
+        self.wait_quiet()
+        c0 = cpu_seconds(proxy_pid)
+        lc = LoadCore(self.args.load_cpu, self.args.proxy_cpu if self.pin else -1, proxy_pid)
+        r = run()
+        cpu = cpu_seconds(proxy_pid) - c0
+        load, foreign = lc.busy_pct(), lc.foreign_pct()
+        self.note_foreign(foreign)
+        return r, cpu, load, foreign
+
     def wait_quiet(self) -> None:
         """Before a measured run: wait (bounded by --quiet-wait) for the host to be nearly idle."""
         if self.args.quiet_wait <= 0:
@@ -438,6 +450,8 @@ backend be
         lines = [l for l in text.splitlines() if l.strip()]
         if kind == "haproxy":  # HAProxy's start-up notices are not problems
             lines = [l for l in lines if "[NOTICE]" not in l]
+        if kind.startswith("ztproxy"):  # the bench runs it as root on purpose (like the peers)
+            lines = [l for l in lines if "running as root with every privilege" not in l]
         if lines:
             self.anomalies.append(f"{kind} during {what}: {len(lines)} log line(s), first: {lines[0][:300]}")
 
@@ -565,14 +579,9 @@ def run_bulk(b: Bench, res: Results, proxies: list[str]) -> None:
                     px = None
                     try:
                         px, port, log = b.start_proxy(kind, "ecdsa", bport)
-                        b.wait_quiet()
-                        c0 = cpu_seconds(px.pid)
-                        lc = LoadCore(a.load_cpu, a.proxy_cpu if b.pin else -1, px.pid)
-                        r = b.client(direction, nbytes, port, "--tls", tls, "--max-seconds", str(a.max_run_seconds),
-                                     limit_s=a.max_run_seconds + 30)
-                        cpu = cpu_seconds(px.pid) - c0
-                        load, foreign = lc.busy_pct(), lc.foreign_pct()
-                        b.note_foreign(foreign)
+                        r, cpu, load, foreign = b.measure(px.pid, lambda: b.client(
+                            direction, nbytes, port, "--tls", tls, "--max-seconds", str(a.max_run_seconds),
+                            limit_s=a.max_run_seconds + 30))
                     finally:
                         stop(px)
                         stop(be)
@@ -604,14 +613,9 @@ def run_handshakes(b: Bench, res: Results, proxies: list[str]) -> None:
                         px, port, log = b.start_proxy(kind, cert, bport)
                         common = ["--tls", tls, "--threads", str(a.hs_threads)]
                         b.client("handshakes", 50, port, *common, "--duration", "5", limit_s=30)  # warm-up
-                        b.wait_quiet()
-                        c0 = cpu_seconds(px.pid)
-                        lc = LoadCore(a.load_cpu, a.proxy_cpu if b.pin else -1, px.pid)
-                        r = b.client("handshakes", a.hs_max, port, *common, "--duration", str(a.hs_seconds),
-                                     limit_s=a.hs_seconds + 60)
-                        cpu = cpu_seconds(px.pid) - c0
-                        load, foreign = lc.busy_pct(), lc.foreign_pct()
-                        b.note_foreign(foreign)
+                        r, cpu, load, foreign = b.measure(px.pid, lambda: b.client(
+                            "handshakes", a.hs_max, port, *common, "--duration", str(a.hs_seconds),
+                            limit_s=a.hs_seconds + 60))
                     finally:
                         stop(px)
                         stop(be)
@@ -655,15 +659,10 @@ def run_keepalive(b: Bench, res: Results, proxies: list[str]) -> None:
             px = None
             try:
                 px, port, log = b.start_proxy(kind, "ecdsa", bport)
-                b.wait_quiet()
-                c0 = cpu_seconds(px.pid)
-                lc = LoadCore(a.load_cpu, a.proxy_cpu if b.pin else -1, px.pid)
-                rc, out, err = run_tool(b.load_cpu() + ["wrk", "-t1", f"-c{a.wrk_conns}", f"-d{a.ka_seconds}s",
-                                                        "--timeout", "5s", f"https://127.0.0.1:{port}/"],
-                                        limit_s=a.ka_seconds + 30, env=env)
-                cpu = cpu_seconds(px.pid) - c0
-                load, foreign = lc.busy_pct(), lc.foreign_pct()
-                b.note_foreign(foreign)
+                (rc, out, err), cpu, load, foreign = b.measure(px.pid, lambda: run_tool(
+                    b.load_cpu() + ["wrk", "-t1", f"-c{a.wrk_conns}", f"-d{a.ka_seconds}s", "--timeout", "5s",
+                                    f"https://127.0.0.1:{port}/"],
+                    limit_s=a.ka_seconds + 30, env=env))
             finally:
                 stop(px)
                 stop(be)
