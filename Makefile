@@ -22,7 +22,7 @@ build-asan: deps
 	cmake --build $(BUILD_ASAN) -j $(JOBS) --target unit_tests loopback_tests bpf_unit_tests
 
 build-fuzz: deps
-	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -DZTP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	CC=clang CXX=clang++ cmake -S . -B $(BUILD_FUZZ) -DZTP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZTP_WERROR=$(WERROR) >/dev/null
 	cmake --build $(BUILD_FUZZ) -j $(JOBS)
 
 # Everything: the host suite (unit, loopback, e2e, bpf; the ktls label runs inside the kTLS kernel
