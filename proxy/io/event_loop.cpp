@@ -8,15 +8,14 @@
 
 #include <iterator>
 
+#include "proxy/io/uring_ops.hpp"
+
 namespace ztp::io {
 
 namespace {
 
-// Every opcode the methods below submit, and the SQE flags they set. A new kind of operation must
-// be added here too: the kernel completes anything else with -EACCES.
-constexpr uint8_t kOpcodes[] = {IORING_OP_POLL_ADD, IORING_OP_RECV,         IORING_OP_SEND,         IORING_OP_SENDMSG,
-                                IORING_OP_RECVMSG,  IORING_OP_READ,         IORING_OP_CONNECT,      IORING_OP_LINK_TIMEOUT,
-                                IORING_OP_ACCEPT,   IORING_OP_SPLICE,       IORING_OP_TIMEOUT,      IORING_OP_ASYNC_CANCEL};
+// The SQE flags the methods below set (their opcodes are kUringOps): the kernel completes anything
+// else with -EACCES.
 constexpr uint8_t kSqeFlags = IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
 
 // The raw io_uring_register(2): Debian's liburing 2.3 declares io_uring_register_restrictions and
@@ -29,13 +28,13 @@ int register_op(io_uring* ring, unsigned opcode, const void* arg, unsigned nr) {
 // Restrictions can only be registered while the ring is disabled (IORING_SETUP_R_DISABLED), and
 // once it is enabled they cannot be changed or lifted; no register opcode is allowed afterwards.
 int restrict_and_enable(io_uring* ring) {
-    io_uring_restriction res[std::size(kOpcodes) + 1]{};
-    for (size_t i = 0; i < std::size(kOpcodes); ++i) {
+    io_uring_restriction res[std::size(kUringOps) + 1]{};
+    for (size_t i = 0; i < std::size(kUringOps); ++i) {
         res[i].opcode = IORING_RESTRICTION_SQE_OP;
-        res[i].sqe_op = kOpcodes[i];
+        res[i].sqe_op = kUringOps[i].opcode;
     }
-    res[std::size(kOpcodes)].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
-    res[std::size(kOpcodes)].sqe_flags = kSqeFlags;
+    res[std::size(kUringOps)].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+    res[std::size(kUringOps)].sqe_flags = kSqeFlags;
     int rc = register_op(ring, IORING_REGISTER_RESTRICTIONS, res, static_cast<unsigned>(std::size(res)));
     return rc < 0 ? rc : register_op(ring, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
 }

@@ -3,9 +3,10 @@
 // count their in-flight ops and are freed only at zero). Ops submitted with a null Op (cancels,
 // link timeouts) complete silently.
 //
-// The ring accepts only the operations below (IORING_REGISTER_RESTRICTIONS, where the kernel has
-// it): io_uring requests run in the kernel out of seccomp's sight, so a ring that could open
-// files or create sockets would be a way around ztproxy's system-call filter.
+// The ring accepts only the operations below (their opcodes are kUringOps in uring_ops.hpp;
+// IORING_REGISTER_RESTRICTIONS, where the kernel has it): io_uring requests run in the kernel out
+// of seccomp's sight, so a ring that could open files or create sockets would be a way around
+// ztproxy's system-call filter.
 #pragma once
 
 #include <liburing.h>

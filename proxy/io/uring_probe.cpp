@@ -11,34 +11,11 @@
 #include <memory>
 
 #include "proxy/base/unique_fd.hpp"
+#include "proxy/io/uring_ops.hpp"
 
 namespace ztp::io {
 
 namespace {
-
-struct Op {
-    const char* name;
-    int opcode;
-};
-
-// The opcodes the event loop and relays are built on (SEND_ZC only where the peer is not kTLS:
-// kTLS sockets refuse it with EOPNOTSUPP).
-constexpr Op kOps[] = {
-    {"ACCEPT", IORING_OP_ACCEPT},
-    {"RECV", IORING_OP_RECV},
-    {"SEND", IORING_OP_SEND},
-    {"SENDMSG", IORING_OP_SENDMSG},
-    {"RECVMSG", IORING_OP_RECVMSG},
-    {"SPLICE", IORING_OP_SPLICE},
-    {"POLL_ADD", IORING_OP_POLL_ADD},
-    {"TIMEOUT", IORING_OP_TIMEOUT},
-    {"LINK_TIMEOUT", IORING_OP_LINK_TIMEOUT},
-    {"ASYNC_CANCEL", IORING_OP_ASYNC_CANCEL},
-    {"CLOSE", IORING_OP_CLOSE},
-    {"SHUTDOWN", IORING_OP_SHUTDOWN},
-    {"CONNECT", IORING_OP_CONNECT},
-    {"SEND_ZC", IORING_OP_SEND_ZC},
-};
 
 struct Ring {
     io_uring ring{};
@@ -118,7 +95,7 @@ bool try_buf_ring(io_uring& ring) {
 
 UringProbe probe_uring() {
     UringProbe p;
-    for (const Op& op : kOps) p.ops.emplace_back(op.name, false);
+    for (const UringOp& op : kUringOps) p.ops.emplace_back(op.name, false);
 
     Ring r;
     const int rc = io_uring_queue_init(8, &r.ring, 0);
@@ -133,8 +110,8 @@ UringProbe probe_uring() {
     // predates most of what we use anyway.
     std::unique_ptr<io_uring_probe, ProbeFree> probe(io_uring_get_probe_ring(&r.ring));
     if (probe) {
-        for (size_t i = 0; i < std::size(kOps); ++i)
-            p.ops[i].second = io_uring_opcode_supported(probe.get(), kOps[i].opcode) != 0;
+        for (size_t i = 0; i < std::size(kUringOps); ++i)
+            p.ops[i].second = io_uring_opcode_supported(probe.get(), kUringOps[i].opcode) != 0;
     }
     p.multishot_accept = try_multishot_accept(r.ring);
     p.buf_ring = try_buf_ring(r.ring);

@@ -13,7 +13,7 @@ namespace ztp::io {
 struct UringProbe {
     bool available = false;                         // a ring could be created
     std::string why_not;                            // set when !available
-    std::vector<std::pair<std::string, bool>> ops;  // the opcodes ztproxy uses, in a fixed order
+    std::vector<std::pair<std::string, bool>> ops;  // kUringOps, in its order: supported or not
     bool multishot_accept = false;                  // IORING_ACCEPT_MULTISHOT accepted a connection
     bool buf_ring = false;                          // io_uring_register_buf_ring worked
 };
