@@ -1,10 +1,15 @@
 // The relay end to end inside one process: real TCP sockets, the real io_uring worker, real
 // OpenSSL on both sides. Pins back-pressure, half-close in each direction, timeouts and teardown.
 #include <fcntl.h>
+#include <openssl/evp.h>
 
+#include <cstdio>
+#include <fstream>
 #include <future>
+#include <optional>
 #include <random>
 
+#include "crypto/record_layer.hpp"
 #include "proxy/conn/stats.hpp"
 #include "relay_test_support.hpp"
 
@@ -119,6 +124,200 @@ TEST_F(RelayTest, ASlowClientStopsTheBackendInsteadOfGrowingBuffers) {
     // autotuning) plus the proxy's 16 KiB. Unbounded buffering would swallow all 512 MiB.
     EXPECT_LT(total, 64u << 20) << "the proxy kept reading from the backend while the client did not read";
 }
+
+// What the kernel holds for one established loopback TCP socket (local port → remote port), from
+// /proc/net/tcp: tx = written but not yet acknowledged, rx = received but not yet read.
+struct TcpQueues {
+    uint64_t tx = 0;
+    uint64_t rx = 0;
+};
+
+std::optional<TcpQueues> tcp_queues(uint16_t local_port, uint16_t remote_port) {
+    std::ifstream f("/proc/net/tcp");
+    std::string line;
+    std::getline(f, line);  // the header
+    while (std::getline(f, line)) {
+        unsigned local = 0, remote = 0, state = 0;
+        unsigned long long tx = 0, rx = 0;
+        if (std::sscanf(line.c_str(), " %*u: %*8x:%4x %*8x:%4x %2x %llx:%llx", &local, &remote, &state, &tx, &rx) == 5 &&
+            state == 1 /* TCP_ESTABLISHED */ && local == local_port && remote == remote_port)
+            return TcpQueues{tx, rx};
+    }
+    return std::nullopt;
+}
+
+uint16_t local_port(int fd) {
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    return ntohs(a.sin_port);
+}
+
+uint16_t peer_port(int fd) {
+    sockaddr_in a{};
+    socklen_t len = sizeof a;
+    ::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    return ntohs(a.sin_port);
+}
+
+class Sha256 {
+public:
+    Sha256() : ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free) { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
+    void update(const void* data, size_t len) { EVP_DigestUpdate(ctx_.get(), data, len); }
+    std::string hex() {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int len = 0;
+        EVP_DigestFinal_ex(ctx_.get(), md, &len);
+        std::string out;
+        char b[3];
+        for (unsigned i = 0; i < len; ++i) {
+            std::snprintf(b, sizeof b, "%02x", md[i]);
+            out += b;
+        }
+        return out;
+    }
+
+private:
+    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
+};
+
+// Sends payload[from..] on the (non-blocking) client until all of it went out or nothing did for
+// `quiet`; returns the new offset. OpenSSL's partial-write mode makes the offset exact: a write
+// reports every record it handed to the kernel.
+size_t write_until_stalled(TlsClient& c, const std::string& payload, size_t from, std::chrono::milliseconds quiet) {
+    size_t sent = from;
+    auto last_progress = std::chrono::steady_clock::now();
+    while (sent < payload.size()) {
+        size_t n = 0;
+        // On WANT_WRITE the retry repeats exactly these arguments, as OpenSSL requires.
+        int rc = SSL_write_ex(c.ssl(), payload.data() + sent, std::min<size_t>(payload.size() - sent, 65536), &n);
+        if (rc == 1) {
+            sent += n;
+            last_progress = std::chrono::steady_clock::now();
+            continue;
+        }
+        int e = SSL_get_error(c.ssl(), rc);
+        ERR_clear_error();
+        if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) break;
+        if (std::chrono::steady_clock::now() - last_progress >= quiet) break;
+        pollfd p{c.fd(), POLLOUT, 0};
+        ::poll(&p, 1, 50);
+    }
+    return sent;
+}
+
+// The upload direction: a client that writes as fast as it can into a backend that has stopped
+// reading. The proxy must stop reading the client once its own buffer is full, and the
+// connection must then carry on intact when the backend reads again. Run on both user-space
+// record paths; the kernel path (a splice pipe of connection_buffer bytes) needs kTLS, which
+// the loopback suite's host does not have.
+class UploadBackPressureTest : public ::testing::TestWithParam<config::RecordPathMode> {
+protected:
+    void SetUp() override {
+        auto c = app::generate_demo_certs(dir_.path());
+        ASSERT_TRUE(c) << c.error().message();
+        certs_ = *c;
+    }
+    TempDir dir_;
+    app::DemoCerts certs_;
+};
+
+TEST_P(UploadBackPressureTest, AStalledBackendStopsTheClientAndTheUploadCompletesIntact) {
+    constexpr size_t kBuffer = 16384;
+    const config::RecordPathMode path = GetParam();
+    // What the proxy itself may hold of the upload once the backend stopped reading. OpenSSL path:
+    // the relay's buffer plus the record OpenSSL is reading. Userspace path: the batches waiting
+    // for the backend (kMaxQueuedBatches = 2) and the slot being received into, each a gated slot
+    // of max(connection_buffer, 256 KiB) (proxy/conn/userspace_relay.cpp, worker.cpp).
+    const size_t proxy_allowance = path == config::RecordPathMode::openssl
+                                       ? kBuffer + 2 * crypto::kRecordMaxSize
+                                       : 3 * std::max<size_t>(kBuffer, 256 * 1024) + crypto::kRecordMaxSize;
+    const std::string payload = random_bytes(64 << 20, 5);
+
+    std::promise<uint16_t> proxy_side_port;
+    std::promise<void> go;
+    std::shared_future<void> backend_may_read = go.get_future().share();
+    TestBackend backend([&](int fd) {
+        proxy_side_port.set_value(peer_port(fd));
+        if (backend_may_read.wait_for(std::chrono::seconds(60)) != std::future_status::ready) return;
+        Sha256 h;
+        size_t total = 0;
+        char buf[65536];
+        ssize_t n;
+        while ((n = recv_retrying(fd, buf, sizeof buf)) > 0) {
+            h.update(buf, static_cast<size_t>(n));
+            total += static_cast<size_t>(n);
+        }
+        std::string answer = std::to_string(total) + " " + h.hex();
+        send_all(fd, answer.data(), answer.size());
+    });
+    TestProxy proxy(certs_, backend.port(), [&](config::Policy& p) {
+        p.limits.connection_buffer_bytes = kBuffer;
+        p.listeners[0].tls.record_path = path;
+    });
+    // Whatever fails below, the backend's handler must not outlive the test waiting.
+    struct Release {
+        std::promise<void>& go;
+        bool done = false;
+        void operator()() {
+            if (!done) go.set_value();
+            done = true;
+        }
+        ~Release() { (*this)(); }
+    } release{go};
+    auto& up_on_path = conn::stats().bytes_up_by_path[conn::record_path_index(to_string(path))];
+    const uint64_t up_before = up_on_path.load();
+
+    TlsClient client(proxy.port(), certs_.ca_cert.string());
+    ASSERT_TRUE(client.connected());
+    SSL_set_mode(client.ssl(), SSL_MODE_ENABLE_PARTIAL_WRITE);
+    auto port_future = proxy_side_port.get_future();
+    ASSERT_EQ(port_future.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+    const uint16_t proxy_out_port = port_future.get();
+    const int flags = ::fcntl(client.fd(), F_GETFL);
+    ::fcntl(client.fd(), F_SETFL, flags | O_NONBLOCK);
+
+    // Phase 1: write until nothing more goes in for two seconds.
+    const size_t accepted = write_until_stalled(client, payload, 0, std::chrono::seconds(2));
+    ASSERT_LT(accepted, payload.size()) << "the whole upload went in while the backend read nothing";
+
+    // Account for every accepted byte the kernel holds along the path; the rest is in the proxy.
+    // (The client-side queues hold ciphertext, counted as if it were plaintext: that can only
+    // understate what the proxy holds, by the records' overhead of 22 bytes in 16 KiB.)
+    const uint16_t client_port = local_port(client.fd());
+    auto client_q = tcp_queues(client_port, proxy.port());
+    auto proxy_in = tcp_queues(proxy.port(), client_port);
+    auto proxy_out = tcp_queues(proxy_out_port, backend.port());
+    auto backend_q = tcp_queues(backend.port(), proxy_out_port);
+    ASSERT_TRUE(client_q && proxy_in && proxy_out && backend_q) << "a socket of the path is missing from /proc/net/tcp";
+    const uint64_t in_kernel = client_q->tx + proxy_in->rx + proxy_out->tx + backend_q->rx;
+    const int64_t in_proxy = static_cast<int64_t>(accepted) - static_cast<int64_t>(in_kernel);
+    EXPECT_LE(in_proxy, static_cast<int64_t>(proxy_allowance))
+        << "accepted " << accepted << " bytes; kernel queues: client tx " << client_q->tx << ", proxy in rx "
+        << proxy_in->rx << ", proxy out tx " << proxy_out->tx << ", backend rx " << backend_q->rx;
+    // The stall is the proxy's doing, not the client's: its socket towards the client is full.
+    EXPECT_GT(proxy_in->rx, 0u);
+
+    // Phase 2: the backend reads again; the rest of the upload goes through, then close_notify.
+    release();
+    const size_t sent = write_until_stalled(client, payload, accepted, std::chrono::seconds(30));
+    ASSERT_EQ(sent, payload.size()) << "the upload did not resume once the backend read again";
+    ::fcntl(client.fd(), F_SETFL, flags);
+    client.close_notify();
+    bool clean = false;
+    Sha256 want;
+    want.update(payload.data(), payload.size());
+    EXPECT_EQ(client.read_to_end(&clean), std::to_string(payload.size()) + " " + want.hex());
+    EXPECT_TRUE(clean);
+    // The connection ended and was counted on the record path it was forced onto.
+    for (int i = 0; i < 200 && up_on_path.load() < up_before + payload.size(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    EXPECT_EQ(up_on_path.load() - up_before, payload.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(RecordPaths, UploadBackPressureTest,
+                         ::testing::Values(config::RecordPathMode::userspace, config::RecordPathMode::openssl),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
 
 TEST_F(RelayTest, StalledHandshakeIsClosedAtTheDeadline) {
     TestBackend backend(echo);
