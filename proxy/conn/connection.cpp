@@ -232,7 +232,9 @@ void Connection::connect_next_backend() {
         log::conn().warn("backend '{}' unreachable for client {}: {} address(es) tried, last error: {}",
                          backend_cfg_->config->name, peer_.to_string(), addrs.size(), last_connect_error_);
         goodbye_before_relay();
-        return close("backend_connect_failed");
+        // A timeout is told apart: a backend that drops SYNs (firewall, overloaded accept queue)
+        // calls for a different fix than one that refuses.
+        return close(last_connect_timed_out_ ? "backend_connect_timeout" : "backend_connect_failed");
     }
     // Round-robin across connections; on failure the next address, until each was tried once.
     if (connect_attempts_ == 0) rotation_start_ = backend_cfg_->next.fetch_add(1, std::memory_order_relaxed);
@@ -242,6 +244,7 @@ void Connection::connect_next_backend() {
     // asynchronously instead of surfacing EINPROGRESS to us.
     backend_.reset(::socket(backend_addr_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!backend_) {
+        last_connect_timed_out_ = false;
         last_connect_error_ = std::strerror(errno);
         ++connect_attempts_;
         return connect_next_backend();
@@ -260,8 +263,10 @@ void Connection::on_connected(int res) {
         phase_ = Phase::relaying;
         return start_relay();
     }
+    // -ECANCELED: the linked timeout fired (a close would have left the connecting phase first).
+    last_connect_timed_out_ = res == -ECANCELED;
     last_connect_error_ = backend_addr_.to_string() + ": " +
-                          (res == -ECANCELED ? std::string("connect timed out") : std::strerror(-res));
+                          (last_connect_timed_out_ ? std::string("connect timed out") : std::strerror(-res));
     log::conn().debug("backend connect failed: {}", last_connect_error_);
     backend_.reset();
     ++connect_attempts_;

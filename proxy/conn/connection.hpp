@@ -128,6 +128,7 @@ private:
     uint32_t rotation_start_ = 0;
     size_t route_index_ = 0;
     std::string last_connect_error_;
+    bool last_connect_timed_out_ = false;  // the last attempt ended at backend_connect_timeout
     __kernel_timespec connect_timeout_{};
 
     io::Op op_client_in_{this, kClientIn};

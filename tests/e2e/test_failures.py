@@ -1,11 +1,12 @@
-"""ztproxy end to end, when things go wrong: a backend that is down, clients that vanish (RST)
-mid-stream, bytes that are not TLS, clients that never finish the handshake or go idle, and
-signals. In every case the proxy must close the affected connection promptly (no hang), log why,
+"""ztproxy end to end, when things go wrong: a backend that is down or never answers, clients that
+vanish (RST) mid-stream, bytes that are not TLS, clients that never finish the handshake or go
+idle, and signals. In every case the proxy must close the affected connection promptly (no hang), log why,
 release the other side, and keep serving the next client.
 """
 
 import hashlib
 import os
+import re
 import signal
 import socket
 import ssl
@@ -46,6 +47,39 @@ def raw_exchange(port, data, timeout=15.0, half_close=False):
             return got, "timeout"
         except ConnectionResetError:
             return got, "reset"
+
+
+class UnansweredBackend:
+    """A loopback address where connect() hangs instead of being refused: a listening socket with
+    backlog 0 whose accept queue already holds one connection nobody accepts. The kernel drops
+    further SYNs without an answer, so a connecting side retransmits until its own deadline."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.filler = socket.create_connection(self.listener.getsockname(), timeout=5)
+
+    def syn_sent(self):
+        """Whether some socket is in SYN_SENT towards this address (/proc/net/tcp: state 02)."""
+        remote = "0100007F:%04X" % self.listener.getsockname()[1]
+        with open("/proc/net/tcp") as f:
+            next(f)
+            return any(fields[2:4] == [remote, "02"] for fields in (l.split() for l in f))
+
+    def connect_hangs(self, seconds):
+        try:
+            socket.create_connection(self.listener.getsockname(), timeout=seconds).close()
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def close(self):
+        self.filler.close()
+        self.listener.close()
 
 
 class FailuresTest(E2ETestCase):
@@ -103,6 +137,46 @@ class FailuresTest(E2ETestCase):
         self.assertEqual({e["bytes_up"] for e in entries} | {e["bytes_down"] for e in entries},
                          {0}, entries)
         self.assert_serves(proxy, "backend_connect_failed")
+
+    def test_backend_connect_timeout_closes_cleanly_and_proxy_keeps_serving(self):
+        http = self.start_backend("http")
+        hole = UnansweredBackend()
+        self.addCleanup(hole.close)
+        self.assertTrue(hole.connect_hangs(0.5), "the kernel answered a SYN to a full accept queue")
+        proxy = self.start_policy_proxy(policy_toml(
+            listeners=[{"name": "main", "certs": [("main", self.leaf, None)]}],
+            backends=[{"name": "app", "addresses": [http.address]},
+                      {"name": "hole", "addresses": [hole.address]}],
+            routes=[{"server_names": ["down.test"], "backend": "hole"},
+                    {"default": True, "backend": "app"}],
+            sections={"runtime": {"workers": 1}, "limits": {"backend_connect_timeout": "2s"}}))
+        outcome = {}
+
+        def hanging_client():
+            t0 = time.monotonic()
+            outcome["kind"] = connect_and_wait_close(proxy.port, "down.test", self.ca.cert, timeout=20)
+            outcome["seconds"] = time.monotonic() - t0
+
+        t = threading.Thread(target=hanging_client, daemon=True)
+        t.start()
+        # While the proxy's connect hangs, the same (single) worker serves other clients.
+        wait_until(hole.syn_sent, 10, "the proxy's connect to the unanswered backend")
+        self.assert_serves(proxy, "a backend connect in progress")
+        self.assertTrue(hole.syn_sent(), "the connect ended before the other client was served")
+        t.join(30)
+        self.assertFalse(t.is_alive(), "the client on the unanswered backend was never closed\n%s" % proxy.diag())
+        self.assertTrue(is_clean_tls_close(outcome["kind"]),
+                        "expected close_notify or an alert, got %r\n%s" % (outcome["kind"], proxy.diag()))
+        # Closed at the configured deadline: not at once (that would be a refusal), not much later.
+        self.assertGreaterEqual(outcome["seconds"], 1.9, outcome)
+        self.assertLess(outcome["seconds"], 10, outcome)
+        [e] = proxy.wait_access(lambda e: e.get("sni") == "down.test")
+        self.assertEqual(e["close"], "backend_connect_timeout", e)
+        self.assertEqual((e["bytes_up"], e["bytes_down"]), (0, 0), e)
+        self.assertGreaterEqual(e["duration_ms"], 1900, e)
+        proxy.wait_line("stderr", r"backend 'hole' unreachable for client .*: 1 address\(es\) tried, "
+                        r"last error: %s: connect timed out" % re.escape(hole.address))
+        self.assert_serves(proxy, "backend_connect_timeout")
 
     def test_request_sent_before_backend_fails_is_not_answered(self):
         # The client sends its request right after the handshake; the backend is down, so the
