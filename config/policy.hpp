@@ -63,6 +63,10 @@ struct Certificate {
     std::string key_file;                   // PEM private key (absolute after loading)
     std::vector<std::string> server_names;  // exact names or "*.suffix" wildcards, lower case
     SourceLoc loc;
+    SourceLoc cert_loc;                     // the cert and key values; empty file = not from a file
+    SourceLoc key_loc;
+    const SourceLoc& cert_at() const { return cert_loc.file.empty() ? loc : cert_loc; }
+    const SourceLoc& key_at() const { return key_loc.file.empty() ? loc : key_loc; }
 };
 
 struct TlsSettings {

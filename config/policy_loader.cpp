@@ -417,8 +417,15 @@ private:
         c.loc = r_.loc(t.source());
         r_.check_keys(t, {"name", "cert", "key", "server_names"}, kCert);
         if (auto v = name(t, "name", kCert, true)) c.name = *v;
-        if (auto v = name(t, "cert", kCert, true)) c.cert_file = resolve(*v);
-        if (auto v = name(t, "key", kCert, true)) c.key_file = resolve(*v);
+        // A file that cannot be read or does not match is reported at its value, not the table.
+        if (auto v = name(t, "cert", kCert, true)) {
+            c.cert_file = resolve(*v);
+            c.cert_loc = r_.loc(at(t, "cert"));
+        }
+        if (auto v = name(t, "key", kCert, true)) {
+            c.key_file = resolve(*v);
+            c.key_loc = r_.loc(at(t, "key"));
+        }
         c.server_names = server_names(t, kCert);
         return c;
     }

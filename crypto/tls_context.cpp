@@ -111,11 +111,11 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
         ERR_clear_error();
         std::string why;
         if (!readable(cert.cert_file, why)) {
-            report(cert.loc, "cannot read certificate '" + cert.cert_file + "': " + why);
+            report(cert.cert_at(), "cannot read certificate '" + cert.cert_file + "': " + why);
             continue;
         }
         if (!readable(cert.key_file, why)) {
-            report(cert.loc, "cannot read key '" + cert.key_file + "': " + why);
+            report(cert.key_at(), "cannot read key '" + cert.key_file + "': " + why);
             continue;
         }
         auto e = std::make_unique<Entry>();
@@ -150,22 +150,22 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
         SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
 
         if (SSL_CTX_use_certificate_chain_file(ctx, cert.cert_file.c_str()) != 1) {
-            report(cert.loc, "cannot load certificate '" + cert.cert_file + "': " + openssl_error_string());
+            report(cert.cert_at(), "cannot load certificate '" + cert.cert_file + "': " + openssl_error_string());
             continue;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, cert.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
             // OpenSSL compares the key with the certificate while loading it.
             if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
                 ERR_clear_error();
-                report(cert.loc, "key '" + cert.key_file + "' does not match certificate '" + cert.cert_file + "'");
+                report(cert.key_at(), "key '" + cert.key_file + "' does not match certificate '" + cert.cert_file + "'");
             } else {
-                report(cert.loc, "cannot load key '" + cert.key_file + "': " + openssl_error_string());
+                report(cert.key_at(), "cannot load key '" + cert.key_file + "': " + openssl_error_string());
             }
             continue;
         }
         if (SSL_CTX_check_private_key(ctx) != 1) {
             ERR_clear_error();
-            report(cert.loc, "key '" + cert.key_file + "' does not match certificate '" + cert.cert_file + "'");
+            report(cert.key_at(), "key '" + cert.key_file + "' does not match certificate '" + cert.cert_file + "'");
             continue;
         }
         // Every context a connection can start on or be switched to by SNI captures the traffic

@@ -41,7 +41,12 @@ int demo_command(const std::string& workdir, const std::string& listen) {
     config::Listener l;
     l.name = "demo";
     l.address = *listen_addr;
-    l.tls.certificates.push_back({"demo", certs->server_cert.string(), certs->server_key.string(), {"localhost"}, {}});
+    config::Certificate cert;
+    cert.name = "demo";
+    cert.cert_file = certs->server_cert.string();
+    cert.key_file = certs->server_key.string();
+    cert.server_names = {"localhost"};
+    l.tls.certificates.push_back(cert);
     l.tls.alpn = {"http/1.1"};
     p.listeners.push_back(l);
     p.backends.push_back({"demo", {(*backend)->address()}, {}});

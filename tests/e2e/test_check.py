@@ -97,6 +97,15 @@ backend = "app"
 """
 
 
+def value_at(text, key):
+    """"line:col" of the value of the first `key = ...` line in a policy text (both 1-based)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"\s*" + re.escape(key) + r"\s*=\s*", line)
+        if m:
+            return f"{n}:{m.end() + 1}"
+    raise AssertionError(f"no '{key} =' line in:\n{text}")
+
+
 class CheckCommand(unittest.TestCase):
     def setUp(self):
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="ztp-check-"))
@@ -171,21 +180,27 @@ class CheckCommand(unittest.TestCase):
         make_cert(self.tmp / "certs/a.pem", self.tmp / "certs/a.key", ["check.test"])
         make_cert(self.tmp / "certs/b.pem", self.tmp / "certs/b.key", ["check.test"])
         policy = self.tmp / "policy.toml"
-        policy.write_text(MINIMAL_POLICY.format(cert="certs/a.pem", key="certs/b.key"))
+        text = MINIMAL_POLICY.format(cert="certs/a.pem", key="certs/b.key")
+        policy.write_text(text)
         rc, out, err = self.check(policy)
         self.assertEqual(rc, 1, f"stdout:\n{out}\nstderr:\n{err}")
-        key = str(self.tmp / "certs/b.key")
-        self.assertTrue(any(key in line and "does not match" in line for line in out.splitlines()),
-                        f"no line naming {key} with 'does not match' in:\n{out}")
+        # At the key's value: the key is what does not belong to the certificate.
+        self.assertEqual(out.splitlines(), [
+            f"{policy}:{value_at(text, 'key')}: key '{self.tmp / 'certs/b.key'}' does not match certificate "
+            f"'{self.tmp / 'certs/a.pem'}'",
+            f"{policy}: 1 problem(s)"])
 
     def test_missing_certificate_file(self):
         make_cert(self.tmp / "certs/a.pem", self.tmp / "certs/a.key", ["check.test"])
         policy = self.tmp / "policy.toml"
-        policy.write_text(MINIMAL_POLICY.format(cert="certs/missing.pem", key="certs/a.key"))
+        text = MINIMAL_POLICY.format(cert="certs/missing.pem", key="certs/a.key")
+        policy.write_text(text)
         rc, out, err = self.check(policy)
         self.assertEqual(rc, 1, f"stdout:\n{out}\nstderr:\n{err}")
-        self.assertIn("cannot read", out)
-        self.assertIn(str(self.tmp / "certs/missing.pem"), out)
+        self.assertEqual(out.splitlines(), [
+            f"{policy}:{value_at(text, 'cert')}: cannot read certificate '{self.tmp / 'certs/missing.pem'}': "
+            "No such file or directory",
+            f"{policy}: 1 problem(s)"])
 
 
 if __name__ == "__main__":

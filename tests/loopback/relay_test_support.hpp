@@ -258,7 +258,11 @@ public:
         config::Listener l;
         l.name = "test";
         l.address = *SocketAddress::parse("127.0.0.1:0");
-        l.tls.certificates.push_back({"c", certs.server_cert.string(), certs.server_key.string(), {}, {}});
+        config::Certificate cert;
+        cert.name = "c";
+        cert.cert_file = certs.server_cert.string();
+        cert.key_file = certs.server_key.string();
+        l.tls.certificates.push_back(cert);
         p.listeners.push_back(l);
         p.backends.push_back({"b", {*SocketAddress::parse("127.0.0.1:" + std::to_string(backend_port))}, {}});
         config::Route r;

@@ -397,7 +397,11 @@ Policy builtin_policy() {
     Listener l;
     l.name = "quick";
     l.address = *SocketAddress::parse("127.0.0.1:8443");
-    l.tls.certificates.push_back(Certificate{"c", "/tmp/c.pem", "/tmp/c.key", {}, {}});
+    Certificate cert;
+    cert.name = "c";
+    cert.cert_file = "/tmp/c.pem";
+    cert.key_file = "/tmp/c.key";
+    l.tls.certificates.push_back(cert);
     p.listeners.push_back(l);
     p.backends.push_back(Backend{"b", {*SocketAddress::parse("127.0.0.1:8080")}, {}});
     p.routes.push_back(Route{"", {}, true, "b", {}});
