@@ -186,6 +186,29 @@ class ProxyBasicTest(E2ETestCase):
             p.wait_access(lambda e: e.get("close") == "handshake_failed",
                           what="close=handshake_failed for the refused version")
 
+    def test_session_tickets_from_policy(self):
+        # session_tickets = false: no ticket at all, in either version (TLS 1.2: none in the
+        # handshake; TLS 1.3: no NewSessionTicket after it, read here with the response). With
+        # true, or the key left out (the default), the same client gets one: the check can see it.
+        backend = self.start_backend("http")
+        for tickets in (None, True, False):
+            proxy = self.start_policy_proxy(policy_toml(
+                listeners=[{"name": "main", "tls": {"session_tickets": tickets},
+                            "certs": [("ec", self.ec, None)]}],
+                backends=[{"name": "app", "addresses": [backend.address]}],
+                routes=[{"default": True, "backend": "app"}]),
+                label="ztproxy-tickets-%s" % ("default" if tickets is None else tickets))
+            for version, name in ((ssl.TLSVersion.TLSv1_3, "TLSv1.3"), (ssl.TLSVersion.TLSv1_2, "TLSv1.2")):
+                with self.subTest(session_tickets=tickets, version=name):
+                    with tls_connect(proxy.port, "localhost", self.ca.cert, minimum=version,
+                                     maximum=version) as s:
+                        conn = HttpConn(s)
+                        conn.request("GET", "/", "localhost")
+                        self.assertEqual(conn.response().status, 200)
+                        self.assertEqual(s.version(), name)
+                        self.assertEqual(s.session.has_ticket, tickets is not False, proxy.diag())
+            proxy.wait_access(count=2)
+
     def test_two_listeners_on_port_zero(self):
         # Port 0 means "any free port" for each listener: two of them are not the same address.
         backend = self.start_backend("echo")
