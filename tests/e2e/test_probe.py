@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import unittest
@@ -24,9 +25,13 @@ PREP_CALL_RE = re.compile(r"\bio_uring_prep_(\w+)\s*\(")
 
 
 def liburing_header():
-    out = subprocess.run(["pkg-config", "--variable=includedir", "liburing"], capture_output=True,
-                         text=True)
-    include = out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "/usr/include"
+    """The liburing.h the build found (pkg-config, as CMake does), else the system one."""
+    include = "/usr/include"
+    if shutil.which("pkg-config"):
+        out = subprocess.run(["pkg-config", "--variable=includedir", "liburing"], capture_output=True,
+                             text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            include = out.stdout.strip()
     return os.path.join(include, "liburing.h")
 
 
