@@ -300,23 +300,6 @@ Result<void> GatedBuffer::scrub(size_t begin, size_t end) {
 VerifiedBytes::VerifiedBytes(GatedPool* pool, uint32_t slot, const uint8_t* data, size_t size)
     : pool_(pool), slot_(slot), data_(data), size_(size) {}
 
-VerifiedBytes::VerifiedBytes(const VerifiedBytes& o)
-    : pool_(o.pool_), slot_(o.slot_), data_(o.data_), size_(o.size_) {
-    if (pool_ != nullptr) pool_->ref(slot_);
-}
-
-VerifiedBytes& VerifiedBytes::operator=(const VerifiedBytes& o) {
-    if (this != &o) {
-        if (o.pool_ != nullptr) o.pool_->ref(o.slot_);  // before reset(): o may share our slot
-        reset();
-        pool_ = o.pool_;
-        slot_ = o.slot_;
-        data_ = o.data_;
-        size_ = o.size_;
-    }
-    return *this;
-}
-
 VerifiedBytes::VerifiedBytes(VerifiedBytes&& o) noexcept
     : pool_(std::exchange(o.pool_, nullptr)),
       slot_(std::exchange(o.slot_, 0)),

@@ -124,15 +124,16 @@ private:
 
 class GatedPool;
 
-// A read-only handle to verified plaintext in the release view. Copying shares the slot (refcount);
+// A read-only handle to verified plaintext in the release view. Move-only: a second handle to the
+// same bytes is made on purpose, with share() or slice(), each holding a reference on the slot;
 // the slot is recycled when the GatedBuffer and every VerifiedBytes from it are gone. Never gives a
 // writable pointer, and the kernel agrees: the pages are PROT_READ in the release view.
 class VerifiedBytes {
 public:
     VerifiedBytes() = default;
     ~VerifiedBytes() { reset(); }
-    VerifiedBytes(const VerifiedBytes& o);
-    VerifiedBytes& operator=(const VerifiedBytes& o);
+    VerifiedBytes(const VerifiedBytes&) = delete;
+    VerifiedBytes& operator=(const VerifiedBytes&) = delete;
     VerifiedBytes(VerifiedBytes&& o) noexcept;
     VerifiedBytes& operator=(VerifiedBytes&& o) noexcept;
 
@@ -144,6 +145,8 @@ public:
     // A sub-range sharing the same slot (for rewrite plans that point into verified bytes).
     // Clamped to this range; an out-of-range offset gives an empty handle.
     VerifiedBytes slice(size_t offset, size_t len) const;
+    // Another handle to the same bytes (one more reference on the slot).
+    VerifiedBytes share() const { return slice(0, size_); }
 
     // [offset, offset+len) as an iovec for sendmsg. iovec's pointer is not const, but the kernel
     // only reads it, and the page is PROT_READ anyway: this is the one place that casts.

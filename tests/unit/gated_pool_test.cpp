@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <type_traits>
 
 namespace ztp::io {
 namespace {
@@ -211,7 +212,9 @@ TEST(GatedPool, SlotIsRecycledOnlyWhenBufferAndEveryHandleAreGone) {
     ASSERT_TRUE(buf);
     std::memcpy(buf->ingest().data(), "hello world", 11);
     VerifiedBytes vb = std::move(buf->release(0, 11)).value();
-    VerifiedBytes copy = vb;
+    VerifiedBytes copy = vb.share();
+    static_assert(!std::is_copy_constructible_v<VerifiedBytes> && !std::is_copy_assignable_v<VerifiedBytes>,
+                  "a second handle is made on purpose, with share() or slice()");
     VerifiedBytes word = vb.slice(6, 100);
     EXPECT_EQ(std::string(word.bytes().begin(), word.bytes().end()), "world");
     EXPECT_TRUE(vb.slice(11, 1).empty());
