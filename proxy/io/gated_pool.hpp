@@ -62,7 +62,7 @@
 // high-water mark of slots in use. Acquire is LIFO, which keeps that mark low.
 //
 // THREADS: a pool belongs to one worker thread. No locks; GatedBuffer/VerifiedBytes and their
-// copies must be created, copied and destroyed on that thread only.
+// shares must be created, shared and destroyed on that thread only.
 //
 // COST, measured with tests/bench/gated_pool_bench.cpp (64 KiB slots, 4 KiB pages, 2-vCPU
 // Firecracker VM, kernel 6.18, g++ 12 RelWithDebInfo; medians of 5x20000, range over 4 runs on a
