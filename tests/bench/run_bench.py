@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ztproxy side by side with nginx (stream + ssl) and HAProxy (mode tcp), one worker each.
 
-    tests/bench/run_bench.py [--quick] [--full] [--only bulk,handshake,keepalive,idle] [...]
+    tests/bench/run_bench.py [--quick] [--full] [--only bulk,handshake,keepalive,idle,ktls] [...]
 
 Expects build/ztproxy, build/tests/bench/bench_backend and build/tests/bench/bench_client
 (`cmake --build build --target ztproxy bench_backend bench_client`; `make bench` does that first).
@@ -317,6 +317,7 @@ class Bench:
         self.nofile = hard if hard != resource.RLIM_INFINITY else 1 << 20
         self.max_conns = max(1000, (self.nofile - 200) // 2)
         self.anomalies: list[str] = []
+        self.ktls_lines: list[str] = []
         self.foreign: list[float] = []
         self.noisy_waits = 0
         self.run_counter = 0
@@ -682,6 +683,41 @@ def run_keepalive(b: Bench, res: Results, proxies: list[str]) -> None:
             print(f"  {res.details[-1]}", flush=True)
 
 
+def run_ktls(b: Bench, res: Results, proxies: list[str]) -> None:
+    """Functional, not timed: bytes through user space per GB on the kernel (kTLS + splice) route,
+    measured by tests/bench/ktls_splice_bytes.py inside a kernel that has kTLS (this host's, or the
+    project's kTLS VM)."""
+    out = b.tmp / "ktls.json"
+    nbytes = 64 * MIB if b.args.quick else 256 * MIB
+    cmd = [sys.executable, str(ROOT / "tests" / "bench" / "ktls_splice_bytes.py"), "--build-dir",
+           str(Path(b.args.build_dir).resolve()), "--out", str(out), "--bytes", str(nbytes)]
+    where = "this host's kernel"
+    if not Path("/proc/net/tls_stat").exists():
+        cmd = [str(ROOT / "tests" / "ktls" / "run-in-ktls-kernel.sh"), "python3", *cmd[1:]]
+        where = "the kTLS VM (tests/ktls/run-in-ktls-kernel.sh)"
+    rc, stdout, stderr = run_tool(cmd, limit_s=1200)
+    if not out.exists():
+        b.anomalies.append(f"kTLS splice route: no result (rc={rc}): {(stdout + stderr).strip()[-300:]}")
+        return
+    data = json.loads(out.read_text())
+    b.anomalies += [f"kTLS splice route: {e[:300]}" for e in data["errors"]]
+    b.ktls_lines = [
+        f"In {where}, Linux {data['kernel']}: one transfer of {nbytes / MIB:.0f} MiB per row through "
+        "`ztproxy run --ktls require --record-path kernel`; bytes from the proxy's access log, kernel "
+        "record crypto from /proc/net/tls_stat deltas.",
+        "",
+        "| TLS | direction | cipher | rx/tx path | bytes spliced | bytes through user space | per GB | "
+        "tls_stat TlsTxSw/TlsRxSw Δ |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {r['tls']} | {r['direction']} | {r['cipher']} | {r['rx_path']}/{r['tx_path']} | {r['spliced']:,} | "
+          f"{r['copied']:,} | {r['copied_per_gb']:.0f} | {r['tls_stat']['TlsTxSw']}/{r['tls_stat']['TlsRxSw']} |"
+          for r in data["runs"]],
+    ]
+    for r in data["runs"]:
+        print(f"  kTLS {r['tls']} {r['direction']}: {r['spliced']} spliced, {r['copied']} through user space",
+              flush=True)
+
+
 def run_idle(b: Bench, res: Results, proxies: list[str]) -> None:
     a = b.args
     n = a.idle_conns
@@ -813,8 +849,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run under a minute")
     ap.add_argument("--full", action="store_true", help="larger: 10,000 idle connections")
-    ap.add_argument("--only", default="bulk,handshake,keepalive,idle",
-                    help="comma-separated subset of bulk,handshake,keepalive,idle")
+    ap.add_argument("--only", default="bulk,handshake,keepalive,idle,ktls",
+                    help="comma-separated subset of bulk,handshake,keepalive,idle,ktls")
     ap.add_argument("--proxies", default=None, help="comma-separated subset (default: all available)")
     ap.add_argument("--build-dir", default=str(ROOT / "build"))
     ap.add_argument("--ztproxy", default=None, help="ztproxy binary (default: BUILD_DIR/ztproxy)")
@@ -860,7 +896,7 @@ def main() -> int:
         if getattr(a, k) is None:
             setattr(a, k, v)
     only = {w.strip() for w in a.only.split(",") if w.strip()}
-    unknown = only - {"bulk", "handshake", "keepalive", "idle"}
+    unknown = only - {"bulk", "handshake", "keepalive", "idle", "ktls"}
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
 
@@ -887,7 +923,8 @@ def main() -> int:
     try:
         for name, title, fn in (("bulk", "bulk transfers", run_bulk), ("handshake", "full handshakes", run_handshakes),
                                 ("keepalive", "keep-alive requests (wrk)", run_keepalive),
-                                ("idle", "idle connections", run_idle)):
+                                ("idle", "idle connections", run_idle),
+                                ("ktls", "kTLS splice route (functional, in a kTLS kernel)", run_ktls)):
             if name not in only:
                 continue
             print(f"{title} ...", flush=True)
@@ -938,6 +975,8 @@ def main() -> int:
         "/dev/null; nginx: stream module, `worker_processes 1`, defaults otherwise (proxy_buffer_size 16k); "
         "HAProxy: `mode tcp`, `nbthread 1`, defaults otherwise (tune.bufsize 16k)",
         "",
+        *(["## kTLS splice route: bytes through user space (functional, not timed)", "", *b.ktls_lines, ""]
+          if b.ktls_lines else []),
         "## Chart",
         "",
         f"![relative performance]({png.name})" if chart_err is None else f"(no chart: {chart_err})",
