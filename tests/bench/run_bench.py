@@ -199,6 +199,19 @@ def system_busy_pct(window: float = 0.5) -> float:
     return 100.0 * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+def peak_rss_kib(pid: int) -> int:
+    """Sum of the tree's processes' peak resident set (VmHWM): each run starts a fresh proxy, so
+    this is the run's peak (start-up included)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), 0)
+        except OSError:
+            continue
+    return total
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) in KiB of the process tree."""
     pss = rss = 0
@@ -318,6 +331,7 @@ class Bench:
         self.max_conns = max(1000, (self.nofile - 200) // 2)
         self.anomalies: list[str] = []
         self.ktls_lines: list[str] = []
+        self.last_peak_kib = 0  # peak RSS of the proxy tree in the last measure()
         self.foreign: list[float] = []
         self.noisy_waits = 0
         self.run_counter = 0
@@ -429,6 +443,7 @@ backend be
         lc = LoadCore(self.args.load_cpu, self.args.proxy_cpu if self.pin else -1, proxy_pid)
         r = run()
         cpu = cpu_seconds(proxy_pid) - c0
+        self.last_peak_kib = peak_rss_kib(proxy_pid)
         load, foreign = lc.busy_pct(), lc.foreign_pct()
         self.note_foreign(foreign)
         return r, cpu, load, foreign
@@ -528,6 +543,8 @@ class Results:
         """Per row: relative performance (higher is better), best peer = 1."""
         rows = []
         for wl, metric, better in self.rows:
+            if metric == "proxy peak RSS MiB":  # in the table only: the chart is about cost per unit
+                continue
             key = (wl, metric)
             best = self.best_peer(key, better)
             if not best:
@@ -595,6 +612,7 @@ def run_bulk(b: Bench, res: Results, proxies: list[str]) -> None:
                     gb = r["bytes"] / 1e9
                     res.add(wl, "Gbit/s", "higher", kind, r["gbps"], noisy=foreign > NOISY_PCT)
                     res.add(wl, "proxy CPU-s/GB", "lower", kind, cpu / gb, noisy=foreign > NOISY_PCT)
+                    res.add(wl, "proxy peak RSS MiB", "lower", kind, b.last_peak_kib / 1024)
                     res.details.append(f"{wl} rep{rep} {kind}: {r['gbps']:.2f} Gbit/s, {r['seconds']:.2f} s, proxy CPU "
                                        f"{cpu:.2f} s ({100 * cpu / r['seconds']:.0f}% of one core), load CPU {load:.0f}% busy, foreign load on proxy CPU {foreign:.0f}%, "
                                        f"{r.get('version')} {r.get('cipher')}")
@@ -630,6 +648,7 @@ def run_handshakes(b: Bench, res: Results, proxies: list[str]) -> None:
                         continue
                     res.add(wl, "handshakes/s", "higher", kind, r["per_second"], noisy=foreign > NOISY_PCT)
                     res.add(wl, "proxy CPU-µs/handshake", "lower", kind, cpu / n * 1e6, noisy=foreign > NOISY_PCT)
+                    res.add(wl, "proxy peak RSS MiB", "lower", kind, b.last_peak_kib / 1024)
                     res.details.append(f"{wl} rep{rep} {kind}: {r['per_second']:.0f}/s ({n} in {r['seconds']:.2f} s, "
                                        f"{r.get('failed', 0)} failed), proxy CPU {cpu:.2f} s "
                                        f"({100 * cpu / r['seconds']:.0f}% of one core), load CPU {load:.0f}% busy, foreign load on proxy CPU {foreign:.0f}%, {r.get('version')} "
@@ -677,6 +696,7 @@ def run_keepalive(b: Bench, res: Results, proxies: list[str]) -> None:
                 continue
             res.add(wl, "requests/s", "higher", kind, w["rps"], noisy=foreign > NOISY_PCT)
             res.add(wl, "proxy CPU-µs/request", "lower", kind, cpu / w["requests"] * 1e6, noisy=foreign > NOISY_PCT)
+            res.add(wl, "proxy peak RSS MiB", "lower", kind, b.last_peak_kib / 1024)
             res.details.append(f"{wl} rep{rep} {kind}: {w['rps']:.0f} req/s, {w['requests']} requests, proxy CPU "
                                f"{cpu:.2f} s ({100 * cpu / a.ka_seconds:.0f}% of one core), load CPU {load:.0f}% busy, foreign load on proxy CPU {foreign:.0f}%"
                                + (f", socket errors: {w['socket_errors']}" if w["socket_errors"] else ""))
@@ -740,6 +760,7 @@ def run_idle(b: Bench, res: Results, proxies: list[str]) -> None:
             r = json.loads(line) if line.strip() else {"ok": False, "error": "no output"}
             time.sleep(1.0)  # let the proxy finish backend connects and settle
             pss1, rss1 = memory_kib(px.pid)
+            peak = peak_rss_kib(px.pid)
             cl.stdin.close()
             cl.wait(timeout=30)
         finally:
@@ -754,6 +775,7 @@ def run_idle(b: Bench, res: Results, proxies: list[str]) -> None:
             res.add(wl, "proxy KiB/connection (PSS)", "lower", kind, None)
             continue
         res.add(wl, "proxy KiB/connection (PSS)", "lower", kind, (pss1 - pss0) / opened)
+        res.add(wl, "proxy peak RSS MiB", "lower", kind, peak / 1024)
         res.details.append(f"{wl} {kind}: {opened} open, PSS {pss0} -> {pss1} KiB, RSS {rss0} -> {rss1} KiB: "
                            f"{(pss1 - pss0) / opened:.1f} KiB/conn (PSS), {(rss1 - rss0) / opened:.1f} (RSS)")
         print(f"  {res.details[-1]}", flush=True)
