@@ -322,7 +322,7 @@ void Connection::start_relay() {
         if (!up || !down)
             return relay_failed("internal_error", "redaction: " + (up ? down.error() : up.error()).message());
         if (userspace_) {
-            relay_ = std::make_unique<UserspaceRelay>(static_cast<RelayHost&>(*this), owner_.gated_pool(),
+            relay_ = std::make_unique<UserspaceRelay>(static_cast<RelayHost&>(*this), owner_.gated_pools(),
                                                       std::move(userspace_->reader), std::move(userspace_->writer),
                                                       userspace_->version, client_.get(), backend_.get(), buffer,
                                                       std::move(up).value(), std::move(down).value());
@@ -337,7 +337,7 @@ void Connection::start_relay() {
         relay_ = std::make_unique<SpliceRelay>(static_cast<RelayHost&>(*this), owner_.pipes(), std::move(kernel_),
                                                client_.get(), backend_.get());
     } else if (userspace_) {
-        relay_ = std::make_unique<UserspaceRelay>(static_cast<RelayHost&>(*this), owner_.gated_pool(),
+        relay_ = std::make_unique<UserspaceRelay>(static_cast<RelayHost&>(*this), owner_.gated_pools(),
                                                   std::move(userspace_->reader), std::move(userspace_->writer),
                                                   userspace_->version, client_.get(), backend_.get(), buffer,
                                                   RedactionStage{}, RedactionStage{});

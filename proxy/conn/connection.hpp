@@ -36,7 +36,7 @@ class ConnectionOwner {
 public:
     virtual io::EventLoop& loop() = 0;
     virtual io::PipePool& pipes() = 0;
-    virtual io::GatedPool& gated_pool() = 0;
+    virtual io::GatedPools gated_pools() = 0;
     virtual redact::Scratch& redact_scratch() = 0;
     virtual io::BufferPool& buffers() = 0;
     virtual void connection_finished(class Connection* c) = 0;  // free it after this dispatch

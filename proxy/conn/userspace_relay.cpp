@@ -20,20 +20,14 @@ constexpr size_t kMaxWireRecord = crypto::kRecordMaxSize;
 constexpr size_t kMaxQueuedBatches = 2;
 constexpr uint8_t kAlertBadRecordMac = 20;
 
-size_t page_size() {
-    static const size_t p = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-    return p;
-}
-
-size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
-
 }  // namespace
 
-UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPool& pool, crypto::RecordReader reader,
+UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::RecordReader reader,
                                crypto::RecordWriter writer, config::TlsVersion version, int client_fd,
                                int backend_fd, size_t buffer_size, RedactionStage up, RedactionStage down)
     : host_(host),
-      pool_(pool),
+      pool_(pools.bulk),
+      burst_pool_(pools.burst),
       reader_(std::move(reader)),
       writer_(std::move(writer)),
       post_handshake_(version, crypto::PostHandshakeParser::Sender::client),
@@ -76,6 +70,7 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
         case kClientReadable:
             client_poll_inflight_ = false;
             client_readable_ = res >= 0;
+            client_woke_ = res >= 0;
             if (res < 0 && res != -ECANCELED) return fail("client_error", "poll: " + std::string(std::strerror(-res)));
             return pump_client_recv();
         case kUpQuiet:
@@ -127,7 +122,12 @@ void UserspaceRelay::pump_client_recv() {
 }
 
 bool UserspaceRelay::switch_slot(size_t keep_from) {
-    auto fresh = pool_.acquire();
+    // After an idle wait with nothing partial, a burst slot: a request usually fits one record,
+    // and a whole-slot gate costs about half of a partial one. A read that fills it means a stream
+    // is flowing: the rest goes into bulk slots. When no burst slot is free, bulk serves.
+    const bool burst = std::exchange(client_woke_, false) && (!in_.valid() || fill_ == keep_from);
+    auto fresh = burst ? burst_pool_.acquire() : pool_.acquire();
+    if (!fresh && burst) fresh = pool_.acquire();
     if (!fresh) {
         fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
         return false;
@@ -205,11 +205,17 @@ void UserspaceRelay::process_records() {
         // of a trailing partial record must leave them (gated_pool.hpp, contract 3).
         const size_t begin = spans_.front().offset;
         const size_t end = spans_.back().offset + spans_.back().size;
-        const size_t released_to = round_up(end, page_size());
+        const size_t released_to = in_.writable_after_release(end);
         io::GatedBuffer releasing;  // the slot the batch lives in, if the tail moves to a fresh one
         if (parse_off_ < released_to) {
             size_t tail = fill_ - parse_off_;
-            if (released_to + kMaxWireRecord <= in_.size()) {
+            if (tail == 0 && released_to == in_.size()) {
+                // Nothing to keep and no room left after the release: the slot's only job now is
+                // to hold the batch until it is sent; the next read takes a new one.
+                releasing = std::move(in_);
+                in_ = io::GatedBuffer();
+                parse_off_ = fill_ = 0;
+            } else if (released_to + kMaxWireRecord <= in_.size()) {
                 auto to = in_.ingest_range(released_to, tail);
                 if (!to) return fail("internal_error", "gated buffer: " + to.error().message());
                 std::memmove(to->data(), region->data() + (parse_off_ - base), tail);

@@ -46,7 +46,7 @@ public:
 
     io::EventLoop& loop() override { return *loop_; }
     io::PipePool& pipes() override { return *pipes_; }
-    io::GatedPool& gated_pool() override { return *gated_; }
+    io::GatedPools gated_pools() override { return {*gated_, *gated_burst_}; }
     redact::Scratch& redact_scratch() override { return scratch_; }
     io::BufferPool& buffers() override { return *buffers_; }
     void connection_finished(Connection* c) override { finished_.push_back(c); }
@@ -73,7 +73,8 @@ private:
     std::shared_ptr<const Runtime> runtime_;
     std::unique_ptr<io::EventLoop> loop_;
     std::unique_ptr<io::PipePool> pipes_;
-    std::unique_ptr<io::GatedPool> gated_;  // declared before connections_: outlives them
+    std::unique_ptr<io::GatedPool> gated_;  // declared before connections_: outlive them
+    std::unique_ptr<io::GatedPool> gated_burst_;
     redact::Scratch scratch_;               // the matcher's per-thread working memory
     std::unique_ptr<io::BufferPool> buffers_;
     std::vector<ListenSocket> sockets_;

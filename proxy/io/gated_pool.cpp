@@ -49,7 +49,7 @@ Result<void> advise(const Mapping& m) {
 
 }  // namespace
 
-Result<std::unique_ptr<GatedPool>> GatedPool::create(size_t slot_size, size_t slots) {
+Result<std::unique_ptr<GatedPool>> GatedPool::create(size_t slot_size, size_t slots, Layout layout) {
     long page_l = ::sysconf(_SC_PAGESIZE);
     if (page_l <= 0) return errno_error("sysconf(_SC_PAGESIZE)");
     const size_t page = static_cast<size_t>(page_l);
@@ -57,7 +57,9 @@ Result<std::unique_ptr<GatedPool>> GatedPool::create(size_t slot_size, size_t sl
     if (slots > std::numeric_limits<uint32_t>::max()) return make_error(EINVAL, "GatedPool: too many slots");
     if (slot_size > std::numeric_limits<size_t>::max() - page) return make_error(EOVERFLOW, "GatedPool");
     slot_size = (slot_size + page - 1) & ~(page - 1);
-    if (slot_size > std::numeric_limits<size_t>::max() / slots) return make_error(EOVERFLOW, "GatedPool");
+    // Isolated slots sit one guard page apart in the release view (see Layout).
+    const size_t stride = layout == Layout::isolated ? slot_size + page : slot_size;
+    if (stride > std::numeric_limits<size_t>::max() / slots) return make_error(EOVERFLOW, "GatedPool");
     const size_t total = slot_size * slots;
     if (total > static_cast<size_t>(std::numeric_limits<off_t>::max())) {
         return make_error(EOVERFLOW, "GatedPool");
@@ -85,23 +87,43 @@ Result<std::unique_ptr<GatedPool>> GatedPool::create(size_t slot_size, size_t sl
 
     // Release view: starts PROT_NONE everywhere. This is the gate: the rest of the proxy holds only
     // pointers into this view, and the kernel faults any read of a page release() did not open.
-    void* rel = ::mmap(nullptr, total, PROT_NONE, MAP_SHARED, fd.get(), 0);
-    if (rel == MAP_FAILED) return errno_error("mmap(release view)");
-    Mapping release(rel, total);
+    Mapping release;
+    if (layout == Layout::packed) {
+        void* rel = ::mmap(nullptr, total, PROT_NONE, MAP_SHARED, fd.get(), 0);
+        if (rel == MAP_FAILED) return errno_error("mmap(release view)");
+        release = Mapping(rel, total);
+    } else {
+        // Reserve the whole span as anonymous PROT_NONE memory, then map each slot's part of the
+        // memfd over it. The anonymous page left between two slots is a different kind of VMA
+        // (no file), so the kernel can never merge neighbouring slots: each slot stays exactly one
+        // VMA, and mprotect over a whole slot changes its flags without a split or a merge.
+        // MAP_NORESERVE: the guard pages are never touched and must not count as commit.
+        void* rel = ::mmap(nullptr, stride * slots, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (rel == MAP_FAILED) return errno_error("mmap(release view reservation)");
+        release = Mapping(rel, stride * slots);
+        for (size_t i = 0; i < slots; ++i) {
+            uint8_t* at = release.data() + i * stride;
+            void* got = ::mmap(at, slot_size, PROT_NONE, MAP_SHARED | MAP_FIXED, fd.get(),
+                               static_cast<off_t>(i * slot_size));
+            if (got == MAP_FAILED) return errno_error("mmap(release view slot)");
+        }
+    }
 
     if (auto r = advise(ingest); !r) return r.error();
     if (auto r = advise(release); !r) return r.error();
 
-    return std::unique_ptr<GatedPool>(
-        new GatedPool(std::move(fd), std::move(ingest), std::move(release), slot_size, slots, page));
+    return std::unique_ptr<GatedPool>(new GatedPool(std::move(fd), std::move(ingest), std::move(release), layout,
+                                                    slot_size, stride, slots, page));
 }
 
-GatedPool::GatedPool(UniqueFd fd, Mapping ingest, Mapping release, size_t slot_size, size_t slots,
-                     size_t page)
+GatedPool::GatedPool(UniqueFd fd, Mapping ingest, Mapping release, Layout layout, size_t slot_size, size_t stride,
+                     size_t slots, size_t page)
     : fd_(std::move(fd)),
       ingest_(std::move(ingest)),
       release_(std::move(release)),
+      layout_(layout),
       slot_size_(slot_size),
+      release_stride_(stride),
       page_(page),
       slots_(slots) {
     free_.reserve(slots);
@@ -136,7 +158,7 @@ int GatedPool::protect(uint32_t slot, size_t begin, size_t end, int prot) {
     // range to PROT_NONE flushes the TLB on every CPU where this process runs (IPIs); changing it
     // to PROT_READ only upgrades, no flush. Page tables built by earlier reads survive a PROT_NONE
     // round (they become PROT_NONE entries), so a recycled slot's next reads do not fault again.
-    uint8_t* at = release_.data() + static_cast<size_t>(slot) * slot_size_ + begin;
+    uint8_t* at = release_.data() + static_cast<size_t>(slot) * release_stride_ + begin;
     if (::mprotect(at, end - begin, prot) != 0) return errno;
     return 0;
 }
@@ -150,8 +172,8 @@ void GatedPool::recycle(uint32_t slot) {
     Slot& s = slots_[slot];
     bool gated = true;
     // One mprotect over the pages ever released (ranges only increase: none lies past the last
-    // one's page), and none when nothing was released (still PROT_NONE).
-    if (s.released_end != 0) gated = protect(slot, 0, page_ceil(s.released_end), PROT_NONE) == 0;
+    // one's page; an isolated slot was opened whole), and none when nothing was released.
+    if (s.released_end != 0) gated = protect(slot, 0, writable_begin(slot), PROT_NONE) == 0;
     // explicit_bzero: a plain memset before reuse could be elided; the next connection must never
     // see this one's plaintext (or the tail of a record that failed its tag). Everything past
     // dirty_end is still zero from the last recycle (or the fresh memfd).
@@ -190,6 +212,12 @@ void GatedBuffer::reset() {
 size_t GatedBuffer::size() const { return pool_ != nullptr ? pool_->slot_size_ : 0; }
 
 size_t GatedBuffer::writable_begin() const { return pool_ != nullptr ? pool_->writable_begin(slot_) : 0; }
+
+size_t GatedBuffer::writable_after_release(size_t end) const {
+    if (pool_ == nullptr) return 0;
+    if (pool_->layout_ == GatedPool::Layout::isolated) return end == 0 ? writable_begin() : pool_->slot_size_;
+    return std::max(pool_->page_ceil(end), writable_begin());
+}
 
 std::span<uint8_t> GatedBuffer::ingest() {
     if (pool_ == nullptr || pool_->slots_[slot_].released_end != 0) return {};
@@ -243,9 +271,11 @@ Result<VerifiedBytes> GatedBuffer::release(size_t begin, size_t end) {
     if (begin < s.released_end) return make_error(EINVAL, "GatedBuffer::release: ranges must increase");
     if (begin == end) return VerifiedBytes();
 
-    // Pages already opened by an earlier release need no second call.
-    const size_t from = std::max(pool_->page_floor(begin), pool_->page_ceil(s.released_end));
-    const size_t to = pool_->page_ceil(end);
+    // Pages already opened by an earlier release need no second call. An isolated slot opens
+    // whole, once: its one VMA changes flags without being split.
+    const bool isolated = pool_->layout_ == GatedPool::Layout::isolated;
+    const size_t from = isolated ? 0 : std::max(pool_->page_floor(begin), pool_->page_ceil(s.released_end));
+    const size_t to = isolated ? (s.released_end == 0 ? pool_->slot_size_ : 0) : pool_->page_ceil(end);
     int err = from < to ? pool_->protect(slot_, from, to, PROT_READ) : 0;
     // Advance the mark even on failure: mprotect may have opened part of the range, so those pages
     // must count as released (no more writable spans on them). Fail closed.
@@ -269,23 +299,6 @@ Result<void> GatedBuffer::scrub(size_t begin, size_t end) {
 
 VerifiedBytes::VerifiedBytes(GatedPool* pool, uint32_t slot, const uint8_t* data, size_t size)
     : pool_(pool), slot_(slot), data_(data), size_(size) {}
-
-VerifiedBytes::VerifiedBytes(const VerifiedBytes& o)
-    : pool_(o.pool_), slot_(o.slot_), data_(o.data_), size_(o.size_) {
-    if (pool_ != nullptr) pool_->ref(slot_);
-}
-
-VerifiedBytes& VerifiedBytes::operator=(const VerifiedBytes& o) {
-    if (this != &o) {
-        if (o.pool_ != nullptr) o.pool_->ref(o.slot_);  // before reset(): o may share our slot
-        reset();
-        pool_ = o.pool_;
-        slot_ = o.slot_;
-        data_ = o.data_;
-        size_ = o.size_;
-    }
-    return *this;
-}
 
 VerifiedBytes::VerifiedBytes(VerifiedBytes&& o) noexcept
     : pool_(std::exchange(o.pool_, nullptr)),

@@ -26,6 +26,8 @@
 //      decrypted in place. In particular: never decrypt a record in place and then release a
 //      neighbouring range on the same page before that record's tag verified. On a tag failure,
 //      scrub() the failed record FIRST, then release the verified records before it.
+//      An ISOLATED slot (Layout below) opens whole: there, "the pages covering [begin, end)" is
+//      the entire slot, so everything in it must be verified plaintext or not secret.
 //   3. A trailing partial record (its ciphertext is on a page that release() just made readable)
 //      must not be decrypted in this slot: ingest_from() refuses writable space on released pages.
 //      Move its ciphertext to a fresh slot (or to the next page boundary, writable_begin()) and
@@ -60,7 +62,7 @@
 // high-water mark of slots in use. Acquire is LIFO, which keeps that mark low.
 //
 // THREADS: a pool belongs to one worker thread. No locks; GatedBuffer/VerifiedBytes and their
-// copies must be created, copied and destroyed on that thread only.
+// shares must be created, shared and destroyed on that thread only.
 //
 // COST, measured with tests/bench/gated_pool_bench.cpp (64 KiB slots, 4 KiB pages, 2-vCPU
 // Firecracker VM, kernel 6.18, g++ 12 RelWithDebInfo; medians of 5x20000, range over 4 runs on a
@@ -122,15 +124,16 @@ private:
 
 class GatedPool;
 
-// A read-only handle to verified plaintext in the release view. Copying shares the slot (refcount);
+// A read-only handle to verified plaintext in the release view. Move-only: a second handle to the
+// same bytes is made on purpose, with share() or slice(), each holding a reference on the slot;
 // the slot is recycled when the GatedBuffer and every VerifiedBytes from it are gone. Never gives a
 // writable pointer, and the kernel agrees: the pages are PROT_READ in the release view.
 class VerifiedBytes {
 public:
     VerifiedBytes() = default;
     ~VerifiedBytes() { reset(); }
-    VerifiedBytes(const VerifiedBytes& o);
-    VerifiedBytes& operator=(const VerifiedBytes& o);
+    VerifiedBytes(const VerifiedBytes&) = delete;
+    VerifiedBytes& operator=(const VerifiedBytes&) = delete;
     VerifiedBytes(VerifiedBytes&& o) noexcept;
     VerifiedBytes& operator=(VerifiedBytes&& o) noexcept;
 
@@ -142,6 +145,8 @@ public:
     // A sub-range sharing the same slot (for rewrite plans that point into verified bytes).
     // Clamped to this range; an out-of-range offset gives an empty handle.
     VerifiedBytes slice(size_t offset, size_t len) const;
+    // Another handle to the same bytes (one more reference on the slot).
+    VerifiedBytes share() const { return slice(0, size_); }
 
     // [offset, offset+len) as an iovec for sendmsg. iovec's pointer is not const, but the kernel
     // only reads it, and the page is PROT_READ anyway: this is the one place that casts.
@@ -192,8 +197,13 @@ public:
     Result<std::span<uint8_t>> receive_into(size_t offset);
     void received(size_t offset, size_t n);
 
-    // First offset that is still writable: the page boundary after the last released byte.
+    // First offset that is still writable: the page boundary after the last released byte (the
+    // end of the slot once an isolated slot was released).
     size_t writable_begin() const;
+
+    // What writable_begin() will be after release(_, end): where a trailing partial record has to
+    // move before that release (contract 3).
+    size_t writable_after_release(size_t end) const;
 
     // Read the contract at the top of this file first. Makes the pages covering [begin, end)
     // PROT_READ in the release view (at most one mprotect) and returns a handle to exactly
@@ -220,8 +230,19 @@ private:
 
 class GatedPool {
 public:
+    // How slots sit in the release view.
+    //   packed    one VMA for the pool; release() opens only the pages a range touches, so a slot
+    //             can go on receiving on the pages after it. Every partial release splits the VMA
+    //             and every re-gate merges it back: two VMA edits per release on top of mprotect.
+    //   isolated  every slot its own VMA (an unmapped guard page between neighbours keeps the
+    //             kernel from merging them); release() opens the WHOLE slot at once, so the caller
+    //             must be done writing into it (writable_begin() becomes size()). No VMA is ever
+    //             split or merged: for small reads (a request, a response) that halves the gate's
+    //             cost. Costs two VMAs per slot for the pool's lifetime (vm.max_map_count).
+    enum class Layout { packed, isolated };
+
     // slot_size is rounded up to the page size. Not movable: buffers and handles point at it.
-    static Result<std::unique_ptr<GatedPool>> create(size_t slot_size, size_t slots);
+    static Result<std::unique_ptr<GatedPool>> create(size_t slot_size, size_t slots, Layout layout = Layout::packed);
     ~GatedPool();
     GatedPool(const GatedPool&) = delete;
     GatedPool& operator=(const GatedPool&) = delete;
@@ -230,6 +251,7 @@ public:
     Result<GatedBuffer> acquire();
 
     size_t slot_size() const { return slot_size_; }
+    Layout layout() const { return layout_; }
     size_t slots() const { return slots_.size(); }
     size_t slots_in_use() const { return in_use_; }
     size_t quarantined() const { return quarantined_; }
@@ -250,17 +272,21 @@ private:
         size_t receiving_end = 0;   // end of the receive_into() span awaiting received()
     };
 
-    GatedPool(UniqueFd fd, Mapping ingest, Mapping release, size_t slot_size, size_t slots, size_t page);
+    GatedPool(UniqueFd fd, Mapping ingest, Mapping release, Layout layout, size_t slot_size, size_t stride,
+              size_t slots, size_t page);
 
     uint8_t* ingest_at(uint32_t slot, size_t offset) const {
         return ingest_.data() + static_cast<size_t>(slot) * slot_size_ + offset;
     }
     const uint8_t* release_at(uint32_t slot, size_t offset) const {
-        return release_.data() + static_cast<size_t>(slot) * slot_size_ + offset;
+        return release_.data() + static_cast<size_t>(slot) * release_stride_ + offset;
     }
     size_t page_floor(size_t n) const { return n & ~(page_ - 1); }
     size_t page_ceil(size_t n) const { return (n + page_ - 1) & ~(page_ - 1); }
-    size_t writable_begin(uint32_t slot) const { return page_ceil(slots_[slot].released_end); }
+    size_t writable_begin(uint32_t slot) const {
+        const size_t end = slots_[slot].released_end;
+        return layout_ == Layout::isolated && end != 0 ? slot_size_ : page_ceil(end);
+    }
     Result<std::span<uint8_t>> writable(uint32_t slot, size_t offset, size_t len);
 
     int protect(uint32_t slot, size_t begin, size_t end, int prot);
@@ -270,14 +296,24 @@ private:
 
     UniqueFd fd_;
     Mapping ingest_;   // unmapped before fd_ closes (members die in reverse order); either is fine
-    Mapping release_;
+    Mapping release_;  // packed: the slots back to back; isolated: slots with a guard page after each
+    Layout layout_;
     size_t slot_size_;
+    size_t release_stride_;  // distance between two slots in the release view
     size_t page_;
     std::vector<Slot> slots_;
     std::vector<uint32_t> free_;  // LIFO: the most recently scrubbed slot is warm in cache and TLB
     size_t in_use_ = 0;
     size_t quarantined_ = 0;
     uint64_t mprotect_calls_ = 0;
+};
+
+// A worker's two pools: `bulk` (packed, big slots) for streams, `burst` (isolated slots of one
+// record) for the first read after a connection was idle, where a request or a response usually
+// fits whole and the cheaper whole-slot gate matters more than room to go on receiving.
+struct GatedPools {
+    GatedPool& bulk;
+    GatedPool& burst;
 };
 
 }  // namespace ztp::io

@@ -23,6 +23,11 @@ std::span<const uint8_t> SharedBytes::bytes() const {
     return {o.data.get(), o.size};
 }
 
+SharedBytes::Source SharedBytes::shared_source() const {
+    if (const auto* v = std::get_if<io::VerifiedBytes>(&src_)) return v->share();
+    return std::get<Owned>(src_);
+}
+
 SharedBytes SharedBytes::slice(size_t offset, size_t len) const {
     SharedBytes out;
     if (const auto* v = std::get_if<io::VerifiedBytes>(&src_)) {

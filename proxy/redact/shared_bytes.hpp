@@ -23,6 +23,14 @@ namespace ztp::redact {
 class SharedBytes {
 public:
     SharedBytes() = default;
+    // Copies share the source (a shared_ptr copy, or VerifiedBytes::share()): never the bytes.
+    SharedBytes(const SharedBytes& o) : src_(o.shared_source()) {}
+    SharedBytes& operator=(const SharedBytes& o) {
+        if (this != &o) src_ = o.shared_source();
+        return *this;
+    }
+    SharedBytes(SharedBytes&&) noexcept = default;
+    SharedBytes& operator=(SharedBytes&&) noexcept = default;
     // Verified plaintext from the userspace record path.
     explicit SharedBytes(io::VerifiedBytes v) : src_(std::move(v)) {}
     // A buffer of the kernel or OpenSSL path: `data` stays valid while `owner` lives. The caller
@@ -47,7 +55,9 @@ private:
         std::shared_ptr<const uint8_t> data;  // aliasing pointer: owner's refcount, chunk's address
         size_t size;  // no initializer: the variant value-initializes it (nested NSDMI quirk)
     };
-    std::variant<Owned, io::VerifiedBytes> src_;
+    using Source = std::variant<Owned, io::VerifiedBytes>;
+    Source shared_source() const;
+    Source src_;
 };
 
 }  // namespace ztp::redact

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ztproxy side by side with nginx (stream + ssl) and HAProxy (mode tcp), one worker each.
 
-    tests/bench/run_bench.py [--quick] [--full] [--only bulk,handshake,keepalive,idle] [...]
+    tests/bench/run_bench.py [--quick] [--full] [--only bulk,handshake,keepalive,idle,ktls] [...]
 
 Expects build/ztproxy, build/tests/bench/bench_backend and build/tests/bench/bench_client
 (`cmake --build build --target ztproxy bench_backend bench_client`; `make bench` does that first).
@@ -199,6 +199,19 @@ def system_busy_pct(window: float = 0.5) -> float:
     return 100.0 * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+def peak_rss_kib(pid: int) -> int:
+    """Sum of the tree's processes' peak resident set (VmHWM): each run starts a fresh proxy, so
+    this is the run's peak (start-up included)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), 0)
+        except OSError:
+            continue
+    return total
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(PSS, RSS) in KiB of the process tree."""
     pss = rss = 0
@@ -317,6 +330,8 @@ class Bench:
         self.nofile = hard if hard != resource.RLIM_INFINITY else 1 << 20
         self.max_conns = max(1000, (self.nofile - 200) // 2)
         self.anomalies: list[str] = []
+        self.ktls_lines: list[str] = []
+        self.last_peak_kib = 0  # peak RSS of the proxy tree in the last measure()
         self.foreign: list[float] = []
         self.noisy_waits = 0
         self.run_counter = 0
@@ -428,6 +443,7 @@ backend be
         lc = LoadCore(self.args.load_cpu, self.args.proxy_cpu if self.pin else -1, proxy_pid)
         r = run()
         cpu = cpu_seconds(proxy_pid) - c0
+        self.last_peak_kib = peak_rss_kib(proxy_pid)
         load, foreign = lc.busy_pct(), lc.foreign_pct()
         self.note_foreign(foreign)
         return r, cpu, load, foreign
@@ -527,6 +543,8 @@ class Results:
         """Per row: relative performance (higher is better), best peer = 1."""
         rows = []
         for wl, metric, better in self.rows:
+            if metric == "proxy peak RSS MiB":  # in the table only: the chart is about cost per unit
+                continue
             key = (wl, metric)
             best = self.best_peer(key, better)
             if not best:
@@ -594,6 +612,7 @@ def run_bulk(b: Bench, res: Results, proxies: list[str]) -> None:
                     gb = r["bytes"] / 1e9
                     res.add(wl, "Gbit/s", "higher", kind, r["gbps"], noisy=foreign > NOISY_PCT)
                     res.add(wl, "proxy CPU-s/GB", "lower", kind, cpu / gb, noisy=foreign > NOISY_PCT)
+                    res.add(wl, "proxy peak RSS MiB", "lower", kind, b.last_peak_kib / 1024)
                     res.details.append(f"{wl} rep{rep} {kind}: {r['gbps']:.2f} Gbit/s, {r['seconds']:.2f} s, proxy CPU "
                                        f"{cpu:.2f} s ({100 * cpu / r['seconds']:.0f}% of one core), load CPU {load:.0f}% busy, foreign load on proxy CPU {foreign:.0f}%, "
                                        f"{r.get('version')} {r.get('cipher')}")
@@ -629,6 +648,7 @@ def run_handshakes(b: Bench, res: Results, proxies: list[str]) -> None:
                         continue
                     res.add(wl, "handshakes/s", "higher", kind, r["per_second"], noisy=foreign > NOISY_PCT)
                     res.add(wl, "proxy CPU-µs/handshake", "lower", kind, cpu / n * 1e6, noisy=foreign > NOISY_PCT)
+                    res.add(wl, "proxy peak RSS MiB", "lower", kind, b.last_peak_kib / 1024)
                     res.details.append(f"{wl} rep{rep} {kind}: {r['per_second']:.0f}/s ({n} in {r['seconds']:.2f} s, "
                                        f"{r.get('failed', 0)} failed), proxy CPU {cpu:.2f} s "
                                        f"({100 * cpu / r['seconds']:.0f}% of one core), load CPU {load:.0f}% busy, foreign load on proxy CPU {foreign:.0f}%, {r.get('version')} "
@@ -676,10 +696,46 @@ def run_keepalive(b: Bench, res: Results, proxies: list[str]) -> None:
                 continue
             res.add(wl, "requests/s", "higher", kind, w["rps"], noisy=foreign > NOISY_PCT)
             res.add(wl, "proxy CPU-µs/request", "lower", kind, cpu / w["requests"] * 1e6, noisy=foreign > NOISY_PCT)
+            res.add(wl, "proxy peak RSS MiB", "lower", kind, b.last_peak_kib / 1024)
             res.details.append(f"{wl} rep{rep} {kind}: {w['rps']:.0f} req/s, {w['requests']} requests, proxy CPU "
                                f"{cpu:.2f} s ({100 * cpu / a.ka_seconds:.0f}% of one core), load CPU {load:.0f}% busy, foreign load on proxy CPU {foreign:.0f}%"
                                + (f", socket errors: {w['socket_errors']}" if w["socket_errors"] else ""))
             print(f"  {res.details[-1]}", flush=True)
+
+
+def run_ktls(b: Bench, res: Results, proxies: list[str]) -> None:
+    """Functional, not timed: bytes through user space per GB on the kernel (kTLS + splice) route,
+    measured by tests/bench/ktls_splice_bytes.py inside a kernel that has kTLS (this host's, or the
+    project's kTLS VM)."""
+    out = b.tmp / "ktls.json"
+    nbytes = 64 * MIB if b.args.quick else 256 * MIB
+    cmd = [sys.executable, str(ROOT / "tests" / "bench" / "ktls_splice_bytes.py"), "--build-dir",
+           str(Path(b.args.build_dir).resolve()), "--out", str(out), "--bytes", str(nbytes)]
+    where = "this host's kernel"
+    if not Path("/proc/net/tls_stat").exists():
+        cmd = [str(ROOT / "tests" / "ktls" / "run-in-ktls-kernel.sh"), "python3", *cmd[1:]]
+        where = "the kTLS VM (tests/ktls/run-in-ktls-kernel.sh)"
+    rc, stdout, stderr = run_tool(cmd, limit_s=1200)
+    if not out.exists():
+        b.anomalies.append(f"kTLS splice route: no result (rc={rc}): {(stdout + stderr).strip()[-300:]}")
+        return
+    data = json.loads(out.read_text())
+    b.anomalies += [f"kTLS splice route: {e[:300]}" for e in data["errors"]]
+    b.ktls_lines = [
+        f"In {where}, Linux {data['kernel']}: one transfer of {nbytes / MIB:.0f} MiB per row through "
+        "`ztproxy run --ktls require --record-path kernel`; bytes from the proxy's access log, kernel "
+        "record crypto from /proc/net/tls_stat deltas.",
+        "",
+        "| TLS | direction | cipher | rx/tx path | bytes spliced | bytes through user space | per GB | "
+        "tls_stat TlsTxSw/TlsRxSw Δ |",
+        "|---|---|---|---|---|---|---|---|",
+        *[f"| {r['tls']} | {r['direction']} | {r['cipher']} | {r['rx_path']}/{r['tx_path']} | {r['spliced']:,} | "
+          f"{r['copied']:,} | {r['copied_per_gb']:.0f} | {r['tls_stat']['TlsTxSw']}/{r['tls_stat']['TlsRxSw']} |"
+          for r in data["runs"]],
+    ]
+    for r in data["runs"]:
+        print(f"  kTLS {r['tls']} {r['direction']}: {r['spliced']} spliced, {r['copied']} through user space",
+              flush=True)
 
 
 def run_idle(b: Bench, res: Results, proxies: list[str]) -> None:
@@ -704,6 +760,7 @@ def run_idle(b: Bench, res: Results, proxies: list[str]) -> None:
             r = json.loads(line) if line.strip() else {"ok": False, "error": "no output"}
             time.sleep(1.0)  # let the proxy finish backend connects and settle
             pss1, rss1 = memory_kib(px.pid)
+            peak = peak_rss_kib(px.pid)
             cl.stdin.close()
             cl.wait(timeout=30)
         finally:
@@ -718,6 +775,7 @@ def run_idle(b: Bench, res: Results, proxies: list[str]) -> None:
             res.add(wl, "proxy KiB/connection (PSS)", "lower", kind, None)
             continue
         res.add(wl, "proxy KiB/connection (PSS)", "lower", kind, (pss1 - pss0) / opened)
+        res.add(wl, "proxy peak RSS MiB", "lower", kind, peak / 1024)
         res.details.append(f"{wl} {kind}: {opened} open, PSS {pss0} -> {pss1} KiB, RSS {rss0} -> {rss1} KiB: "
                            f"{(pss1 - pss0) / opened:.1f} KiB/conn (PSS), {(rss1 - rss0) / opened:.1f} (RSS)")
         print(f"  {res.details[-1]}", flush=True)
@@ -813,8 +871,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run under a minute")
     ap.add_argument("--full", action="store_true", help="larger: 10,000 idle connections")
-    ap.add_argument("--only", default="bulk,handshake,keepalive,idle",
-                    help="comma-separated subset of bulk,handshake,keepalive,idle")
+    ap.add_argument("--only", default="bulk,handshake,keepalive,idle,ktls",
+                    help="comma-separated subset of bulk,handshake,keepalive,idle,ktls")
     ap.add_argument("--proxies", default=None, help="comma-separated subset (default: all available)")
     ap.add_argument("--build-dir", default=str(ROOT / "build"))
     ap.add_argument("--ztproxy", default=None, help="ztproxy binary (default: BUILD_DIR/ztproxy)")
@@ -860,7 +918,7 @@ def main() -> int:
         if getattr(a, k) is None:
             setattr(a, k, v)
     only = {w.strip() for w in a.only.split(",") if w.strip()}
-    unknown = only - {"bulk", "handshake", "keepalive", "idle"}
+    unknown = only - {"bulk", "handshake", "keepalive", "idle", "ktls"}
     if unknown:
         ap.error(f"unknown workload(s) {', '.join(sorted(unknown))}")
 
@@ -887,7 +945,8 @@ def main() -> int:
     try:
         for name, title, fn in (("bulk", "bulk transfers", run_bulk), ("handshake", "full handshakes", run_handshakes),
                                 ("keepalive", "keep-alive requests (wrk)", run_keepalive),
-                                ("idle", "idle connections", run_idle)):
+                                ("idle", "idle connections", run_idle),
+                                ("ktls", "kTLS splice route (functional, in a kTLS kernel)", run_ktls)):
             if name not in only:
                 continue
             print(f"{title} ...", flush=True)
@@ -938,6 +997,8 @@ def main() -> int:
         "/dev/null; nginx: stream module, `worker_processes 1`, defaults otherwise (proxy_buffer_size 16k); "
         "HAProxy: `mode tcp`, `nbthread 1`, defaults otherwise (tune.bufsize 16k)",
         "",
+        *(["## kTLS splice route: bytes through user space (functional, not timed)", "", *b.ktls_lines, ""]
+          if b.ktls_lines else []),
         "## Chart",
         "",
         f"![relative performance]({png.name})" if chart_err is None else f"(no chart: {chart_err})",

@@ -283,17 +283,22 @@ public:
         worker_ = std::move(w).value();
         worker_->start();
     }
-    ~TestProxy() {
-        if (worker_) {
+    ~TestProxy() { stop(); }
+    // Stops and joins the worker: after this, its state can be read from the test's thread.
+    void stop() {
+        if (worker_ && !stopped_) {
             worker_->request_stop(conn::Clock::now());
             worker_->join();
+            stopped_ = true;
         }
     }
     uint16_t port() const { return port_; }
+    conn::Worker& worker() { return *worker_; }
 
 private:
     uint16_t port_ = 0;
     std::unique_ptr<conn::Worker> worker_;
+    bool stopped_ = false;
 };
 
 class TempDir {

@@ -225,5 +225,37 @@ TEST_F(UserspacePathTest, LargeTransfersBothWaysAtOnce) {
     EXPECT_TRUE(got == payload) << "got " << got.size() << " bytes";
 }
 
+TEST_F(UserspacePathTest, RequestsAfterAnIdleWaitUseBurstSlotsAndStreamsUseBulkSlots) {
+    constexpr int kRequests = 20;
+    TestBackend backend(echo);
+    {
+        TestProxy proxy(certs_, backend.port(), use_userspace);
+        TlsClient client(proxy.port(), certs_.ca_cert.string());
+        ASSERT_TRUE(client.connected());
+        for (int i = 0; i < kRequests; ++i) {  // each waits for its echo: the proxy idles in between
+            std::string req(100, static_cast<char>('a' + i));
+            ASSERT_TRUE(client.write_all(req));
+            ASSERT_TRUE(client.read(req.size()) == req) << client.last_error();
+        }
+        proxy.stop();
+        io::GatedPools pools = proxy.worker().gated_pools();
+        // Each request: one call opening its burst slot whole, one re-gating it.
+        EXPECT_GE(pools.burst.mprotect_calls(), 2u * kRequests);
+        EXPECT_EQ(pools.bulk.mprotect_calls(), 0u);
+        EXPECT_EQ(pools.burst.slots_in_use() + pools.bulk.slots_in_use(), 0u);
+    }
+    {
+        TestProxy proxy(certs_, backend.port(), use_userspace);
+        TlsClient client(proxy.port(), certs_.ca_cert.string());
+        ASSERT_TRUE(client.connected());
+        std::string payload(4 << 20, 'x');
+        for (size_t i = 0; i < payload.size(); i += 4096) payload[i] = static_cast<char>(i >> 12);
+        EXPECT_TRUE(duplex_exchange(client, payload) == payload);
+        proxy.stop();
+        io::GatedPools pools = proxy.worker().gated_pools();
+        EXPECT_GT(pools.bulk.mprotect_calls(), 0u) << "a stream must go on in bulk slots";
+    }
+}
+
 }  // namespace
 }  // namespace ztp::testing

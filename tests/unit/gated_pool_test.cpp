@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <string>
+#include <type_traits>
 
 namespace ztp::io {
 namespace {
@@ -209,7 +212,9 @@ TEST(GatedPool, SlotIsRecycledOnlyWhenBufferAndEveryHandleAreGone) {
     ASSERT_TRUE(buf);
     std::memcpy(buf->ingest().data(), "hello world", 11);
     VerifiedBytes vb = std::move(buf->release(0, 11)).value();
-    VerifiedBytes copy = vb;
+    VerifiedBytes copy = vb.share();
+    static_assert(!std::is_copy_constructible_v<VerifiedBytes> && !std::is_copy_assignable_v<VerifiedBytes>,
+                  "a second handle is made on purpose, with share() or slice()");
     VerifiedBytes word = vb.slice(6, 100);
     EXPECT_EQ(std::string(word.bytes().begin(), word.bytes().end()), "world");
     EXPECT_TRUE(vb.slice(11, 1).empty());
@@ -349,6 +354,110 @@ TEST(GatedPool, RecycledSlotIsAllZeroAfterPartialWrites) {
     }
     EXPECT_TRUE(all_zero());
     EXPECT_EQ(pool->quarantined(), 0u);
+}
+
+// ---- isolated layout ----------------------------------------------------------------------------
+
+std::unique_ptr<GatedPool> make_isolated(size_t slots = 3, size_t slot_size = 5 * 4096) {
+    auto p = GatedPool::create(slot_size, slots, GatedPool::Layout::isolated);
+    EXPECT_TRUE(p) << (p ? "" : p.error().message());
+    return p ? std::move(p).value() : nullptr;
+}
+
+// How many VMAs of this process start inside the pool's release view (/proc/self/maps).
+size_t release_view_vmas(const GatedPool& pool) {
+    std::ifstream maps("/proc/self/maps");
+    size_t n = 0;
+    for (std::string line; std::getline(maps, line);) {
+        uintptr_t start = std::stoull(line.substr(0, line.find('-')), nullptr, 16);
+        if (pool.in_release_view(reinterpret_cast<const void*>(start))) ++n;
+    }
+    return n;
+}
+
+TEST(GatedPool, PackedPartialReleaseSplitsTheViewAndRecycleMergesIt) {
+    // The control for the isolated test below: the VMA count does see splits.
+    auto pool = make_pool(2);
+    const size_t before = release_view_vmas(*pool);
+    EXPECT_EQ(before, 1u);
+    {
+        auto buf = pool->acquire();
+        ASSERT_TRUE(buf);
+        auto vb = buf->release(0, 100);
+        ASSERT_TRUE(vb);
+        EXPECT_EQ(release_view_vmas(*pool), 2u);  // [page 0 readable][rest PROT_NONE]
+    }
+    EXPECT_EQ(release_view_vmas(*pool), before);
+}
+
+TEST(GatedPool, IsolatedSlotOpensWholeInOneCallAndNeverSplitsAVma) {
+    auto pool = make_isolated(3);
+    ASSERT_TRUE(pool);
+    EXPECT_EQ(pool->layout(), GatedPool::Layout::isolated);
+    // One VMA per slot plus the guard page after each: 6 VMAs start in the view.
+    const size_t vmas = release_view_vmas(*pool);
+    EXPECT_EQ(vmas, 6u);
+    {
+        auto buf = pool->acquire();
+        ASSERT_TRUE(buf);
+        EXPECT_EQ(buf->writable_after_release(100), buf->size());
+        auto rx = buf->receive_into(0);
+        ASSERT_TRUE(rx);
+        std::memset(rx->data(), 0x5a, 300);
+        buf->received(0, 300);
+        auto vb = buf->release(10, 100);
+        ASSERT_TRUE(vb);
+        EXPECT_EQ(pool->mprotect_calls(), 1u);
+        EXPECT_EQ(release_view_vmas(*pool), vmas);  // flags changed in place: no split
+        EXPECT_EQ(vb->bytes()[0], 0x5a);
+        // The whole slot is open, so nothing of it is writable any more.
+        EXPECT_EQ(buf->writable_begin(), buf->size());
+        EXPECT_EQ(buf->ingest_from(200).error().code, EPERM);
+        EXPECT_EQ(buf->scrub(200, 300).error().code, EPERM);
+        // A later range of the same slot needs no second call.
+        auto more = buf->release(100, 300);
+        ASSERT_TRUE(more);
+        EXPECT_EQ(pool->mprotect_calls(), 1u);
+        EXPECT_EQ(more->bytes()[199], 0x5a);
+    }
+    EXPECT_EQ(pool->mprotect_calls(), 2u);  // the re-gate: one call over the one VMA
+    EXPECT_EQ(release_view_vmas(*pool), vmas);
+    EXPECT_EQ(pool->slots_in_use(), 0u);
+    // Recycled and scrubbed: the next owner of the slot sees zeros.
+    auto again = pool->acquire();
+    ASSERT_TRUE(again);
+    auto in = again->ingest();
+    EXPECT_TRUE(std::all_of(in.begin(), in.end(), [](uint8_t b) { return b == 0; }));
+}
+
+TEST_F(GatedPoolDeathTest, IsolatedNeighbourAndGuardPageStayGated) {
+    auto pool = make_isolated(2, page());
+    auto first = pool->acquire();
+    auto second = pool->acquire();
+    ASSERT_TRUE(first && second);
+    second->ingest()[0] = 7;  // received, never verified
+    auto vb = first->release(0, 1);
+    ASSERT_TRUE(vb);
+    EXPECT_EQ(touch_read(vb->data() + page() - 1), 0);  // the whole (one-page) slot is open
+    EXPECT_SEGV(touch_read(vb->data() + page()));        // the guard page
+    EXPECT_SEGV(touch_read(vb->data() + 2 * page()));    // the other slot, unverified
+}
+
+TEST_F(GatedPoolDeathTest, IsolatedSlotIsGatedAgainAfterRecycle) {
+    auto pool = make_isolated(1, page());
+    const uint8_t* old = nullptr;
+    {
+        auto buf = pool->acquire();
+        ASSERT_TRUE(buf);
+        auto vb = buf->release(0, 64);
+        ASSERT_TRUE(vb);
+        old = vb->data();
+        EXPECT_EQ(touch_read(old), 0);
+    }
+    auto again = pool->acquire();
+    ASSERT_TRUE(again);
+    again->ingest()[0] = 9;
+    EXPECT_SEGV(touch_read(old));
 }
 
 }  // namespace
