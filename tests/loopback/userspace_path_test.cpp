@@ -1,5 +1,6 @@
 // The gated userspace record path on real sockets: tampered records never reach the backend,
-// the client is told (bad_record_mac), KeyUpdate works both ways mid-stream, floods are refused.
+// the client is told (bad_record_mac), even while a download to it is in flight; KeyUpdate works
+// both ways mid-stream, floods are refused.
 #include <poll.h>
 
 #include <future>
@@ -154,6 +155,110 @@ INSTANTIATE_TEST_SUITE_P(All, TamperTest,
                                            TamperCase{TLS1_2_VERSION, Flip::ciphertext},
                                            TamperCase{TLS1_2_VERSION, Flip::tag},
                                            TamperCase{TLS1_2_VERSION, Flip::header_length}));
+
+struct Suite {
+    int version;
+    const char* cipher;  // OpenSSL's name
+};
+const Suite kSuites[] = {{TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256"},
+                         {TLS1_3_VERSION, "TLS_AES_256_GCM_SHA384"},
+                         {TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256"},
+                         {TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256"},
+                         {TLS1_2_VERSION, "ECDHE-ECDSA-AES256-GCM-SHA384"},
+                         {TLS1_2_VERSION, "ECDHE-ECDSA-CHACHA20-POLY1305"}};
+
+void PrintTo(const Suite& s, std::ostream* os) { *os << s.cipher; }
+
+std::string suite_name(const Suite& s) {
+    std::string n = std::string(s.version == TLS1_3_VERSION ? "Tls13_" : "Tls12_") + s.cipher;
+    for (char& c : n)
+        if (c == '-') c = '_';
+    return n;
+}
+
+// TLS 1.3: the client's first outer-type-23 record is its Finished; TLS 1.2: the first data.
+int second_data_record(int version) { return version == TLS1_3_VERSION ? 3 : 2; }
+
+template <typename Param>
+class WithCerts : public ::testing::TestWithParam<Param> {
+protected:
+    void SetUp() override {
+        auto c = app::generate_demo_certs(dir_.path());
+        ASSERT_TRUE(c);
+        certs_ = *c;
+    }
+    TempDir dir_;
+    app::DemoCerts certs_;
+};
+
+// The download's bytes, by stream offset: what the client got must be a prefix of it.
+char download_byte(uint64_t i) { return static_cast<char>((i * 2654435761u) >> 13); }
+
+// A backend that streams a download as fast as it is taken, while recording what it receives.
+struct Downloader {
+    Recorder recorder;
+    std::atomic<uint64_t> sent{0};
+    void operator()(int fd) {
+        std::thread up([&] { recorder(fd); });
+        std::string chunk(65536, '\0');
+        for (uint64_t off = 0;; off += chunk.size()) {
+            for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = download_byte(off + i);
+            if (!send_all(fd, chunk.data(), chunk.size())) break;  // the proxy closed (or 20 s stuck)
+            sent += chunk.size();
+        }
+        up.join();
+    }
+};
+
+class AlertDuringDownloadTest : public WithCerts<Suite> {};
+
+// The bad_record_mac alert must not be lost when the tampered record arrives while records of a
+// download are still on their way to the client: it goes out after them, whole.
+TEST_P(AlertDuringDownloadTest, TheAlertFollowsTheRecordsInFlight) {
+    const Suite suite = GetParam();
+    Downloader downloader;
+    TestBackend backend(std::ref(downloader));
+    TestProxy proxy(certs_, backend.port(), use_userspace);
+    FlippingForwarder mitm(proxy.port(), second_data_record(suite.version), Flip::ciphertext);
+    const uint64_t bad_before = conn::stats().bad_records.load();
+
+    TlsClient client(mitm.port(), certs_.ca_cert.string(), "localhost", suite.version, suite.cipher);
+    ASSERT_TRUE(client.connected());
+    ASSERT_EQ(client.cipher(), suite.cipher);
+    ASSERT_TRUE(client.write_all("first record"));
+    ASSERT_TRUE(wait_for([&] { return downloader.recorder.snapshot() == "first record"; }));
+    // The client reads nothing yet: once the download stalls, every buffer on its way is full and
+    // the proxy is stuck in a send to the client (it reads the backend only between sends). A
+    // second without progress: a busy machine can pause a flowing download for a moment.
+    uint64_t last = 0;
+    int quiet = 0;
+    for (int i = 0; i < 800 && quiet < 40; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+        const uint64_t now = downloader.sent.load();
+        quiet = now == last && now > 0 ? quiet + 1 : 0;
+        last = now;
+    }
+    ASSERT_EQ(quiet, 40) << "the download never stalled";
+    ASSERT_TRUE(client.write_all("SECRET second record"));
+    ASSERT_TRUE(wait_for([&] { return conn::stats().bad_records.load() == bad_before + 1; }))
+        << "the proxy must see the tampered record while its send is stuck";
+
+    bool clean = true;
+    const std::string got = client.read_to_end(&clean);
+    EXPECT_FALSE(clean);
+    EXPECT_EQ(client.last_error(), "sslv3 alert bad record mac") << "after " << got.size() << " bytes";
+    EXPECT_GT(got.size(), 0u);
+    size_t mismatch = 0;
+    while (mismatch < got.size() && got[mismatch] == download_byte(mismatch)) ++mismatch;
+    EXPECT_EQ(mismatch, got.size()) << "the client must get the download's records intact before the alert";
+    auto f = downloader.recorder.ended.get_future();
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+    EXPECT_EQ(downloader.recorder.snapshot(), "first record") << "no byte of the tampered record may reach the backend";
+    EXPECT_EQ(conn::stats().bad_records.load(), bad_before + 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, AlertDuringDownloadTest, ::testing::ValuesIn(kSuites),
+                         [](const ::testing::TestParamInfo<Suite>& i) { return suite_name(i.param); });
 
 class UserspacePathTest : public ::testing::Test {
 protected:
