@@ -24,12 +24,13 @@ inline size_t record_path_index(std::string_view name) {
 // Why connections end (the access log's close=), for per-reason counters: index with
 // close_reason_index(); anything not listed counts as "other".
 inline constexpr const char* kCloseReasons[] = {
-    "client_close",    "backend_close",          "backend_connect_failed", "backend_reset",
-    "handshake_failed", "handshake_timeout",     "client_cert_rejected",   "idle_timeout",
-    "client_reset",    "client_error",           "client_alert",           "bad_record",
-    "record_overflow", "key_update_unsupported", "key_update_flood",       "renegotiation_refused",
-    "ktls_unavailable", "record_path_unavailable", "proxy_header_failed",  "no_route",
-    "overloaded",      "shutdown",               "internal_error",         "other"};
+    "client_close",          "backend_close",          "backend_connect_failed", "backend_reset",
+    "handshake_failed",      "handshake_timeout",      "client_cert_rejected",   "idle_timeout",
+    "client_reset",          "client_error",           "client_alert",           "bad_record",
+    "malformed_record",      "record_overflow",        "key_update_unsupported", "key_update_flood",
+    "renegotiation_refused", "ktls_unavailable",       "record_path_unavailable", "proxy_header_failed",
+    "no_route",              "overloaded",             "shutdown",               "internal_error",
+    "other"};
 inline constexpr size_t kCloseReasonCount = sizeof(kCloseReasons) / sizeof(kCloseReasons[0]);
 inline size_t close_reason_index(std::string_view reason) {
     for (size_t i = 0; i + 1 < kCloseReasonCount; ++i)
@@ -64,6 +65,9 @@ struct Stats {
     std::atomic<uint64_t> spliced_bytes{0};  // plaintext moved by splice, never in user space
     std::atomic<uint64_t> copied_bytes{0};   // plaintext that passed through a user-space buffer
     std::atomic<uint64_t> bad_records{0};    // records that failed authentication (never forwarded)
+    // Records refused at their header (content type, version, length over the limit): never
+    // decrypted, never forwarded.
+    std::atomic<uint64_t> malformed_records{0};
     std::atomic<uint64_t> key_updates{0};    // client KeyUpdates followed (userspace path)
     std::atomic<uint64_t> reloads_ok{0};
     std::atomic<uint64_t> reloads_failed{0};

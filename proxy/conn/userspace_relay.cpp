@@ -179,8 +179,9 @@ void UserspaceRelay::process_records() {
     size_t off = base;
     while (!up_eof_ && fill_ - off >= crypto::kRecordHeaderSize) {
         auto rest = region->subspan(off - base, fill_ - off);
-        auto need = reader_.record_size(rest);
-        if (!need) return fail("client_error", "malformed record: " + need.error().message());
+        uint8_t alert = 0;
+        auto need = reader_.record_size(rest, &alert);
+        if (!need) return refused_header(alert, need.error());
         if (*need > rest.size()) break;
         auto record = rest.first(*need);
         auto opened = reader_.open_in_place(record);
@@ -528,6 +529,15 @@ void UserspaceRelay::bad_record(const std::string& detail) {
     // Nothing of the record was released (what was decrypted of it is scrubbed). Tell the client why.
     bump(stats().bad_records);
     fail_with_alert(kAlertBadRecordMac, "bad_record", detail);
+}
+
+void UserspaceRelay::refused_header(uint8_t alert, const Error& e) {
+    if (alert == kAlertBadRecordMac) return bad_record("malformed record: " + e.message());
+    if (alert == 0) return fail("client_error", "malformed record: " + e.message());  // reader poisoned
+    // Framing is lost: nothing of the record was decrypted, and nothing after it can be located.
+    bump(stats().malformed_records);
+    fail_with_alert(alert, e.code == EMSGSIZE ? "record_overflow" : "malformed_record",
+                    "malformed record: " + e.message());
 }
 
 void UserspaceRelay::fail_with_alert(uint8_t description, const char* reason, const std::string& detail) {
