@@ -30,7 +30,23 @@ IoResult OpenSslRecordPath::classify(int rc, const char* op) {
                 ERR_clear_error();
                 return {IoStatus::eof_unclean};
             }
-            return {IoStatus::error, 0, std::string(op) + ": " + take_openssl_error()};
+            // Refused client records (OpenSSL has sent its alert): counted and named as on our
+            // own record path. The record layer's reason is the last error raised (a failed AEAD
+            // may queue the provider's error before it).
+            const unsigned long last = ERR_peek_last_error();
+            switch (ERR_GET_LIB(last) == ERR_LIB_SSL ? ERR_GET_REASON(last) : 0) {
+                case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
+                    return {IoStatus::bad_record, 0, std::string(op) + ": " + take_openssl_error()};
+                case SSL_R_WRONG_VERSION_NUMBER:
+                case SSL_R_BAD_RECORD_TYPE:
+                    return {IoStatus::malformed_record, 0, std::string(op) + ": " + take_openssl_error(), 0,
+                            "malformed_record"};
+                case SSL_R_PACKET_LENGTH_TOO_LONG:
+                case SSL_R_ENCRYPTED_LENGTH_TOO_LONG:
+                    return {IoStatus::malformed_record, 0, std::string(op) + ": " + take_openssl_error(), 0,
+                            "record_overflow"};
+                default: return {IoStatus::error, 0, std::string(op) + ": " + take_openssl_error()};
+            }
         }
         default: return {IoStatus::error, 0, std::string(op) + ": " + take_openssl_error()};
     }

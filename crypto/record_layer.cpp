@@ -48,40 +48,52 @@ Result<RecordReader> RecordReader::create(DirectionKeys keys, SecretBytes tls13_
     return RecordReader(std::move(*a));
 }
 
-Result<size_t> RecordReader::check_header(std::span<const uint8_t> in) const {
+Result<size_t> RecordReader::check_header(std::span<const uint8_t> in, uint8_t* alert) const {
     if (in.size() < kRecordHeaderSize) return kRecordHeaderSize;
+    auto refuse = [alert](uint8_t owed, int code, const char* what) -> Result<size_t> {
+        if (alert) *alert = owed;
+        return make_error(code, what);
+    };
     const uint8_t type = in[0];
+    // RFC 8446 §5 / RFC 5246 §6: an unexpected record type is unexpected_message.
     if (aead_.tls13()) {
         // Every protected TLS 1.3 record is outwardly application_data; the unprotected
         // change_cipher_spec of middlebox compatibility is only allowed before the peer's Finished,
         // which is behind us (RFC 8446 §5).
         if (type != static_cast<uint8_t>(ContentType::application_data))
-            return make_error(EPROTO, "record layer: outer content type is not application_data");
+            return refuse(kAlertUnexpectedMessage, EPROTO, "record layer: outer content type is not application_data");
     } else if (!known_type(type)) {
-        return make_error(EPROTO, "record layer: unexpected content type");
+        // OpenSSL tries the tag first here (the type is in TLS 1.2's AAD) and answers
+        // bad_record_mac; we refuse at the header, as for TLS 1.3.
+        return refuse(kAlertUnexpectedMessage, EPROTO, "record layer: unexpected content type");
     }
     // RFC 8446 §5.1 / RFC 5246 §6.2.1: 0x0303 for every TLS 1.2 and 1.3 record after the hello.
-    if (in[1] != 3 || in[2] != 3) return make_error(EPROTO, "record layer: record version is not 0x0303");
+    // A field out of its range is decode_error (RFC 8446 §6.2). OpenSSL 3.0 mostly answers
+    // protocol_version, which is about version negotiation, long over by now.
+    if (in[1] != 3 || in[2] != 3)
+        return refuse(kAlertDecodeError, EPROTO, "record layer: record version is not 0x0303");
     const size_t len = static_cast<size_t>(in[3]) << 8 | in[4];
     // RFC 8446 §5.2 allows 2^14+256 and RFC 5246 §6.2.3 2^14+2048 of ciphertext for any cipher; our
     // AEADs expand by a fixed amount, so a plaintext over 2^14 (RFC 8446 §5.4: TLSInnerPlaintext over
     // 2^14+1) is exactly a length over this. Rejecting at the header bounds every buffer to
     // kRecordMaxSize and never decrypts an oversized record.
     if (len > kRecordMaxPlaintext + min_length(aead_))
-        return make_error(EMSGSIZE, "record layer: record length over the limit");
-    // Shorter than the AEAD overhead: no tag (and no inner type) to check, so no valid record.
-    if (len < min_length(aead_)) return make_error(EPROTO, "record layer: record too short for the AEAD");
+        return refuse(kAlertRecordOverflow, EMSGSIZE, "record layer: record length over the limit");
+    // Shorter than the AEAD overhead: no tag (and no inner type) to check, so no valid record. Its
+    // decryption cannot succeed: bad_record_mac (RFC 8446 §5.2), as OpenSSL and kTLS (EBADMSG) say.
+    if (len < min_length(aead_))
+        return refuse(kAlertBadRecordMac, EPROTO, "record layer: record too short for the AEAD");
     return kRecordHeaderSize + len;
 }
 
-Result<size_t> RecordReader::record_size(std::span<const uint8_t> in) const {
+Result<size_t> RecordReader::record_size(std::span<const uint8_t> in, uint8_t* alert) const {
     if (!aead_.usable()) return make_error(ENOTRECOVERABLE, "record layer: reader poisoned");
-    return check_header(in);
+    return check_header(in, alert);
 }
 
 Result<OpenedRecord> RecordReader::open_in_place(std::span<uint8_t> in) {
     if (!aead_.usable()) return make_error(ENOTRECOVERABLE, "record layer: reader poisoned");
-    auto size = check_header(in);
+    auto size = check_header(in, nullptr);
     if (!size) {
         // Framing is lost: no later byte of the stream can be located, let alone trusted. Nothing was
         // decrypted, so nothing is scrubbed: the span is left exactly as it was.

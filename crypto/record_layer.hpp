@@ -19,8 +19,8 @@
 //   EPROTO           malformed header or content: wrong outer type or legacy version, length below
 //                    the AEAD minimum, forbidden inner type, all-zero TLS 1.3 plaintext, empty
 //                    handshake/alert record, alert not exactly 2 bytes, more than
-//                    kMaxEmptyRecordsInARow empty records in a row.  (alert: unexpected_message /
-//                    decode_error). Header errors leave the span untouched (nothing was decrypted);
+//                    kMaxEmptyRecordsInARow empty records in a row. Header errors leave the span
+//                    untouched (nothing was decrypted; record_size() says which alert is owed);
 //                    content errors (found after the tag verified) scrub the record like EBADMSG.
 //   EMSGSIZE         length over the limit; span untouched               (alert: record_overflow)
 //   EBADMSG          authentication failed; the record span is scrubbed  (alert: bad_record_mac)
@@ -132,8 +132,10 @@ public:
     static Result<RecordReader> create(DirectionKeys keys, SecretBytes tls13_traffic_secret);
 
     // Parses the header at in[0..5). Returns the size of the complete record (>= 5; just 5 while
-    // fewer than 5 bytes are there), or EPROTO / EMSGSIZE for a header no valid record can have.
-    Result<size_t> record_size(std::span<const uint8_t> in) const;
+    // fewer than 5 bytes are there), or EPROTO / EMSGSIZE for a header no valid record can have;
+    // then `*alert` (if given) is the fatal alert the peer is owed for it: unexpected_message,
+    // decode_error, record_overflow or bad_record_mac (see check_header).
+    Result<size_t> record_size(std::span<const uint8_t> in, uint8_t* alert = nullptr) const;
 
     // Decrypts and verifies the record at the start of `in` in place (see the contract at the top).
     // Bytes of `in` after the record are neither read nor written.
@@ -153,7 +155,7 @@ public:
 
 private:
     explicit RecordReader(detail::RecordAead a) : aead_(std::move(a)) {}
-    Result<size_t> check_header(std::span<const uint8_t> in) const;
+    Result<size_t> check_header(std::span<const uint8_t> in, uint8_t* alert) const;
     detail::RecordAead aead_;
 };
 
@@ -202,6 +204,10 @@ private:
 inline constexpr uint8_t kAlertWarning = 1;
 inline constexpr uint8_t kAlertFatal = 2;
 inline constexpr uint8_t kAlertCloseNotify = 0;
+inline constexpr uint8_t kAlertUnexpectedMessage = 10;
+inline constexpr uint8_t kAlertBadRecordMac = 20;
+inline constexpr uint8_t kAlertRecordOverflow = 22;
+inline constexpr uint8_t kAlertDecodeError = 50;
 
 struct Alert {
     uint8_t level;

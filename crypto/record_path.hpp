@@ -19,6 +19,7 @@ enum class IoStatus {
     eof_unclean, // peer closed TCP without close_notify (possible truncation; treated as end)
     peer_alert,  // peer sent a fatal alert (or a warning other than close_notify)
     bad_record,  // a record failed authentication: nothing of it was released
+    malformed_record,  // a record was refused at its header (type, version, length); close_reason says how
     error,       // fatal for the connection; `reason` says why
 };
 

@@ -181,6 +181,9 @@ std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmis
     f.push_back(counter("ztproxy_copied_bytes_total", "Plaintext bytes copied in user space", s.copied_bytes));
     f.push_back(counter("ztproxy_bad_records_total", "Client records that failed authentication (never forwarded)",
                         s.bad_records));
+    f.push_back(counter("ztproxy_malformed_records_total",
+                        "Client records refused at their header: content type, version, length (never forwarded)",
+                        s.malformed_records));
     f.push_back(counter("ztproxy_key_updates_total", "Client TLS 1.3 KeyUpdates followed", s.key_updates));
     f.push_back(counter("ztproxy_ktls_installs_total", "Sessions whose record crypto moved into the kernel",
                         s.ktls_installs));

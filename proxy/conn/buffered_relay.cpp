@@ -53,6 +53,7 @@ void BufferedRelay::on_completion(uint8_t tag, int res) {
 
 void BufferedRelay::fail(const crypto::IoResult& r) {
     failed_ = true;
+    count_refused_record(r);
     host_.relay_failed(client_close_reason(r), r.reason);
 }
 

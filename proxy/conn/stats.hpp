@@ -27,9 +27,10 @@ inline constexpr const char* kCloseReasons[] = {
     "client_close",            "backend_close",           "backend_connect_failed",  "backend_connect_timeout",
     "backend_reset",           "handshake_failed",        "handshake_timeout",       "client_cert_rejected",
     "idle_timeout",            "client_reset",            "client_error",            "client_alert",
-    "bad_record",              "record_overflow",         "key_update_unsupported",  "key_update_flood",
-    "renegotiation_refused",   "ktls_unavailable",        "record_path_unavailable", "proxy_header_failed",
-    "no_route",                "overloaded",              "shutdown",                "internal_error",
+    "bad_record",              "malformed_record",        "record_overflow",         "key_update_unsupported",
+    "key_update_flood",        "renegotiation_refused",   "ktls_unavailable",        "record_path_unavailable",
+    "proxy_header_failed",     "no_route",                "overloaded",              "shutdown",
+    "internal_error",
     "other"};
 inline constexpr size_t kCloseReasonCount = sizeof(kCloseReasons) / sizeof(kCloseReasons[0]);
 inline size_t close_reason_index(std::string_view reason) {
@@ -65,6 +66,9 @@ struct Stats {
     std::atomic<uint64_t> spliced_bytes{0};  // plaintext moved by splice, never in user space
     std::atomic<uint64_t> copied_bytes{0};   // plaintext that passed through a user-space buffer
     std::atomic<uint64_t> bad_records{0};    // records that failed authentication (never forwarded)
+    // Records refused at their header (content type, version, length over the limit): never
+    // decrypted, never forwarded.
+    std::atomic<uint64_t> malformed_records{0};
     std::atomic<uint64_t> key_updates{0};    // client KeyUpdates followed (userspace path)
     std::atomic<uint64_t> reloads_ok{0};
     std::atomic<uint64_t> reloads_failed{0};

@@ -18,7 +18,6 @@ namespace {
 constexpr size_t kMaxWireRecord = crypto::kRecordMaxSize;
 // Two verified batches waiting for the backend are enough: stop reading the client (back-pressure).
 constexpr size_t kMaxQueuedBatches = 2;
-constexpr uint8_t kAlertBadRecordMac = 20;
 
 }  // namespace
 
@@ -179,8 +178,9 @@ void UserspaceRelay::process_records() {
     size_t off = base;
     while (!up_eof_ && fill_ - off >= crypto::kRecordHeaderSize) {
         auto rest = region->subspan(off - base, fill_ - off);
-        auto need = reader_.record_size(rest);
-        if (!need) return fail("client_error", "malformed record: " + need.error().message());
+        uint8_t alert = 0;
+        auto need = reader_.record_size(rest, &alert);
+        if (!need) return refused_header(alert, need.error());
         if (*need > rest.size()) break;
         auto record = rest.first(*need);
         auto opened = reader_.open_in_place(record);
@@ -447,10 +447,12 @@ void UserspaceRelay::flush_down() {
 }
 
 void UserspaceRelay::on_client_send(int res) {
-    if (failed_ || res == -ECANCELED) return;
-    if (res < 0)
+    if ((failed_ && alert_ == AlertState::none) || res == -ECANCELED) return;
+    if (res < 0) {
+        if (alert_ != AlertState::none) return host_.relay_failed(alert_reason_, alert_detail_);
         return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
                     std::string("send to client: ") + std::strerror(-res));
+    }
     host_.activity();
     down_send_next_ = advance(down_send_iov_, down_send_next_, static_cast<size_t>(res));
     if (down_send_next_ < down_send_iov_.size()) {  // short send: the rest, in order
@@ -462,6 +464,8 @@ void UserspaceRelay::on_client_send(int res) {
     }
     client_send_inflight_ = false;
     down_buf_busy_ = false;
+    if (alert_ == AlertState::owed) return send_fatal_alert();
+    if (alert_ == AlertState::sending) return host_.relay_failed(alert_reason_, alert_detail_);
     if (close_notify_sealed_ && !down_done_) {
         down_done_ = true;
         return maybe_finished();
@@ -517,7 +521,8 @@ size_t UserspaceRelay::advance(std::vector<iovec>& iov, size_t first, size_t sen
 // ---------------------------------------------------------------------------- endings
 
 void UserspaceRelay::send_alert_now(uint8_t level, uint8_t description) {
-    // Only between records: with a send in flight, bytes of ours could interleave with it.
+    // Best effort, for a connection that ends now (say_goodbye). Only between records: with a send
+    // in flight, bytes of ours could interleave with it.
     if (client_send_inflight_ || close_notify_sealed_) return;
     std::array<uint8_t, 64> buf{};
     auto n = writer_.seal_alert(buf, level, description);
@@ -526,10 +531,48 @@ void UserspaceRelay::send_alert_now(uint8_t level, uint8_t description) {
 }
 
 void UserspaceRelay::bad_record(const std::string& detail) {
-    // The record layer scrubbed the record; nothing of it was released. Tell the client why.
+    // Nothing of the record was released (what was decrypted of it is scrubbed). Tell the client why.
     bump(stats().bad_records);
-    send_alert_now(crypto::kAlertFatal, kAlertBadRecordMac);
-    fail("bad_record", detail);
+    fail_with_alert(crypto::kAlertBadRecordMac, "bad_record", detail);
+}
+
+void UserspaceRelay::refused_header(uint8_t alert, const Error& e) {
+    if (alert == crypto::kAlertBadRecordMac) return bad_record("malformed record: " + e.message());
+    if (alert == 0) return fail("client_error", "malformed record: " + e.message());  // reader poisoned
+    // Framing is lost: nothing of the record was decrypted, and nothing after it can be located.
+    bump(stats().malformed_records);
+    fail_with_alert(alert, e.code == EMSGSIZE ? "record_overflow" : "malformed_record",
+                    "malformed record: " + e.message());
+}
+
+void UserspaceRelay::fail_with_alert(uint8_t description, const char* reason, const std::string& detail) {
+    if (failed_) return;
+    failed_ = true;  // nothing more is read, sealed or forwarded
+    // Nothing may follow our close_notify (RFC 8446 §6.1).
+    if (close_notify_sealed_) return host_.relay_failed(reason, detail);
+    auto n = writer_.seal_alert(alert_record_, crypto::kAlertFatal, description);
+    if (!n) return host_.relay_failed(reason, detail);
+    alert_len_ = *n;
+    alert_reason_ = reason;
+    alert_detail_ = detail;
+    alert_ = AlertState::owed;
+    // Records sealed before the alert may still be on their way: they must reach the client whole
+    // and first, or it could not decrypt the alert behind them. on_client_send sends it after them.
+    // A client that stops reading meanwhile is ended by the idle timeout.
+    if (!client_send_inflight_) send_fatal_alert();
+}
+
+void UserspaceRelay::send_fatal_alert() {
+    alert_ = AlertState::sending;
+    // Through the same op as the records: on_client_send resumes a short send, then fails the relay.
+    down_send_iov_.assign(1, iovec{alert_record_.data(), alert_len_});
+    down_send_next_ = 0;
+    down_send_msg_ = {};
+    down_send_msg_.msg_iov = down_send_iov_.data();
+    down_send_msg_.msg_iovlen = 1;
+    client_send_inflight_ = true;
+    host_.op_submitted();
+    host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
 }
 
 void UserspaceRelay::say_goodbye() {

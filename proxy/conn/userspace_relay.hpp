@@ -80,6 +80,9 @@ private:
     void release_down_buffer();
 
     void bad_record(const std::string& detail);
+    void refused_header(uint8_t alert, const Error& e);
+    void fail_with_alert(uint8_t description, const char* reason, const std::string& detail);
+    void send_fatal_alert();
     void fail(const char* reason, const std::string& detail);
     void maybe_finished();
     static size_t advance(std::vector<iovec>& iov, size_t first, size_t sent);
@@ -95,6 +98,12 @@ private:
     int backend_;
     bool failed_ = false;
     const char* first_close_ = nullptr;
+    // A fatal alert on its way to the client; the relay fails (alert_reason_) once it is out.
+    enum class AlertState : uint8_t { none, owed, sending } alert_ = AlertState::none;
+    std::array<uint8_t, 64> alert_record_{};
+    size_t alert_len_ = 0;
+    const char* alert_reason_ = nullptr;
+    std::string alert_detail_;
     RelayCounters counters_;
 
     io::Op op_client_recv_, op_backend_send_, op_backend_recv_, op_client_send_;

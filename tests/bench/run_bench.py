@@ -523,9 +523,14 @@ class Results:
     def zt_variants(self) -> list[str]:
         return [p for p in self.proxies if p.startswith("ztproxy-")]
 
+    def paths_compared(self) -> bool:
+        return {"ztproxy-userspace", "ztproxy-openssl"} <= set(self.proxies)
+
     def table(self) -> str:
         zts = self.zt_variants()
         head = ["workload", "metric"] + self.proxies + [f"{z.replace('ztproxy-', '')}/best peer" for z in zts]
+        if self.paths_compared():
+            head.append("userspace/openssl")
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for wl, metric, better in self.rows:
             key = (wl, metric)
@@ -536,6 +541,12 @@ class Results:
             for z in zts:
                 v = self.median(key, z)
                 cells.append(f"{v / best:.2f}" if v is not None and best else "n/a")
+            if self.paths_compared() and "CPU" not in metric:
+                cells.append("")
+            elif self.paths_compared():
+                # The measure: the same proxy, its own record layer against OpenSSL's, per unit of CPU.
+                u, o = self.median(key, "ztproxy-userspace"), self.median(key, "ztproxy-openssl")
+                cells.append(f"{u / o:.2f}" if u is not None and o else "n/a")
             out.append("| " + " | ".join(cells) + " |")
         return "\n".join(out)
 
@@ -894,7 +905,7 @@ def main() -> int:
     ap.add_argument("--no-pin", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "latest"), help="output prefix (.md and .png)")
     ap.add_argument("--chart-from", default=None, metavar="JSON",
-                    help="only redraw the chart from a results .json (written next to the .md)")
+                    help="only redraw the chart and print the table from a results .json (written next to the .md)")
     a = ap.parse_args()
     if a.chart_from:
         data = json.loads(Path(a.chart_from).read_text())
@@ -906,6 +917,7 @@ def main() -> int:
         res.rows = [tuple(r) for r in data["rows"]]
         with tempfile.TemporaryDirectory() as t:
             err = write_chart(res, Path(a.chart_from).with_suffix(".png"), Path(t))
+        print(res.table())
         print(err or f"wrote {Path(a.chart_from).with_suffix('.png')}")
         return 0 if err is None else 1
     if a.quick:
@@ -976,7 +988,8 @@ def main() -> int:
         "(bench_backend), same certificate, client offering one version and one cipher "
         "(AES-128-GCM). ↑ higher is better, ↓ lower is better. Values are medians of "
         f"{a.reps} run(s) (idle: 1 run). Ratio columns: ztproxy variant / best of nginx and HAProxy "
-        "(for ↓ metrics a ratio below 1 means ztproxy is cheaper).",
+        "(for ↓ metrics a ratio below 1 means ztproxy is cheaper); userspace/openssl: ztproxy's own record "
+        "layer against its OpenSSL record path in the same run, for the CPU rows (below 1: userspace is cheaper).",
         "",
         table,
         "",

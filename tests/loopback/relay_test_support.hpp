@@ -127,12 +127,16 @@ inline bool send_all(int fd, const void* data, size_t len) {
     return true;
 }
 
-// Blocking TLS client; verifies the proxy's certificate against the test CA.
+// Blocking TLS client; verifies the proxy's certificate against the test CA. `cipher` (an OpenSSL
+// name: a TLS 1.3 suite, or a TLS 1.2 cipher with max_version TLS 1.2) offers only that one.
 class TlsClient {
 public:
-    TlsClient(uint16_t port, const std::string& ca_file, const std::string& sni = "localhost", int max_version = 0) {
+    TlsClient(uint16_t port, const std::string& ca_file, const std::string& sni = "localhost", int max_version = 0,
+              const std::string& cipher = "") {
         ctx_.reset(SSL_CTX_new(TLS_client_method()));
         if (max_version) SSL_CTX_set_max_proto_version(ctx_.get(), max_version);
+        if (!cipher.empty() && max_version == TLS1_2_VERSION) SSL_CTX_set_cipher_list(ctx_.get(), cipher.c_str());
+        if (!cipher.empty() && max_version != TLS1_2_VERSION) SSL_CTX_set_ciphersuites(ctx_.get(), cipher.c_str());
         SSL_CTX_load_verify_locations(ctx_.get(), ca_file.c_str(), nullptr);
         SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
         fd_ = connect_loopback(port);
@@ -191,6 +195,7 @@ public:
     void close_notify() { SSL_shutdown(ssl_.get()); }
     int fd() const { return fd_.get(); }
     SSL* ssl() const { return ssl_.get(); }
+    std::string cipher() const { return connected_ ? SSL_get_cipher_name(ssl_.get()) : ""; }
 
 private:
     // The socket BIO reports EINTR on a blocking socket as WANT_READ/WANT_WRITE.

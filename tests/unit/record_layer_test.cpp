@@ -533,6 +533,25 @@ TEST_P(RecordLayerDifferential, HeaderValidation) {
     EXPECT_EQ(code(hdr(0, 3, 3, 100)), EPROTO);
     EXPECT_EQ(code(hdr(21, 3, 3, 100)), tls13() ? EPROTO : 0);  // TLS 1.3: outer type is always 23
     EXPECT_EQ(code(hdr(22, 3, 3, 100)), tls13() ? EPROTO : 0);
+    // The alert the peer is owed for each refused header.
+    auto alert = [&](const Bytes& h) {
+        uint8_t a = 0xff;
+        EXPECT_FALSE(r.record_size(h, &a));
+        return a;
+    };
+    EXPECT_EQ(alert(hdr(23, 3, 3, max_len + 1)), kAlertRecordOverflow);
+    EXPECT_EQ(alert(hdr(23, 3, 3, 0x8000 | 100)), kAlertRecordOverflow);
+    EXPECT_EQ(alert(hdr(23, 3, 3, min_len - 1)), kAlertBadRecordMac);
+    EXPECT_EQ(alert(hdr(23, 3, 2, 100)), kAlertDecodeError);
+    EXPECT_EQ(alert(hdr(23, 2, 3, 100)), kAlertDecodeError);
+    EXPECT_EQ(alert(hdr(31, 3, 3, 100)), kAlertUnexpectedMessage);
+    EXPECT_EQ(alert(hdr(20, 3, 3, 100)), kAlertUnexpectedMessage);
+    if (tls13()) {
+        EXPECT_EQ(alert(hdr(22, 3, 3, 100)), kAlertUnexpectedMessage);
+    }
+    uint8_t untouched = 0xff;
+    EXPECT_TRUE(r.record_size(hdr(23, 3, 3, 100), &untouched));
+    EXPECT_EQ(untouched, 0xff) << "no alert for a valid header";
     EXPECT_FALSE(r.poisoned());  // record_size is a pure query
     Bytes bad = hdr(23, 3, 3, max_len + 1);
     bad.resize(5 + max_len + 1, 0);
