@@ -161,6 +161,18 @@ TakenKeys take_keys_for_offload(SSL* ssl) {
     return out;
 }
 
+KtlsFallback install_failure_reason(int err) {
+    // Kernel contract for a session's first TLS_RX/TLS_TX (net/tls/tls_main.c
+    // do_tls_setsockopt_conf, tls_sw.c tls_set_sw_offload): a version or cipher type this kernel
+    // does not know is EINVAL (e.g. CHACHA20-POLY1305 before 5.11), and a known one whose AEAD
+    // cannot be instantiated ("gcm(aes)" or "rfc7539(chacha20,poly1305)" not built in and not
+    // loadable: crypto_alloc_aead) is ENOENT. EINVAL has other causes (a wrong optlen, a socket in
+    // a sockmap) that ztproxy never produces: our crypto_info sizes come from <linux/tls.h>, key
+    // sizes are checked before the call (EMSGSIZE), and sockets never enter a sockmap. Anything
+    // else (ENOMEM, EBUSY, ENOPROTOOPT) is not about the cipher.
+    return err == EINVAL || err == ENOENT ? KtlsFallback::cipher_unsupported : KtlsFallback::install_failed;
+}
+
 KernelMove move_to_kernel(int fd, const SessionKeys& keys) {
     KernelMove out;
     auto fallback = [&](KtlsFallback why, std::string detail) {
@@ -173,13 +185,20 @@ KernelMove move_to_kernel(int fd, const SessionKeys& keys) {
             return fallback(KtlsFallback::no_kernel_support, "kernel has no TLS ULP (CONFIG_TLS / tls module)");
         return fallback(KtlsFallback::install_failed, r.error().message());
     }
+    // RX first. A kernel that cannot offload this version or cipher says so here, while the
+    // socket is still whole (the ULP alone changes nothing on the wire): the userspace path then
+    // takes both directions. There is no kernel RX + userspace TX (or the reverse) split, because
+    // it could never be chosen: ztproxy needs io_uring SPLICE (Linux >= 5.7), and on every such
+    // kernel TLS_TX and TLS_RX accept exactly the same versions and ciphers (one validation and
+    // one AEAD setup serve both directions), so a TX refusal after RX succeeded is never about the
+    // cipher but something transient such as ENOMEM.
     const auto& rx = keys.rx;
     if (auto r = ktls_install(fd, Direction::rx, rx.version, rx.cipher, rx.key.view(), rx.iv.view(), rx.seq); !r)
-        return fallback(KtlsFallback::install_failed, "TLS_RX: " + r.error().message());
+        return fallback(install_failure_reason(r.error().code), "TLS_RX: " + r.error().message());
     const auto& tx = keys.tx;
     if (auto r = ktls_install(fd, Direction::tx, tx.version, tx.cipher, tx.key.view(), tx.iv.view(), tx.seq); !r) {
         out.fatal = true;  // RX is already the kernel's: nothing in user space can read this socket
-        return fallback(KtlsFallback::install_failed, "TLS_TX: " + r.error().message());
+        return fallback(install_failure_reason(r.error().code), "TLS_TX: " + r.error().message());
     }
     out.path = std::make_unique<KernelRecordPath>(fd, rx.version);
     return out;

@@ -79,4 +79,9 @@ TakenKeys take_keys_for_offload(SSL* ssl);
 // as it was). Call right after the handshake completed and the keys were taken.
 KernelMove move_to_kernel(int fd, const SessionKeys& keys);
 
+// The fallback reason for a refused setsockopt(SOL_TLS, TLS_RX/TLS_TX) installing a session's
+// first keys, from its errno: cipher_unsupported when the kernel does not offload this version and
+// cipher, install_failed otherwise.
+KtlsFallback install_failure_reason(int err);
+
 }  // namespace ztp::crypto

@@ -191,10 +191,19 @@ void Connection::choose_record_path() {
             cached_session_ = crypto::free_after_offload(std::move(ssl_), listener_.tls->session_cache_ctx());
             return;
         }
+        // Counted per reason either way. The fallback is per connection, both directions together:
+        // RX is installed first and is where a kernel that cannot offload this version or cipher
+        // refuses (see move_to_kernel), so a kernel RX + userspace TX split never arises.
         note_fallback(moved.reason, moved.detail);
-        if (moved.fatal || kernel_required) {
-            log::tls().warn("client {}: kTLS {} ({}); closing the connection{}", peer_.to_string(), ktls_fallback_,
-                            moved.detail, moved.fatal ? "" : " because the listener requires kTLS");
+        if (moved.fatal) {
+            // TX refused after RX went into the kernel: no path can carry this connection any more.
+            log::tls().warn("client {}: kTLS TX refused after RX was installed ({}: {}); closing the connection",
+                            peer_.to_string(), ktls_fallback_, moved.detail);
+            return close("ktls_unavailable");
+        }
+        if (kernel_required) {
+            log::tls().warn("client {}: kTLS {} ({}); closing the connection because the listener requires kTLS",
+                            peer_.to_string(), ktls_fallback_, moved.detail);
             return close("ktls_unavailable");
         }
     }
