@@ -64,11 +64,11 @@ struct Stats {
     std::atomic<uint64_t> spliced_bytes{0};  // plaintext moved by splice, never in user space
     std::atomic<uint64_t> copied_bytes{0};   // plaintext that passed through a user-space buffer
     std::atomic<uint64_t> bad_records{0};    // records that failed authentication (never forwarded)
-    std::atomic<uint64_t> key_updates{0};    // client KeyUpdates followed (userspace path)
+    std::atomic<uint64_t> key_updates{0};    // client KeyUpdates followed (userspace and kernel paths)
     std::atomic<uint64_t> reloads_ok{0};
     std::atomic<uint64_t> reloads_failed{0};
     std::atomic<uint64_t> ktls_installs{0};
-    std::atomic<uint64_t> ktls_key_update_closes{0};  // client KeyUpdate on a kernel that cannot rekey
+    std::atomic<uint64_t> ktls_key_update_closes{0};  // client KeyUpdate on a kernel that cannot rekey kTLS
     std::atomic<uint64_t> ktls_fallbacks[static_cast<size_t>(crypto::KtlsFallback::count)]{};
 };
 
