@@ -57,9 +57,23 @@ void SpliceRelay::on_completion(uint8_t tag, int res) {
 
 void SpliceRelay::fill(Direction& d) {
     if (failed_ || d.src_eof || d.fill_inflight || d.in_pipe >= d.pipe.capacity) return;
+    // Bytes that came up through user space go into the pipe before anything spliced behind them.
+    if (d.up && !spill_.empty() && !push_spill(d)) return;
     d.fill_inflight = true;
     host_.op_submitted();
     host_.loop().poll_then_splice(&d.op_fill, d.src, d.pipe.write_end.get(), d.pipe.capacity - d.in_pipe);
+}
+
+bool SpliceRelay::push_spill(Direction& d) {
+    auto n = spill_.write_to(d.pipe.write_end.get());
+    if (!n) {
+        fail("internal_error", "spilled record into the pipe: " + n.error().message());
+        return false;
+    }
+    d.in_pipe += *n;
+    // The rest waits for room: the drain's completion calls fill() again.
+    drain(d);
+    return spill_.empty();
 }
 
 void SpliceRelay::on_fill(Direction& d, int res) {
@@ -102,17 +116,14 @@ void SpliceRelay::on_control_record(Direction& d) {
             // it, goes out now unless a write towards the client is in flight (then right after).
             if (path_->key_update_owed()) drain(down_);
             return fill(d);
-        case crypto::IoStatus::ok: {
-            // Application data after all (the queue changed under us): it passed through user
-            // space, so it is counted as copied. Extremely rare; the pipe has room for a record.
-            ssize_t n = ::write(d.pipe.write_end.get(), spill.data(), spill.size());
-            if (n != static_cast<ssize_t>(spill.size())) return fail("internal_error", "pipe full for spilled record");
-            d.in_pipe += spill.size();
+        case crypto::IoStatus::ok:
+            // Application data after all: it passed through user space, so it is counted as
+            // copied, and it goes into the pipe (as much as fits now) ahead of the next splice.
             counters_.copied_up += spill.size();
             bytes(d) += spill.size();
-            drain(d);
+            host_.activity();
+            spill_.hold(std::move(spill));
             return fill(d);
-        }
         default: return fail(client_close_reason(r), r.reason);
     }
 }

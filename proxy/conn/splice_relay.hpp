@@ -16,6 +16,7 @@
 #include "crypto/kernel_record_path.hpp"
 #include "proxy/conn/relay.hpp"
 #include "proxy/io/pipe_pool.hpp"
+#include "proxy/io/pipe_spill.hpp"
 
 namespace ztp::conn {
 
@@ -51,6 +52,7 @@ private:
     };
 
     void fill(Direction& d);
+    bool push_spill(Direction& d);
     void drain(Direction& d);
     void wait_writable(Direction& d);
     void on_fill(Direction& d, int res);
@@ -68,6 +70,7 @@ private:
     Direction up_;
     Direction down_;
     io::Op op_goodbye_poll_;
+    io::PipeSpill spill_;  // client → backend bytes that reached user space, not yet in the pipe
     uint64_t key_updates_seen_ = 0;
     bool failed_ = false;
     const char* first_close_ = nullptr;
