@@ -401,8 +401,10 @@ void Connection::release_if_idle() {
         bump(stats().bytes_up_by_path[record_path_index(relay_->rx_path())], c.bytes_up);
         bump(stats().bytes_down_by_path[record_path_index(relay_->tx_path())], c.bytes_down);
     }
-    bump(stats().spliced_bytes, c.spliced_up + c.spliced_down);
-    bump(stats().copied_bytes, c.copied_up + c.copied_down);
+    bump(stats().spliced_bytes_up, c.spliced_up);
+    bump(stats().spliced_bytes_down, c.spliced_down);
+    bump(stats().copied_bytes_up, c.copied_up);
+    bump(stats().copied_bytes_down, c.copied_down);
     bump(stats().connections_closed[close_reason_index(close_reason_)]);
     if (runtime_->policy().logging.access_log) {
         AccessRecord r;

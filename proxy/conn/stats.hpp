@@ -61,8 +61,11 @@ struct Stats {
     std::atomic<uint64_t> bytes_down{0};  // plaintext backend → client
     std::atomic<uint64_t> bytes_up_by_path[3]{};    // by the path that decrypted client → backend
     std::atomic<uint64_t> bytes_down_by_path[3]{};  // by the path that encrypted backend → client
-    std::atomic<uint64_t> spliced_bytes{0};  // plaintext moved by splice, never in user space
-    std::atomic<uint64_t> copied_bytes{0};   // plaintext that passed through a user-space buffer
+    // Per direction like the access log's spliced_up/_down, copied_up/_down.
+    std::atomic<uint64_t> spliced_bytes_up{0};  // plaintext moved by splice, never in user space
+    std::atomic<uint64_t> spliced_bytes_down{0};
+    std::atomic<uint64_t> copied_bytes_up{0};  // plaintext that passed through a user-space buffer
+    std::atomic<uint64_t> copied_bytes_down{0};
     std::atomic<uint64_t> bad_records{0};    // records that failed authentication (never forwarded)
     std::atomic<uint64_t> key_updates{0};    // client KeyUpdates followed (userspace and kernel paths)
     std::atomic<uint64_t> reloads_ok{0};

@@ -318,11 +318,14 @@ class KtlsE2ETest(E2ETestCase):
                 # connection a test lost track of long before CTest's timeout.
                 # The seccomp filter must be there (not "auto"): every test of this class then proves
                 # the kernel path's calls (TCP_ULP, SOL_TLS, recvmsg with cmsg) are allowed.
-                sections={"limits": {"idle_timeout": "60s"}, "process": {"seccomp": "require"}}))
+                # The admin endpoint: the metrics test reads the splice counters as an operator would.
+                sections={"limits": {"idle_timeout": "60s"}, "process": {"seccomp": "require"},
+                          "admin": {"address": "127.0.0.1:0"}}))
         cls.proxy = Proxy(["run", "-c", cls.policy], listeners=2)
         cls.addClassCleanup(cls.proxy.stop)
         cls.port = cls.proxy.port_of("main")
         cls.plain_port = cls.proxy.port_of("plain")
+        cls.admin = cls.proxy.admin_address()
 
     def setUp(self):
         super().setUp()
@@ -571,6 +574,41 @@ class KtlsE2ETest(E2ETestCase):
                 c = self.assert_kernel_entry(e, what, close="backend_close")
                 self.assertEqual(c["bytes_down"], conn.head_len + size, e)
                 self.assert_ktls_counted(before, tls_stat(), 1, what)
+
+    def test_metrics_count_the_splice_route_per_direction(self):
+        # What README "Is kTLS active?" tells operators to read: one more session in the kernel,
+        # its bytes under ztproxy_spliced_bytes_total{direction} (up = client to backend), none
+        # under ztproxy_copied_bytes_total. Up and down differ here, so a swapped label shows.
+        names = ("ztproxy_spliced_bytes_total", "ztproxy_copied_bytes_total")
+
+        def counters():
+            status, text = scrape(self.admin)
+            self.assertEqual(status, 200)
+            out = {(n, d): metric(text, n, direction=d) for n in names for d in ("up", "down")}
+            out["installs"] = metric(text, "ztproxy_ktls_installs_total")
+            out["fallbacks"] = sum(metric(text, "ztproxy_ktls_fallbacks_total", reason=r)
+                                   for r in ("no_kernel_support", "cipher_unsupported",
+                                             "buffered_input", "key_extraction_failed",
+                                             "install_failed"))
+            return out
+
+        before = counters()
+        mark = self.mark()
+        with tls_connect(self.port, "http.test", self.ca.cert, timeout=30) as s:
+            conn = HttpConn(s)
+            conn.request("GET", "/bytes/70000", "http.test", headers={"Connection": "close"})
+            r = conn.response()
+        self.assertEqual((r.status, len(r.body)), (200, 70000), self.proxy.diag())
+        e = self.next_access(mark, "for the metrics request")
+        c = self.assert_kernel_entry(e, "metrics request", close=None)
+        self.assertGreater(c["bytes_down"], c["bytes_up"], e)
+        after = counters()
+        delta = {k: after[k] - before[k] for k in after}
+        self.assertEqual(delta, {("ztproxy_spliced_bytes_total", "up"): c["bytes_up"],
+                                 ("ztproxy_spliced_bytes_total", "down"): c["bytes_down"],
+                                 ("ztproxy_copied_bytes_total", "up"): 0,
+                                 ("ztproxy_copied_bytes_total", "down"): 0,
+                                 "installs": 1, "fallbacks": 0}, e)
 
     # ------------------------------------------------------------------ 4. tampering
 
