@@ -93,38 +93,49 @@ IoResult KernelRecordPath::install_next_rx(const DirectionKeys& keys) {
             "internal_error"};
 }
 
+IoResult KernelRecordPath::read_one(std::span<std::byte> out, bool& control_handled) {
+    control_handled = false;
+    // Always recvmsg with a cmsg buffer: a control record read without one gives EIO.
+    auto r = ktls_recv(fd_, {reinterpret_cast<uint8_t*>(out.data()), out.size()}, MSG_DONTWAIT);
+    if (!r) {
+        int e = r.error().code;
+        if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_read};
+        if (e == EBADMSG) {  // the buffer was scrubbed (ktls_recv)
+            constexpr uint8_t kBadRecordMac = 20;
+            send_fatal_alert(kBadRecordMac);
+            return {IoStatus::bad_record, 0, "record failed authentication (bad_record_mac)"};
+        }
+        // Linux >= 6.14: decryption is paused behind a KeyUpdate until its key is installed.
+        // handle_record installs it in the same call that reads the KeyUpdate, so this means
+        // the record was consumed without that: nothing after it can ever be read.
+        if (e == EKEYEXPIRED)
+            return {IoStatus::error, 0, "kTLS RX waits for a KeyUpdate key that was never installed", e,
+                    "internal_error"};
+        return {IoStatus::error, 0, std::string("recvmsg: ") + std::strerror(e), e};
+    }
+    if (r->record_type == kRecordApplicationData) {
+        if (r->bytes == 0) return {IoStatus::eof_unclean};
+        return {IoStatus::ok, r->bytes};
+    }
+    auto res = handle_record(r->record_type, out.first(r->bytes));
+    control_handled = res.status == IoStatus::want_read;  // skipped or rekeyed
+    return res;
+}
+
 IoResult KernelRecordPath::read(std::span<std::byte> out) {
     for (;;) {
-        // Always recvmsg with a cmsg buffer: a control record read without one gives EIO.
-        auto r = ktls_recv(fd_, {reinterpret_cast<uint8_t*>(out.data()), out.size()}, MSG_DONTWAIT);
-        if (!r) {
-            int e = r.error().code;
-            if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_read};
-            if (e == EBADMSG) {  // the buffer was scrubbed (ktls_recv)
-                constexpr uint8_t kBadRecordMac = 20;
-                send_fatal_alert(kBadRecordMac);
-                return {IoStatus::bad_record, 0, "record failed authentication (bad_record_mac)"};
-            }
-            // Linux >= 6.14: decryption is paused behind a KeyUpdate until its key is installed.
-            // handle_record installs it in the same call that reads the KeyUpdate, so this means
-            // the record was consumed without that: nothing after it can ever be read.
-            if (e == EKEYEXPIRED)
-                return {IoStatus::error, 0, "kTLS RX waits for a KeyUpdate key that was never installed", e,
-                        "internal_error"};
-            return {IoStatus::error, 0, std::string("recvmsg: ") + std::strerror(e), e};
-        }
-        if (r->record_type == kRecordApplicationData) {
-            if (r->bytes == 0) return {IoStatus::eof_unclean};
-            return {IoStatus::ok, r->bytes};
-        }
-        auto res = handle_record(r->record_type, out.first(r->bytes));
-        if (res.status != IoStatus::want_read) return res;  // else: skipped or rekeyed, read on
+        bool control_handled = false;
+        auto r = read_one(out, control_handled);
+        if (!control_handled) return r;
     }
 }
 
 IoResult KernelRecordPath::read_control(std::string& spill) {
     static thread_local std::array<std::byte, kMaxRecordPlaintext> scratch;
-    auto r = read(scratch);
+    // One record only: after the control record the relay splices again, so the application
+    // data behind it never passes through user space.
+    bool control_handled = false;
+    auto r = read_one(scratch, control_handled);
     if (r.status == IoStatus::ok) spill.assign(reinterpret_cast<const char*>(scratch.data()), r.bytes);
     return r;
 }

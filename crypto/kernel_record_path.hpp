@@ -55,9 +55,10 @@ public:
     void send_fatal_alert(uint8_t description);
 
     // For the splice relay: splice() failed with EINVAL (the next record is not application data)
-    // or EKEYEXPIRED (the kernel waits for a KeyUpdate's key). Reads and handles that record (with
-    // a scratch buffer of our own). ok with bytes > 0 means application data was read after all;
-    // it is left in `spill`.
+    // or EKEYEXPIRED (the kernel waits for a KeyUpdate's key). Reads and handles that one record
+    // (with a scratch buffer of our own): want_read when it was skipped or followed and splicing
+    // can resume. ok with bytes > 0 means application data was read after all; it is left in
+    // `spill`.
     IoResult read_control(std::string& spill);
 
     // The client asked for our KeyUpdate (update_requested) and it is not fully out yet.
@@ -68,6 +69,9 @@ public:
     IoResult send_owed_key_update();
 
 private:
+    // One recvmsg; `control_handled` when it was a control record that was dealt with (skipped,
+    // or a KeyUpdate followed) and reading can go on.
+    IoResult read_one(std::span<std::byte> out, bool& control_handled);
     IoResult handle_record(uint8_t type, std::span<const std::byte> body);
     IoResult install_next_rx(const DirectionKeys& keys);
     ssize_t send_record(uint8_t type, std::span<const uint8_t> body);
