@@ -14,7 +14,6 @@ namespace ztp::crypto {
 namespace {
 
 constexpr uint8_t kHandshakeNewSessionTicket = 4;
-constexpr uint8_t kHandshakeKeyUpdate = 24;
 // A whole TLS record plaintext: the most a control record can carry.
 constexpr size_t kMaxRecordPlaintext = 16384 + 256;
 
@@ -61,49 +60,93 @@ IoResult KernelRecordPath::handle_record(uint8_t type, std::span<const std::byte
             if (body.size() >= 2 && byte(1) == kAlertCloseNotify) return {IoStatus::eof};
             return {IoStatus::peer_alert, 0,
                     std::string("client sent alert ") + (body.size() >= 2 ? alert_name(byte(1)) : "(truncated)")};
-        case kRecordHandshake:
+        case kRecordHandshake: {
             if (!body.empty() && byte(0) == kHandshakeNewSessionTicket) return {IoStatus::want_read};  // skip
-            if (!body.empty() && byte(0) == kHandshakeKeyUpdate && version_ == config::TlsVersion::tls1_3) {
-                // Kernels before 6.14 cannot take a new RX key: records after this one would fail
-                // authentication. End the connection cleanly instead.
-                return {IoStatus::error, 0, "client sent KeyUpdate; this kernel cannot rekey kTLS", 0,
-                        "key_update_unsupported"};
-            }
-            // TLS 1.2 renegotiation (refused by policy) or a message that has no place here.
-            return {IoStatus::error, 0, "unexpected post-handshake message", 0, "renegotiation_refused"};
+            // TLS 1.3 KeyUpdate; TLS 1.2 renegotiation and anything else are refused in there.
+            auto step = key_updates_.on_client_handshake(
+                {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
+            if (step.refuse) return {IoStatus::error, 0, std::move(step.detail), 0, step.refuse};
+            if (step.next_rx) return install_next_rx(*step.next_rx);
+            return {IoStatus::want_read};
+        }
         default:
             return {IoStatus::error, 0, "unexpected record type " + std::to_string(type), 0, "client_error"};
     }
 }
 
+IoResult KernelRecordPath::install_next_rx(const DirectionKeys& keys) {
+    // Tried on every KeyUpdate rather than decided from the kernel version: the kernel says.
+    // Linux >= 6.14 takes a second TLS_RX on a TLS 1.3 socket (same version and cipher) as the
+    // next key and resumes decryption at the record after the KeyUpdate, sequence 0. Earlier
+    // kernels refuse any second TLS_RX with EBUSY: the records after the KeyUpdate are under a key
+    // the kernel will never have, so the connection ends here, before any of them is read.
+    auto r = ktls_install(fd_, Direction::rx, keys.version, keys.cipher, keys.key.view(), keys.iv.view(), 0);
+    if (r) {
+        ++rx_rekeys_;
+        return {IoStatus::want_read};  // followed: read on under the next key
+    }
+    const int e = r.error().code;
+    if (e == EBUSY)
+        return {IoStatus::error, 0, "client sent KeyUpdate; this kernel cannot rekey kTLS RX (EBUSY)", 0,
+                "key_update_unsupported"};
+    return {IoStatus::error, 0, "KeyUpdate: installing the next RX key: " + r.error().message(), e,
+            "internal_error"};
+}
+
+IoResult KernelRecordPath::read_one(std::span<std::byte> out, bool& control_handled) {
+    control_handled = false;
+    // Always recvmsg with a cmsg buffer: a control record read without one gives EIO.
+    auto r = ktls_recv(fd_, {reinterpret_cast<uint8_t*>(out.data()), out.size()}, MSG_DONTWAIT);
+    if (!r) {
+        int e = r.error().code;
+        if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_read};
+        if (e == EBADMSG) {  // the buffer was scrubbed (ktls_recv)
+            constexpr uint8_t kBadRecordMac = 20;
+            send_fatal_alert(kBadRecordMac);
+            return {IoStatus::bad_record, 0, "record failed authentication (bad_record_mac)"};
+        }
+        // Linux >= 6.14: decryption is paused behind a KeyUpdate until its key is installed.
+        // handle_record installs it in the same call that reads the KeyUpdate, so this means
+        // the record was consumed without that: nothing after it can ever be read.
+        if (e == EKEYEXPIRED)
+            return {IoStatus::error, 0, "kTLS RX waits for a KeyUpdate key that was never installed", e,
+                    "internal_error"};
+        return {IoStatus::error, 0, std::string("recvmsg: ") + std::strerror(e), e};
+    }
+    if (r->record_type == kRecordApplicationData) {
+        if (r->bytes == 0) return {IoStatus::eof_unclean};
+        return {IoStatus::ok, r->bytes};
+    }
+    auto res = handle_record(r->record_type, out.first(r->bytes));
+    control_handled = res.status == IoStatus::want_read;  // skipped or rekeyed
+    return res;
+}
+
 IoResult KernelRecordPath::read(std::span<std::byte> out) {
     for (;;) {
-        // Always recvmsg with a cmsg buffer: a control record read without one gives EIO.
-        auto r = ktls_recv(fd_, {reinterpret_cast<uint8_t*>(out.data()), out.size()}, MSG_DONTWAIT);
-        if (!r) {
-            int e = r.error().code;
-            if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_read};
-            if (e == EBADMSG)  // the kernel already scrubbed the buffer (ktls_recv)
-                return {IoStatus::bad_record, 0, "record failed authentication (bad_record_mac)"};
-            return {IoStatus::error, 0, std::string("recvmsg: ") + std::strerror(e), e};
-        }
-        if (r->record_type == kRecordApplicationData) {
-            if (r->bytes == 0) return {IoStatus::eof_unclean};
-            return {IoStatus::ok, r->bytes};
-        }
-        auto res = handle_record(r->record_type, out.first(r->bytes));
-        if (res.status != IoStatus::want_read) return res;  // else: skipped, read on
+        bool control_handled = false;
+        auto r = read_one(out, control_handled);
+        if (!control_handled) return r;
     }
 }
 
 IoResult KernelRecordPath::read_control(std::string& spill) {
     static thread_local std::array<std::byte, kMaxRecordPlaintext> scratch;
-    auto r = read(scratch);
+    // One record only: after the control record the relay splices again, so the application
+    // data behind it never passes through user space.
+    bool control_handled = false;
+    auto r = read_one(scratch, control_handled);
     if (r.status == IoStatus::ok) spill.assign(reinterpret_cast<const char*>(scratch.data()), r.bytes);
     return r;
 }
 
 IoResult KernelRecordPath::write(std::span<const std::byte> in) {
+    if (key_update_owed()) {
+        // RFC 8446 §4.6.3: our KeyUpdate goes out before our next application data.
+        auto k = send_owed_key_update();
+        if (k.status != IoStatus::ok) return k;
+    }
+    if (tx_broken_) return {IoStatus::error, 0, "kTLS TX has no usable key", 0, "internal_error"};
     ssize_t n = ::send(fd_, in.data(), in.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n >= 0) return {IoStatus::ok, static_cast<size_t>(n)};
     int e = errno;
@@ -111,9 +154,44 @@ IoResult KernelRecordPath::write(std::span<const std::byte> in) {
     return {IoStatus::error, 0, std::string("send: ") + std::strerror(e), e};
 }
 
-ssize_t KernelRecordPath::send_alert(uint8_t level, uint8_t description) {
-    uint8_t alert[2] = {level, description};
-    iovec iov{alert, sizeof alert};
+IoResult KernelRecordPath::send_owed_key_update() {
+    if (tx_broken_) return {IoStatus::error, 0, "kTLS TX has no usable key", 0, "internal_error"};
+    if (!pending_tx_) {
+        if (!key_updates_.tx_update_owed()) return {IoStatus::ok};
+        const auto& msg = KtlsKeyUpdates::kKeyUpdateNotRequested;
+        const ssize_t n = send_record(kRecordHandshake, msg);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return {IoStatus::want_write};
+        if (n != static_cast<ssize_t>(msg.size())) {
+            const int e = n < 0 ? errno : EIO;
+            return {IoStatus::error, 0, std::string("sending KeyUpdate: ") + std::strerror(e), e};
+        }
+        // From here on the client decrypts our records with the next key.
+        auto keys = key_updates_.next_tx_keys();
+        if (!keys) {
+            tx_broken_ = true;
+            return {IoStatus::error, 0, "KeyUpdate: " + keys.error().message(), 0, "internal_error"};
+        }
+        pending_tx_ = std::move(keys).value();
+    }
+    // Kernel contract (Linux >= 6.14): a second TLS_TX on a TLS 1.3 socket replaces the key after
+    // the records already queued (our KeyUpdate among them); newer kernels may answer EAGAIN on a
+    // non-blocking socket whose send buffer is full, with the old key still in place: retry.
+    const auto& k = *pending_tx_;
+    auto r = ktls_install(fd_, Direction::tx, k.version, k.cipher, k.key.view(), k.iv.view(), 0);
+    if (!r) {
+        const int e = r.error().code;
+        if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_write};
+        tx_broken_ = true;
+        pending_tx_.reset();
+        return {IoStatus::error, 0, "KeyUpdate: installing the next TX key: " + r.error().message(), e,
+                e == EBUSY ? "key_update_unsupported" : "internal_error"};
+    }
+    pending_tx_.reset();
+    return {IoStatus::ok};
+}
+
+ssize_t KernelRecordPath::send_record(uint8_t type, std::span<const uint8_t> body) {
+    iovec iov{const_cast<uint8_t*>(body.data()), body.size()};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint8_t))] = {};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -121,16 +199,24 @@ ssize_t KernelRecordPath::send_alert(uint8_t level, uint8_t description) {
     msg.msg_control = control;
     msg.msg_controllen = sizeof control;
     cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    // kTLS contract: a non-data record is sent by tagging the sendmsg with its content type.
+    // kTLS contract: a non-data record is sent by tagging the sendmsg with its content type. The
+    // kernel first closes any record still open from earlier data, so this one stands alone and
+    // follows everything written before it.
     cmsg->cmsg_level = SOL_TLS;
     cmsg->cmsg_type = TLS_SET_RECORD_TYPE;
     cmsg->cmsg_len = CMSG_LEN(sizeof(uint8_t));
-    *CMSG_DATA(cmsg) = kRecordAlert;
+    *CMSG_DATA(cmsg) = type;
     return ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+ssize_t KernelRecordPath::send_alert(uint8_t level, uint8_t description) {
+    const uint8_t alert[2] = {level, description};
+    return send_record(kRecordAlert, alert);
 }
 
 IoResult KernelRecordPath::shutdown_write() {
     if (close_notify_sent_) return {IoStatus::ok};
+    if (tx_broken_) return {IoStatus::error, 0, "kTLS TX has no usable key", 0, "internal_error"};
     if (send_alert(kAlertWarning, kAlertCloseNotify) == 2) {
         close_notify_sent_ = true;
         return {IoStatus::ok};
@@ -141,7 +227,7 @@ IoResult KernelRecordPath::shutdown_write() {
 }
 
 void KernelRecordPath::send_fatal_alert(uint8_t description) {
-    send_alert(kAlertFatal, description);
+    if (!tx_broken_) send_alert(kAlertFatal, description);
 }
 
 TakenKeys take_keys_for_offload(SSL* ssl) {
@@ -161,7 +247,19 @@ TakenKeys take_keys_for_offload(SSL* ssl) {
     return out;
 }
 
-KernelMove move_to_kernel(int fd, const SessionKeys& keys) {
+KtlsFallback install_failure_reason(int err) {
+    // Kernel contract for a session's first TLS_RX/TLS_TX (net/tls/tls_main.c
+    // do_tls_setsockopt_conf, tls_sw.c tls_set_sw_offload): a version or cipher type this kernel
+    // does not know is EINVAL (e.g. CHACHA20-POLY1305 before 5.11), and a known one whose AEAD
+    // cannot be instantiated ("gcm(aes)" or "rfc7539(chacha20,poly1305)" not built in and not
+    // loadable: crypto_alloc_aead) is ENOENT. EINVAL has other causes (a wrong optlen, a socket in
+    // a sockmap) that ztproxy never produces: our crypto_info sizes come from <linux/tls.h>, key
+    // sizes are checked before the call (EMSGSIZE), and sockets never enter a sockmap. Anything
+    // else (ENOMEM, EBUSY, ENOPROTOOPT) is not about the cipher.
+    return err == EINVAL || err == ENOENT ? KtlsFallback::cipher_unsupported : KtlsFallback::install_failed;
+}
+
+KernelMove move_to_kernel(int fd, SessionKeys& keys) {
     KernelMove out;
     auto fallback = [&](KtlsFallback why, std::string detail) {
         out.reason = why;
@@ -173,15 +271,23 @@ KernelMove move_to_kernel(int fd, const SessionKeys& keys) {
             return fallback(KtlsFallback::no_kernel_support, "kernel has no TLS ULP (CONFIG_TLS / tls module)");
         return fallback(KtlsFallback::install_failed, r.error().message());
     }
+    // RX first. A kernel that cannot offload this version or cipher says so here, while the
+    // socket is still whole (the ULP alone changes nothing on the wire): the userspace path then
+    // takes both directions. There is no kernel RX + userspace TX (or the reverse) split, because
+    // it could never be chosen: ztproxy needs io_uring SPLICE (Linux >= 5.7), and on every such
+    // kernel TLS_TX and TLS_RX accept exactly the same versions and ciphers (one validation and
+    // one AEAD setup serve both directions), so a TX refusal after RX succeeded is never about the
+    // cipher but something transient such as ENOMEM.
     const auto& rx = keys.rx;
     if (auto r = ktls_install(fd, Direction::rx, rx.version, rx.cipher, rx.key.view(), rx.iv.view(), rx.seq); !r)
-        return fallback(KtlsFallback::install_failed, "TLS_RX: " + r.error().message());
+        return fallback(install_failure_reason(r.error().code), "TLS_RX: " + r.error().message());
     const auto& tx = keys.tx;
     if (auto r = ktls_install(fd, Direction::tx, tx.version, tx.cipher, tx.key.view(), tx.iv.view(), tx.seq); !r) {
         out.fatal = true;  // RX is already the kernel's: nothing in user space can read this socket
-        return fallback(KtlsFallback::install_failed, "TLS_TX: " + r.error().message());
+        return fallback(install_failure_reason(r.error().code), "TLS_TX: " + r.error().message());
     }
-    out.path = std::make_unique<KernelRecordPath>(fd, rx.version);
+    KtlsKeyUpdates updates(rx.version, rx.cipher, std::move(keys.rx_secret), std::move(keys.tx_secret));
+    out.path = std::make_unique<KernelRecordPath>(fd, rx.version, std::move(updates));
     return out;
 }
 

@@ -5,12 +5,15 @@
 #pragma once
 
 #include <openssl/ssl.h>
+#include <sys/types.h>
 
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "config/policy.hpp"
+#include "crypto/ktls_key_update.hpp"
 #include "crypto/record_path.hpp"
 #include "crypto/session_keys.hpp"
 
@@ -29,33 +32,61 @@ const char* to_string(KtlsFallback f);
 
 class KernelRecordPath final : public RecordPath {
 public:
-    KernelRecordPath(int fd, config::TlsVersion version) : fd_(fd), version_(version) {}
+    // `key_updates` keeps the TLS 1.3 traffic secrets for KeyUpdate (empty secrets for TLS 1.2).
+    KernelRecordPath(int fd, config::TlsVersion version, KtlsKeyUpdates key_updates)
+        : fd_(fd), version_(version), key_updates_(std::move(key_updates)) {}
 
     const char* rx_name() const override { return "kernel"; }
     const char* tx_name() const override { return "kernel"; }
     bool copies_plaintext() const override { return false; }
     // Application data into `out`. Control records are consumed here: close_notify → eof, other
-    // alerts → peer_alert, a NewSessionTicket is skipped, a KeyUpdate or renegotiation → error.
+    // alerts → peer_alert, a NewSessionTicket is skipped, a TLS 1.3 KeyUpdate installs the next RX
+    // key and reading goes on (or the connection closes: key_update_unsupported where the kernel
+    // cannot rekey, key_update_flood over the rate limit), renegotiation → error. A record that
+    // fails authentication → bad_record, after a bad_record_mac alert to the client.
     IoResult read(std::span<std::byte> out) override;
+    // Sends an owed KeyUpdate first (send_owed_key_update), then the application data.
     IoResult write(std::span<const std::byte> in) override;
     // close_notify as a kernel-encrypted alert record.
     IoResult shutdown_write() override;
+    uint64_t key_updates_followed() const override { return rx_rekeys_; }
     // A fatal alert (e.g. bad_record_mac after a record failed authentication), best effort:
     // the connection is closed right after.
     void send_fatal_alert(uint8_t description);
 
-    // For the splice relay: splice() failed with EINVAL, i.e. the next record is not
-    // application data. Reads and handles that record (with a scratch buffer of our own).
-    // ok with bytes > 0 means application data was read after all; it is left in `spill`.
+    // For the splice relay: splice() failed with EINVAL (the next record is not application data)
+    // or EKEYEXPIRED (the kernel waits for a KeyUpdate's key). Reads and handles that one record
+    // (with a scratch buffer of our own): want_read when it was skipped or followed and splicing
+    // can resume. ok with bytes > 0 means application data was read after all; it is left in
+    // `spill`.
     IoResult read_control(std::string& spill);
 
+    // The client asked for our KeyUpdate (update_requested) and it is not fully out yet.
+    bool key_update_owed() const { return key_updates_.tx_update_owed() || pending_tx_.has_value(); }
+    // Our KeyUpdate record under the current TX key, then the next TX key. Only while no other
+    // write to the socket is in flight (a splice encrypting between the two would use the old key
+    // after our KeyUpdate). ok when done or nothing was owed; want_write: call again when writable.
+    IoResult send_owed_key_update();
+
 private:
+    // One recvmsg; `control_handled` when it was a control record that was dealt with (skipped,
+    // or a KeyUpdate followed) and reading can go on.
+    IoResult read_one(std::span<std::byte> out, bool& control_handled);
     IoResult handle_record(uint8_t type, std::span<const std::byte> body);
+    IoResult install_next_rx(const DirectionKeys& keys);
+    ssize_t send_record(uint8_t type, std::span<const uint8_t> body);
     ssize_t send_alert(uint8_t level, uint8_t description);
 
     int fd_;
     config::TlsVersion version_;
+    KtlsKeyUpdates key_updates_;
+    // Next TX keys derived after our KeyUpdate left, until the kernel took them.
+    std::optional<DirectionKeys> pending_tx_;
+    // Our KeyUpdate left but the next TX key could not be installed: the client reads everything
+    // after it with the next key, so nothing more may be sent.
+    bool tx_broken_ = false;
     bool close_notify_sent_ = false;
+    uint64_t rx_rekeys_ = 0;  // next RX keys the kernel took
 };
 
 struct KernelMove {
@@ -76,7 +107,14 @@ struct TakenKeys {
 TakenKeys take_keys_for_offload(SSL* ssl);
 
 // Installs the keys in the kernel, RX first, then TX (so a failure before TX leaves the socket
-// as it was). Call right after the handshake completed and the keys were taken.
-KernelMove move_to_kernel(int fd, const SessionKeys& keys);
+// as it was). Call right after the handshake completed and the keys were taken. On success the
+// TLS 1.3 traffic secrets move out of `keys` into the path (for KeyUpdate); on a failure `keys` is
+// left whole for the userspace path.
+KernelMove move_to_kernel(int fd, SessionKeys& keys);
+
+// The fallback reason for a refused setsockopt(SOL_TLS, TLS_RX/TLS_TX) installing a session's
+// first keys, from its errno: cipher_unsupported when the kernel does not offload this version and
+// cipher, install_failed otherwise.
+KtlsFallback install_failure_reason(int err);
 
 }  // namespace ztp::crypto

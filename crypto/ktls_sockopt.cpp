@@ -85,11 +85,11 @@ Result<void> ktls_enable_ulp(int fd) {
 Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, config::Cipher cipher,
                           std::span<const uint8_t> key, std::span<const uint8_t> iv, uint64_t record_seq) {
     if (key.size() != ktls_key_size(cipher))
-        return make_error(EINVAL, "ktls_install: key size does not match cipher");
+        return make_error(EMSGSIZE, "ktls_install: key size does not match cipher");
     const bool tls12_gcm =
         version == config::TlsVersion::tls1_2 && cipher != config::Cipher::chacha20_poly1305;
     if (iv.size() != kKtlsIvSize && !(tls12_gcm && iv.size() == kKtlsTls12GcmSaltSize))
-        return make_error(EINVAL, "ktls_install: IV must be 12 bytes (or a 4-byte salt for TLS 1.2 AES-GCM)");
+        return make_error(EMSGSIZE, "ktls_install: IV must be 12 bytes (or a 4-byte salt for TLS 1.2 AES-GCM)");
 
     CryptoInfoGuard g;
     CryptoInfo& ci = g.ci;
@@ -120,15 +120,16 @@ Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, con
     // Kernel contract (net/tls/tls_main.c do_tls_setsockopt_conf):
     //  * optlen must be exactly the size of this cipher's struct, else EINVAL; an unknown version
     //    or cipher is EINVAL too.
-    //  * Each direction can be set once (EBUSY on a second try; Linux >= 6.14 allows a TLS 1.3
-    //    rekey instead). The ULP must already be attached (ENOPROTOOPT for SOL_TLS otherwise).
+    //  * Each direction can be set once (EBUSY on a second try). Linux >= 6.14 takes a second one
+    //    on a TLS 1.3 socket as a KeyUpdate's next key (same version and cipher; EINVAL otherwise).
+    //    The ULP must already be attached (ENOPROTOOPT for SOL_TLS otherwise).
     //  * The kernel copies the struct; our copy is scrubbed by CryptoInfoGuard.
     //  * TX: every byte written afterwards is framed into records starting at rec_seq; nothing
     //    may still sit unsent in a user-space TLS library.
     //  * RX: the kernel parses records from the current stream position, including bytes already
     //    queued on the socket, so user space must not have consumed part of a record.
-    //  * ENOENT/ENOMEM here can also mean the kernel lacks the AEAD ("gcm(aes)",
-    //    "rfc7539(chacha20,poly1305)") and could not load it.
+    //  * A version or cipher this kernel does not know is EINVAL; ENOENT means it lacks the AEAD
+    //    ("gcm(aes)", "rfc7539(chacha20,poly1305)") and could not load it (install_failure_reason).
     const int opt = dir == Direction::tx ? TLS_TX : TLS_RX;
     if (::setsockopt(fd, SOL_TLS, opt, &ci, len) != 0)
         return errno_error(dir == Direction::tx ? "setsockopt(SOL_TLS, TLS_TX)"

@@ -40,6 +40,8 @@ Result<void> ktls_enable_ulp(int fd);
 //     selftests. For RX only the salt matters: the explicit nonce travels in each record.
 // `record_seq` is the sequence number of the next record in that direction (0 after a handshake's
 // key change; NewSessionTickets we sent under the key advance it).
+// Errors: EMSGSIZE when the key or IV size does not fit the cipher (checked here: nothing reached
+// the kernel); otherwise the kernel's errno from setsockopt (see ktls_sockopt.cpp).
 Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, config::Cipher cipher,
                           std::span<const uint8_t> key, std::span<const uint8_t> iv, uint64_t record_seq);
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <utility>
@@ -46,6 +47,9 @@ public:
     virtual IoResult write(std::span<const std::byte> in) = 0;
     // Sends close_notify: our direction towards the client is finished.
     virtual IoResult shutdown_write() = 0;
+    // Client TLS 1.3 KeyUpdates this path turned into new keys of its own (the kernel path; OpenSSL
+    // follows them inside SSL_read and does not say).
+    virtual uint64_t key_updates_followed() const { return 0; }
 };
 
 }  // namespace ztp::crypto

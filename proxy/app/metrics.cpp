@@ -176,15 +176,22 @@ std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmis
     f.push_back(family("ztproxy_plaintext_bytes_total",
                        "Plaintext bytes relayed, by direction and record path (counted when a connection ends)",
                        C::Counter, std::move(by_path)));
-    f.push_back(counter("ztproxy_spliced_bytes_total", "Plaintext bytes moved by splice, never in user space",
-                        s.spliced_bytes));
-    f.push_back(counter("ztproxy_copied_bytes_total", "Plaintext bytes copied in user space", s.copied_bytes));
+    f.push_back(family("ztproxy_spliced_bytes_total",
+                       "Plaintext bytes moved by splice, never in user space, by direction",
+                       C::Counter,
+                       {value(load(s.spliced_bytes_up), C::Counter, {{"direction", "client_to_backend"}}),
+                        value(load(s.spliced_bytes_down), C::Counter, {{"direction", "backend_to_client"}})}));
+    f.push_back(family("ztproxy_copied_bytes_total",
+                       "Plaintext bytes copied in user space, by direction", C::Counter,
+                       {value(load(s.copied_bytes_up), C::Counter, {{"direction", "client_to_backend"}}),
+                        value(load(s.copied_bytes_down), C::Counter, {{"direction", "backend_to_client"}})}));
     f.push_back(counter("ztproxy_bad_records_total", "Client records that failed authentication (never forwarded)",
                         s.bad_records));
     f.push_back(counter("ztproxy_malformed_records_total",
                         "Client records refused at their header: content type, version, length (never forwarded)",
                         s.malformed_records));
-    f.push_back(counter("ztproxy_key_updates_total", "Client TLS 1.3 KeyUpdates followed", s.key_updates));
+    f.push_back(counter("ztproxy_key_updates_total", "Client TLS 1.3 KeyUpdates followed (new keys installed)",
+                        s.key_updates));
     f.push_back(counter("ztproxy_ktls_installs_total", "Sessions whose record crypto moved into the kernel",
                         s.ktls_installs));
     std::vector<ClientMetric> fallbacks;

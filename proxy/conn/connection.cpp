@@ -191,10 +191,19 @@ void Connection::choose_record_path() {
             cached_session_ = crypto::free_after_offload(std::move(ssl_), listener_.tls->session_cache_ctx());
             return;
         }
+        // Counted per reason either way. The fallback is per connection, both directions together:
+        // RX is installed first and is where a kernel that cannot offload this version or cipher
+        // refuses (see move_to_kernel), so a kernel RX + userspace TX split never arises.
         note_fallback(moved.reason, moved.detail);
-        if (moved.fatal || kernel_required) {
-            log::tls().warn("client {}: kTLS {} ({}); closing the connection{}", peer_.to_string(), ktls_fallback_,
-                            moved.detail, moved.fatal ? "" : " because the listener requires kTLS");
+        if (moved.fatal) {
+            // TX refused after RX went into the kernel: no path can carry this connection any more.
+            log::tls().warn("client {}: kTLS TX refused after RX was installed ({}: {}); closing the connection",
+                            peer_.to_string(), ktls_fallback_, moved.detail);
+            return close("ktls_unavailable");
+        }
+        if (kernel_required) {
+            log::tls().warn("client {}: kTLS {} ({}); closing the connection because the listener requires kTLS",
+                            peer_.to_string(), ktls_fallback_, moved.detail);
             return close("ktls_unavailable");
         }
     }
@@ -397,8 +406,10 @@ void Connection::release_if_idle() {
         bump(stats().bytes_up_by_path[record_path_index(relay_->rx_path())], c.bytes_up);
         bump(stats().bytes_down_by_path[record_path_index(relay_->tx_path())], c.bytes_down);
     }
-    bump(stats().spliced_bytes, c.spliced_up + c.spliced_down);
-    bump(stats().copied_bytes, c.copied_up + c.copied_down);
+    bump(stats().spliced_bytes_up, c.spliced_up);
+    bump(stats().spliced_bytes_down, c.spliced_down);
+    bump(stats().copied_bytes_up, c.copied_up);
+    bump(stats().copied_bytes_down, c.copied_down);
     bump(stats().connections_closed[close_reason_index(close_reason_)]);
     if (runtime_->policy().logging.access_log) {
         AccessRecord r;

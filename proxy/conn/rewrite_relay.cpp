@@ -5,11 +5,9 @@
 
 #include <cstring>
 
+#include "proxy/conn/client_records.hpp"
+
 namespace ztp::conn {
-
-namespace {
-
-}  // namespace
 
 RewriteRelay::RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd, int backend_fd,
                            size_t chunk_size, RedactionStage up, RedactionStage down)
@@ -49,6 +47,7 @@ void RewriteRelay::pump_client_read() {
         // A fresh chunk per read: the plan and the held-back bytes point into earlier ones.
         std::shared_ptr<uint8_t[]> chunk(new uint8_t[chunk_size_]);
         auto r = path_->read({reinterpret_cast<std::byte*>(chunk.get()), chunk_size_});
+        note_key_updates(*path_, key_updates_seen_);
         switch (r.status) {
             case crypto::IoStatus::ok: {
                 counters_.bytes_up += r.bytes;
@@ -198,6 +197,7 @@ void RewriteRelay::fail_io(const crypto::IoResult& r) {
 void RewriteRelay::fail(const char* reason, const std::string& detail) {
     if (failed_) return;
     failed_ = true;
+    note_relay_close(reason);
     host_.relay_failed(reason, detail);
 }
 

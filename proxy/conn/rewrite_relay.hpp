@@ -58,6 +58,7 @@ private:
     bool failed_ = false;
     const char* first_close_ = nullptr;
     RelayCounters counters_;
+    uint64_t key_updates_seen_ = 0;
 
     ClientReadiness client_io_;
     io::Op op_recv_, op_send_;

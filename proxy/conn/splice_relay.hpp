@@ -5,7 +5,9 @@
 //
 // Control records on the client's kTLS RX socket make splice fail with EINVAL (the record stays
 // queued): the relay then reads it with recvmsg and a cmsg buffer (KernelRecordPath), handles it
-// (close_notify → half-close towards the backend), and resumes splicing.
+// (close_notify → half-close towards the backend, KeyUpdate → next RX key where the kernel can
+// take one, and our own KeyUpdate before the next splice towards the client when asked for), and
+// resumes splicing.
 #pragma once
 
 #include <memory>
@@ -14,6 +16,7 @@
 #include "crypto/kernel_record_path.hpp"
 #include "proxy/conn/relay.hpp"
 #include "proxy/io/pipe_pool.hpp"
+#include "proxy/io/pipe_spill.hpp"
 
 namespace ztp::conn {
 
@@ -49,7 +52,9 @@ private:
     };
 
     void fill(Direction& d);
+    bool push_spill(Direction& d);
     void drain(Direction& d);
+    void wait_writable(Direction& d);
     void on_fill(Direction& d, int res);
     void on_drain(Direction& d, int res);
     void on_control_record(Direction& d);
@@ -65,6 +70,8 @@ private:
     Direction up_;
     Direction down_;
     io::Op op_goodbye_poll_;
+    io::PipeSpill spill_;  // client → backend bytes that reached user space, not yet in the pipe
+    uint64_t key_updates_seen_ = 0;
     bool failed_ = false;
     const char* first_close_ = nullptr;
     RelayCounters counters_;

@@ -63,17 +63,20 @@ struct Stats {
     std::atomic<uint64_t> bytes_down{0};  // plaintext backend → client
     std::atomic<uint64_t> bytes_up_by_path[3]{};    // by the path that decrypted client → backend
     std::atomic<uint64_t> bytes_down_by_path[3]{};  // by the path that encrypted backend → client
-    std::atomic<uint64_t> spliced_bytes{0};  // plaintext moved by splice, never in user space
-    std::atomic<uint64_t> copied_bytes{0};   // plaintext that passed through a user-space buffer
+    // Per direction like the access log's spliced_up/_down, copied_up/_down.
+    std::atomic<uint64_t> spliced_bytes_up{0};  // plaintext moved by splice, never in user space
+    std::atomic<uint64_t> spliced_bytes_down{0};
+    std::atomic<uint64_t> copied_bytes_up{0};  // plaintext that passed through a user-space buffer
+    std::atomic<uint64_t> copied_bytes_down{0};
     std::atomic<uint64_t> bad_records{0};    // records that failed authentication (never forwarded)
     // Records refused at their header (content type, version, length over the limit): never
     // decrypted, never forwarded.
     std::atomic<uint64_t> malformed_records{0};
-    std::atomic<uint64_t> key_updates{0};    // client KeyUpdates followed (userspace path)
+    std::atomic<uint64_t> key_updates{0};    // client KeyUpdates followed (userspace and kernel paths)
     std::atomic<uint64_t> reloads_ok{0};
     std::atomic<uint64_t> reloads_failed{0};
     std::atomic<uint64_t> ktls_installs{0};
-    std::atomic<uint64_t> ktls_key_update_closes{0};  // client KeyUpdate on a kernel that cannot rekey
+    std::atomic<uint64_t> ktls_key_update_closes{0};  // client KeyUpdate on a kernel that cannot rekey kTLS
     std::atomic<uint64_t> ktls_fallbacks[static_cast<size_t>(crypto::KtlsFallback::count)]{};
 };
 

@@ -245,11 +245,11 @@ TEST(KtlsContract, SizesAreCheckedBeforeTheKernel) {
     const Keys k = keys(config::Cipher::aes_256_gcm, 8);
     auto short_key = crypto::ktls_install(p.a.get(), Direction::tx, config::TlsVersion::tls1_3,
                                           config::Cipher::aes_256_gcm, k.key().first(16), k.iv, 0);
-    EXPECT_EQ(err_code(short_key), EINVAL);
+    EXPECT_EQ(err_code(short_key), EMSGSIZE);
     // A 4-byte salt is only meaningful for TLS 1.2 AES-GCM.
     auto salt_only = crypto::ktls_install(p.a.get(), Direction::tx, config::TlsVersion::tls1_3,
                                           config::Cipher::aes_256_gcm, k.key(), std::span(k.iv).first(4), 0);
-    EXPECT_EQ(err_code(salt_only), EINVAL);
+    EXPECT_EQ(err_code(salt_only), EMSGSIZE);
     // Nothing reached the kernel, so the direction is still free.
     EXPECT_TRUE(crypto::ktls_install(p.a.get(), Direction::tx, config::TlsVersion::tls1_3,
                                      config::Cipher::aes_256_gcm, k.key(), k.iv, 0)

@@ -15,6 +15,9 @@ Per connection, from the proxy's access log, the backend's own account and /proc
      match in one write, then adjacent and overlapping matches over many small writes.
   5. A 20-byte request whose tail could begin a match comes back from an echo backend within
      bounded time (held bytes are flushed when the input goes quiet), on the kernel path.
+  6. On the rewrite relay too, a tampered client record (close=bad_record) and a client KeyUpdate
+     the kernel cannot follow (close=key_update_unsupported) bump the same dedicated counters as
+     on the splice relay (ztproxy_bad_records_total, ztproxy_ktls_key_update_closes_total).
 
 Exit 77 (CTest skip) on a kernel without kTLS outside the VM; inside the VM (KTLS_VM_GUEST set) a
 missing kTLS is a failure. Run by hand inside the VM:
@@ -35,8 +38,10 @@ sys.path.insert(0, HERE)
 import backend as backend_mod  # noqa: E402
 import test_redaction as red  # noqa: E402
 from harness import (E2ETestCase, Backend, CertAuthority, HttpConn, Proxy,  # noqa: E402
-                     recv_up_to, tls_connect, wait_until)
-from test_ktls_e2e import (CURR, as_int, main, require_ktls, stat_delta, tls_stat)  # noqa: E402
+                     SClientSession, metric, recv_up_to, scrape, tls_close_kind, tls_connect,
+                     wait_until)
+from test_ktls_e2e import (CURR, TLS13, TamperForwarder, as_int, kernel_can_rekey,  # noqa: E402
+                           main, require_ktls, stat_delta, tls_stat)
 
 MIB = 1024 * 1024
 COUNTERS = ("bytes_up", "bytes_down", "spliced_up", "spliced_down", "copied_up", "copied_down")
@@ -71,10 +76,13 @@ class KtlsRedactionTest(E2ETestCase):
             f.write(red.redaction_policy(cls.leaf, {"http": cls.http.address,
                                                     "record": cls.record.address,
                                                     "echo": cls.echo.address},
-                                         routes=ROUTES, rules=RULES))
+                                         routes=ROUTES, rules=RULES,
+                                         sections={"limits": {"idle_timeout": "60s"},
+                                                   "admin": {"address": "127.0.0.1:0"}}))
         cls.proxy = Proxy(["run", "-c", policy])
         cls.addClassCleanup(cls.proxy.stop)
         cls.port = cls.proxy.port
+        cls.admin = cls.proxy.admin_address()
 
     def setUp(self):
         super().setUp()
@@ -252,6 +260,68 @@ class KtlsRedactionTest(E2ETestCase):
             s.unwrap()
         e = self.next_access(mark, "for the small request")
         self.assertEqual((e.get("rx_path"), as_int(e, "spliced_up")), ("kernel", 0), repr(e))
+
+    # ------------------------------------------------------------------ 6
+
+    def counted(self):
+        status, text = scrape(self.admin)
+        self.assertEqual(status, 200)
+        names = ("ztproxy_bad_records_total", "ztproxy_ktls_key_update_closes_total",
+                 "ztproxy_key_updates_total")
+        return {n: metric(text, n) for n in names}
+
+    def test_rewrite_route_counts_bad_records_and_key_updates(self):
+        # echo.test has a rule: the rewrite relay reads the client through the kernel record path.
+        before = self.counted()
+        mark = self.mark()
+        fwd = TamperForwarder(self.port, "body", 1)  # TLS 1.3: 0x17 record 0 is the Finished
+        s = tls_connect(fwd.port, "echo.test", self.ca.cert, timeout=30,
+                        minimum=ssl.TLSVersion.TLSv1_3, maximum=ssl.TLSVersion.TLSv1_3)
+        with s:
+            try:
+                s.sendall(b"A" * 1000 + b"\n")
+            except OSError:
+                pass  # the proxy may already have closed: that is the point
+            kind, n = tls_close_kind(s, 20)
+        fwd.join(10)
+        self.assertIsNotNone(fwd.tampered, "the record to tamper never came: %r" % fwd.errors)
+        self.assertEqual(n, 0, "plaintext came back after a tampered record (%s)" % kind)
+        e = self.next_access(mark, "for the tampered record")
+        self.assertEqual((e.get("close"), e.get("rx_path"), as_int(e, "bytes_up")),
+                         ("bad_record", "kernel", 0), repr(e))
+        after = self.counted()
+        self.assertEqual(after["ztproxy_bad_records_total"]
+                         - before["ztproxy_bad_records_total"], 1, repr(e))
+
+        # A client KeyUpdate ("k": not requested), then a line under the client's next key.
+        rekeys = kernel_can_rekey()
+        mark = self.mark()
+        sc = SClientSession(self.port, "echo.test", self.ca.cert,
+                            ["-tls1_3", "-ciphersuites", TLS13["AES-128-GCM"]])
+        try:
+            self.assertTrue(sc.write(b"hello\n"), sc.describe())
+            self.assertTrue(sc.wait(lambda o, _: len(o) >= 6, 30), "no echo\n" + sc.describe())
+            self.assertTrue(sc.write(b"k\n"), sc.describe())
+            self.assertTrue(sc.wait(lambda _, err: b"KEYUPDATE" in err, 30), sc.describe())
+            sc.write(b"after\n")
+            if rekeys:
+                self.assertTrue(sc.wait(lambda o, _: len(o) >= 12, 30), sc.describe())
+            else:
+                self.assertIsNotNone(sc.wait_exit(20), "the proxy left the connection open\n"
+                                     + sc.describe() + "\n" + self.proxy.diag())
+        finally:
+            sc.close()
+        e = self.next_access(mark, "for the KeyUpdate on the rewrite route")
+        later = self.counted()
+        closes = (later["ztproxy_ktls_key_update_closes_total"]
+                  - after["ztproxy_ktls_key_update_closes_total"])
+        followed = later["ztproxy_key_updates_total"] - after["ztproxy_key_updates_total"]
+        self.assertEqual(e.get("rx_path"), "kernel", repr(e))
+        if rekeys:
+            self.assertEqual((bytes(sc.out), closes, followed), (b"hello\nafter\n", 0, 1), repr(e))
+        else:
+            self.assertEqual((bytes(sc.out), e.get("close"), as_int(e, "bytes_up"), closes,
+                              followed), (b"hello\n", "key_update_unsupported", 6, 1, 0), repr(e))
 
 
 if __name__ == "__main__":

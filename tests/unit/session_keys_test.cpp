@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "crypto/key_schedule.hpp"
+#include "crypto/ktls_key_update.hpp"
 #include "crypto/ktls_probe.hpp"
 #include "crypto/session_keys.hpp"
 #include "proxy/base/c_deleters.hpp"
@@ -445,6 +446,68 @@ TEST_P(SessionKeysKeyUpdate, NextSecretsFollowOpenSsl) {
     ASSERT_TRUE(tx_next);
     auto tx1 = tls13_traffic_keys(o.cipher, tx_next->view());
     ASSERT_TRUE(tx1);
+    check_server_to_client(p, *tx1, 0, {message(123, 3), message(4, 4)}, *ku_rec);
+}
+
+// The kernel path's KeyUpdate bookkeeping (KtlsKeyUpdates) against OpenSSL, over two client
+// updates: the first asks for ours (update_requested), the second does not. Each KeyUpdate record
+// the client's OpenSSL writes, once opened, goes through on_client_handshake; the client's next
+// record must open with the keys it returns, at sequence 0. Our answer (the KeyUpdate record it
+// prescribes under the current TX key, then data under next_tx_keys()) must be read by the client.
+TEST_P(SessionKeysKeyUpdate, KtlsKeyUpdatesFollowOpenSsl) {
+    ContextOptions o;
+    o.version = TlsVersion::tls1_3;
+    o.cipher = GetParam();
+    ClientState cs;
+    auto sctx = server_ctx(o);
+    auto cctx = client_ctx(o, &cs);
+    Pair p = connect_pair(cctx.get(), sctx.get());
+    ASSERT_TRUE(handshake(p));
+    auto keys = take_session_keys(p.server.get());
+    ASSERT_TRUE(keys) << keys.error().message();
+    SessionKeys& k = *keys;
+    KtlsKeyUpdates updates(TlsVersion::tls1_3, o.cipher, std::move(k.rx_secret), std::move(k.tx_secret));
+
+    DirectionKeys rx = std::move(k.rx);
+    uint64_t rx_seq = rx.seq + check_client_to_server(p, rx, rx.seq, {message(10, 1)});
+    const auto now = KtlsKeyUpdates::Clock::now();
+    for (int round = 0; round < 2; ++round) {
+        SCOPED_TRACE(round);
+        const bool requested = round == 0;
+        ASSERT_EQ(SSL_key_update(p.client.get(), requested ? SSL_KEY_UPDATE_REQUESTED : SSL_KEY_UPDATE_NOT_REQUESTED),
+                  1);
+        const Bytes after = message(40 + round, static_cast<uint8_t>(2 + round));
+        ASSERT_EQ(SSL_write(p.client.get(), after.data(), static_cast<int>(after.size())),
+                  static_cast<int>(after.size()));
+        const auto recs = split_records(drain(p.server_end));
+        ASSERT_EQ(recs.size(), 2u);
+        auto ku = ktls_reference::open_record(rx.version, rx.cipher, rx.key.view(), reference_iv(rx, 0), rx_seq,
+                                              recs[0]);
+        ASSERT_TRUE(ku) << ku.error().message();
+        ASSERT_EQ(ku->type, kRecordHandshake);
+        const bool owed_before = updates.tx_update_owed();
+        auto step = updates.on_client_handshake(ku->plaintext, now + std::chrono::seconds(round));
+        ASSERT_EQ(step.refuse, nullptr) << step.detail;
+        ASSERT_TRUE(step.next_rx);
+        EXPECT_EQ(updates.tx_update_owed(), owed_before || requested);
+        rx = std::move(*step.next_rx);
+        rx_seq = 0;
+        auto data = ktls_reference::open_record(rx.version, rx.cipher, rx.key.view(), reference_iv(rx, 0), rx_seq++,
+                                                recs[1]);
+        ASSERT_TRUE(data) << data.error().message();
+        EXPECT_EQ(data->plaintext, after);
+    }
+
+    // Our KeyUpdate under the current TX key, then data under the next one.
+    ASSERT_TRUE(updates.tx_update_owed());
+    client_reads_pending_handshake(p);  // tickets
+    const auto& msg = KtlsKeyUpdates::kKeyUpdateNotRequested;
+    auto ku_rec = ktls_reference::seal_record(k.tx.version, k.tx.cipher, k.tx.key.view(), reference_iv(k.tx, 0),
+                                              k.tx.seq, kRecordHandshake, Bytes(msg.begin(), msg.end()));
+    ASSERT_TRUE(ku_rec);
+    auto tx1 = updates.next_tx_keys();
+    ASSERT_TRUE(tx1) << tx1.error().message();
+    EXPECT_FALSE(updates.tx_update_owed());
     check_server_to_client(p, *tx1, 0, {message(123, 3), message(4, 4)}, *ku_rec);
 }
 

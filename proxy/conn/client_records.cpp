@@ -1,0 +1,33 @@
+#include "proxy/conn/client_records.hpp"
+
+#include <chrono>
+#include <cstring>
+
+#include "proxy/base/log.hpp"
+#include "proxy/conn/stats.hpp"
+
+namespace ztp::conn {
+
+void note_relay_close(const char* close_reason) {
+    if (close_reason == nullptr) return;
+    if (std::strcmp(close_reason, "bad_record") == 0) return bump(stats().bad_records);
+    if (std::strcmp(close_reason, "key_update_unsupported") != 0) return;
+    bump(stats().ktls_key_update_closes);
+    // Operators need to know why clients get cut off; clients must not flood the log.
+    static thread_local std::chrono::steady_clock::time_point last{};
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last > std::chrono::seconds(10)) {
+        last = now;
+        log::tls().info("a client sent a TLS 1.3 KeyUpdate; kTLS on this kernel cannot rekey, so the "
+                        "connection is closed (needs Linux >= 6.14, or ktls = \"off\" on the listener)");
+    }
+}
+
+void note_key_updates(const crypto::RecordPath& path, uint64_t& seen) {
+    const uint64_t now = path.key_updates_followed();
+    if (now == seen) return;
+    bump(stats().key_updates, now - seen);
+    seen = now;
+}
+
+}  // namespace ztp::conn
