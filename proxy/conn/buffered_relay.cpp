@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "proxy/conn/client_records.hpp"
+
 namespace ztp::conn {
 
 BufferedRelay::BufferedRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd,
@@ -53,8 +55,9 @@ void BufferedRelay::on_completion(uint8_t tag, int res) {
 
 void BufferedRelay::fail(const crypto::IoResult& r) {
     failed_ = true;
-    count_refused_record(r);
-    host_.relay_failed(client_close_reason(r), r.reason);
+    const char* reason = client_close_reason(r);
+    note_relay_close(reason);
+    host_.relay_failed(reason, r.reason);
 }
 
 void BufferedRelay::pump_client_read() {

@@ -11,7 +11,6 @@
 
 #include "crypto/record_path.hpp"
 #include "proxy/conn/relay.hpp"
-#include "proxy/conn/stats.hpp"
 
 namespace ztp::conn {
 
@@ -84,12 +83,6 @@ inline const char* client_close_reason(const crypto::IoResult& r) {
     if (r.status == crypto::IoStatus::peer_alert) return "client_alert";
     if (r.status == crypto::IoStatus::bad_record) return "bad_record";
     return (r.sys_errno == ECONNRESET || r.sys_errno == EPIPE) ? "client_reset" : "client_error";
-}
-
-// Counts a client record the record path refused, as the userspace relay counts its own.
-inline void count_refused_record(const crypto::IoResult& r) {
-    if (r.status == crypto::IoStatus::bad_record) bump(stats().bad_records);
-    if (r.status == crypto::IoStatus::malformed_record) bump(stats().malformed_records);
 }
 
 }  // namespace ztp::conn

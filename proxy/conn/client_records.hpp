@@ -1,6 +1,6 @@
 // What a client's record stream did, counted and logged the same way by every relay that reads it
-// through a record path (the splice and rewrite relays on the kernel path), so that a route's
-// choice of relay never changes what the metrics say.
+// through a record path (splice, rewrite and buffered relays; the userspace relay counts at its own
+// decision points), so that a route's choice of relay never changes what the metrics say.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +11,7 @@ namespace ztp::conn {
 
 // A relay is ending its connection with the access log's `close_reason`. Client-caused endings
 // with a dedicated counter are counted here: bad_record → ztproxy_bad_records_total,
+// malformed_record / record_overflow → ztproxy_malformed_records_total,
 // key_update_unsupported → ztproxy_ktls_key_update_closes_total plus an operator log line (at
 // most one per 10 s per worker: clients must not be able to flood the log).
 void note_relay_close(const char* close_reason);

@@ -190,7 +190,6 @@ void RewriteRelay::on_quiet(bool up) {
 // ---------------------------------------------------------------------------- endings
 
 void RewriteRelay::fail_io(const crypto::IoResult& r) {
-    if (!failed_) count_refused_record(r);
     fail(client_close_reason(r), r.reason);
 }
 
