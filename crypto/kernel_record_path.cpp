@@ -101,8 +101,7 @@ IoResult KernelRecordPath::read_one(std::span<std::byte> out, bool& control_hand
         int e = r.error().code;
         if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_read};
         if (e == EBADMSG) {  // the buffer was scrubbed (ktls_recv)
-            constexpr uint8_t kBadRecordMac = 20;
-            send_fatal_alert(kBadRecordMac);
+            send_fatal_alert(kAlertBadRecordMac);
             return {IoStatus::bad_record, 0, "record failed authentication (bad_record_mac)"};
         }
         // Linux >= 6.14: decryption is paused behind a KeyUpdate until its key is installed.

@@ -122,9 +122,12 @@ void UserspaceRelay::pump_client_recv() {
 
 bool UserspaceRelay::switch_slot(size_t keep_from) {
     // After an idle wait with nothing partial, a burst slot: a request usually fits one record,
-    // and a whole-slot gate costs about half of a partial one. A read that fills it means a stream
-    // is flowing: the rest goes into bulk slots. When no burst slot is free, bulk serves.
-    const bool burst = std::exchange(client_woke_, false) && (!in_.valid() || fill_ == keep_from);
+    // and a whole-slot gate costs about half of a partial one. Not when the read before the wait
+    // was bigger than a burst slot: a stream that drained the socket for a moment goes on in bulk
+    // slots, rather than paying a gate round and a tail copy for one record. When no burst slot is
+    // free, bulk serves.
+    const bool burst = std::exchange(client_woke_, false) && (!in_.valid() || fill_ == keep_from) &&
+                       last_client_recv_bytes_ < burst_pool_.slot_size();
     auto fresh = burst ? burst_pool_.acquire() : pool_.acquire();
     if (!fresh && burst) fresh = pool_.acquire();
     if (!fresh) {
@@ -164,6 +167,7 @@ void UserspaceRelay::on_client_recv(int res) {
     }
     fill_ += static_cast<size_t>(res);
     client_readable_ = static_cast<size_t>(res) == last_client_recv_size_;
+    last_client_recv_bytes_ = static_cast<size_t>(res);
     host_.activity();
     process_records();
     if (!client_readable_ && !failed_) up_quiet_.arm(host_, up_feeds_, up_stage_.held());

@@ -123,6 +123,7 @@ private:
     size_t fill_ = 0;       // end of received ciphertext
     bool client_recv_inflight_ = false;
     size_t last_client_recv_size_ = 0;
+    size_t last_client_recv_bytes_ = 0;  // what the last recv got: request-sized or a stream
     bool backend_send_inflight_ = false;
     bool up_eof_ = false;
     bool up_done_ = false;
