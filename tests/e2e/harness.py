@@ -18,6 +18,7 @@ backend on stdout ("LISTENING PORT").
 """
 
 import atexit
+import hashlib
 import json
 import os
 import re
@@ -691,6 +692,17 @@ class HttpConn:
         n = int(headers.get("content-length", "0"))
         body = b"".join(self.read_body_chunks(n))
         return HttpResponse(status, reason, headers, body)
+
+
+def file_size_and_sha256(path):
+    """(size, sha256 hex) of a file, read in 1 MiB blocks: the check for what a client received."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
 
 
 def curl(args, timeout=60):

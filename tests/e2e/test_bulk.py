@@ -15,7 +15,7 @@ import time
 import unittest
 
 import backend as backend_mod
-from harness import (E2ETestCase, CertAuthority, curl, curl_args, policy_toml, tls_connect)
+from harness import (E2ETestCase, CertAuthority, curl, curl_args, file_size_and_sha256, policy_toml, tls_connect)
 
 MIB = 1024 * 1024
 BIG = 64 * MIB
@@ -116,14 +116,7 @@ class BulkTest(E2ETestCase):
         r = curl(["-o", path] + curl_args("localhost", self.port, "/bytes/%d" % BIG,
                                           self.ca.cert), timeout=150)
         self.assertEqual(r.returncode, 0, "curl: %s\n%s" % (r.stderr, self.proxy.diag()))
-        h = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(MIB), b""):
-                h.update(block)
-                size += len(block)
-        self.assertEqual(size, BIG)
-        self.assertEqual(h.hexdigest(), backend_mod.pattern_sha256(BIG))
+        self.assertEqual(file_size_and_sha256(path), (BIG, backend_mod.pattern_sha256(BIG)))
         self.http.wait_event(r"^BYTES_DONE .* sent=%d$" % BIG)
         [e] = self.proxy.wait_access(lambda e: e.get("sni") == "localhost")
         self.assertGreater(e["bytes_down"], BIG, e)

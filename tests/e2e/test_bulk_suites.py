@@ -6,13 +6,12 @@ One backend and one proxy serve the whole class. The proxy is forced onto the us
 its own flag, so this suite runs once (it is not one of the traffic suites CMake repeats per path).
 """
 
-import hashlib
 import json
 import os
 import unittest
 
 import backend as backend_mod
-from harness import Backend, LocalhostTestCase, Proxy, curl, curl_args
+from harness import Backend, LocalhostTestCase, Proxy, curl, curl_args, file_size_and_sha256
 
 MIB = 1024 * 1024
 BIG = 64 * MIB
@@ -65,14 +64,9 @@ class UserspaceSuitesTest(LocalhostTestCase):
         r = curl(suite + ["-o", path] + curl_args("localhost", self.proxy.port, "/bytes/%d" % BIG, self.ca.cert),
                  timeout=150)
         self.assertEqual(r.returncode, 0, "curl download: %s\n%s" % (r.stderr, self.proxy.diag()))
-        h = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(MIB), b""):
-                h.update(block)
-                size += len(block)
+        got = file_size_and_sha256(path)
         os.unlink(path)
-        self.assertEqual((size, h.hexdigest()), (BIG, self.expected))
+        self.assertEqual(got, (BIG, self.expected))
         self.http.wait_event(r"^BYTES_DONE .* sent=%d$" % BIG, start=start)
 
         entries = self.proxy.wait_access(lambda e: e.get("cipher") == cipher, count=2,
