@@ -286,7 +286,7 @@ KernelMove move_to_kernel(int fd, SessionKeys& keys) {
         return fallback(install_failure_reason(r.error().code), "TLS_TX: " + r.error().message());
     }
     KtlsKeyUpdates updates(rx.version, rx.cipher, std::move(keys.rx_secret), std::move(keys.tx_secret));
-    out.path = std::make_unique<KernelRecordPath>(fd, rx.version, std::move(updates));
+    out.path = std::make_unique<KernelRecordPath>(fd, std::move(updates));
     return out;
 }
 

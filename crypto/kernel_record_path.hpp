@@ -33,8 +33,7 @@ const char* to_string(KtlsFallback f);
 class KernelRecordPath final : public RecordPath {
 public:
     // `key_updates` keeps the TLS 1.3 traffic secrets for KeyUpdate (empty secrets for TLS 1.2).
-    KernelRecordPath(int fd, config::TlsVersion version, KtlsKeyUpdates key_updates)
-        : fd_(fd), version_(version), key_updates_(std::move(key_updates)) {}
+    KernelRecordPath(int fd, KtlsKeyUpdates key_updates) : fd_(fd), key_updates_(std::move(key_updates)) {}
 
     const char* rx_name() const override { return "kernel"; }
     const char* tx_name() const override { return "kernel"; }
@@ -78,7 +77,6 @@ private:
     ssize_t send_alert(uint8_t level, uint8_t description);
 
     int fd_;
-    config::TlsVersion version_;
     KtlsKeyUpdates key_updates_;
     // Next TX keys derived after our KeyUpdate left, until the kernel took them.
     std::optional<DirectionKeys> pending_tx_;
