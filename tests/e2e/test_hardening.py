@@ -12,7 +12,7 @@ import signal
 import unittest
 import urllib.request
 
-from harness import (CertAuthority, E2ETestCase, HttpConn, Proc, curl, curl_args, policy_toml,
+from harness import (CertAuthority, E2ETestCase, HttpConn, LocalhostTestCase, Proc, curl, curl_args, policy_toml,
                      s_client, tls_connect, ztproxy_bin)
 
 NOBODY = 65534
@@ -157,13 +157,7 @@ class PrivilegeDropTest(E2ETestCase):
                     p.wait_line("stderr", r"\[process\]: user 'ztp-no-such-user' does not exist")
 
 
-class SeccompModesTest(E2ETestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.ca = CertAuthority(os.path.join(cls.class_tmp, "pki"))
-        cls.leaf = cls.ca.issue("localhost", "ec", dns=["localhost"])
-
+class SeccompModesTest(LocalhostTestCase):
     def start(self, mode):
         backend = self.start_backend("http")
         proxy = self.start_policy_proxy(policy_toml(
