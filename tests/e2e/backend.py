@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The plaintext backend the e2e tests put behind ztproxy (Python 3 stdlib only).
 
-    python3 backend.py [--mode http|echo|record] [--host 127.0.0.1] [--port 0] [--record-dir DIR]
+    python3 backend.py [--mode http|echo|record|stall] [--host 127.0.0.1] [--port 0] [--record-dir DIR]
                        [--proxy-protocol v2]
 
 Binds (port 0 by default) and prints ``LISTENING <port>`` on stdout as its first line: that is
@@ -15,6 +15,7 @@ for what the backend saw instead of sleeping:
     RAW_REQUEST peer=IP:PORT length=N hex=HEX          (http mode, POST /echo-raw)
     ECHO_BODY peer=IP:PORT length=N sha256=HEX hex=HEX  (http mode, POST /echo-body)
     RECORD_CLOSED peer=IP:PORT bytes=N sha256=HEX file=PATH|- reason=eof|reset|error  (record mode)
+    STALL_ACCEPTED peer=IP:PORT                        (stall mode)
     PROXY_HEADER peer=IP:PORT json={...}               (--proxy-protocol v2, see parse_proxy_v2)
     PROXY_ERROR peer=IP:PORT reason=...                 (--proxy-protocol v2, no valid header)
 
@@ -39,6 +40,9 @@ Echo mode: raw TCP, every byte received is sent back; EOF from the peer -> shutd
 Record mode: raw TCP, sends nothing while it reads; every byte received is hashed (and written to
 DIR/conn-K.bin with --record-dir). At EOF from the peer it answers one line
 ``RECORDED <bytes> <sha256hex>\n``, then shutdown(SHUT_WR), and prints RECORD_CLOSED.
+
+Stall mode: raw TCP, accepts and then never reads nor writes (a backend that stopped reading);
+the connection stays open until the process ends. The test's flood fills the proxy's buffers.
 
 The module is also imported by the tests for pattern_chunks()/pattern_sha256().
 """
@@ -425,9 +429,21 @@ class RecordServer(EchoServer):
     counter_lock = threading.Lock()
 
 
+class StallHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        emit("STALL_ACCEPTED peer=%s" % peer_str(self.client_address))
+        # Never read: the kernel's receive buffer fills, then the proxy's side of the connection.
+        # The handler thread parks until the server shuts down (the socket closes with it).
+        self.server.stop.wait()
+
+
+class StallServer(EchoServer):
+    stop = threading.Event()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=["http", "echo", "record"], default="http")
+    ap.add_argument("--mode", choices=["http", "echo", "record", "stall"], default="http")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--record-dir", default=None, help="record mode: keep each connection's bytes")
@@ -435,7 +451,8 @@ def main():
                     help="every connection starts with a PROXY v2 header: decode and report it")
     args = ap.parse_args()
     cls, handler = {"http": (HttpServer, HttpHandler), "echo": (EchoServer, EchoHandler),
-                    "record": (RecordServer, RecordHandler)}[args.mode]
+                    "record": (RecordServer, RecordHandler),
+                    "stall": (StallServer, StallHandler)}[args.mode]
     server = cls((args.host, args.port), handler)
     server.proxy_protocol = args.proxy_protocol
     if args.mode == "record":

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""KeyUpdate under load, real sockets (issue 12, case 1: records overwritten while on the wire).
+
+Many TLS 1.3 connections download the e2e backend's pattern through the proxy. Each reader is
+slow: a 16 KiB receive buffer, reads of random size, random pauses; and it sends
+KeyUpdate(update_requested) at a random point of every answer, while the proxy streams backend
+data to it. Every byte is checked against the pattern; the proxy must answer every requested
+update with its own KeyUpdate (RFC 8446 §4.6.3) and count every update it followed.
+
+On a kernel path that cannot rekey kTLS (Linux < 6.14) a KeyUpdate closes the connection instead
+(close=key_update_unsupported), with every byte before it intact: asserted there instead.
+
+Sizes: ZTP_HOSTILE_KU_CONNECTIONS x ZTP_HOSTILE_KU_MIB MiB in ZTP_HOSTILE_KU_REQUESTS requests
+(8 x 32 MiB in 4 by default); the seed is printed (ZTP_HOSTILE_SEED replays it).
+"""
+
+import sys
+
+from hostile import KERNEL, RECORD_PATH, env_int, kernel_can_rekey, main, run_peer, seed
+from harness import LocalhostTestCase, metric, scrape
+
+
+class KeyUpdateLoadTest(LocalhostTestCase):
+    def test_slow_readers_with_random_key_updates_get_every_byte(self):
+        conns = env_int("ZTP_HOSTILE_KU_CONNECTIONS", 8)
+        requests = env_int("ZTP_HOSTILE_KU_REQUESTS", 4)
+        each = env_int("ZTP_HOSTILE_KU_MIB", 32) * 1024 * 1024 // requests
+        s = seed()
+        backend = self.start_backend("http")
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
+                                  "--cert", self.leaf.cert, "--key", self.leaf.key, "--admin", "127.0.0.1:0"])
+        admin = proxy.admin_address()
+        results, run = run_peer(proxy.port, ["get:/bytes:%d:%d" % (each, requests), "close-notify", "read-close"],
+                                cafile=self.ca.cert,
+                                options=["--connections", str(conns), "--seed", str(s), "--rcvbuf", "16384",
+                                         "--read-max", "16384", "--pace-ms", "3", "--key-updates", "--timeout", "60"])
+        where = "seed %d, %s path\n%s" % (s, RECORD_PATH, run.describe())
+        self.assertEqual(len(results), conns, where)
+        entries = proxy.wait_access(count=conns, timeout=60)
+        _, text = scrape(admin)
+        if KERNEL and not kernel_can_rekey():
+            for r in results:
+                # The first KeyUpdate ends the connection; every byte before it was the pattern.
+                self.assertFalse(r["ok"], where)
+                self.assertNotIn("pattern differs", r["error"], where)
+                self.assertIn(r["close"], ("close_notify", "fin"), "a clean close, not %s: %s" % (r["close"], where))
+            for e in entries:
+                self.assertEqual(e["close"], "key_update_unsupported", "%r\n%s" % (e, where))
+            self.assertEqual(metric(text, "ztproxy_ktls_key_update_closes_total"), conns, text)
+            return
+        for r in results:
+            self.assertTrue(r["ok"], "connection %d failed: %s\n%s" % (r["conn"], r["error"], where))
+            self.assertEqual(r["verified_bytes"], each * requests, where)
+            self.assertEqual(r["key_updates_sent"], requests, where)
+            # Each update_requested was answered before the proxy's next application data.
+            self.assertGreaterEqual(r["key_updates_received"], requests, where)
+            self.assertEqual(r["close"], "close_notify", where)
+        for e in entries:
+            self.assertEqual(e["close"], "client_close", "%r\n%s" % (e, where))
+        self.assertEqual(metric(text, "ztproxy_key_updates_total"), conns * requests, text)
+
+
+if __name__ == "__main__":
+    sys.exit(main(__name__))

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Slow clients on a rule route (issue 12, case 3: pool starvation).
+
+ZTP_HOSTILE_SLOW_CLIENTS (150) clients each type a bearer token one byte per record every 10 ms
+for ZTP_HOSTILE_SLOW_SECONDS, so every one holds a redaction match open, while fresh clients
+come and are served. None of them may be closed: each gets its whole (masked) echo back and a
+close_notify after its own, the access log has no `overloaded`, and neither has the counter.
+"""
+
+import sys
+import threading
+
+from hostile import RECORD_PATH, PeerRun, env_float, env_int, main
+from harness import LocalhostTestCase, metric, scrape, tls_connect
+
+RULE = r"Bearer [A-Za-z0-9._~+/=-]{1,128}"
+
+
+class SlowClientsTest(LocalhostTestCase):
+    def test_typing_clients_hold_matches_open_while_fresh_clients_are_served(self):
+        clients = env_int("ZTP_HOSTILE_SLOW_CLIENTS", 150)
+        seconds = env_float("ZTP_HOSTILE_SLOW_SECONDS", 1.2)
+        echo = self.start_backend("echo")
+        proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", echo.address,
+                                  "--cert", self.leaf.cert, "--key", self.leaf.key,
+                                  "--redact-request", RULE, "--admin", "127.0.0.1:0"])
+        admin = proxy.admin_address()
+        run = PeerRun(proxy.port, ["send:Authorization: Bearer ", "mark:typing", "type-for:10:%g" % seconds,
+                                   "send:\\r\\n", "expect-echo", "close-notify", "read-close"],
+                      cafile=self.ca.cert, options=["--connections", str(clients), "--timeout", "60"])
+        try:
+            # Every slow client is connected and typing: now the fresh ones.
+            run.wait_event("mark", count=clients, timeout=120)
+            fresh_errors = []
+
+            def fresh(i):
+                try:
+                    with tls_connect(proxy.port, "localhost", self.ca.cert, timeout=30) as s:
+                        msg = b"fresh client %d\n" % i
+                        s.sendall(msg)
+                        got = b""
+                        while len(got) < len(msg):
+                            d = s.recv(len(msg) - len(got))
+                            if not d:
+                                break
+                            got += d
+                        if got != msg:
+                            fresh_errors.append("fresh %d got %r" % (i, got))
+                except OSError as e:
+                    fresh_errors.append("fresh %d: %s" % (i, e))
+
+            threads = [threading.Thread(target=fresh, args=(i,)) for i in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            results = run.results(timeout=180)
+        finally:
+            run.kill()
+        where = "%s path, %d slow clients\n%s" % (RECORD_PATH, clients, run.describe())
+        self.assertEqual(fresh_errors, [], where)
+        bad = [r for r in results if not r["ok"] or r["close"] != "close_notify"]
+        self.assertEqual(bad, [], "slow clients were cut off: " + where)
+        self.assertEqual(len(results), clients, where)
+        entries = proxy.wait_access(count=clients + 20, timeout=60)
+        overloaded = [e for e in entries if e["close"] == "overloaded"]
+        self.assertEqual(overloaded, [], where)
+        _, text = scrape(admin)
+        self.assertEqual(metric(text, "ztproxy_connections_closed_total", reason="overloaded"), 0, text)
+
+
+if __name__ == "__main__":
+    sys.exit(main(__name__))
