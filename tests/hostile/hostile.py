@@ -11,7 +11,7 @@ Environment (sizes and durations; defaults keep the host label under a few minut
   HOSTILE_PEER_BIN                the CLI (CTest sets it; default build/tests/hostile/hostile_peer)
   ZTP_HOSTILE_KU_CONNECTIONS      KeyUpdate load: connections                       (8)
   ZTP_HOSTILE_KU_MIB              KeyUpdate load: MiB each connection downloads       (32)
-  ZTP_HOSTILE_KU_REQUESTS         KeyUpdate load: requests (= KeyUpdates) per connection (4)
+  ZTP_HOSTILE_KU_REQUESTS         KeyUpdate load: requests (~ KeyUpdates) per connection (16)
   ZTP_HOSTILE_FLOOD_SECONDS       tiny-record flood duration                          (20)
   ZTP_HOSTILE_FLOOD_LIMIT_MIB     RSS growth allowed for the one flooding connection  (64)
   ZTP_HOSTILE_SLOW_CLIENTS        slow typing clients                                  (150)

@@ -22,6 +22,9 @@
 //                          1-byte records, the answer is read in random pieces of 1..--read-max
 //                          bytes with random pauses up to --pace-ms, and with --key-updates one
 //                          KeyUpdate(update_requested) goes out at a random point of each answer
+//                          (skipped when the last one went out less than 200 ms before), with the
+//                          next request pipelined right behind it; with --stall-ms, near the end of
+//                          the answer and between two stops of reading (see get())
 //   request:TEXT           like send, named for readability (a request the test will not read)
 //   close-notify           sends close_notify
 //   fin                    shuts down our write side (TCP FIN, no close_notify)
@@ -127,6 +130,7 @@ struct Options {
     uint64_t seed = 0;
     size_t read_max = 16384;
     unsigned pace_ms = 0;
+    unsigned stall_ms = 0;
     bool key_updates = false;
 };
 
@@ -145,7 +149,12 @@ public:
         peer_ = std::move(*p);
         for (size_t i = 0; i < steps.size(); ++i) {
             res["step"] = i;
-            std::string err = one(steps[i]);
+            std::string err;
+            try {
+                err = one(steps[i]);
+            } catch (const std::exception&) {  // std::stoul and friends on a step's arguments
+                err = "bad argument";
+            }
             if (!err.empty()) {
                 res["error"] = steps[i].name + ": " + err;
                 break;
@@ -309,37 +318,62 @@ private:
         return "";
     }
 
+    // 1-byte records: at least 64 of them under the current key before our next KeyUpdate, which
+    // the proxy's KeyUpdate flood limit asks for (crypto/record_layer.hpp).
+    std::string request(const std::string& path, uint64_t size) {
+        std::string req = "GET " + path + "/" + std::to_string(size) + " HTTP/1.1\r\nHost: hostile\r\nX-Pad: ";
+        req += std::string(80, 'p') + "\r\n\r\n";
+        const unsigned saved = record_size_;
+        record_size_ = 1;
+        auto e = send(req);
+        record_size_ = saved;
+        return e;
+    }
+
+    std::string read_head() {
+        std::string head;
+        while (head.size() < 4 || head.compare(head.size() - 4, 4, "\r\n\r\n") != 0) {
+            if (auto err = note(peer_->read_app(1), 1); !err.empty()) return "response head: " + err;
+            head += static_cast<char>(last_.data[0]);
+            if (head.size() > 8192) return "response head over 8 KiB";
+        }
+        if (head.rfind("HTTP/1.1 200", 0) != 0) return "response is not 200: " + head.substr(0, head.find('\r'));
+        return "";
+    }
+
+    // Issue 12 case 1 needs the proxy idle towards the client (waiting on the backend) with the
+    // client's socket full, then our KeyUpdate(update_requested): the proxy's KeyUpdate send stays
+    // in flight while the backend's next answer arrives. So, near the end of each answer (the last
+    // 0..1 MiB, which fits in the socket buffers): stop reading for a while (the proxy pushes the
+    // rest into the buffers and waits on the backend), send the KeyUpdate with the next request
+    // pipelined right behind it, stop again (the answer arrives at the proxy), then read on.
+    // Without --stall-ms the KeyUpdate just goes out at a random byte of the answer.
     std::string get(const std::string& path, uint64_t size, unsigned count) {
         std::uniform_int_distribution<size_t> piece(1, std::max<size_t>(1, o_.read_max));
         std::uniform_int_distribution<unsigned> pause(0, o_.pace_ms);
+        std::uniform_int_distribution<unsigned> stall(o_.stall_ms / 2, o_.stall_ms);
         std::bernoulli_distribution pause_now(0.05);
-        const unsigned saved_record = record_size_;
+        if (auto e = request(path, size); !e.empty()) return e;
         for (unsigned n = 0; n < count; ++n) {
-            // 1-byte records: at least 64 of them under the current key before our next KeyUpdate,
-            // which the proxy's KeyUpdate flood limit asks for (crypto/record_layer.hpp).
-            std::string req = "GET " + path + "/" + std::to_string(size) + " HTTP/1.1\r\nHost: hostile\r\nX-Pad: ";
-            req += std::string(80, 'p') + "\r\n\r\n";
-            record_size_ = 1;
-            auto e = send(req);
-            record_size_ = saved_record;
-            if (!e.empty()) return e;
-            std::string head;
-            while (head.size() < 4 || head.compare(head.size() - 4, 4, "\r\n\r\n") != 0) {
-                auto r = peer_->read_app(1);
-                if (auto err = note(std::move(r), 1); !err.empty()) return "response head: " + err;
-                head += static_cast<char>(last_.data[0]);
-                if (head.size() > 8192) return "response head over 8 KiB";
-            }
-            if (head.rfind("HTTP/1.1 200", 0) != 0) return "response is not 200: " + head.substr(0, head.find('\r'));
-            const uint64_t ku_at = o_.key_updates ? std::uniform_int_distribution<uint64_t>(0, size ? size - 1 : 0)(rng_)
-                                                  : UINT64_MAX;
+            if (auto e = read_head(); !e.empty()) return e;
+            const uint64_t window = o_.stall_ms ? std::min<uint64_t>(size, 1 << 20) : size;
+            const uint64_t ku_at =
+                o_.key_updates ? size - std::uniform_int_distribution<uint64_t>(window ? 1 : 0, window)(rng_) : UINT64_MAX;
             PatternChecker check;
-            bool ku_sent = false;
+            bool next_sent = n + 1 == count;
             while (check.offset() < size) {
-                if (!ku_sent && check.offset() >= ku_at) {
-                    auto r = peer_->send_key_update(true);
-                    if (!r) return "KeyUpdate at byte " + std::to_string(check.offset()) + ": " + fail(r.error());
-                    ku_sent = true;
+                // At most one KeyUpdate per kKeyUpdateGap: the proxy rightly closes a connection that
+                // sends more than 8 a second (KeyUpdateLimiter). A skipped one is not made up.
+                if (!next_sent && check.offset() >= ku_at) {
+                    if (o_.stall_ms) std::this_thread::sleep_for(std::chrono::milliseconds(stall(rng_)));
+                    if (Clock::now() - last_ku_ >= kKeyUpdateGap) {
+                        last_ku_ = Clock::now();
+                        auto r = peer_->send_key_update(true);
+                        if (!r) return "KeyUpdate at byte " + std::to_string(check.offset()) + ": " + fail(r.error());
+                    }
+                    if (auto e = request(path, size); !e.empty()) return e;
+                    next_sent = true;
+                    if (o_.stall_ms) std::this_thread::sleep_for(std::chrono::milliseconds(stall(rng_)));
                 }
                 const size_t want = std::min<uint64_t>(piece(rng_), size - check.offset());
                 auto r = peer_->read_app(want);
@@ -351,10 +385,14 @@ private:
                     return "answer " + std::to_string(n) + ": pattern differs at byte " + std::to_string(*check.first_mismatch);
                 if (o_.pace_ms && pause_now(rng_)) std::this_thread::sleep_for(std::chrono::milliseconds(pause(rng_)));
             }
+            if (!next_sent)
+                if (auto e = request(path, size); !e.empty()) return e;
         }
         return "";
     }
 
+    static constexpr auto kKeyUpdateGap = std::chrono::milliseconds(200);
+    Clock::time_point last_ku_{};
     const Options& o_;
     unsigned index_;
     std::mt19937_64 rng_;
@@ -384,6 +422,7 @@ int main(int argc, char** argv) {
     app.add_option("--seed", o.seed, "random seed (connection i uses seed+i)");
     app.add_option("--read-max", o.read_max, "get: largest read, in bytes");
     app.add_option("--pace-ms", o.pace_ms, "get: longest random pause between reads");
+    app.add_option("--stall-ms", o.stall_ms, "get: longest stop of reading before and after each KeyUpdate");
     app.add_flag("--key-updates", o.key_updates, "get: one KeyUpdate(update_requested) per answer");
     app.add_flag("--list", list, "list the hostile records and their RFC 8446 alerts");
     app.add_option("steps", raw_steps, "steps (see the source's header)");
@@ -401,7 +440,12 @@ int main(int argc, char** argv) {
         return 2;
     }
     o.peer.host = connect.substr(0, colon);
-    o.peer.port = static_cast<uint16_t>(std::stoul(connect.substr(colon + 1)));
+    try {
+        o.peer.port = static_cast<uint16_t>(std::stoul(connect.substr(colon + 1)));
+    } catch (const std::exception&) {
+        std::cerr << "hostile_peer: bad port in --connect\n";
+        return 2;
+    }
     o.peer.version = tls == "1.2" ? config::TlsVersion::tls1_2 : config::TlsVersion::tls1_3;
     if (cipher == "aes128") o.peer.cipher = config::Cipher::aes_128_gcm;
     if (cipher == "aes256") o.peer.cipher = config::Cipher::aes_256_gcm;

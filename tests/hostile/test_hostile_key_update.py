@@ -4,14 +4,14 @@
 Many TLS 1.3 connections download the e2e backend's pattern through the proxy. Each reader is
 slow: a 16 KiB receive buffer, reads of random size, random pauses; and it sends
 KeyUpdate(update_requested) at a random point of every answer, while the proxy streams backend
-data to it. Every byte is checked against the pattern; the proxy must answer every requested
+data to it, with the next request pipelined right behind it and a random stop of reading after. Every byte is checked against the pattern; the proxy must answer every requested
 update with its own KeyUpdate (RFC 8446 §4.6.3) and count every update it followed.
 
 On a kernel path that cannot rekey kTLS (Linux < 6.14) a KeyUpdate closes the connection instead
 (close=key_update_unsupported), with every byte before it intact: asserted there instead.
 
 Sizes: ZTP_HOSTILE_KU_CONNECTIONS x ZTP_HOSTILE_KU_MIB MiB in ZTP_HOSTILE_KU_REQUESTS requests
-(8 x 32 MiB in 4 by default); the seed is printed (ZTP_HOSTILE_SEED replays it).
+(8 x 32 MiB in 16 by default); the seed is printed (ZTP_HOSTILE_SEED replays it).
 """
 
 import sys
@@ -23,7 +23,7 @@ from harness import LocalhostTestCase, metric, scrape
 class KeyUpdateLoadTest(LocalhostTestCase):
     def test_slow_readers_with_random_key_updates_get_every_byte(self):
         conns = env_int("ZTP_HOSTILE_KU_CONNECTIONS", 8)
-        requests = env_int("ZTP_HOSTILE_KU_REQUESTS", 4)
+        requests = env_int("ZTP_HOSTILE_KU_REQUESTS", 16)
         each = env_int("ZTP_HOSTILE_KU_MIB", 32) * 1024 * 1024 // requests
         s = seed()
         backend = self.start_backend("http")
@@ -33,7 +33,8 @@ class KeyUpdateLoadTest(LocalhostTestCase):
         results, run = run_peer(proxy.port, ["get:/bytes:%d:%d" % (each, requests), "close-notify", "read-close"],
                                 cafile=self.ca.cert,
                                 options=["--connections", str(conns), "--seed", str(s), "--rcvbuf", "16384",
-                                         "--read-max", "16384", "--pace-ms", "3", "--key-updates", "--timeout", "60"])
+                                         "--read-max", "16384", "--pace-ms", "3", "--stall-ms", "50", "--key-updates",
+                                         "--timeout", "60"])
         where = "seed %d, %s path\n%s" % (s, RECORD_PATH, run.describe())
         self.assertEqual(len(results), conns, where)
         entries = proxy.wait_access(count=conns, timeout=60)
@@ -51,13 +52,16 @@ class KeyUpdateLoadTest(LocalhostTestCase):
         for r in results:
             self.assertTrue(r["ok"], "connection %d failed: %s\n%s" % (r["conn"], r["error"], where))
             self.assertEqual(r["verified_bytes"], each * requests, where)
-            self.assertEqual(r["key_updates_sent"], requests, where)
+            # One per answer, unless the last went out < 200 ms before (the proxy allows 8 a second).
+            self.assertGreater(r["key_updates_sent"], 0, where)
             # Each update_requested was answered before the proxy's next application data.
-            self.assertGreaterEqual(r["key_updates_received"], requests, where)
+            self.assertGreaterEqual(r["key_updates_received"], r["key_updates_sent"], where)
             self.assertEqual(r["close"], "close_notify", where)
         for e in entries:
             self.assertEqual(e["close"], "client_close", "%r\n%s" % (e, where))
-        self.assertEqual(metric(text, "ztproxy_key_updates_total"), conns * requests, text)
+        if RECORD_PATH != "openssl":  # there OpenSSL follows them; the counter is the record layers'
+            self.assertEqual(metric(text, "ztproxy_key_updates_total"),
+                             sum(r["key_updates_sent"] for r in results), text)
 
 
 if __name__ == "__main__":
