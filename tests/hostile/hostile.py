@@ -15,7 +15,7 @@ Environment (sizes and durations; defaults keep the host label under a few minut
   ZTP_HOSTILE_FLOOD_SECONDS       tiny-record flood duration                          (20)
   ZTP_HOSTILE_FLOOD_LIMIT_MIB     RSS growth allowed for the one flooding connection  (64)
   ZTP_HOSTILE_SLOW_CLIENTS        slow typing clients                                  (150)
-  ZTP_HOSTILE_SLOW_SECONDS        how long each one types                              (1.2)
+  ZTP_HOSTILE_SLOW_SECONDS        how long each one types                              (4)
   ZTP_HOSTILE_SEED                random seed (default: random, printed)
 """
 
