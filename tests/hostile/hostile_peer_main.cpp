@@ -31,6 +31,7 @@
 //   wait-stdin             blocks until stdin reaches EOF (the test decides when to go on)
 //   mark:NAME              prints {"event":"mark","name":NAME,...}
 //   read-close             reads until the proxy ends the connection (the result names how)
+//   read-paced:CHUNK:MS    reads CHUNK bytes every MS ms until the proxy ends the connection
 //
 // Output: JSON lines on stdout; events as they happen, and one result per connection:
 //   {"conn":0,"ok":true,"error":null,"step":N,"alert":"bad_record_mac"|null,"alert_level":2,
@@ -95,7 +96,7 @@ struct Step {
 
 // "name:a:b:rest" with `nargs` arguments; the last one takes the rest of the string.
 size_t arg_count(const std::string& name) {
-    if (name == "type" || name == "type-for" || name == "flood") return 2;
+    if (name == "type" || name == "type-for" || name == "flood" || name == "read-paced") return 2;
     if (name == "get") return 3;
     if (name == "close-notify" || name == "fin" || name == "wait-stdin" || name == "read-close" ||
         name == "expect-echo")
@@ -254,6 +255,18 @@ private:
         if (s.name == "mark") {
             emit({{"event", "mark"}, {"name", a[0]}, {"conn", index_}});
             return "";
+        }
+        if (s.name == "read-paced") {
+            // A slow reader that never stops: CHUNK bytes every MS, until the proxy ends.
+            const size_t chunk = std::stoul(a[0]);
+            const auto pause = std::chrono::milliseconds(std::stoul(a[1]));
+            while (true) {
+                auto r = peer_->read_app(chunk);
+                const bool ended = r.data.size() < chunk;
+                note(std::move(r), 0);
+                if (ended) return "";
+                std::this_thread::sleep_for(pause);
+            }
         }
         if (s.name == "read-close") {
             note(peer_->read_until_close(), 0);
