@@ -286,6 +286,13 @@ Result<std::unique_ptr<HostilePeer>> HostilePeer::connect(const PeerOptions& opt
     return peer;
 }
 
+uint16_t HostilePeer::local_port() const {
+    sockaddr_in sa{};
+    socklen_t len = sizeof sa;
+    if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return 0;
+    return ntohs(sa.sin_port);
+}
+
 HostilePeer::~HostilePeer() {
     if (fd_ >= 0) ::close(fd_);
 }

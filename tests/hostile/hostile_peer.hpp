@@ -97,6 +97,7 @@ public:
 
     config::TlsVersion version() const { return version_; }
     int fd() const { return fd_; }
+    uint16_t local_port() const;  // our side of the connection (the access log's client= port)
 
     // --- writing: each call seals into the pending output; flush() puts it on the wire.
     // `data` as application_data records of at most `record_size` bytes each (1..2^14).

@@ -36,7 +36,8 @@
 // Output: JSON lines on stdout; events as they happen, and one result per connection:
 //   {"conn":0,"ok":true,"error":null,"step":N,"alert":"bad_record_mac"|null,"alert_level":2,
 //    "close":"fin"|"rst"|"close_notify"|"timeout"|"bad_record"|"open","app_bytes":N,
-//    "verified_bytes":N,"records_sent":N,"key_updates_sent":N,"key_updates_received":N,"seed":S}
+//    "verified_bytes":N,"records_sent":N,"key_updates_sent":N,"key_updates_received":N,"seed":S,
+//    "local_port":P (the access log's client port)}
 // Exit status 0 when every connection ran every step, 1 otherwise, 2 for usage errors.
 // Never prints key material: the peer holds it only in SecretBytes and the record layer.
 #include <CLI/CLI.hpp>
@@ -148,6 +149,7 @@ public:
             return res;
         }
         peer_ = std::move(*p);
+        res["local_port"] = peer_->local_port();
         for (size_t i = 0; i < steps.size(); ++i) {
             res["step"] = i;
             std::string err;
