@@ -108,7 +108,7 @@ public:
     Result<void> send_key_update(bool update_requested);
     Result<void> send_hostile(Hostile kind);
     Result<void> send_close_notify();
-    // Queues the records and writes them. With a deadline: gives up (ETIMEDOUT) when the socket
+    // Writes the sealed records. With a deadline: gives up (ETIMEDOUT) when the socket
     // stays unwritable until then, keeping what was not written; without, uses the options' timeout.
     Result<void> flush(std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
     size_t pending_bytes() const { return out_.size() - out_off_; }
