@@ -358,11 +358,10 @@ private:
 
     // Issue 12 case 1 needs the proxy idle towards the client (waiting on the backend) with the
     // client's socket full, then our KeyUpdate(update_requested): the proxy's KeyUpdate send stays
-    // in flight while the backend's next answer arrives. So, near the end of each answer (the last
-    // 0..1 MiB, which fits in the socket buffers): stop reading for a while (the proxy pushes the
-    // rest into the buffers and waits on the backend), send the KeyUpdate with the next request
-    // pipelined right behind it, stop again (the answer arrives at the proxy), then read on.
-    // Without --stall-ms the KeyUpdate just goes out at a random byte of the answer.
+    // in flight while the backend's next answer arrives. So at a random byte of each answer: stop
+    // reading for a while (with --stall-ms: the proxy pushes what it can into the socket buffers),
+    // send the KeyUpdate with the next request pipelined right behind it, stop again (the next
+    // answer reaches the proxy), then read on.
     std::string get(const std::string& path, uint64_t size, unsigned count) {
         std::uniform_int_distribution<size_t> piece(1, std::max<size_t>(1, o_.read_max));
         std::uniform_int_distribution<unsigned> pause(0, o_.pace_ms);
@@ -371,9 +370,8 @@ private:
         if (auto e = request(path, size); !e.empty()) return e;
         for (unsigned n = 0; n < count; ++n) {
             if (auto e = read_head(); !e.empty()) return e;
-            const uint64_t window = o_.stall_ms ? std::min<uint64_t>(size, 1 << 20) : size;
             const uint64_t ku_at =
-                o_.key_updates ? size - std::uniform_int_distribution<uint64_t>(window ? 1 : 0, window)(rng_) : UINT64_MAX;
+                o_.key_updates ? std::uniform_int_distribution<uint64_t>(0, size ? size - 1 : 0)(rng_) : UINT64_MAX;
             PatternChecker check;
             bool next_sent = n + 1 == count;
             while (check.offset() < size) {
