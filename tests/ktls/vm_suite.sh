@@ -47,6 +47,9 @@ printf 'subdirs("%s")\n' "$build" >"$dir/CTestTestfile.cmake"
 [ -f "$build/DartConfiguration.tcl" ] &&
     sed "s|^BuildDirectory: .*|BuildDirectory: $dir|" "$build/DartConfiguration.tcl" >"$dir/DartConfiguration.tcl"
 
+# The label includes the hostile peer's kernel-path tests (tests/hostile), several minutes inside
+# UML on top of the rest: the guest gets 30 minutes unless the caller says otherwise.
+export KTLS_VM_TIMEOUT=${KTLS_VM_TIMEOUT:-1800}
 "$here/run-in-ktls-kernel.sh" /bin/bash "$here/vm_suite.sh" --guest "$ctest" "$dir"
 rc=$?
 case $rc in
