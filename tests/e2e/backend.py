@@ -433,12 +433,12 @@ class StallHandler(socketserver.BaseRequestHandler):
     def handle(self):
         emit("STALL_ACCEPTED peer=%s" % peer_str(self.client_address))
         # Never read: the kernel's receive buffer fills, then the proxy's side of the connection.
-        # The handler thread parks until the server shuts down (the socket closes with it).
-        self.server.stop.wait()
+        # The handler thread parks for the life of the process (a daemon thread: it ends with it).
+        self.server.forever.wait()
 
 
 class StallServer(EchoServer):
-    stop = threading.Event()
+    forever = threading.Event()  # never set
 
 
 def main():
