@@ -127,12 +127,19 @@ class PeerRun:
             raise AssertionError("hostile_peer did not finish in %.0fs\n%s" % (timeout, self.describe()))
         self.t.join(10)
         self.t_err.join(10)
+        for f in (self.p.stdout, self.p.stderr):
+            f.close()
         return sorted((l for l in self.lines if "conn" in l and "ok" in l), key=lambda l: l["conn"])
 
     def kill(self):
+        """Ends it if it still runs, and closes its pipes (idempotent)."""
         if self.p.poll() is None:
             self.p.kill()
             self.p.wait(10)
+        self.t.join(10)
+        self.t_err.join(10)
+        for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+            f.close()
 
     def describe(self):
         rc = self.p.poll()
