@@ -16,6 +16,7 @@
 //   hostile:NAME           one record of hostile_records() (--list shows them)
 //   expect:TEXT            reads exactly len(TEXT) bytes of application data; they must equal TEXT
 //   expect-echo            reads back every application byte sent so far (an echo backend)
+//   read:N                 reads N bytes of application data, whatever they are
 //   flood:SIZE:SECONDS     SIZE-byte records for SECONDS (waits while the proxy does not read)
 //   get:PATH:SIZE:COUNT    COUNT HTTP/1.1 GETs of PATH/SIZE on one connection, each answer checked
 //                          byte by byte against the e2e backend's pattern; requests go out as
@@ -232,6 +233,10 @@ private:
             const bool same = std::equal(r.data.begin(), r.data.end(), want.begin(), want.end());
             if (auto e = note(std::move(r), want.size()); !e.empty()) return e;
             return same ? "" : "the data differs from what was expected";
+        }
+        if (s.name == "read") {
+            const size_t want = std::stoul(a[0]);
+            return note(peer_->read_app(want), want);
         }
         if (s.name == "expect-echo") {
             const size_t want = sent_ - echoed_;

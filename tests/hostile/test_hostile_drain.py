@@ -23,7 +23,8 @@ class DataQueuedAtTheEndTest(LocalhostTestCase):
         proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", backend.address,
                                   "--cert", self.leaf.cert, "--key", self.leaf.key] + extra)
         run = PeerRun(proxy.port, ["request:GET /bytes/%d HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % BODY,
-                                   "mark:stalled"] + list(reader),
+                                   # The answer flows before the deadline can come.
+                                   "read:65536", "mark:stalled"] + list(reader),
                       cafile=self.ca.cert, options=["--rcvbuf", "16384", "--timeout", "30"])
         try:
             run.wait_event("mark")
