@@ -32,7 +32,6 @@ class Flood:
         warm = PeerRun(self.proxy.port, ["send:warm-up", "close-notify"], cafile=test.ca.cert)
         [w] = warm.results()
         test.assertTrue(w["ok"], warm.describe())
-        stall.wait_event(r"^STALL_ACCEPTED")
         self.base = self.peak = rss_kib(self.proxy.pid)
         self.run = PeerRun(self.proxy.port, ["flood:1:%g" % seconds, "wait-stdin"], cafile=test.ca.cert,
                            options=["--timeout", str(int(seconds) + 30)])
