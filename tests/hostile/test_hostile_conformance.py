@@ -26,7 +26,6 @@ everything we sent), and nothing of the hostile record reaches the backend.
 """
 
 import sys
-import unittest
 
 from hostile import KERNEL, RECORD_PATH, PeerRun, kernel_can_rekey, main  # (also sets sys.path)
 from harness import LocalhostTestCase, metric, scrape
