@@ -244,7 +244,9 @@ ssize_t KernelRecordPath::send_alert(uint8_t level, uint8_t description) {
 }
 
 IoResult KernelRecordPath::shutdown_write() {
-    if (close_notify_sent_) return {IoStatus::ok};
+    // After fail_with_alert our direction is over: the fatal alert and the FIN are out, and nothing
+    // may follow a fatal alert (RFC 8446 §6.2).
+    if (close_notify_sent_ || failed_) return {IoStatus::ok};
     if (tx_broken_) return {IoStatus::error, 0, "kTLS TX has no usable key", 0, "internal_error"};
     if (send_alert(kAlertWarning, kAlertCloseNotify) == 2) {
         close_notify_sent_ = true;

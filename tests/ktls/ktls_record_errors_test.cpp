@@ -16,7 +16,10 @@
 //     from the FIN.
 #include <fcntl.h>
 #include <linux/tls.h>
+#include <linux/sockios.h>
 #include <netinet/tcp.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -264,6 +267,39 @@ TEST_P(KtlsRecordErrors, ReadSkipsEmptyRecords) {
     EXPECT_EQ(r.status, IoStatus::eof_unclean);
 }
 
+// The unprotected change_cipher_spec of TLS 1.3 middlebox compatibility, after the handshake. TLS 1.3:
+// kTLS refuses it at its header (1 byte is shorter than the AEAD overhead) before user space could
+// see its type, and no error stays pending (a header refusal): indistinguishable from a forged
+// record, so the answer is bad_record_mac. TLS 1.2: kTLS waits for the 13 bytes of header and
+// explicit nonce before it judges a record, so the 6 bytes alone get no answer yet.
+TEST_P(KtlsRecordErrors, UnprotectedChangeCipherSpecIsJudgedByTheKernel) {
+    send(Bytes{crypto::kRecordChangeCipherSpec, 3, 3, 0, 1, 1});
+    std::array<uint8_t, 64> buf{};
+    if (!tls13()) {
+        // Until the 6 bytes are queued (SIOCINQ), an EAGAIN would prove nothing.
+        int queued = 0;
+        for (int i = 0; i < 200000 && queued < 6; ++i) {
+            ASSERT_EQ(::ioctl(server(), SIOCINQ, &queued), 0);
+            if (queued < 6) ::sched_yield();
+        }
+        ASSERT_EQ(queued, 6);
+        auto raw = crypto::ktls_recv(server(), buf, MSG_DONTWAIT);
+        ASSERT_FALSE(raw.ok());
+        EXPECT_EQ(raw.error().code, EAGAIN);
+        return;
+    }
+    auto raw = crypto::ktls_recv(server(), buf);
+    ASSERT_FALSE(raw.ok());
+    EXPECT_EQ(raw.error().code, EBADMSG);
+    int pending = -1;
+    socklen_t len = sizeof pending;
+    ASSERT_EQ(::getsockopt(server(), SOL_SOCKET, SO_ERROR, &pending, &len), 0);
+    EXPECT_EQ(pending, 0) << "a header refusal leaves no error pending";
+    auto out = path_->fail_with_alert(*crypto::record_error_from_errno(EBADMSG));
+    EXPECT_TRUE(out.alert_sent);
+    expect_alert_then_fin(crypto::kAlertBadRecordMac);
+}
+
 INSTANTIATE_TEST_SUITE_P(All, KtlsRecordErrors, testing::ValuesIn(all_params()), param_name);
 
 // --- TLS 1.3 post-handshake messages on the kernel path ---------------------------------------
@@ -292,22 +328,12 @@ TEST_P(KtlsPostHandshake, FragmentedKeyUpdateWithDataInBetweenIsUnexpectedMessag
     expect_alert_then_fin(crypto::kAlertUnexpectedMessage);
 }
 
-// The unprotected change_cipher_spec of middlebox compatibility, after the handshake: kTLS refuses
-// it at its header (1 byte is shorter than the AEAD overhead) before user space could see its type,
-// and the pending error is already consumed: indistinguishable from a forged record, so the answer
-// is bad_record_mac (README: the one row where the kernel path differs).
-TEST_P(KtlsPostHandshake, UnprotectedChangeCipherSpecIsRefusedByTheKernelAtItsHeader) {
-    send(Bytes{crypto::kRecordChangeCipherSpec, 3, 3, 0, 1, 1});
-    std::array<uint8_t, 64> buf{};
-    auto raw = crypto::ktls_recv(server(), buf);
-    ASSERT_FALSE(raw.ok());
-    EXPECT_EQ(raw.error().code, EBADMSG);
-    int pending = -1;
-    socklen_t len = sizeof pending;
-    ASSERT_EQ(::getsockopt(server(), SOL_SOCKET, SO_ERROR, &pending, &len), 0);
-    EXPECT_EQ(pending, 0) << "a header refusal leaves no error pending";
-    auto out = path_->fail_with_alert(*crypto::record_error_from_errno(EBADMSG));
-    EXPECT_TRUE(out.alert_sent);
+// A TLS 1.3 record whose plaintext is all zeros (no content type) fails inside the kernel like a
+// forged one (EBADMSG after decryption): on the kernel path it gets bad_record_mac (README: a row
+// where the kernel path differs from the table's unexpected_message).
+TEST_P(KtlsPostHandshake, ZeroInnerTypeFailsInTheKernelLikeABadTag) {
+    send(seal(0, Bytes(12, 0)));
+    expect_refused(RecordError::bad_record_mac);
     expect_alert_then_fin(crypto::kAlertBadRecordMac);
 }
 
