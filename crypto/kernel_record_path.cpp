@@ -129,6 +129,11 @@ IoResult KernelRecordPath::read_one(std::span<std::byte> out, bool& control_hand
         // Linux >= 6.14: decryption is paused behind a KeyUpdate until its key is installed.
         // handle_record installs it in the same call that reads the KeyUpdate, so this means
         // the record was consumed without that: nothing after it can ever be read.
+        if (e == EKEYEXPIRED && key_updates_.mid_message())
+            // The kernel pauses at a handshake record that starts with a KeyUpdate header, before
+            // the rest of a KeyUpdate fragmented across records could be read and checked.
+            return {IoStatus::error, 0, "KeyUpdate fragmented across records: kTLS paused after its first part",
+                    e, "client_error"};
         if (e == EKEYEXPIRED)
             return {IoStatus::error, 0, "kTLS RX waits for a KeyUpdate key that was never installed", e,
                     "internal_error"};

@@ -267,15 +267,15 @@ TEST_P(KtlsRecordErrors, ReadSkipsEmptyRecords) {
     EXPECT_EQ(r.status, IoStatus::eof_unclean);
 }
 
-// The unprotected change_cipher_spec of TLS 1.3 middlebox compatibility, after the handshake. TLS 1.3:
-// kTLS refuses it at its header (1 byte is shorter than the AEAD overhead) before user space could
-// see its type, and no error stays pending (a header refusal): indistinguishable from a forged
-// record, so the answer is bad_record_mac. TLS 1.2: kTLS waits for the 13 bytes of header and
-// explicit nonce before it judges a record, so the 6 bytes alone get no answer yet.
+// The unprotected change_cipher_spec of TLS 1.3 middlebox compatibility, after the handshake: kTLS
+// refuses it at its header (1 byte is shorter than the AEAD overhead) before user space could see its
+// type, and no error stays pending (a header refusal): indistinguishable from a forged record, so the
+// answer is bad_record_mac. TLS 1.2 AES-GCM: kTLS waits for the 13 bytes of header and explicit nonce
+// before it judges a record, so the 6 bytes alone get no answer yet.
 TEST_P(KtlsRecordErrors, UnprotectedChangeCipherSpecIsJudgedByTheKernel) {
     send(Bytes{crypto::kRecordChangeCipherSpec, 3, 3, 0, 1, 1});
     std::array<uint8_t, 64> buf{};
-    if (!tls13()) {
+    if (!tls13() && c() != config::Cipher::chacha20_poly1305) {
         // Until the 6 bytes are queued (SIOCINQ), an EAGAIN would prove nothing.
         int queued = 0;
         for (int i = 0; i < 200000 && queued < 6; ++i) {
