@@ -105,8 +105,10 @@ void SpliceRelay::on_fill(Direction& d, int res) {
     // for its key; the KeyUpdate record is still there to be read the same way, which installs it.
     if ((res == -EINVAL || res == -EKEYEXPIRED) && d.up) return on_control_record(d);
     if (res == -EBADMSG) return bad_record("record failed authentication");
-    if (res == -EMSGSIZE) path_->fail_with_alert(crypto::RecordError::plaintext_overflow);
-    if (res == -EMSGSIZE) return fail("record_overflow", "client record longer than TLS allows");
+    if (res == -EMSGSIZE) {
+        path_->fail_with_alert(crypto::RecordError::plaintext_overflow);  // record_overflow, then FIN
+        return fail("record_overflow", "client record longer than TLS allows");
+    }
     fail(d.up ? "client_error" : "backend_reset", std::string("splice in: ") + std::strerror(-res));
 }
 
@@ -195,9 +197,8 @@ void SpliceRelay::finish(Direction& d) {
 }
 
 void SpliceRelay::bad_record(const std::string& detail) {
-    // Nothing of the record was released (splice moved no byte of it). Try to tell the client;
-    // on kernels that mark the socket failed after EBADMSG the alert cannot leave, and the
-    // client sees the connection close.
+    // Nothing of the record was released (splice moved no byte of it). The client gets
+    // bad_record_mac through kTLS TX, then our FIN (fail_with_alert clears the pending EBADMSG).
     path_->fail_with_alert(crypto::RecordError::bad_record_mac);
     fail("bad_record", detail);
 }
