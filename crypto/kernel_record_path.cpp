@@ -1,6 +1,9 @@
 #include "crypto/kernel_record_path.hpp"
 
+#include <linux/sockios.h>
 #include <linux/tls.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -13,7 +16,6 @@ namespace ztp::crypto {
 
 namespace {
 
-constexpr uint8_t kHandshakeNewSessionTicket = 4;
 // A whole TLS record plaintext: the most a control record can carry.
 constexpr size_t kMaxRecordPlaintext = 16384 + 256;
 
@@ -48,29 +50,51 @@ const char* to_string(KtlsFallback f) {
         case KtlsFallback::buffered_input: return "buffered_input";
         case KtlsFallback::key_extraction_failed: return "key_extraction_failed";
         case KtlsFallback::install_failed: return "install_failed";
+        case KtlsFallback::max_fragment_length: return "max_fragment_length";
         case KtlsFallback::count: break;
     }
     return "?";
 }
 
+IoResult KernelRecordPath::refuse(RecordError e, std::string detail) {
+    const auto& row = describe(e);
+    fail_with_alert(e);
+    const IoStatus status = row.counter == RecordCounter::bad_records ? IoStatus::bad_record : IoStatus::error;
+    IoResult r{status, 0, std::move(detail), 0, row.close_reason};
+    r.record_error = e;
+    return r;
+}
+
 IoResult KernelRecordPath::handle_record(uint8_t type, std::span<const std::byte> body) {
     auto byte = [&](size_t i) { return static_cast<uint8_t>(body[i]); };
+    if (type != kRecordHandshake) {
+        // RFC 8446 §5.1: nothing may come between the fragments of a handshake message.
+        if (auto e = key_updates_.on_other_record())
+            return refuse(*e, "a record inside a fragmented handshake message");
+    }
     switch (type) {
         case kRecordAlert:
-            if (body.size() >= 2 && byte(1) == kAlertCloseNotify) return {IoStatus::eof};
-            return {IoStatus::peer_alert, 0,
-                    std::string("client sent alert ") + (body.size() >= 2 ? alert_name(byte(1)) : "(truncated)")};
+            // The kernel hands over the record's plaintext whole: it must be exactly one alert.
+            if (body.size() != 2) return refuse(RecordError::malformed_alert, "alert record is not one 2-byte alert");
+            if (byte(1) == kAlertCloseNotify) return {IoStatus::eof};
+            return {IoStatus::peer_alert, 0, std::string("client sent alert ") + alert_name(byte(1))};
         case kRecordHandshake: {
-            if (!body.empty() && byte(0) == kHandshakeNewSessionTicket) return {IoStatus::want_read};  // skip
-            // TLS 1.3 KeyUpdate; TLS 1.2 renegotiation and anything else are refused in there.
+            // Every client handshake record goes through the userspace path's parser: a
+            // NewSessionTicket, a renegotiation or a malformed KeyUpdate is refused the same way.
+            if (body.empty()) return refuse(RecordError::empty_handshake_record, "empty handshake record");
             auto step = key_updates_.on_client_handshake(
                 {reinterpret_cast<const uint8_t*>(body.data()), body.size()});
+            if (step.error) return refuse(*step.error, std::move(step.detail));
             if (step.refuse) return {IoStatus::error, 0, std::move(step.detail), 0, step.refuse};
             if (step.next_rx) return install_next_rx(*step.next_rx);
             return {IoStatus::want_read};
         }
+        case kRecordChangeCipherSpec:
+            // A protected change_cipher_spec (TLS 1.2 encrypts it under the current key; TLS 1.3 as
+            // an inner type) arrives as control record 20 (tests/ktls/ktls_record_errors_test.cpp).
+            return refuse(RecordError::ccs_after_handshake, "change_cipher_spec after the handshake");
         default:
-            return {IoStatus::error, 0, "unexpected record type " + std::to_string(type), 0, "client_error"};
+            return refuse(RecordError::unknown_record_type, "unexpected record type " + std::to_string(type));
     }
 }
 
@@ -100,21 +124,32 @@ IoResult KernelRecordPath::read_one(std::span<std::byte> out, bool& control_hand
     if (!r) {
         int e = r.error().code;
         if (e == EAGAIN || e == EWOULDBLOCK) return {IoStatus::want_read};
-        if (e == EBADMSG) {  // the buffer was scrubbed (ktls_recv)
-            send_fatal_alert(kAlertBadRecordMac);
-            return {IoStatus::bad_record, 0, "record failed authentication (bad_record_mac)"};
-        }
+        // The buffer was scrubbed on EBADMSG (ktls_recv).
+        if (auto rec = record_error_from_errno(e)) return refuse(*rec, std::string("recvmsg: ") + std::strerror(e));
         // Linux >= 6.14: decryption is paused behind a KeyUpdate until its key is installed.
         // handle_record installs it in the same call that reads the KeyUpdate, so this means
         // the record was consumed without that: nothing after it can ever be read.
+        if (e == EKEYEXPIRED && key_updates_.mid_message())
+            // The kernel pauses at a handshake record that starts with a KeyUpdate header, before
+            // the rest of a KeyUpdate fragmented across records could be read and checked.
+            return {IoStatus::error, 0, "KeyUpdate fragmented across records: kTLS paused after its first part",
+                    e, "client_error"};
         if (e == EKEYEXPIRED)
             return {IoStatus::error, 0, "kTLS RX waits for a KeyUpdate key that was never installed", e,
                     "internal_error"};
         return {IoStatus::error, 0, std::string("recvmsg: ") + std::strerror(e), e};
     }
     if (r->record_type == kRecordApplicationData) {
-        if (r->bytes == 0) return {IoStatus::eof_unclean};
-        return {IoStatus::ok, r->bytes};
+        if (auto e = key_updates_.on_other_record())
+            return refuse(*e, "application data inside a fragmented handshake message");
+        if (r->bytes > 0) return {IoStatus::ok, r->bytes};
+        // A zero-length (or padding-only) application_data record also reads as 0 bytes: legal,
+        // skipped (RFC 8446 §5.1), never taken as the end of the stream.
+        if (classify_zero_read() == ZeroRead::empty_record) {
+            control_handled = true;
+            return {IoStatus::want_read};
+        }
+        return {IoStatus::eof_unclean};
     }
     auto res = handle_record(r->record_type, out.first(r->bytes));
     control_handled = res.status == IoStatus::want_read;  // skipped or rekeyed
@@ -214,7 +249,9 @@ ssize_t KernelRecordPath::send_alert(uint8_t level, uint8_t description) {
 }
 
 IoResult KernelRecordPath::shutdown_write() {
-    if (close_notify_sent_) return {IoStatus::ok};
+    // After fail_with_alert our direction is over: the fatal alert and the FIN are out, and nothing
+    // may follow a fatal alert (RFC 8446 §6.2).
+    if (close_notify_sent_ || failed_) return {IoStatus::ok};
     if (tx_broken_) return {IoStatus::error, 0, "kTLS TX has no usable key", 0, "internal_error"};
     if (send_alert(kAlertWarning, kAlertCloseNotify) == 2) {
         close_notify_sent_ = true;
@@ -225,8 +262,58 @@ IoResult KernelRecordPath::shutdown_write() {
     return {IoStatus::error, 0, std::string("sending close_notify: ") + std::strerror(e), e};
 }
 
-void KernelRecordPath::send_fatal_alert(uint8_t description) {
-    if (!tx_broken_) send_alert(kAlertFatal, description);
+AlertOutcome KernelRecordPath::fail_with_alert(RecordError e) {
+    AlertOutcome out;
+    out.alert = describe(e).alert;
+    if (failed_) {
+        out.send_errno = EALREADY;
+        return out;
+    }
+    failed_ = true;
+    // Kernel contract (Linux 6.1, proven in tests/ktls/ktls_record_errors_test.cpp): a record that
+    // fails authentication leaves EBADMSG pending in sk_err, and every send on the socket fails
+    // with it until it is read; a header kTLS refuses (EMSGSIZE) has already had its sk_err taken
+    // by the recvmsg/splice that reported it. Reading SO_ERROR consumes a pending error; kTLS TX
+    // is independent of the failed RX context and then seals the alert under the TX key.
+    int pending = 0;
+    socklen_t len = sizeof pending;
+    ::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &pending, &len);
+    // Nothing may follow our close_notify (RFC 8446 §6.1), and without a TX key nothing can be sealed.
+    if (close_notify_sent_ || tx_broken_) {
+        out.send_errno = close_notify_sent_ ? EPIPE : ENOKEY;
+    } else if (send_alert(kAlertFatal, out.alert) == 2) {
+        out.alert_sent = true;
+    } else {
+        out.send_errno = errno;
+    }
+    // Our FIN right behind the alert: the client reads the alert, then an orderly end of stream.
+    out.fin_sent = ::shutdown(fd_, SHUT_WR) == 0;
+    int unread = 0;
+    if (::ioctl(fd_, SIOCINQ, &unread) == 0 && unread > 0) out.unread = static_cast<size_t>(unread);
+    return out;
+}
+
+KernelRecordPath::ZeroRead KernelRecordPath::classify_zero_read() const {
+    // Kernel contract (Linux 6.1, proven in tests/ktls/ktls_record_errors_test.cpp): splice() and
+    // read() on a kTLS RX socket return 0 both for a zero-length / padding-only application_data
+    // record (consumed) and at the peer's FIN. RCV_SHUTDOWN, which POLLRDHUP reports, is set only
+    // by the FIN: without it the 0 was a record.
+    pollfd p{fd_, POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) < 0 || (p.revents & (POLLRDHUP | POLLHUP)) == 0) return ZeroRead::empty_record;
+    // The FIN is in, but records sent before it may still be queued behind the empty one: then
+    // TCP still holds their bytes.
+    int unread = 0;
+    if (::ioctl(fd_, SIOCINQ, &unread) == 0 && unread > 0) return ZeroRead::empty_record;
+    return ZeroRead::eof;
+}
+
+std::optional<RecordError> record_error_from_errno(int err) {
+    // The kTLS RX errors that mean the client sent a bad record (tls_sw.c / tls_strp.c): EBADMSG
+    // for a record that fails authentication, is shorter than the AEAD overhead or (TLS 1.3) has no
+    // content type; EMSGSIZE for a length over 2^14 plus the AEAD's expansion.
+    if (err == EBADMSG) return RecordError::bad_record_mac;
+    if (err == EMSGSIZE) return RecordError::plaintext_overflow;
+    return std::nullopt;
 }
 
 TakenKeys take_keys_for_offload(SSL* ssl) {
@@ -269,6 +356,15 @@ KernelMove move_to_kernel(int fd, SessionKeys& keys) {
         if (r.error().code == ENOENT)
             return fallback(KtlsFallback::no_kernel_support, "kernel has no TLS ULP (CONFIG_TLS / tls module)");
         return fallback(KtlsFallback::install_failed, r.error().message());
+    }
+    if (keys.max_plaintext < kRecordMaxPlaintext) {
+        // RFC 6066 max_fragment_length: kTLS TX fills records up to 2^14 unless the kernel can be
+        // told a smaller bound. The socket is still whole here (the ULP alone changes nothing on
+        // the wire), so a kernel that cannot leaves the session to the userspace path.
+        if (auto r = ktls_limit_tx_record(fd, keys.max_plaintext); !r)
+            return fallback(KtlsFallback::max_fragment_length,
+                            "client negotiated max_fragment_length " + std::to_string(keys.max_plaintext) +
+                                "; this kernel cannot bound kTLS TX records (" + r.error().message() + ")");
     }
     // RX first. A kernel that cannot offload this version or cipher says so here, while the
     // socket is still whole (the ULP alone changes nothing on the wire): the userspace path then

@@ -26,9 +26,27 @@ enum class KtlsFallback : size_t {
     buffered_input,      // OpenSSL already read bytes past the handshake; they cannot be replayed
     key_extraction_failed,
     install_failed,      // the kernel refused the keys
+    max_fragment_length,  // the client negotiated max_fragment_length (RFC 6066) and the kernel cannot
+                          // bound kTLS TX records (TLS_TX_MAX_PAYLOAD_LEN, newer than Linux 6.1)
     count
 };
 const char* to_string(KtlsFallback f);
+
+// What KernelRecordPath::fail_with_alert did on the socket.
+struct AlertOutcome {
+    uint8_t alert = 0;        // the alert description owed (crypto/record_errors.hpp)
+    bool alert_sent = false;  // the fatal alert went out as a kTLS TX record
+    int send_errno = 0;       // why not (EALREADY: this path already failed once)
+    bool fin_sent = false;    // shutdown(SHUT_WR): our FIN follows the alert
+    // Bytes the kernel still holds in the receive queue (the refused record, and what followed it):
+    // kTLS can never hand them out, and a close() with unread bytes makes Linux send a RST after
+    // our FIN (tcp_close). The client has the alert and the FIN before it.
+    size_t unread = 0;
+};
+
+// Maps a kTLS RX errno (recvmsg, or splice in the relay) to the record error it reports, or empty
+// when the errno is not about a client record.
+std::optional<RecordError> record_error_from_errno(int err);
 
 class KernelRecordPath final : public RecordPath {
 public:
@@ -39,19 +57,34 @@ public:
     const char* tx_name() const override { return "kernel"; }
     bool copies_plaintext() const override { return false; }
     // Application data into `out`. Control records are consumed here: close_notify → eof, other
-    // alerts → peer_alert, a NewSessionTicket is skipped, a TLS 1.3 KeyUpdate installs the next RX
-    // key and reading goes on (or the connection closes: key_update_unsupported where the kernel
-    // cannot rekey, key_update_flood over the rate limit), renegotiation → error. A record that
-    // fails authentication → bad_record, after a bad_record_mac alert to the client.
+    // alerts → peer_alert, a TLS 1.3 KeyUpdate installs the next RX key and reading goes on (or the
+    // connection closes: key_update_unsupported where the kernel cannot rekey, key_update_flood
+    // over the rate limit), empty application_data records are skipped. Every protocol violation
+    // (crypto/record_errors.hpp: bad tag, oversized record, malformed alert, renegotiation, bad or
+    // interleaved KeyUpdate, change_cipher_spec, unknown type) → bad_record or error with
+    // `record_error` and the row's close reason, after fail_with_alert() sent the row's alert.
     IoResult read(std::span<std::byte> out) override;
     // Sends an owed KeyUpdate first (send_owed_key_update), then the application data.
     IoResult write(std::span<const std::byte> in) override;
     // close_notify as a kernel-encrypted alert record.
     IoResult shutdown_write() override;
     uint64_t key_updates_followed() const override { return rx_rekeys_; }
-    // A fatal alert (e.g. bad_record_mac after a record failed authentication), best effort:
-    // the connection is closed right after.
-    void send_fatal_alert(uint8_t description);
+    // Ends the connection's TLS for a client protocol violation: the row's fatal alert through
+    // kTLS TX (also after EBADMSG / EMSGSIZE on RX: a pending socket error is consumed first), then
+    // shutdown(SHUT_WR) so our FIN follows it. Once per path; the relay closes the socket after it
+    // (the splice relay calls it for EBADMSG / EMSGSIZE from splice: see record_error_from_errno).
+    AlertOutcome fail_with_alert(RecordError e);
+
+    // After splice()/read() returned 0 on the kTLS RX socket: was it a zero-length (or
+    // padding-only) application_data record, which the kernel consumed and which must be skipped,
+    // or the client's FIN? Non-blocking; call right after the 0.
+    enum class ZeroRead { empty_record, eof };
+    ZeroRead classify_zero_read() const;
+
+    // A client handshake message is split across records and unfinished: the next client record
+    // must be read with read_control() (not spliced), so that application data in between is
+    // refused (RFC 8446 §5.1).
+    bool control_pending() const { return key_updates_.mid_message(); }
 
     // For the splice relay: splice() failed with EINVAL (the next record is not application data)
     // or EKEYEXPIRED (the kernel waits for a KeyUpdate's key). Reads and handles that one record
@@ -72,6 +105,7 @@ private:
     // or a KeyUpdate followed) and reading can go on.
     IoResult read_one(std::span<std::byte> out, bool& control_handled);
     IoResult handle_record(uint8_t type, std::span<const std::byte> body);
+    IoResult refuse(RecordError e, std::string detail);
     IoResult install_next_rx(const DirectionKeys& keys);
     ssize_t send_record(uint8_t type, std::span<const uint8_t> body);
     ssize_t send_alert(uint8_t level, uint8_t description);
@@ -84,6 +118,7 @@ private:
     // after it with the next key, so nothing more may be sent.
     bool tx_broken_ = false;
     bool close_notify_sent_ = false;
+    bool failed_ = false;  // fail_with_alert ran
     uint64_t rx_rekeys_ = 0;  // next RX keys the kernel took
 };
 

@@ -27,15 +27,9 @@ KtlsKeyUpdates::Outcome KtlsKeyUpdates::on_client_handshake(std::span<const uint
     Outcome out;
     auto events = parser_.feed(plaintext);
     if (!events) {
-        out.refuse = "renegotiation_refused";
-        out.detail = "unexpected post-handshake message: " + events.error().message();
-        return out;
-    }
-    if (parser_.mid_message()) {
-        // kTLS pauses RX at a record whose first byte says KeyUpdate, so the rest of a split one
-        // could never be read; a client has nothing else to send that we would wait for.
-        out.refuse = "client_error";
-        out.detail = "post-handshake message split across records";
+        out.error = parser_.failure().value_or(RecordError::unexpected_handshake_message);
+        out.refuse = describe(*out.error).close_reason;
+        out.detail = std::string("post-handshake message refused: ") + events.error().what;
         return out;
     }
     if (!events->key_update) return out;
@@ -55,6 +49,11 @@ KtlsKeyUpdates::Outcome KtlsKeyUpdates::on_client_handshake(std::span<const uint
     if (events->update_requested) tx_owed_ = true;
     out.next_rx = std::move(keys).value();
     return out;
+}
+
+std::optional<RecordError> KtlsKeyUpdates::on_other_record() {
+    if (parser_.on_other_record()) return std::nullopt;
+    return parser_.failure().value_or(RecordError::handshake_interleaved);
 }
 
 Result<DirectionKeys> KtlsKeyUpdates::next_tx_keys() {

@@ -45,14 +45,23 @@ public:
         // Set when the record cannot be followed: the access log's close reason and why.
         const char* refuse = nullptr;
         std::string detail;
+        // Set when the client broke the protocol: the row of crypto/record_errors.hpp (alert, close
+        // reason = `refuse`, counter). Empty for refusals that are not the client's fault.
+        std::optional<RecordError> error;
         // A KeyUpdate: the keys for the client's records after it (sequence 0).
         std::optional<DirectionKeys> next_rx;
     };
-    // Refusals: renegotiation_refused (TLS 1.2 post-handshake messages, anything a client may not
-    // send after the handshake, a malformed KeyUpdate), client_error (a KeyUpdate split across
-    // records: kTLS stops decrypting after the first part), key_update_flood (over the rate limit),
-    // internal_error (no traffic secret, or the derivation failed).
+    // Every client handshake record goes through the userspace path's PostHandshakeParser.
+    // Refusals: the parser's (`error` set: renegotiation and messages a client may not send, a
+    // malformed KeyUpdate; see crypto/record_errors.hpp), key_update_flood (over the rate limit),
+    // internal_error (no traffic secret, or the derivation failed). A message split across records
+    // is no refusal: mid_message() says the next record must be read (not spliced) and handed to
+    // on_other_record() unless it is a handshake record.
     Outcome on_client_handshake(std::span<const uint8_t> plaintext, Clock::time_point now = Clock::now());
+    // A client record that is not a handshake record: RecordError::handshake_interleaved while a
+    // handshake message is unfinished (RFC 8446 §5.1), else nothing.
+    std::optional<RecordError> on_other_record();
+    bool mid_message() const { return parser_.mid_message(); }
 
     // The client asked for our KeyUpdate (update_requested) and it has not gone out yet. Several
     // requests while we were silent are answered by one KeyUpdate (RFC 8446 §4.6.3).

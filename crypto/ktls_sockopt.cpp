@@ -137,6 +137,21 @@ Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, con
     return ok_result();
 }
 
+Result<void> ktls_limit_tx_record(int fd, size_t max_plaintext) {
+    // Not in Debian 12's <linux/tls.h>: the uapi value (include/uapi/linux/tls.h) of the option
+    // that bounds kTLS TX records (Documentation/networking/tls.rst "TLS_TX_MAX_PAYLOAD_LEN": the
+    // plaintext bound, record_size_limit - 1 for TLS 1.3, which is max_fragment_length itself).
+#ifndef TLS_TX_MAX_PAYLOAD_LEN
+    constexpr int TLS_TX_MAX_PAYLOAD_LEN = 5;
+#endif
+    if (max_plaintext == 0 || max_plaintext > kRecordMaxPlaintext)
+        return make_error(EINVAL, "kTLS TX record limit must be 1..2^14");
+    const uint16_t v = static_cast<uint16_t>(max_plaintext);
+    if (::setsockopt(fd, SOL_TLS, TLS_TX_MAX_PAYLOAD_LEN, &v, sizeof v) != 0)
+        return errno_error("setsockopt(SOL_TLS, TLS_TX_MAX_PAYLOAD_LEN)");
+    return ok_result();
+}
+
 Result<KtlsRecv> ktls_recv(int fd, std::span<uint8_t> buf, int flags) {
     // Kernel contract: a kTLS RX socket returns the record type as a SOL_TLS/TLS_GET_RECORD_TYPE
     // control message. Without room for it, a non-application-data record (alert, KeyUpdate,

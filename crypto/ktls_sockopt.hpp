@@ -20,6 +20,8 @@ inline constexpr uint8_t kRecordChangeCipherSpec = 20;
 inline constexpr uint8_t kRecordAlert = 21;
 inline constexpr uint8_t kRecordHandshake = 22;
 inline constexpr uint8_t kRecordApplicationData = 23;
+// The most plaintext one record may carry: 2^14 (RFC 8446 §5.1, RFC 5246 §6.2.1).
+inline constexpr size_t kRecordMaxPlaintext = 16384;
 
 // Every supported AEAD uses a 12-byte nonce base ("write IV"), laid out as in RFC 5288/8446/7905.
 inline constexpr size_t kKtlsIvSize = 12;
@@ -44,6 +46,11 @@ Result<void> ktls_enable_ulp(int fd);
 // the kernel); otherwise the kernel's errno from setsockopt (see ktls_sockopt.cpp).
 Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, config::Cipher cipher,
                           std::span<const uint8_t> key, std::span<const uint8_t> iv, uint64_t record_seq);
+
+// Bounds the plaintext of every record kTLS TX seals on `fd` (before TLS_TX is installed) to
+// `max_plaintext` bytes: setsockopt(SOL_TLS, TLS_TX_MAX_PAYLOAD_LEN), which newer kernels than 6.1
+// have. ENOPROTOOPT where the kernel does not know the option.
+Result<void> ktls_limit_tx_record(int fd, size_t max_plaintext);
 
 struct KtlsRecv {
     size_t bytes = 0;

@@ -37,6 +37,11 @@ size_t min_length(const detail::RecordAead& a) {
     return (a.explicit_nonce() ? kExplicitNonceSize : 0) + (a.tls13() ? 1 : 0) + kRecordTagSize;
 }
 
+// The TLSCiphertext length limit: RFC 8446 §5.2 (2^14 + 256) and RFC 5246 §6.2.3 (2^14 + 2048).
+size_t max_ciphertext(const detail::RecordAead& a) {
+    return kRecordMaxPlaintext + (a.tls13() ? 256 : 2048);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -48,11 +53,16 @@ Result<RecordReader> RecordReader::create(DirectionKeys keys, SecretBytes tls13_
     return RecordReader(std::move(*a));
 }
 
-Result<size_t> RecordReader::check_header(std::span<const uint8_t> in, uint8_t* alert) const {
+Result<size_t> RecordReader::check_header(std::span<const uint8_t> in, RecordError* error) const {
     if (in.size() < kRecordHeaderSize) return kRecordHeaderSize;
-    auto refuse = [alert](uint8_t owed, int code, const char* what) -> Result<size_t> {
-        if (alert) *alert = owed;
+    auto refuse = [error](RecordError e, int code, const char* what) -> Result<size_t> {
+        if (error) *error = e;
         return make_error(code, what);
+    };
+    // RFC 8446 §5: after the peer's Finished a change_cipher_spec is an unexpected record type.
+    const auto unexpected = [](uint8_t t) {
+        return t == static_cast<uint8_t>(ContentType::change_cipher_spec) ? RecordError::ccs_after_handshake
+                                                                          : RecordError::unknown_record_type;
     };
     const uint8_t type = in[0];
     // RFC 8446 §5 / RFC 5246 §6: an unexpected record type is unexpected_message.
@@ -61,44 +71,58 @@ Result<size_t> RecordReader::check_header(std::span<const uint8_t> in, uint8_t* 
         // change_cipher_spec of middlebox compatibility is only allowed before the peer's Finished,
         // which is behind us (RFC 8446 §5).
         if (type != static_cast<uint8_t>(ContentType::application_data))
-            return refuse(kAlertUnexpectedMessage, EPROTO, "record layer: outer content type is not application_data");
+            return refuse(unexpected(type), EPROTO, "record layer: outer content type is not application_data");
     } else if (!known_type(type)) {
         // OpenSSL tries the tag first here (the type is in TLS 1.2's AAD) and answers
         // bad_record_mac; we refuse at the header, as for TLS 1.3.
-        return refuse(kAlertUnexpectedMessage, EPROTO, "record layer: unexpected content type");
+        return refuse(unexpected(type), EPROTO, "record layer: unexpected content type");
     }
     // RFC 8446 §5.1 / RFC 5246 §6.2.1: 0x0303 for every TLS 1.2 and 1.3 record after the hello.
     // A field out of its range is decode_error (RFC 8446 §6.2). OpenSSL 3.0 mostly answers
     // protocol_version, which is about version negotiation, long over by now.
     if (in[1] != 3 || in[2] != 3)
-        return refuse(kAlertDecodeError, EPROTO, "record layer: record version is not 0x0303");
+        return refuse(RecordError::bad_record_version, EPROTO, "record layer: record version is not 0x0303");
     const size_t len = static_cast<size_t>(in[3]) << 8 | in[4];
     // RFC 8446 §5.2 allows 2^14+256 and RFC 5246 §6.2.3 2^14+2048 of ciphertext for any cipher; our
     // AEADs expand by a fixed amount, so a plaintext over 2^14 (RFC 8446 §5.4: TLSInnerPlaintext over
     // 2^14+1) is exactly a length over this. Rejecting at the header bounds every buffer to
     // kRecordMaxSize and never decrypts an oversized record.
     if (len > kRecordMaxPlaintext + min_length(aead_))
-        return refuse(kAlertRecordOverflow, EMSGSIZE, "record layer: record length over the limit");
+        return refuse(len > max_ciphertext(aead_) ? RecordError::ciphertext_overflow : RecordError::plaintext_overflow, EMSGSIZE,
+                      "record layer: record length over the limit");
     // Shorter than the AEAD overhead: no tag (and no inner type) to check, so no valid record. Its
     // decryption cannot succeed: bad_record_mac (RFC 8446 §5.2), as OpenSSL and kTLS (EBADMSG) say.
     if (len < min_length(aead_))
-        return refuse(kAlertBadRecordMac, EPROTO, "record layer: record too short for the AEAD");
+        return refuse(RecordError::record_too_short, EPROTO, "record layer: record too short for the AEAD");
     return kRecordHeaderSize + len;
 }
 
-Result<size_t> RecordReader::record_size(std::span<const uint8_t> in, uint8_t* alert) const {
+Result<size_t> RecordReader::record_size(std::span<const uint8_t> in, RecordError* error) const {
     if (!aead_.usable()) return make_error(ENOTRECOVERABLE, "record layer: reader poisoned");
-    return check_header(in, alert);
+    return check_header(in, error);
+}
+
+Result<size_t> RecordReader::record_size(std::span<const uint8_t> in, uint8_t* alert) const {
+    RecordError e{};
+    auto n = record_size(in, &e);
+    if (!n && alert && n.error().code != ENOTRECOVERABLE) *alert = describe(e).alert;
+    return n;
+}
+
+Error RecordReader::refuse(RecordError e, int code, const char* what) {
+    aead_.poison();
+    failure_ = e;
+    return make_error(code, what);
 }
 
 Result<OpenedRecord> RecordReader::open_in_place(std::span<uint8_t> in) {
     if (!aead_.usable()) return make_error(ENOTRECOVERABLE, "record layer: reader poisoned");
-    auto size = check_header(in, nullptr);
+    RecordError header_error{};
+    auto size = check_header(in, &header_error);
     if (!size) {
         // Framing is lost: no later byte of the stream can be located, let alone trusted. Nothing was
         // decrypted, so nothing is scrubbed: the span is left exactly as it was.
-        aead_.poison();
-        return size.error();
+        return refuse(header_error, size.error().code, size.error().what);
     }
     if (in.size() < *size) return make_error(EAGAIN, "record layer: incomplete record");
     // Never wrap (RFC 8446 §5.3, RFC 5246 §6.1): a wrapped counter reuses nonces (and AAD) under the
@@ -124,8 +148,7 @@ Result<OpenedRecord> RecordReader::open_in_place(std::span<uint8_t> in) {
         // released. Poisoned: a bad tag means the peer is attacking or broken, and nothing after it
         // can be trusted (kTLS likewise leaves the socket failed with EBADMSG).
         OPENSSL_cleanse(rec.data(), rec.size());
-        aead_.poison();
-        return make_error(EBADMSG, "record layer: record authentication failed");
+        return refuse(RecordError::bad_record_mac, EBADMSG, "record layer: record authentication failed");
     }
     ++aead_.seq;
 
@@ -138,29 +161,29 @@ Result<OpenedRecord> RecordReader::open_in_place(std::span<uint8_t> in) {
         while (content > 0 && body[content - 1] == 0) --content;
         if (content == 0) {
             OPENSSL_cleanse(rec.data(), rec.size());
-            aead_.poison();
-            return make_error(EPROTO, "record layer: TLS 1.3 record without a content type");
+            return refuse(RecordError::zero_inner_type, EPROTO, "record layer: TLS 1.3 record without a content type");
         }
         type = body[--content];
     }
-    const char* bad = nullptr;
+    std::optional<RecordError> bad;
     if (!known_type(type))
-        bad = "record layer: forbidden inner content type";
+        bad = type == static_cast<uint8_t>(ContentType::change_cipher_spec) ? RecordError::ccs_after_handshake
+                                                                            : RecordError::unknown_record_type;
+    else if (type == static_cast<uint8_t>(ContentType::alert) && content != 2)
+        // RFC 8446 §5.1: an alert record holds exactly one alert (an empty one included); OpenSSL
+        // enforces the same for 1.2.
+        bad = RecordError::malformed_alert;
     else if (content == 0 && type != static_cast<uint8_t>(ContentType::application_data))
         // RFC 8446 §5.1 / RFC 5246 §6.2.1: only application data may be empty.
-        bad = "record layer: empty handshake or alert record";
-    else if (type == static_cast<uint8_t>(ContentType::alert) && content != 2)
-        // RFC 8446 §5.1: an alert record holds exactly one alert; OpenSSL enforces the same for 1.2.
-        bad = "record layer: alert record is not exactly one alert";
+        bad = RecordError::empty_handshake_record;
     else if (content == 0 && ++aead_.empty_run > RecordReader::kMaxEmptyRecordsInARow)
-        bad = "record layer: too many empty records in a row";
+        bad = RecordError::too_many_empty_records;
     if (content != 0) aead_.empty_run = 0;
-    if (bad != nullptr) {
+    if (bad) {
         // Authentic but illegal: the connection ends. Scrubbed anyway, so an error never leaves
         // plaintext behind for a caller that might release the span by mistake.
         OPENSSL_cleanse(rec.data(), rec.size());
-        aead_.poison();
-        return make_error(EPROTO, bad);
+        return refuse(*bad, EPROTO, describe(*bad).name);
     }
     return OpenedRecord{static_cast<ContentType>(type), rec.size(), kRecordHeaderSize + prefix, content};
 }
@@ -172,10 +195,13 @@ Result<void> RecordReader::rekey() {
 // ---------------------------------------------------------------------------------------------
 // RecordWriter
 
-Result<RecordWriter> RecordWriter::create(DirectionKeys keys, SecretBytes tls13_traffic_secret) {
+Result<RecordWriter> RecordWriter::create(DirectionKeys keys, SecretBytes tls13_traffic_secret,
+                                          size_t max_plaintext) {
+    if (max_plaintext == 0 || max_plaintext > kMaxPlaintext)
+        return make_error(EINVAL, "record layer: record plaintext limit must be 1..2^14");
     auto a = detail::RecordAead::create(std::move(keys), std::move(tls13_traffic_secret), /*encrypt=*/true);
     if (!a) return a.error();
-    return RecordWriter(std::move(*a));
+    return RecordWriter(std::move(*a), max_plaintext);
 }
 
 size_t RecordWriter::headroom() const {
@@ -191,7 +217,9 @@ Result<size_t> RecordWriter::seal_in_place(std::span<uint8_t> buf, size_t plaint
     const auto t = static_cast<uint8_t>(type);
     // The same rules we hold the peer to (see open_in_place).
     if (!known_type(t)) return make_error(EINVAL, "record layer: cannot seal this content type");
-    if (plaintext_size > kMaxPlaintext) return make_error(EMSGSIZE, "record layer: plaintext over 2^14");
+    // RFC 6066 §4: with a negotiated max_fragment_length no record may carry more plaintext (the
+    // client's buffers are sized for it and it answers record_overflow).
+    if (plaintext_size > max_plaintext_) return make_error(EMSGSIZE, "record layer: plaintext over the record limit");
     if (plaintext_size == 0 && type != ContentType::application_data)
         return make_error(EINVAL, "record layer: empty handshake or alert record");
     if (type == ContentType::alert && plaintext_size != 2)
@@ -274,16 +302,18 @@ Result<Alert> parse_alert(std::span<const uint8_t> plaintext) {
     return Alert{plaintext[0], plaintext[1]};
 }
 
+Error PostHandshakeParser::fail(RecordError e, const char* why) {
+    failure_ = e;
+    return make_error(EPROTO, why);
+}
+
 Result<PostHandshakeEvents> PostHandshakeParser::feed(std::span<const uint8_t> data) {
-    if (poisoned_) return make_error(ENOTRECOVERABLE, "post-handshake parser poisoned");
-    auto fail = [this](const char* why) {
-        poisoned_ = true;
-        return make_error(EPROTO, why);
-    };
+    if (failure_) return make_error(ENOTRECOVERABLE, "post-handshake parser poisoned");
     if (version_ != config::TlsVersion::tls1_3)
         // TLS 1.2 has no post-handshake messages other than renegotiation (HelloRequest, ClientHello),
         // which ztproxy does not support (the handshake sets SSL_OP_NO_RENEGOTIATION too).
-        return fail("post-handshake: TLS 1.2 handshake message (renegotiation is not supported)");
+        return fail(RecordError::unexpected_handshake_message,
+                    "post-handshake: TLS 1.2 handshake message (renegotiation is not supported)");
 
     PostHandshakeEvents ev;
     size_t i = 0;
@@ -297,15 +327,18 @@ Result<PostHandshakeEvents> PostHandshakeParser::feed(std::span<const uint8_t> d
             body_len_ = static_cast<uint32_t>(hdr_[1]) << 16 | static_cast<uint32_t>(hdr_[2]) << 8 | hdr_[3];
             body_seen_ = 0;
             if (hdr_[0] == kHandshakeKeyUpdate) {
-                if (body_len_ != 1) return fail("post-handshake: KeyUpdate length is not 1");
+                if (body_len_ != 1)
+                    return fail(RecordError::key_update_bad_length, "post-handshake: KeyUpdate length is not 1");
             } else if (hdr_[0] == kHandshakeNewSessionTicket && sender_ == Sender::server) {
                 // Skipped without buffering; the bound only stops a peer from announcing a body that
                 // keeps the connection in "mid message" for up to 16 MiB.
-                if (body_len_ > kMaxNewSessionTicketBody) return fail("post-handshake: NewSessionTicket too long");
+                if (body_len_ > kMaxNewSessionTicketBody)
+                    return fail(RecordError::unexpected_handshake_message,
+                                "post-handshake: NewSessionTicket too long");
             } else {
                 // Clients send nothing but KeyUpdate after the handshake unless the server asked
                 // for post-handshake authentication, which ztproxy never does.
-                return fail("post-handshake: unexpected handshake message");
+                return fail(RecordError::unexpected_handshake_message, "post-handshake: unexpected handshake message");
             }
         }
         // Body bytes of the current message.
@@ -314,7 +347,7 @@ Result<PostHandshakeEvents> PostHandshakeParser::feed(std::span<const uint8_t> d
             const uint8_t request = data[i];
             // RFC 8446 §4.6.3: update_not_requested(0), update_requested(1); anything else is
             // illegal_parameter.
-            if (request > 1) return fail("post-handshake: bad KeyUpdateRequest");
+            if (request > 1) return fail(RecordError::key_update_bad_value, "post-handshake: bad KeyUpdateRequest");
             ev.update_requested = request == 1;
         }
         body_seen_ += take;
@@ -325,7 +358,9 @@ Result<PostHandshakeEvents> PostHandshakeParser::feed(std::span<const uint8_t> d
         if (hdr_[0] == kHandshakeKeyUpdate) {
             // RFC 8446 §5.1: a KeyUpdate must end its record; bytes behind it in the same record were
             // protected with the old key but would be meant for the new one.
-            if (i != data.size()) return fail("post-handshake: KeyUpdate not at the end of its record");
+            if (i != data.size())
+                return fail(RecordError::key_update_not_at_record_end,
+                            "post-handshake: KeyUpdate not at the end of its record");
             ev.key_update = true;
         } else {
             ++ev.tickets;
@@ -335,11 +370,9 @@ Result<PostHandshakeEvents> PostHandshakeParser::feed(std::span<const uint8_t> d
 }
 
 Result<void> PostHandshakeParser::on_other_record() {
-    if (poisoned_) return make_error(ENOTRECOVERABLE, "post-handshake parser poisoned");
-    if (mid_message()) {
-        poisoned_ = true;
-        return make_error(EPROTO, "post-handshake: other record inside a split handshake message");
-    }
+    if (failure_) return make_error(ENOTRECOVERABLE, "post-handshake parser poisoned");
+    if (mid_message())
+        return fail(RecordError::handshake_interleaved, "post-handshake: other record inside a split handshake message");
     return ok_result();
 }
 

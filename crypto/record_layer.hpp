@@ -30,8 +30,9 @@
 //                    without a traffic secret.
 // Every error except EAGAIN and pure API misuse (EINVAL from the writer's argument checks, ENOTSUP)
 // poisons the object: the connection's record stream has lost integrity or framing, and nothing
-// after that point can be parsed or trusted. The caller sends the alert it wants (with the
-// RecordWriter) and closes.
+// after that point can be parsed or trusted. RecordReader::failure() then names the refusal as a
+// RecordError (crypto/record_errors.hpp: the alert the client is owed, the close reason and the
+// counter); the caller seals that alert with the RecordWriter and closes.
 //
 // Control flow the caller owns (see tests/unit/record_layer_test.cpp, KeyUpdateBothDirections):
 // handshake records go to a PostHandshakeParser, every other record to its on_other_record(); on a
@@ -46,10 +47,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 
 #include "config/policy.hpp"
 #include "crypto/key_schedule.hpp"
+#include "crypto/ktls_sockopt.hpp"
+#include "crypto/record_errors.hpp"
 #include "crypto/secret.hpp"
 #include "proxy/base/result.hpp"
 
@@ -59,7 +63,6 @@ enum class ContentType : uint8_t { change_cipher_spec = 20, alert = 21, handshak
 
 inline constexpr size_t kRecordHeaderSize = 5;
 inline constexpr size_t kRecordTagSize = 16;
-inline constexpr size_t kRecordMaxPlaintext = 16384;  // 2^14, RFC 8446 §5.1 / RFC 5246 §6.2.1
 // The largest complete record any of our suites can produce or accept: header + TLS 1.2 explicit
 // nonce (8) + 2^14 + tag. (TLS 1.3: header + 2^14 + inner type + tag is one byte less.) A receive
 // buffer of this size always holds one whole record.
@@ -133,9 +136,10 @@ public:
 
     // Parses the header at in[0..5). Returns the size of the complete record (>= 5; just 5 while
     // fewer than 5 bytes are there), or EPROTO / EMSGSIZE for a header no valid record can have;
-    // then `*alert` (if given) is the fatal alert the peer is owed for it: unexpected_message,
-    // decode_error, record_overflow or bad_record_mac (see check_header).
+    // then `*error` (if given) names it, and `*alert` is the fatal alert the peer is owed for it
+    // (describe(error).alert: unexpected_message, decode_error, record_overflow or bad_record_mac).
     Result<size_t> record_size(std::span<const uint8_t> in, uint8_t* alert = nullptr) const;
+    Result<size_t> record_size(std::span<const uint8_t> in, RecordError* error) const;
 
     // Decrypts and verifies the record at the start of `in` in place (see the contract at the top).
     // Bytes of `in` after the record are neither read nor written.
@@ -152,11 +156,16 @@ public:
 
     uint64_t seq() const { return aead_.seq; }  // sequence number of the next record
     bool poisoned() const { return !aead_.usable(); }
+    // What the client did wrong, once open_in_place() refused one of its records (empty while the
+    // reader is usable, and for failures that are ours: sequence exhaustion, rekey without a secret).
+    std::optional<RecordError> failure() const { return failure_; }
 
 private:
     explicit RecordReader(detail::RecordAead a) : aead_(std::move(a)) {}
-    Result<size_t> check_header(std::span<const uint8_t> in, uint8_t* alert) const;
+    Result<size_t> check_header(std::span<const uint8_t> in, RecordError* error) const;
+    Error refuse(RecordError e, int code, const char* what);
     detail::RecordAead aead_;
+    std::optional<RecordError> failure_;
 };
 
 // server → client: what we encrypt. Movable, not copyable.
@@ -167,7 +176,15 @@ public:
     // well before (the same threshold for ChaCha20-Poly1305, whose limit is far higher: harmless).
     static constexpr uint64_t kKeyUpdateDueAt = uint64_t{1} << 24;
 
-    static Result<RecordWriter> create(DirectionKeys keys, SecretBytes tls13_traffic_secret);
+    // `max_plaintext`: the most plaintext one record may carry towards this client, 2^14 unless the
+    // client negotiated a smaller max_fragment_length (RFC 6066 §4: 512, 1024, 2048 or 4096; see
+    // negotiated_max_fragment_length in crypto/handshake.hpp). EINVAL for 0 or over 2^14.
+    static Result<RecordWriter> create(DirectionKeys keys, SecretBytes tls13_traffic_secret,
+                                       size_t max_plaintext = kMaxPlaintext);
+
+    // The plaintext bound of every record this writer seals: callers split their data into slots of
+    // at most this many bytes (seal_in_place refuses more with EMSGSIZE).
+    size_t max_plaintext() const { return max_plaintext_; }
 
     size_t headroom() const;  // bytes before the plaintext: 5 (+8 explicit nonce for TLS 1.2 AES-GCM)
     size_t tailroom() const;  // tag (16) (+1 inner content type for TLS 1.3)
@@ -176,7 +193,7 @@ public:
     // untouched). Writes the header (and explicit nonce), encrypts in place, appends the tag and
     // returns the record size = headroom() + plaintext_size + tailroom(). Types: application_data
     // (may be empty), handshake (non-empty), alert (exactly 2 bytes). EINVAL for a too small buffer
-    // or a bad type/size (the writer stays usable), EMSGSIZE over kMaxPlaintext.
+    // or a bad type/size (the writer stays usable), EMSGSIZE over max_plaintext().
     Result<size_t> seal_in_place(std::span<uint8_t> buf, size_t plaintext_size, ContentType type);
 
     // Control records into `out` (needs headroom() + 2 / 5 + tailroom() bytes).
@@ -194,20 +211,13 @@ public:
     bool key_update_due() const { return aead_.tls13() && aead_.seq >= kKeyUpdateDueAt; }
 
 private:
-    explicit RecordWriter(detail::RecordAead a) : aead_(std::move(a)) {}
+    RecordWriter(detail::RecordAead a, size_t max_plaintext) : aead_(std::move(a)), max_plaintext_(max_plaintext) {}
     detail::RecordAead aead_;
+    size_t max_plaintext_;
 };
 
 // ---------------------------------------------------------------------------------------------
 // Control record contents.
-
-inline constexpr uint8_t kAlertWarning = 1;
-inline constexpr uint8_t kAlertFatal = 2;
-inline constexpr uint8_t kAlertCloseNotify = 0;
-inline constexpr uint8_t kAlertUnexpectedMessage = 10;
-inline constexpr uint8_t kAlertBadRecordMac = 20;
-inline constexpr uint8_t kAlertRecordOverflow = 22;
-inline constexpr uint8_t kAlertDecodeError = 50;
 
 struct Alert {
     uint8_t level;
@@ -232,7 +242,9 @@ struct PostHandshakeEvents {
 // only when the sender is a server (RFC 8446 §4.6.1: only servers send tickets; we are the server, so
 // the default is to refuse them). Everything else — including every TLS 1.2 post-handshake message
 // (renegotiation is not supported) — is EPROTO. A KeyUpdate that does not end its record is EPROTO
-// (RFC 8446 §5.1: handshake messages must not span a key change). Any error poisons the parser.
+// (RFC 8446 §5.1: handshake messages must not span a key change). Any error poisons the parser,
+// and failure() names it (crypto/record_errors.hpp). The userspace and the kernel record paths both
+// parse the client's post-handshake records with this one parser.
 class PostHandshakeParser {
 public:
     enum class Sender { client, server };
@@ -244,15 +256,18 @@ public:
     // unfinished (RFC 8446 §5.1 forbids interleaving other record types into a handshake message).
     Result<void> on_other_record();
     bool mid_message() const { return hdr_len_ != 0; }
+    std::optional<RecordError> failure() const { return failure_; }
 
 private:
+    Error fail(RecordError e, const char* why);
+
     config::TlsVersion version_;
     Sender sender_;
+    std::optional<RecordError> failure_;
     std::array<uint8_t, 4> hdr_{};
     size_t hdr_len_ = 0;      // bytes of the current message header seen (0 = between messages)
     uint32_t body_len_ = 0;   // of the current message
     uint32_t body_seen_ = 0;
-    bool poisoned_ = false;
 };
 
 // KeyUpdate flood protection. Each KeyUpdate costs us an HKDF and, with update_requested, a record of

@@ -6,9 +6,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
+
+#include "crypto/record_errors.hpp"
 
 namespace ztp::crypto {
 
@@ -33,6 +36,9 @@ struct IoResult {
     std::string reason;  // for error: what failed, without payload bytes
     int sys_errno = 0;   // for error: the socket errno when it was a socket failure
     const char* close_reason = nullptr;  // for error: a specific access-log close reason, if any
+    // The client broke the record protocol (crypto/record_errors.hpp): close_reason is the row's, and
+    // the path has already tried to send the row's alert.
+    std::optional<RecordError> record_error;
 };
 
 class RecordPath {

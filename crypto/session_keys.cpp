@@ -292,7 +292,18 @@ Result<SessionKeys> take_session_keys(SSL* ssl) {
     if (!keys) return keys.error();
     keys->rx.seq = *rx_seq;
     keys->tx.seq = *tx_seq;
+    keys->max_plaintext = negotiated_max_fragment_length(ssl);
     return keys;
+}
+
+size_t negotiated_max_fragment_length(const SSL* ssl) {
+    const SSL_SESSION* session = ssl != nullptr ? SSL_get0_session(ssl) : nullptr;
+    // RFC 6066 §4: codes 1..4 are 2^9..2^12 bytes. OpenSSL records the code in the session only when
+    // it accepted the client's extension (and echoed it), so anything else means no limit.
+    const uint8_t code = session != nullptr ? SSL_SESSION_get_max_fragment_length(session) : 0;
+    if (code >= TLSEXT_max_fragment_length_512 && code <= TLSEXT_max_fragment_length_4096)
+        return size_t{512} << (code - TLSEXT_max_fragment_length_512);
+    return kRecordMaxPlaintext;
 }
 
 bool has_buffered_input(const SSL* ssl) {

@@ -44,6 +44,9 @@ struct SessionKeys {
     // OpenSSL's ex_data with this struct: whoever holds the SessionKeys is their only keeper.
     SecretBytes rx_secret;
     SecretBytes tx_secret;
+    // The most plaintext one record towards the client may carry: 2^14, or the max_fragment_length
+    // the client negotiated (negotiated_max_fragment_length). Whoever seals records honours it.
+    size_t max_plaintext = kRecordMaxPlaintext;
 };
 
 // After SSL_do_handshake() returned 1 on a server SSL from a context with enable_key_capture():
@@ -66,5 +69,11 @@ Result<SessionKeys> take_session_keys(SSL* ssl);
 // record layer without first draining them through SSL_read: the kernel would never see those bytes,
 // and rx.seq does not count records OpenSSL has not parsed yet. Callers refuse the move and say why.
 bool has_buffered_input(const SSL* ssl);
+
+// After the handshake: the record plaintext limit the client negotiated with max_fragment_length
+// (RFC 6066 §4: 512, 1024, 2048 or 4096), or 2^14 when it did not. OpenSSL 3.0 honours it on its own
+// record path; it does not negotiate record_size_limit (RFC 8449), so this is the only limit a
+// client can ask for.
+size_t negotiated_max_fragment_length(const SSL* ssl);
 
 }  // namespace ztp::crypto

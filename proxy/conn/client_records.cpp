@@ -10,9 +10,8 @@ namespace ztp::conn {
 
 void note_relay_close(const char* close_reason) {
     if (close_reason == nullptr) return;
-    if (std::strcmp(close_reason, "bad_record") == 0) return bump(stats().bad_records);
-    if (std::strcmp(close_reason, "malformed_record") == 0 || std::strcmp(close_reason, "record_overflow") == 0)
-        return bump(stats().malformed_records);
+    if (auto c = crypto::counter_for_close_reason(close_reason))  // crypto/record_errors.hpp
+        return bump(*c == crypto::RecordCounter::bad_records ? stats().bad_records : stats().malformed_records);
     if (std::strcmp(close_reason, "key_update_unsupported") != 0) return;
     bump(stats().ktls_key_update_closes);
     // Operators need to know why clients get cut off; clients must not flood the log.

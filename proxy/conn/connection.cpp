@@ -209,7 +209,7 @@ void Connection::choose_record_path() {
     }
     auto& keys = *taken.keys;
     auto reader = crypto::RecordReader::create(std::move(keys.rx), std::move(keys.rx_secret));
-    auto writer = crypto::RecordWriter::create(std::move(keys.tx), std::move(keys.tx_secret));
+    auto writer = crypto::RecordWriter::create(std::move(keys.tx), std::move(keys.tx_secret), keys.max_plaintext);
     if (!reader || !writer)
         return relay_failed("internal_error", "record layer: " + (reader ? writer.error() : reader.error()).message());
     userspace_.emplace(UserspaceKeys{std::move(reader).value(), std::move(writer).value(), session_version()});

@@ -92,6 +92,8 @@ void SpliceRelay::on_fill(Direction& d, int res) {
         drain(d);
         return fill(d);
     }
+    if (res == 0 && d.up && path_->classify_zero_read() == crypto::KernelRecordPath::ZeroRead::empty_record)
+        return fill(d);  // an empty application_data record, not the end of the stream
     if (res == 0) {  // FIN (for the client: without close_notify)
         d.src_eof = true;
         if (!first_close_) first_close_ = d.up ? "client_close" : "backend_close";
@@ -103,7 +105,10 @@ void SpliceRelay::on_fill(Direction& d, int res) {
     // for its key; the KeyUpdate record is still there to be read the same way, which installs it.
     if ((res == -EINVAL || res == -EKEYEXPIRED) && d.up) return on_control_record(d);
     if (res == -EBADMSG) return bad_record("record failed authentication");
-    if (res == -EMSGSIZE) return fail("record_overflow", "client record longer than TLS allows");
+    if (res == -EMSGSIZE) {
+        path_->fail_with_alert(crypto::RecordError::plaintext_overflow);  // record_overflow, then FIN
+        return fail("record_overflow", "client record longer than TLS allows");
+    }
     fail(d.up ? "client_error" : "backend_reset", std::string("splice in: ") + std::strerror(-res));
 }
 
@@ -192,11 +197,9 @@ void SpliceRelay::finish(Direction& d) {
 }
 
 void SpliceRelay::bad_record(const std::string& detail) {
-    // Nothing of the record was released (splice moved no byte of it). Try to tell the client;
-    // on kernels that mark the socket failed after EBADMSG the alert cannot leave, and the
-    // client sees the connection close.
-    constexpr uint8_t kBadRecordMac = 20;
-    path_->send_fatal_alert(kBadRecordMac);
+    // Nothing of the record was released (splice moved no byte of it). The client gets
+    // bad_record_mac through kTLS TX, then our FIN (fail_with_alert clears the pending EBADMSG).
+    path_->fail_with_alert(crypto::RecordError::bad_record_mac);
     fail("bad_record", detail);
 }
 

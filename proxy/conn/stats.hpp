@@ -28,9 +28,9 @@ inline constexpr const char* kCloseReasons[] = {
     "backend_reset",           "handshake_failed",        "handshake_timeout",       "client_cert_rejected",
     "idle_timeout",            "client_reset",            "client_error",            "client_alert",
     "bad_record",              "malformed_record",        "record_overflow",         "key_update_unsupported",
-    "key_update_flood",        "renegotiation_refused",   "ktls_unavailable",        "record_path_unavailable",
-    "proxy_header_failed",     "no_route",                "overloaded",              "shutdown",
-    "internal_error",
+    "key_update_flood",        "renegotiation_refused",   "bad_key_update",          "ktls_unavailable",
+    "record_path_unavailable", "proxy_header_failed",     "no_route",                "overloaded",
+    "shutdown",                "internal_error",
     "other"};
 inline constexpr size_t kCloseReasonCount = sizeof(kCloseReasons) / sizeof(kCloseReasons[0]);
 inline size_t close_reason_index(std::string_view reason) {

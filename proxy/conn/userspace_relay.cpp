@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "proxy/conn/client_records.hpp"
 #include "proxy/conn/stats.hpp"
 
 namespace ztp::conn {
@@ -189,12 +190,12 @@ void UserspaceRelay::process_records() {
         auto record = rest.first(*need);
         auto opened = reader_.open_in_place(record);
         if (!opened) {
-            if (opened.error().code == EBADMSG) return bad_record("record failed authentication");
+            if (auto e = reader_.failure()) return refuse_record(*e, "record: " + opened.error().message());
             return fail("client_error", "record: " + opened.error().message());
         }
         if (opened->type == crypto::ContentType::application_data) {
             if (auto r = post_handshake_.on_other_record(); !r)
-                return fail("client_error", "data inside a split handshake message");
+                return refuse_record(crypto::RecordError::handshake_interleaved, "data inside a split handshake message");
             if (opened->plaintext_size > 0) spans_.push_back({off + opened->plaintext_offset, opened->plaintext_size});
         } else if (!handle_control(*opened, record)) {
             return;
@@ -268,7 +269,7 @@ bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<u
     switch (rec.type) {
         case crypto::ContentType::alert: {
             if (auto r = post_handshake_.on_other_record(); !r) {
-                fail("client_error", "alert inside a split handshake message");
+                refuse_record(crypto::RecordError::handshake_interleaved, "alert inside a split handshake message");
                 return false;
             }
             auto alert = crypto::parse_alert(plaintext);
@@ -283,7 +284,8 @@ bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<u
         case crypto::ContentType::handshake: {
             auto events = post_handshake_.feed(plaintext);
             if (!events) {
-                fail("renegotiation_refused", "unexpected post-handshake message: " + events.error().message());
+                refuse_record(post_handshake_.failure().value_or(crypto::RecordError::unexpected_handshake_message),
+                              "post-handshake message: " + events.error().message());
                 return false;
             }
             if (events->key_update) {
@@ -365,7 +367,7 @@ void UserspaceRelay::pump_backend_recv() {
     // Each record slot receives plaintext between the room for its header and for its tag, so it
     // can be sealed where it lies.
     for (size_t i = 0; i < record_slots_; ++i)
-        down_recv_iov_[i] = {down_buf_.get() + i * stride_ + writer_.headroom(), crypto::kRecordMaxPlaintext};
+        down_recv_iov_[i] = {down_buf_.get() + i * stride_ + writer_.headroom(), writer_.max_plaintext()};
     down_recv_msg_ = {};
     down_recv_msg_.msg_iov = down_recv_iov_.data();
     down_recv_msg_.msg_iovlen = record_slots_;
@@ -400,11 +402,11 @@ void UserspaceRelay::on_backend_recv(int res) {
         return pump_backend_recv();
     }
     size_t left = static_cast<size_t>(res);
-    backend_readable_ = left == record_slots_ * crypto::kRecordMaxPlaintext;
+    backend_readable_ = left == record_slots_ * writer_.max_plaintext();
     counters_.bytes_down += left;
     pending_records_.clear();
     while (left > 0) {
-        size_t n = std::min(left, crypto::kRecordMaxPlaintext);
+        size_t n = std::min(left, writer_.max_plaintext());
         pending_records_.push_back(n);
         left -= n;
     }
@@ -486,9 +488,9 @@ void UserspaceRelay::fill_records_from_plan() {
     for (size_t i = 0; i < record_slots_ && !down_plan_.empty(); ++i) {
         uint8_t* payload = down_buf_.get() + i * stride_ + writer_.headroom();
         size_t filled = 0;
-        while (filled < crypto::kRecordMaxPlaintext && !down_plan_.empty()) {
+        while (filled < writer_.max_plaintext() && !down_plan_.empty()) {
             const iovec& v = down_plan_.iovecs().front();
-            size_t n = std::min(v.iov_len, crypto::kRecordMaxPlaintext - filled);
+            size_t n = std::min(v.iov_len, writer_.max_plaintext() - filled);
             std::memcpy(payload + filled, v.iov_base, n);
             down_plan_.consume(n);
             filled += n;
@@ -538,6 +540,12 @@ void UserspaceRelay::bad_record(const std::string& detail) {
     // Nothing of the record was released (what was decrypted of it is scrubbed). Tell the client why.
     bump(stats().bad_records);
     fail_with_alert(crypto::kAlertBadRecordMac, "bad_record", detail);
+}
+
+void UserspaceRelay::refuse_record(crypto::RecordError e, const std::string& detail) {
+    const auto& row = crypto::describe(e);
+    note_relay_close(row.close_reason);
+    fail_with_alert(row.alert, row.close_reason, detail);
 }
 
 void UserspaceRelay::refused_header(uint8_t alert, const Error& e) {

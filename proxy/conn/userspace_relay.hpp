@@ -80,6 +80,7 @@ private:
     void release_down_buffer();
 
     void bad_record(const std::string& detail);
+    void refuse_record(crypto::RecordError e, const std::string& detail);  // crypto/record_errors.hpp row
     void refused_header(uint8_t alert, const Error& e);
     void fail_with_alert(uint8_t description, const char* reason, const std::string& detail);
     void send_fatal_alert();

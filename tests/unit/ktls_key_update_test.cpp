@@ -125,16 +125,19 @@ TEST(KtlsKeyUpdates, RefusesWhatAClientMayNotSend) {
         const char* what;
         TlsVersion version;
         Bytes record;
-        const char* reason;
+        RecordError error;
     };
     const Case cases[] = {
-        {"TLS 1.2 renegotiation (ClientHello)", TlsVersion::tls1_2, {1, 0, 0, 1, 0}, "renegotiation_refused"},
-        {"TLS 1.2 KeyUpdate bytes", TlsVersion::tls1_2, {24, 0, 0, 1, 0}, "renegotiation_refused"},
-        {"a client NewSessionTicket", TlsVersion::tls1_3, {4, 0, 0, 1, 0}, "renegotiation_refused"},
-        {"KeyUpdate with a body of 2", TlsVersion::tls1_3, {24, 0, 0, 2, 0, 0}, "renegotiation_refused"},
-        {"KeyUpdateRequest 2", TlsVersion::tls1_3, {24, 0, 0, 1, 2}, "renegotiation_refused"},
-        {"bytes behind the KeyUpdate", TlsVersion::tls1_3, {24, 0, 0, 1, 0, 24}, "renegotiation_refused"},
-        {"KeyUpdate split across records", TlsVersion::tls1_3, {24, 0, 0}, "client_error"},
+        {"TLS 1.2 renegotiation (ClientHello)", TlsVersion::tls1_2, {1, 0, 0, 1, 0},
+         RecordError::unexpected_handshake_message},
+        {"TLS 1.2 KeyUpdate bytes", TlsVersion::tls1_2, {24, 0, 0, 1, 0}, RecordError::unexpected_handshake_message},
+        {"a client NewSessionTicket", TlsVersion::tls1_3, {4, 0, 0, 1, 0}, RecordError::unexpected_handshake_message},
+        {"KeyUpdate with a body of 2", TlsVersion::tls1_3, {24, 0, 0, 2, 0, 0}, RecordError::key_update_bad_length},
+        {"KeyUpdate with a body of 0", TlsVersion::tls1_3, {24, 0, 0, 0}, RecordError::key_update_bad_length},
+        {"KeyUpdateRequest 2", TlsVersion::tls1_3, {24, 0, 0, 1, 2}, RecordError::key_update_bad_value},
+        {"KeyUpdateRequest 255", TlsVersion::tls1_3, {24, 0, 0, 1, 255}, RecordError::key_update_bad_value},
+        {"bytes behind the KeyUpdate", TlsVersion::tls1_3, {24, 0, 0, 1, 0, 24},
+         RecordError::key_update_not_at_record_end},
     };
     for (const auto& c : cases) {
         SCOPED_TRACE(c.what);
@@ -142,12 +145,38 @@ TEST(KtlsKeyUpdates, RefusesWhatAClientMayNotSend) {
         KtlsKeyUpdates u(c.version, Cipher::aes_128_gcm, tls13 ? secret_of(32, 1) : SecretBytes{},
                          tls13 ? secret_of(32, 2) : SecretBytes{});
         auto o = u.on_client_handshake(c.record, t0);
+        ASSERT_TRUE(o.error) << o.detail;
+        EXPECT_EQ(*o.error, c.error) << describe(*o.error).name;
+        // The close reason is the table's: one meaning on every path.
         ASSERT_NE(o.refuse, nullptr);
-        EXPECT_STREQ(o.refuse, c.reason) << o.detail;
+        EXPECT_STREQ(o.refuse, describe(c.error).close_reason);
         EXPECT_FALSE(o.next_rx);
         EXPECT_FALSE(u.tx_update_owed());
         EXPECT_EQ(u.rx_updates(), 0u);
     }
+}
+
+// A KeyUpdate split across records is legal TLS: the first part is no refusal, the path must read
+// on (mid_message). Application data or an alert before the rest is handshake_interleaved
+// (RFC 8446 §5.1); the rest completes the KeyUpdate.
+TEST(KtlsKeyUpdates, SplitKeyUpdateWaitsAndInterleavingIsRefused) {
+    auto split = tls13();
+    auto first = split.on_client_handshake(Bytes{24, 0, 0}, t0);
+    EXPECT_EQ(first.refuse, nullptr) << first.detail;
+    EXPECT_FALSE(first.next_rx);
+    EXPECT_TRUE(split.mid_message());
+    auto rest = split.on_client_handshake(Bytes{1, 1}, t0);
+    EXPECT_EQ(rest.refuse, nullptr) << rest.detail;
+    EXPECT_TRUE(rest.next_rx);
+    EXPECT_TRUE(split.tx_update_owed());
+    EXPECT_FALSE(split.on_other_record());
+
+    auto interleaved = tls13();
+    EXPECT_EQ(interleaved.on_client_handshake(Bytes{24, 0}, t0).refuse, nullptr);
+    auto e = interleaved.on_other_record();
+    ASSERT_TRUE(e);
+    EXPECT_EQ(*e, RecordError::handshake_interleaved);
+    EXPECT_EQ(describe(*e).alert, kAlertUnexpectedMessage);
 }
 
 // Without the traffic secret (not kept) a KeyUpdate cannot be followed: refused, never guessed.

@@ -97,6 +97,7 @@ struct LiveOptions {
     Cipher cipher = Cipher::aes_128_gcm;
     int tickets = 2;
     size_t client_block_padding = 0;
+    uint8_t client_max_fragment = 0;  // TLSEXT_max_fragment_length_* the client asks for (0: none)
 };
 
 std::unique_ptr<Live> start(const LiveOptions& o) {
@@ -113,6 +114,9 @@ std::unique_ptr<Live> start(const LiveOptions& o) {
     SSL_CTX_set_verify(l->cctx.get(), SSL_VERIFY_NONE, nullptr);
     if (o.client_block_padding) {
         EXPECT_EQ(SSL_CTX_set_block_padding(l->cctx.get(), o.client_block_padding), 1);
+    }
+    if (o.client_max_fragment) {
+        EXPECT_EQ(SSL_CTX_set_tlsext_max_fragment_length(l->cctx.get(), o.client_max_fragment), 1);
     }
 
     l->client.reset(SSL_new(l->cctx.get()));
@@ -152,7 +156,7 @@ std::unique_ptr<Live> start(const LiveOptions& o) {
     l->rx_secret = clone(keys->rx_secret);
     l->tx_secret = clone(keys->tx_secret);
     auto r = RecordReader::create(std::move(keys->rx), std::move(keys->rx_secret));
-    auto w = RecordWriter::create(std::move(keys->tx), std::move(keys->tx_secret));
+    auto w = RecordWriter::create(std::move(keys->tx), std::move(keys->tx_secret), keys->max_plaintext);
     if (!r || !w) {
         ADD_FAILURE() << "create: " << (r ? w.error().message() : r.error().message());
         return nullptr;
@@ -549,6 +553,20 @@ TEST_P(RecordLayerDifferential, HeaderValidation) {
     if (tls13()) {
         EXPECT_EQ(alert(hdr(22, 3, 3, 100)), kAlertUnexpectedMessage);
     }
+    // The same refusals by name (crypto/record_errors.hpp), which is what the relays act on.
+    auto error = [&](const Bytes& h) {
+        RecordError e = RecordError::count;
+        EXPECT_FALSE(r.record_size(h, &e));
+        return e;
+    };
+    EXPECT_EQ(error(hdr(20, 3, 3, 100)), RecordError::ccs_after_handshake);
+    EXPECT_EQ(error(hdr(24, 3, 3, 100)), RecordError::unknown_record_type);
+    EXPECT_EQ(error(hdr(23, 3, 1, 100)), RecordError::bad_record_version);
+    EXPECT_EQ(error(hdr(23, 3, 3, min_len - 1)), RecordError::record_too_short);
+    EXPECT_EQ(error(hdr(23, 3, 3, max_len + 1)), RecordError::plaintext_overflow);
+    const size_t max_ciphertext = 16384 + (tls13() ? 256 : 2048);
+    EXPECT_EQ(error(hdr(23, 3, 3, max_ciphertext)), RecordError::plaintext_overflow);
+    EXPECT_EQ(error(hdr(23, 3, 3, max_ciphertext + 1)), RecordError::ciphertext_overflow);
     uint8_t untouched = 0xff;
     EXPECT_TRUE(r.record_size(hdr(23, 3, 3, 100), &untouched));
     EXPECT_EQ(untouched, 0xff) << "no alert for a valid header";
@@ -559,6 +577,7 @@ TEST_P(RecordLayerDifferential, HeaderValidation) {
     ASSERT_FALSE(o);
     EXPECT_EQ(o.error().code, EMSGSIZE);
     EXPECT_TRUE(r.poisoned());
+    EXPECT_EQ(r.failure(), RecordError::plaintext_overflow);
 }
 
 TEST_P(RecordLayerDifferential, AuthenticIllegalContentIsRejectedAndScrubbed) {
@@ -567,11 +586,15 @@ TEST_P(RecordLayerDifferential, AuthenticIllegalContentIsRejectedAndScrubbed) {
     struct Case {
         uint8_t type;
         Bytes content;
+        RecordError error;
     };
-    const std::vector<Case> cases{{kRecordAlert, {1, 0, 0}},  // alert not exactly 2 bytes
-                                  {kRecordAlert, {1}},
-                                  {kRecordHandshake, {}},     // empty handshake record
-                                  {kRecordChangeCipherSpec, {1}}};
+    const std::vector<Case> cases{
+        {kRecordAlert, {1, 0, 0}, RecordError::malformed_alert},  // alert not exactly 2 bytes
+        {kRecordAlert, {1}, RecordError::malformed_alert},
+        {kRecordAlert, {}, RecordError::malformed_alert},  // empty alert
+        {kRecordHandshake, {}, RecordError::empty_handshake_record},
+        {kRecordChangeCipherSpec, {1}, RecordError::ccs_after_handshake},  // protected CCS (TLS 1.3)
+        {24, {1, 0, 0}, RecordError::unknown_record_type}};                // heartbeat
     for (const auto& c : cases) {
         DirectionKeys k = clone(l->rx);
         auto r = RecordReader::create(std::move(k), clone(l->rx_secret));
@@ -579,8 +602,10 @@ TEST_P(RecordLayerDifferential, AuthenticIllegalContentIsRejectedAndScrubbed) {
         auto rec = ktls_reference::seal_record(l->rx.version, l->rx.cipher, l->rx.key.view(), reference_iv(l->rx, 1),
                                                r->seq(), c.type, c.content);
         ASSERT_TRUE(rec);
-        if (!tls13() && c.type == kRecordChangeCipherSpec) {
-            EXPECT_FALSE(r->record_size(*rec));  // refused at the header already
+        if (!tls13() && (c.type == kRecordChangeCipherSpec || c.type == 24)) {
+            RecordError e = RecordError::count;
+            EXPECT_FALSE(r->record_size(*rec, &e));  // refused at the header already
+            EXPECT_EQ(e, c.error);
             continue;
         }
         Bytes buf = *rec;
@@ -589,6 +614,7 @@ TEST_P(RecordLayerDifferential, AuthenticIllegalContentIsRejectedAndScrubbed) {
         EXPECT_EQ(o.error().code, EPROTO);
         EXPECT_EQ(buf, Bytes(buf.size(), 0));
         EXPECT_TRUE(r->poisoned());
+        EXPECT_EQ(r->failure(), c.error) << int(c.type) << " " << c.content.size();
     }
 }
 
@@ -733,6 +759,38 @@ TEST_P(RecordLayerTls13, AllZeroPlaintextIsAnError) {
     EXPECT_EQ(o.error().code, EPROTO);
     EXPECT_EQ(buf, Bytes(buf.size(), 0));
     EXPECT_TRUE(l->reader->poisoned());
+    ASSERT_EQ(l->reader->failure(), RecordError::zero_inner_type);
+    EXPECT_EQ(describe(*l->reader->failure()).alert, kAlertUnexpectedMessage);
+}
+
+// Zero-length and padding-only application data are legal (RFC 8446 §5.1, §5.4): they open to
+// nothing, and a record after them still opens.
+TEST_P(RecordLayerTls13, EmptyAndPaddingOnlyApplicationDataAreNoError) {
+    auto l = start(opts());
+    ASSERT_TRUE(l);
+    // The reference appends the inner type byte after the plaintext: an empty record is type 23 with
+    // nothing before it; a padding-only one is "23, zeros" sealed with type byte 0 behind it.
+    struct Rec {
+        uint8_t type;
+        Bytes plaintext;
+    };
+    const Rec recs[] = {{kRecordApplicationData, {}}, {0, {23, 0, 0, 0, 0, 0, 0}}, {kRecordApplicationData, {7, 7}}};
+    Bytes wire;
+    uint64_t seq = l->reader->seq();
+    for (const auto& r : recs) {
+        auto rec = ktls_reference::seal_record(l->rx.version, l->rx.cipher, l->rx.key.view(), reference_iv(l->rx, 0),
+                                               seq++, r.type, r.plaintext);
+        ASSERT_TRUE(rec);
+        wire.insert(wire.end(), rec->begin(), rec->end());
+    }
+    auto opened = open_all(*l->reader, wire);
+    ASSERT_EQ(opened.size(), 3u);
+    for (const auto& o : opened) EXPECT_EQ(o.type, ContentType::application_data);
+    EXPECT_TRUE(opened[0].plaintext.empty());
+    EXPECT_TRUE(opened[1].plaintext.empty());
+    EXPECT_EQ(opened[2].plaintext, (Bytes{7, 7}));
+    EXPECT_FALSE(l->reader->poisoned());
+    EXPECT_FALSE(l->reader->failure());
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCiphers, RecordLayerTls13,
@@ -834,6 +892,57 @@ TEST(RecordLayer, WriterArgumentChecks) {
     EXPECT_TRUE(due->key_update_due());
 }
 
+// RFC 6066 max_fragment_length: the writer never seals more plaintext per record than the limit.
+TEST(RecordLayer, WriterHonoursTheRecordLimit) {
+    for (auto v : {TlsVersion::tls1_2, TlsVersion::tls1_3}) {
+        for (size_t limit : {size_t{512}, size_t{1024}, size_t{2048}, size_t{4096}}) {
+            SCOPED_TRACE(std::to_string(limit));
+            auto w = RecordWriter::create(synthetic(v, Cipher::aes_128_gcm), {}, limit);
+            ASSERT_TRUE(w);
+            EXPECT_EQ(w->max_plaintext(), limit);
+            Bytes buf(kRecordMaxSize);
+            EXPECT_EQ(w->seal_in_place(buf, limit + 1, ContentType::application_data).error().code, EMSGSIZE);
+            EXPECT_FALSE(w->poisoned());
+            auto n = w->seal_in_place(buf, limit, ContentType::application_data);
+            ASSERT_TRUE(n);
+            EXPECT_EQ(*n, w->headroom() + limit + w->tailroom());
+        }
+    }
+    EXPECT_EQ(RecordWriter::create(synthetic(TlsVersion::tls1_3, Cipher::aes_128_gcm), {}, 0).error().code, EINVAL);
+    EXPECT_EQ(RecordWriter::create(synthetic(TlsVersion::tls1_3, Cipher::aes_128_gcm), {}, 16385).error().code, EINVAL);
+    auto unlimited = RecordWriter::create(synthetic(TlsVersion::tls1_3, Cipher::aes_128_gcm), {});
+    ASSERT_TRUE(unlimited);
+    EXPECT_EQ(unlimited->max_plaintext(), kRecordMaxPlaintext);
+}
+
+// A client that negotiates max_fragment_length: take_session_keys reports the limit, and records
+// the writer seals at it are read by the client's OpenSSL (which refuses longer ones).
+TEST(RecordLayer, NegotiatedMaxFragmentLengthReachesTheWriter) {
+    const std::pair<uint8_t, size_t> modes[] = {{TLSEXT_max_fragment_length_512, 512},
+                                                {TLSEXT_max_fragment_length_1024, 1024},
+                                                {TLSEXT_max_fragment_length_2048, 2048},
+                                                {TLSEXT_max_fragment_length_4096, 4096}};
+    for (auto v : {TlsVersion::tls1_2, TlsVersion::tls1_3}) {
+        for (const auto& [mode, limit] : modes) {
+            SCOPED_TRACE(std::to_string(limit));
+            LiveOptions o;
+            o.version = v;
+            o.client_max_fragment = mode;
+            auto l = start(o);
+            ASSERT_TRUE(l);
+            EXPECT_EQ(negotiated_max_fragment_length(l->server.get()), limit);
+            ASSERT_EQ(l->writer->max_plaintext(), limit);
+            const Bytes m = message(limit, 3);
+            to_client(*l, seal(*l->writer, m));
+            EXPECT_EQ(client_read(l->client.get(), m.size()), m);
+        }
+    }
+    auto plain = start(LiveOptions{});
+    ASSERT_TRUE(plain);
+    EXPECT_EQ(negotiated_max_fragment_length(plain->server.get()), kRecordMaxPlaintext);
+    EXPECT_EQ(plain->writer->max_plaintext(), kRecordMaxPlaintext);
+}
+
 TEST(RecordLayer, MovedFromObjectsFail) {
     auto r = RecordReader::create(synthetic(TlsVersion::tls1_3, Cipher::chacha20_poly1305), {});
     ASSERT_TRUE(r);
@@ -905,32 +1014,88 @@ TEST(PostHandshakeParser, CoalescedTicketsFromAServerAndKeyUpdateLast) {
 }
 
 TEST(PostHandshakeParser, Rejections) {
-    auto fails = [](PostHandshakeParser p, const Bytes& rec) {
+    using E = RecordError;
+    auto fails = [](PostHandshakeParser p, const Bytes& rec, E want) {
         auto ev = p.feed(rec);
         if (ev) return false;
         EXPECT_EQ(ev.error().code, EPROTO);
+        EXPECT_EQ(p.failure(), want) << (p.failure() ? describe(*p.failure()).name : "none");
         EXPECT_EQ(p.feed(key_update_msg(0)).error().code, ENOTRECOVERABLE) << "poisoned";
         return true;
     };
     const PostHandshakeParser client13(TlsVersion::tls1_3);
-    EXPECT_TRUE(fails(client13, ticket_msg(20)));                  // clients never send tickets
-    EXPECT_TRUE(fails(client13, key_update_msg(2)));               // illegal KeyUpdateRequest
-    EXPECT_TRUE(fails(client13, {24, 0, 0, 2, 0, 0}));             // KeyUpdate length 2
-    EXPECT_TRUE(fails(client13, {24, 0, 0, 0}));                   // KeyUpdate length 0
-    EXPECT_TRUE(fails(client13, {1, 0, 0, 4, 3, 3, 0, 0}));        // ClientHello
-    EXPECT_TRUE(fails(client13, {11, 0, 0, 0}));                   // Certificate (no post-handshake auth)
+    EXPECT_TRUE(fails(client13, ticket_msg(20), E::unexpected_handshake_message));  // clients send no tickets
+    EXPECT_TRUE(fails(client13, key_update_msg(2), E::key_update_bad_value));        // illegal KeyUpdateRequest
+    EXPECT_TRUE(fails(client13, key_update_msg(0xff), E::key_update_bad_value));
+    EXPECT_TRUE(fails(client13, {24, 0, 0, 2, 0, 0}, E::key_update_bad_length));  // KeyUpdate length 2
+    EXPECT_TRUE(fails(client13, {24, 0, 0, 0}, E::key_update_bad_length));        // KeyUpdate length 0
+    EXPECT_TRUE(fails(client13, {1, 0, 0, 4, 3, 3, 0, 0}, E::unexpected_handshake_message));  // ClientHello
+    EXPECT_TRUE(fails(client13, {11, 0, 0, 0}, E::unexpected_handshake_message));  // Certificate
     Bytes two = key_update_msg(0);
-    two.push_back(24);                                             // KeyUpdate not at the record end
-    EXPECT_TRUE(fails(client13, two));
+    two.push_back(24);  // KeyUpdate not at the record end
+    EXPECT_TRUE(fails(client13, two, E::key_update_not_at_record_end));
     Bytes ku_then_ku = key_update_msg(0);
     Bytes second = key_update_msg(0);
     ku_then_ku.insert(ku_then_ku.end(), second.begin(), second.end());
-    EXPECT_TRUE(fails(client13, ku_then_ku));
+    EXPECT_TRUE(fails(client13, ku_then_ku, E::key_update_not_at_record_end));
     const PostHandshakeParser server13(TlsVersion::tls1_3, PostHandshakeParser::Sender::server);
-    EXPECT_TRUE(fails(server13, {4, 0x03, 0x00, 0x00}));           // ticket over the bound
+    EXPECT_TRUE(fails(server13, {4, 0x03, 0x00, 0x00}, E::unexpected_handshake_message));  // ticket over the bound
     const PostHandshakeParser v12(TlsVersion::tls1_2);
-    EXPECT_TRUE(fails(v12, key_update_msg(0)));                    // no KeyUpdate in TLS 1.2
-    EXPECT_TRUE(fails(v12, {0, 0, 0, 0}));                         // HelloRequest / renegotiation
+    EXPECT_TRUE(fails(v12, key_update_msg(0), E::unexpected_handshake_message));  // no KeyUpdate in TLS 1.2
+    EXPECT_TRUE(fails(v12, {0, 0, 0, 0}, E::unexpected_handshake_message));       // HelloRequest / renegotiation
+
+    // A fragmented KeyUpdate with another record in between (RFC 8446 §5.1).
+    PostHandshakeParser split(TlsVersion::tls1_3);
+    ASSERT_TRUE(split.feed(Bytes{24, 0}));
+    EXPECT_FALSE(split.on_other_record());
+    EXPECT_EQ(split.failure(), E::handshake_interleaved);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The error table (crypto/record_errors.hpp)
+
+TEST(RecordErrorTable, EveryRowIsComplete) {
+    const auto table = record_error_table();
+    ASSERT_EQ(table.size(), static_cast<size_t>(RecordError::count));
+    for (size_t i = 0; i < table.size(); ++i) {
+        const auto& row = table[i];
+        SCOPED_TRACE(row.name);
+        EXPECT_EQ(static_cast<size_t>(row.error), i);
+        EXPECT_EQ(&describe(row.error), &row);
+        EXPECT_NE(std::string(row.rfc).find("RFC"), std::string::npos) << "no reference";
+        EXPECT_TRUE(counter_for_close_reason(row.close_reason));
+        EXPECT_EQ(*counter_for_close_reason(row.close_reason), row.counter);
+    }
+    EXPECT_FALSE(counter_for_close_reason("client_close"));
+}
+
+// The alerts RFC 8446 asks for, row by row (issue 13's list).
+TEST(RecordErrorTable, AlertsAsTheRfcSays) {
+    using E = RecordError;
+    const std::pair<E, uint8_t> want[] = {
+        {E::bad_record_mac, kAlertBadRecordMac},
+        {E::record_too_short, kAlertBadRecordMac},
+        {E::ciphertext_overflow, kAlertRecordOverflow},
+        {E::plaintext_overflow, kAlertRecordOverflow},
+        {E::zero_inner_type, kAlertUnexpectedMessage},
+        {E::malformed_alert, kAlertDecodeError},
+        {E::unknown_record_type, kAlertUnexpectedMessage},
+        {E::ccs_after_handshake, kAlertUnexpectedMessage},
+        {E::key_update_bad_value, kAlertIllegalParameter},
+        {E::key_update_bad_length, kAlertDecodeError},
+        {E::key_update_not_at_record_end, kAlertUnexpectedMessage},
+        {E::handshake_interleaved, kAlertUnexpectedMessage},
+        {E::unexpected_handshake_message, kAlertUnexpectedMessage},
+        {E::empty_handshake_record, kAlertUnexpectedMessage},
+        {E::too_many_empty_records, kAlertUnexpectedMessage},
+        {E::bad_record_version, kAlertDecodeError},
+    };
+    for (const auto& [e, alert] : want) EXPECT_EQ(describe(e).alert, alert) << describe(e).name;
+    EXPECT_EQ(std::size(want), static_cast<size_t>(E::count));
+    EXPECT_EQ(describe(E::bad_record_mac).counter, RecordCounter::bad_records);
+    EXPECT_STREQ(describe(E::bad_record_mac).close_reason, "bad_record");
+    EXPECT_STREQ(describe(E::ciphertext_overflow).close_reason, "record_overflow");
+    EXPECT_STREQ(describe(E::key_update_bad_value).close_reason, "bad_key_update");
 }
 
 // ---------------------------------------------------------------------------------------------
