@@ -22,6 +22,8 @@ namespace ztp::redact {
 
 struct RuleMatches {
     std::atomic<uint64_t> count{0};
+    // Pauses at which a possibly pending match of this rule was sent masked (on_pause = "mask").
+    std::atomic<uint64_t> pause_masks{0};
 };
 
 struct DirectionTotals {
@@ -50,6 +52,7 @@ public:
         std::string id;
         config::RuleDirection direction;
         uint64_t matches;
+        uint64_t pause_masks;
     };
     std::vector<RuleRow> rules() const;
 
