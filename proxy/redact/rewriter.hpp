@@ -29,9 +29,10 @@
 // A held tail is released only by more input, finish() or pause(). A request whose last bytes could
 // begin a match waits for the next bytes; an interactive protocol needs the relay to call pause()
 // when the peer goes quiet. Which held bytes a pending match could cover is asked of each rule's
-// PartialMatcher: the smallest P >= max(decided, fed - rule.hold_back) at which a match of the rule
-// could start and not be complete yet. Bytes before the smallest such P of all rules are decided as
-// usual. From P on, by mode (config::OnPause):
+// PartialMatcher: the smallest P >= fed - rule.hold_back, in the held bytes or in bytes the previous
+// pause sent masked right before them, at which a match of the rule could start and not be complete
+// yet. Held bytes before the smallest such P of all rules are decided as usual. From P on, by mode
+// (config::OnPause):
 //   mask     for each rule with a pending start P_r, the span [P_r, fed) is applied as if the engine
 //            had reported it (a partial match at a pause counts as a match: fail closed), so the
 //            rule's mask, fill or one replacement copy covers it; then the rest is released. When
@@ -139,6 +140,12 @@ private:
     // Stream ranges pause() released masked, in order, merged; only those a span reported later
     // could still reach (to > fed_ - hold_back) are kept.
     std::deque<std::pair<uint64_t, uint64_t>> pause_masked_;
+    // The input bytes [recent_from_, recent_from_ + size) the last mask pause sent masked (at most
+    // hold_back), and the byte before them: where a match still pending could have started.
+    std::string recent_;
+    uint64_t recent_from_ = 0;
+    bool recent_has_context_ = false;
+    uint8_t recent_context_ = 0;
     bool finished_ = false;
     std::string run_;               // replacement bytes of the current covered run (reused)
     bool run_all_stars_ = true;

@@ -5,7 +5,9 @@
 # inputs (tests/fuzz/regressions/<target>/), with new inputs in a scratch directory; then merges the
 # scratch into the corpus with -merge=1 (only inputs that add coverage are kept, so it stays small).
 # A crash, leak, timeout or failed invariant (the targets abort) is copied into the regression
-# directory, which `make test` replays (ctest -L fuzz). Prints the executions per target; exits 1
+# directory, which `make test` replays (ctest -L fuzz). One input running longer than FUZZ_TIMEOUT
+# seconds (default 60: the run is niced on a shared machine) counts as a finding. Prints the
+# executions per target; exits 1
 # if any target found something.
 set -uo pipefail
 
@@ -28,7 +30,7 @@ for target in "$@"; do
     mkdir -p "$work/new" "$work/artifacts"
     echo "== $target: ${seconds}s"
     started=$SECONDS
-    nice -n "${FUZZ_NICE:-10}" "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    nice -n "${FUZZ_NICE:-10}" "$bin" -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-60}" -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$work/new" "$corpus" "$regressions" \
         >"$work/log" 2>&1
     rc=$?
