@@ -88,7 +88,7 @@ void redaction_families(std::vector<MetricFamily>& f) {
          "Verified plaintext bytes the rewrite copied (0: it references them in place)",
          &redact::DirectionTotals::verified_bytes_copied},
         {"ztproxy_redaction_late_matches_total",
-         "Matches that reached into bytes already released after a quiet pause",
+         "Matches that reached into bytes already released in clear at a pause (on_pause = release)",
          &redact::DirectionTotals::late_matches},
     };
     for (const Field& field : fields) {

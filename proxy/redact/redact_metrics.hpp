@@ -30,7 +30,7 @@ struct DirectionTotals {
     std::atomic<uint64_t> bytes_inspected{0};
     std::atomic<uint64_t> replacement_bytes{0};
     std::atomic<uint64_t> verified_bytes_copied{0};
-    std::atomic<uint64_t> late_matches{0};  // matches that reached into bytes a quiet flush released
+    std::atomic<uint64_t> late_matches{0};  // matches reaching into bytes a pause released in clear
 };
 
 // What one direction of one route reports into: the totals of its direction and one counter per
