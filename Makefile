@@ -6,7 +6,7 @@ JOBS        ?= $(shell nproc)
 CMAKE_FLAGS ?=
 WERROR      ?= ON
 
-.PHONY: all deps build build-asan build-fuzz test test-ktls demo bench clean
+.PHONY: all deps build build-asan build-fuzz test test-ktls demo bench fuzz clean
 
 all: build
 
@@ -31,6 +31,13 @@ test: build build-asan build-fuzz
 	ctest --test-dir $(BUILD_ASAN) -L 'unit|loopback' --output-on-failure -j $(JOBS)
 	ctest --test-dir $(BUILD_FUZZ) -L fuzz --output-on-failure -j $(JOBS)
 	ctest --test-dir $(BUILD) -LE '^ktls$$' --output-on-failure -j $(JOBS)
+
+# Every fuzz target for FUZZ_SECONDS each (one core, niced), from the corpora in tests/fuzz/corpus;
+# what it finds becomes a regression input that `make test` replays (tests/fuzz/run_fuzz.sh).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= record redact policy admin_request
+fuzz: build-fuzz
+	tests/fuzz/run_fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Only the kTLS label, inside the kTLS kernel.
 test-ktls: build

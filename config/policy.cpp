@@ -60,6 +60,15 @@ const char* to_string(ClientAuth a) {
 
 const char* to_string(ProxyProtocol p) { return p == ProxyProtocol::off ? "off" : "v2"; }
 
+const char* to_string(OnPause m) {
+    switch (m) {
+        case OnPause::mask: return "mask";
+        case OnPause::hold: return "hold";
+        case OnPause::release: return "release";
+    }
+    return "?";
+}
+
 const char* to_string(RuleDirection d) {
     switch (d) {
         case RuleDirection::request: return "request";

@@ -136,6 +136,15 @@ struct RedactRule {
     SourceLoc pattern_loc{};                 // the pattern/literal value: engine errors point here
 };
 
+// What a rule route does with held-back bytes when its input pauses while a match may be pending
+// (proxy/redact/rewriter.hpp, README "Redaction"):
+enum class OnPause {
+    mask,     // send the bytes a pending match could cover masked (fail closed); the default
+    hold,     // send nothing a pending match could cover until it resolves or the stream half-closes
+    release,  // send them in clear; a match completed later is counted and logged (late match)
+};
+const char* to_string(OnPause m);  // "mask" / "hold" / "release"
+
 struct Route {
     std::string listener;                   // listener name; empty = every listener
     std::vector<std::string> server_names;  // SNI values (exact or "*.suffix"); empty with is_default
@@ -147,6 +156,8 @@ struct Route {
     std::vector<std::string> rules{};
     std::vector<SourceLoc> rule_locs{};     // parallel to `rules` when loaded from a file; may be empty
     bool allow_length_change = false;       // replacements may change the stream's length
+    OnPause on_pause = OnPause::mask;       // see OnPause
+    std::chrono::milliseconds pause{20};    // input quiet this long with bytes held = a pause
 };
 
 struct Limits {

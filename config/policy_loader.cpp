@@ -64,6 +64,9 @@
 //   rules = ["card-number"]         # optional: [[rule]] ids, in priority order; such a route takes
 //                                   # the rewrite relay (its plaintext is never spliced)
 //   allow_length_change = false     # must be true if a rule's replacement can change the length
+//   on_pause = "mask"               # mask|hold|release: held bytes a pending match could cover,
+//                                   # when the input pauses (README "Redaction")
+//   pause = "20ms"                  # how long the input must be quiet to count as a pause (1ms..60s)
 //
 //   [[rule]]                        # redaction: matching bytes are replaced before they pass
 //   id = "card-number"              # required, unique
@@ -112,6 +115,9 @@ constexpr std::string_view kTls = "[listener.tls]";
 constexpr std::string_view kCert = "[[listener.tls.certificate]]";
 constexpr std::string_view kBackend = "[[backend]]";
 constexpr std::string_view kRoute = "[[route]]";
+// A route's `pause`: shorter cuts more secrets at a pause; longer delays every reply whose request
+// ends in bytes that could begin a match.
+constexpr std::chrono::milliseconds kMinPause{1}, kMaxPause{60'000};
 constexpr std::string_view kRule = "[[rule]]";
 
 std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
@@ -231,8 +237,9 @@ private:
         if (auto v = r_.boolean(t, "access_log", kLogging)) lg.access_log = *v;
     }
 
-    void duration(const toml::table& t, std::string_view key, std::chrono::milliseconds& out) {
-        const toml::node* n = r_.get(t, key, kLimits, false);
+    void duration(const toml::table& t, std::string_view key, std::chrono::milliseconds& out,
+                  std::string_view where = kLimits) {
+        const toml::node* n = r_.get(t, key, where, false);
         if (!n) return;
         const auto* s = n->as_string();
         if (!s) return r_.type_error(key, *n, "a duration string such as \"10s\"");
@@ -454,7 +461,9 @@ private:
     void read_route(const toml::table& t) {
         Route r;
         r.loc = r_.loc(t.source());
-        r_.check_keys(t, {"listener", "server_names", "default", "backend", "rules", "allow_length_change"},
+        r_.check_keys(t,
+                      {"listener", "server_names", "default", "backend", "rules", "allow_length_change", "on_pause",
+                       "pause"},
                       kRoute);
         if (auto v = name(t, "listener", kRoute, false)) r.listener = *v;
         r.server_names = server_names(t, kRoute);
@@ -468,6 +477,11 @@ private:
             }
         }
         if (auto v = r_.boolean(t, "allow_length_change", kRoute)) r.allow_length_change = *v;
+        if (auto i = r_.choice(t, "on_pause", kRoute, {"mask", "hold", "release"}))
+            r.on_pause = static_cast<OnPause>(*i);
+        duration(t, "pause", r.pause, kRoute);
+        if (const toml::node* n = t.get("pause"); n && (r.pause < kMinPause || r.pause > kMaxPause))
+            r_.error(n->source(), "'pause' must be between 1ms and 60s");
         p_.routes.push_back(std::move(r));
     }
 

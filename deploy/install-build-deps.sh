@@ -7,7 +7,7 @@ packages=(
     build-essential cmake pkg-config
     libssl-dev openssl liburing-dev libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
     libspdlog-dev libfmt-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
-    libvectorscan-dev prometheus-cpp-dev
+    libvectorscan-dev libpcre2-dev prometheus-cpp-dev
     libsystemd-dev libseccomp-dev libcap-dev
     libgtest-dev libgmock-dev
     clang llvm libclang-rt-14-dev

@@ -121,6 +121,10 @@ int main_cli(int argc, char** argv) {
                     "Quick mode: mask matches of this regular expression client → backend (repeatable)");
     run->add_option("--redact-response", q.redact_response,
                     "Quick mode: mask matches of this regular expression backend → client (repeatable)");
+    run->add_option("--redact-on-pause", q.redact_on_pause,
+                    "Quick mode: held bytes a pending match could cover when the input pauses: mask (default), "
+                    "hold or release")
+        ->check(CLI::IsMember({"mask", "hold", "release"}));
     run->add_option("--allow", q.allow,
                     "Quick mode: admit only clients in this network, e.g. 10.0.0.0/8 (repeatable; kernel-enforced)");
     run->add_option("--deny", q.deny, "Quick mode: refuse clients in this network (repeatable; deny wins)");

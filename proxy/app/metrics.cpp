@@ -62,12 +62,18 @@ MetricFamily connect_histogram(const conn::Stats& s) {
 void redaction_families(std::vector<MetricFamily>& f) {
     using C = MetricType;
     auto& rm = redact::RedactMetrics::process();
-    std::vector<ClientMetric> matches;
-    for (const auto& row : rm.rules())
-        matches.push_back(value(static_cast<double>(row.matches), C::Counter,
-                                {{"direction", config::to_string(row.direction)}, {"rule", row.id}}));
+    std::vector<ClientMetric> matches, pause_masks;
+    for (const auto& row : rm.rules()) {
+        const std::vector<ClientMetric::Label> labels{{"direction", config::to_string(row.direction)},
+                                                      {"rule", row.id}};
+        matches.push_back(value(static_cast<double>(row.matches), C::Counter, labels));
+        pause_masks.push_back(value(static_cast<double>(row.pause_masks), C::Counter, labels));
+    }
     f.push_back(family("ztproxy_redaction_matches_total", "Redaction rule matches, by rule id and direction",
                        C::Counter, std::move(matches)));
+    f.push_back(family("ztproxy_redaction_pause_masks_total",
+                       "Pauses at which held bytes a pending match could cover were sent masked (on_pause = mask)",
+                       C::Counter, std::move(pause_masks)));
     struct Field {
         const char* name;
         const char* help;
@@ -82,7 +88,7 @@ void redaction_families(std::vector<MetricFamily>& f) {
          "Verified plaintext bytes the rewrite copied (0: it references them in place)",
          &redact::DirectionTotals::verified_bytes_copied},
         {"ztproxy_redaction_late_matches_total",
-         "Matches that reached into bytes already released after a quiet pause",
+         "Matches that reached into bytes already released in clear at a pause (on_pause = release)",
          &redact::DirectionTotals::late_matches},
     };
     for (const Field& field : fields) {

@@ -79,6 +79,10 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
         r.rules.push_back(rule.id);
         p.rules.push_back(std::move(rule));
     }
+    if (o.redact_on_pause == "hold") r.on_pause = config::OnPause::hold;
+    else if (o.redact_on_pause == "release") r.on_pause = config::OnPause::release;
+    else if (!o.redact_on_pause.empty() && o.redact_on_pause != "mask")
+        problems.push_back("--redact-on-pause must be mask, hold or release");
     p.routes.push_back(r);
 
     auto duration = [&](const std::string& flag, const std::string& v, std::chrono::milliseconds& out) {

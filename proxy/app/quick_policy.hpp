@@ -25,6 +25,7 @@ struct QuickOptions {
     std::string record_path;        // "auto" / "kernel" / "userspace" / "openssl", empty = auto
     std::vector<std::string> redact_request;   // regular expressions, masked with '*'
     std::vector<std::string> redact_response;
+    std::string redact_on_pause;               // "mask" / "hold" / "release", empty = mask
     std::vector<std::string> allow;            // CIDRs ([listener.admission] allow / deny)
     std::vector<std::string> deny;
     std::string client_ca;         // mTLS: trusted client CAs (PEM); empty = no client certificates

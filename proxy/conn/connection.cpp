@@ -326,8 +326,8 @@ void Connection::start_relay() {
     const auto& rules = runtime_->rules().route(route_index_);
     if (rules.any()) {
         // A route with redaction rules reads its plaintext: it cannot be spliced.
-        auto up = RedactionStage::open(rules.request, rules.request_counters, &owner_.redact_scratch());
-        auto down = RedactionStage::open(rules.response, rules.response_counters, &owner_.redact_scratch());
+        auto up = RedactionStage::open(rules, config::RuleDirection::request, &owner_.redact_scratch());
+        auto down = RedactionStage::open(rules, config::RuleDirection::response, &owner_.redact_scratch());
         if (!up || !down)
             return relay_failed("internal_error", "redaction: " + (up ? down.error() : up.error()).message());
         if (userspace_) {

@@ -1,8 +1,10 @@
 // RedactionStage: one direction of a rule route. Plaintext chunks go in (read-only, never
 // copied), a RewritePlan comes out: spans of the input plus replacement segments, ready for
 // sendmsg. A direction without rules passes chunks through the same plan. Held-back bytes (a
-// match may still be in progress) are released when the input goes quiet: the relay arms
-// kQuietFlush after a read that drained its source and calls flush() if nothing arrived since.
+// match may still be in progress) wait for more input; when the input pauses (the relay arms a
+// QuietTimer after a read that drained its source and calls flush() if nothing arrived since), the
+// route's on_pause decides what happens to them (config::OnPause, proxy/redact/rewriter.hpp):
+// masked (the default), held until the match resolves, or released in clear.
 #pragma once
 
 #include <chrono>
@@ -18,36 +20,40 @@ namespace ztp::conn {
 
 class RedactionStage {
 public:
-    // How long a direction may sit on held-back bytes with no new input before they are sent.
-    // A secret that arrives split by a longer pause is redacted only from the pause on, and the
-    // rewriter counts it (late matches); a shorter one would cut more secrets, a longer one
-    // delays every request whose tail could start a match.
-    static constexpr std::chrono::milliseconds kQuietFlush{20};
-
-    static Result<RedactionStage> open(std::shared_ptr<const redact::Database> db,
-                                       std::shared_ptr<const redact::StreamCounters> counters,
+    // The direction's rules of the route, with its on_pause and pause length.
+    static Result<RedactionStage> open(const redact::RuleSet::RouteRules& rules, config::RuleDirection direction,
                                        redact::Scratch* scratch);
 
     bool rewrites() const { return rewriter_.has_value(); }
     Result<void> feed(redact::SharedBytes chunk, redact::RewritePlan& out);
     Result<void> finish(redact::RewritePlan& out);
+    // The input paused: releases what the route's on_pause allows of the held bytes.
     Result<void> flush(redact::RewritePlan& out);
     uint64_t held() const { return rewriter_ ? rewriter_->held() : 0; }
+    // How long the input must be quiet, with bytes held, to count as a pause.
+    std::chrono::milliseconds pause() const { return pause_; }
     uint64_t replaced_bytes() const;
 
 private:
+    void log_late_matches();
+
     std::optional<redact::Rewriter> rewriter_;
     redact::Scratch* scratch_ = nullptr;
+    config::OnPause on_pause_ = config::OnPause::mask;
+    std::chrono::milliseconds pause_{20};
+    config::RuleDirection direction_ = config::RuleDirection::request;
+    uint64_t late_logged_ = 0;  // late matches already logged
 };
 
-// The held-back flush timer of one direction: armed after a read that drained its source while
-// bytes are held; when it fires, the relay flushes if no input arrived since it was armed.
+// The pause timer of one direction: armed after a read that drained its source while bytes are
+// held, for the stage's pause length; when it fires, the relay calls stage.flush() if no input
+// arrived since it was armed.
 class QuietTimer {
 public:
     explicit QuietTimer(io::Op op) : op_(op) {}
-    void arm(RelayHost& host, uint64_t feeds, uint64_t held);
+    void arm(RelayHost& host, uint64_t feeds, const RedactionStage& stage);
     // On completion: true when the direction stayed quiet (flush now); false: input came, re-armed.
-    bool fired(RelayHost& host, uint64_t feeds, uint64_t held);
+    bool fired(RelayHost& host, uint64_t feeds, const RedactionStage& stage);
 
 private:
     io::Op op_;

@@ -61,7 +61,7 @@ void RewriteRelay::pump_client_read() {
             }
             case crypto::IoStatus::want_read:
                 client_io_.want_read();
-                if (!failed_) up_quiet_.arm(host_, up_feeds_, up_stage_.held());
+                if (!failed_) up_quiet_.arm(host_, up_feeds_, up_stage_);
                 break;
             case crypto::IoStatus::want_write: client_io_.reader_needs_write(); break;
             case crypto::IoStatus::eof:
@@ -140,7 +140,7 @@ void RewriteRelay::on_backend_recv(int res) {
         auto bytes = std::span<const uint8_t>(down_chunk_.get(), static_cast<size_t>(res));
         if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(down_chunk_), bytes), down_filling_); !f)
             return fail("internal_error", "redaction: " + f.error().message());
-        if (static_cast<size_t>(res) < chunk_size_) down_quiet_.arm(host_, down_feeds_, down_stage_.held());
+        if (static_cast<size_t>(res) < chunk_size_) down_quiet_.arm(host_, down_feeds_, down_stage_);
     }
     pump_client_write();
     pump_backend_recv();
@@ -180,7 +180,7 @@ void RewriteRelay::pump_client_write() {
 void RewriteRelay::on_quiet(bool up) {
     if (failed_) return;
     RedactionStage& stage = up ? up_stage_ : down_stage_;
-    if (!(up ? up_quiet_ : down_quiet_).fired(host_, up ? up_feeds_ : down_feeds_, stage.held())) return;
+    if (!(up ? up_quiet_ : down_quiet_).fired(host_, up ? up_feeds_ : down_feeds_, stage)) return;
     if (auto f = stage.flush(up ? up_filling_ : down_filling_); !f)
         return fail("internal_error", "redaction: " + f.error().message());
     if (up) pump_backend_send();

@@ -74,12 +74,12 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
             if (res < 0 && res != -ECANCELED) return fail("client_error", "poll: " + std::string(std::strerror(-res)));
             return pump_client_recv();
         case kUpQuiet:
-            if (failed_ || !up_quiet_.fired(host_, up_feeds_, up_stage_.held())) return;
+            if (failed_ || !up_quiet_.fired(host_, up_feeds_, up_stage_)) return;
             if (auto f = up_stage_.flush(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
             queue_up_plan();
             return pump_backend_send();
         case kDownQuiet:
-            if (failed_ || !down_quiet_.fired(host_, down_feeds_, down_stage_.held())) return;
+            if (failed_ || !down_quiet_.fired(host_, down_feeds_, down_stage_)) return;
             if (auto f = down_stage_.flush(down_plan_); !f)
                 return fail("internal_error", "redaction: " + f.error().message());
             fill_records_from_plan();  // the released tail goes into record slots to be sealed
@@ -171,7 +171,7 @@ void UserspaceRelay::on_client_recv(int res) {
     last_client_recv_bytes_ = static_cast<size_t>(res);
     host_.activity();
     process_records();
-    if (!client_readable_ && !failed_) up_quiet_.arm(host_, up_feeds_, up_stage_.held());
+    if (!client_readable_ && !failed_) up_quiet_.arm(host_, up_feeds_, up_stage_);
     pump_client_recv();
 }
 
@@ -396,7 +396,7 @@ void UserspaceRelay::on_backend_recv(int res) {
         auto bytes = std::span<const uint8_t>(down_chunk_.get(), n);
         if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(down_chunk_), bytes), down_plan_); !f)
             return fail("internal_error", "redaction: " + f.error().message());
-        if (!backend_readable_) down_quiet_.arm(host_, down_feeds_, down_stage_.held());
+        if (!backend_readable_) down_quiet_.arm(host_, down_feeds_, down_stage_);
         fill_records_from_plan();
         flush_down();
         return pump_backend_recv();

@@ -23,7 +23,8 @@ std::vector<RedactMetrics::RuleRow> RedactMetrics::rules() const {
     std::vector<RuleRow> rows;
     rows.reserve(rules_.size());
     for (const auto& [key, counter] : rules_)
-        rows.push_back({key.first, key.second, counter->count.load(std::memory_order_relaxed)});
+        rows.push_back({key.first, key.second, counter->count.load(std::memory_order_relaxed),
+                        counter->pause_masks.load(std::memory_order_relaxed)});
     return rows;
 }
 

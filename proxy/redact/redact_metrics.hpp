@@ -22,13 +22,15 @@ namespace ztp::redact {
 
 struct RuleMatches {
     std::atomic<uint64_t> count{0};
+    // Pauses at which a possibly pending match of this rule was sent masked (on_pause = "mask").
+    std::atomic<uint64_t> pause_masks{0};
 };
 
 struct DirectionTotals {
     std::atomic<uint64_t> bytes_inspected{0};
     std::atomic<uint64_t> replacement_bytes{0};
     std::atomic<uint64_t> verified_bytes_copied{0};
-    std::atomic<uint64_t> late_matches{0};  // matches that reached into bytes a quiet flush released
+    std::atomic<uint64_t> late_matches{0};  // matches reaching into bytes a pause released in clear
 };
 
 // What one direction of one route reports into: the totals of its direction and one counter per
@@ -50,6 +52,7 @@ public:
         std::string id;
         config::RuleDirection direction;
         uint64_t matches;
+        uint64_t pause_masks;
     };
     std::vector<RuleRow> rules() const;
 

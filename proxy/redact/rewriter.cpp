@@ -53,6 +53,9 @@ Result<void> Rewriter::feed(SharedBytes chunk, Scratch& scratch, RewritePlan& ou
         const uint64_t hold = db_->hold_back();
         uint64_t limit = fed_ > hold ? fed_ - hold : 0;
         decide(std::max(limit, decided_), out);
+        // decide() took this chunk's reports; the next ones start at >= fed_ - hold, so masked
+        // ranges ending before that can no longer excuse a late span.
+        while (!pause_masked_.empty() && pause_masked_.front().second + hold <= fed_) pause_masked_.pop_front();
         publish();
         return {};
     } catch (const std::bad_alloc&) {
@@ -73,14 +76,84 @@ Result<void> Rewriter::finish(Scratch& scratch, RewritePlan& out) {
     }
 }
 
-Result<void> Rewriter::flush(RewritePlan& out) {
+Result<void> Rewriter::pause(config::OnPause mode, RewritePlan& out) {
+    if (finished_) return {};
     try {
-        decide(fed_, out);
+        const uint64_t pending = mode == config::OnPause::release ? fed_ : pending_from(mode);
+        decide(mode == config::OnPause::hold ? pending : fed_, out);
         publish();
         return {};
     } catch (const std::bad_alloc&) {
-        return Error{ENOMEM, "Rewriter::flush"};
+        return Error{ENOMEM, "Rewriter::pause"};
     }
+}
+
+// The first held byte a pending match could cover (fed_: none). In mask mode, queues one span per
+// rule with a pending match, from its start to the end of the input, as if the engine had reported
+// it; decide() then covers those bytes like any match.
+//
+// Where can a pending match start? In the held bytes, or in bytes an earlier pause sent masked right
+// before them (a secret typed across several pauses): any other released byte was released because
+// no match still pending could start there (the hold-back bound, or this very check at a pause).
+// So the text asked about is the masked bytes kept in recent_ (when they end where the held bytes
+// begin), then the held bytes; PCRE2 scans contiguous text, so this is a copy, made at a pause
+// only and at most hold_back bytes each; the output still references the input.
+uint64_t Rewriter::pending_from(config::OnPause mode) {
+    if (held_.empty()) return fed_;
+    const bool continues = !recent_.empty() && recent_from_ + recent_.size() == decided_;
+    std::string tail;
+    tail.reserve((continues ? recent_.size() : 0) + (fed_ - decided_) + 1);
+    if (continues ? recent_has_context_ : has_last_byte_)
+        tail += static_cast<char>(continues ? recent_context_ : last_byte_);
+    const size_t base = tail.size();                 // tail[base] is stream offset tail_from
+    const uint64_t tail_from = continues ? recent_from_ : decided_;
+    if (continues) tail += recent_;
+    for (const SharedBytes& b : held_) tail.append(reinterpret_cast<const char*>(b.bytes().data()), b.size());
+    auto index = [&](uint64_t offset) { return base + static_cast<size_t>(offset - tail_from); };
+
+    uint64_t first = fed_;
+    const auto& rules = db_->rules();
+    for (size_t r = 0; r < rules.size(); ++r) {
+        // A match not complete yet is shorter than the rule's widest: it starts in the last
+        // hold_back bytes (0 for a one-byte rule: nothing of it can be pending).
+        const uint64_t lo = std::max(tail_from, fed_ - std::min<uint64_t>(fed_, rules[r].hold_back));
+        if (lo >= fed_) continue;
+        const size_t at = rules[r].partial->pending_start(tail, index(lo));
+        if (at == PartialMatcher::npos) continue;
+        const uint64_t from = tail_from + (at - base);
+        first = std::min(first, std::max(from, decided_));
+        if (mode != config::OnPause::mask) continue;
+        // A start before decided_ lies in bytes already sent masked: the span still starts there,
+        // so a replacement goes on as one copy and nothing counts as late.
+        fresh_.push_back(Match{from, fed_, static_cast<uint32_t>(r)});
+        ++stats_.pause_masks;
+        if (counters_) counters_->rules[r]->pause_masks.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (mode != config::OnPause::mask || first >= fed_) return first;
+
+    stats_.pause_masked_bytes += fed_ - first;
+    if (!pause_masked_.empty() && pause_masked_.back().second >= first)
+        pause_masked_.back().second = fed_;
+    else
+        pause_masked_.emplace_back(first, fed_);
+    // Keep what this pause masks (joined to the masked bytes before it when they touch), at most
+    // hold_back bytes, with the byte before as context for a leading \b.
+    const size_t keep = std::max(continues && first == decided_ ? index(recent_from_) : index(first),
+                                 tail.size() - std::min<size_t>(tail.size(), db_->hold_back()));
+    recent_has_context_ = keep > 0;
+    if (keep > 0) recent_context_ = static_cast<uint8_t>(tail[keep - 1]);
+    recent_.assign(tail, keep, std::string::npos);
+    recent_from_ = fed_ - recent_.size();
+    return first;
+}
+
+uint64_t Rewriter::unmasked(uint64_t from, uint64_t to) const {
+    uint64_t n = to - from;
+    for (const auto& [a, b] : pause_masked_) {
+        const uint64_t lo = std::max(a, from), hi = std::min(b, to);
+        if (lo < hi) n -= hi - lo;
+    }
+    return n;
 }
 
 void Rewriter::publish() {
@@ -97,13 +170,15 @@ void Rewriter::publish() {
 }
 
 // New engine reports join the pending list (sorted by start). A report reaching before decided_
-// can only follow a flush(): it is counted and applied to what has not been released yet.
+// can only follow a pause(): it is applied to what has not been released yet, and counted as late
+// when some of its released bytes went out in clear (not masked by the pause).
 void Rewriter::absorb_fresh() {
     if (fresh_.empty()) return;
     for (const Match& m : fresh_) {
-        if (m.from < decided_) {
+        if (m.from >= decided_) continue;
+        if (uint64_t clear = unmasked(m.from, std::min(m.to, decided_)); clear > 0) {
             ++stats_.late_matches;
-            stats_.late_bytes += std::min(m.to, decided_) - m.from;
+            stats_.late_bytes += clear;
         }
     }
     // pending_[0, pending_pos_) were activated already; drop them before merging.
@@ -142,6 +217,9 @@ void Rewriter::activate(const Match& m) {
 void Rewriter::take(uint64_t n, RewritePlan* out) {
     while (n > 0) {
         SharedBytes& front = held_.front();
+        const size_t k = std::min<uint64_t>(front.size(), n);
+        last_byte_ = front.bytes()[k - 1];
+        has_last_byte_ = true;
         if (front.size() <= n) {
             n -= front.size();
             if (out) out->add_source(std::move(front));

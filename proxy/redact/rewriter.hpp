@@ -25,14 +25,29 @@
 // releases everything before. finish() (half-close) flushes the rest after the engine's end-of-stream
 // matches.
 //
-// Protocol note for the relay: a held tail is released only by more input, finish() or flush(). A
-// request smaller than hold_back waits for the next bytes; an interactive protocol needs the relay
-// to call flush() when the peer goes quiet (e.g. the socket drained). flush() releases the tail now;
-// a match completed later can then only redact what has not been sent yet. Such late matches are
-// counted (late_matches, late_bytes) — without flush() they are 0 by construction.
+// ===================================== PAUSES ====================================================
+// A held tail is released only by more input, finish() or pause(). A request whose last bytes could
+// begin a match waits for the next bytes; an interactive protocol needs the relay to call pause()
+// when the peer goes quiet. Which held bytes a pending match could cover is asked of each rule's
+// PartialMatcher: the smallest P >= fed - rule.hold_back, in the held bytes or in bytes the previous
+// pause sent masked right before them, at which a match of the rule could start and not be complete
+// yet. Held bytes before the smallest such P of all rules are decided as usual. From P on, by mode
+// (config::OnPause):
+//   mask     for each rule with a pending start P_r, the span [P_r, fed) is applied as if the engine
+//            had reported it (a partial match at a pause counts as a match: fail closed), so the
+//            rule's mask, fill or one replacement copy covers it; then the rest is released. When
+//            the rest of the secret arrives, the engine reports the whole match, starting before
+//            what was released: its unsent bytes are covered as usual, and the bytes the pause
+//            masked do not count as late. The output depends only on the stream and on where the
+//            pauses fell (stats: pause_masks, pause_masked_bytes).
+//   hold     nothing from P on is released: it waits for more input (the match completes or dies)
+//            or finish().
+//   release  everything is released in clear; a match completed later can then only redact what
+//            has not been sent yet. Such late matches are counted (late_matches, late_bytes).
+// Without pause() late matches are 0 by construction.
 // =================================================================================================
 //
-// ERRORS: feed/finish/flush fail only on ENOMEM (or EPIPE after finish); the stream state is then
+// ERRORS: feed/finish/pause fail only on ENOMEM (or EPIPE after finish); the stream state is then
 // undefined: close the connection (count it), never retry with the same Rewriter.
 //
 // THREADS: one Rewriter belongs to one connection on one worker thread; the Scratch passed in is
@@ -63,8 +78,10 @@ struct RedactStats {
     uint64_t verified_bytes_copied = 0;   // input bytes copied: 0 by construction (kept as a check)
     uint64_t held_bytes = 0;              // now: referenced, not yet released (not copied)
     uint64_t held_bytes_max = 0;
-    uint64_t late_matches = 0;            // spans reaching into bytes already released by flush()
+    uint64_t late_matches = 0;            // spans reaching into bytes released in clear by pause()
     uint64_t late_bytes = 0;              // ...and how many of their bytes had gone out unredacted
+    uint64_t pause_masks = 0;             // pending matches sent masked at a pause (one per rule)
+    uint64_t pause_masked_bytes = 0;      // held bytes those covered
 };
 
 class Rewriter {
@@ -82,8 +99,8 @@ public:
     Result<void> feed(SharedBytes chunk, Scratch& scratch, RewritePlan& out);
     // End of stream (half-close): the engine's pending matches, then every held byte.
     Result<void> finish(Scratch& scratch, RewritePlan& out);
-    // Release the held tail now without ending the stream (see "Protocol note" above).
-    Result<void> flush(RewritePlan& out);
+    // The input paused: release what `mode` allows of the held tail (see PAUSES above).
+    Result<void> pause(config::OnPause mode, RewritePlan& out);
 
     uint64_t held() const { return fed_ - decided_; }
     uint64_t offset() const { return fed_; }
@@ -103,6 +120,8 @@ private:
     void take(uint64_t n, RewritePlan* out);  // moves n held bytes out (into `out` when given)
     void emit_run(RewritePlan& out);
     void publish();  // adds what stats_ gained since the last call to counters_->totals
+    uint64_t pending_from(config::OnPause mode);  // see PAUSES; queues the mask spans in fresh_
+    uint64_t unmasked(uint64_t from, uint64_t to) const;  // bytes of [from, to) no pause masked
 
     std::shared_ptr<const Database> db_;
     StreamMatcher matcher_;
@@ -116,6 +135,17 @@ private:
     uint64_t cover_max_ = 0;        // max cover_end over all rules
     uint64_t replace_reach_ = 0;    // max cover_end over replace rules
     bool last_swallowed_ = false;   // the byte before decided_ was swallowed by a replacement
+    bool has_last_byte_ = false;    // last_byte_: the input byte before decided_ (context for \b)
+    uint8_t last_byte_ = 0;
+    // Stream ranges pause() released masked, in order, merged; only those a span reported later
+    // could still reach (to > fed_ - hold_back) are kept.
+    std::deque<std::pair<uint64_t, uint64_t>> pause_masked_;
+    // The input bytes [recent_from_, recent_from_ + size) the last mask pause sent masked (at most
+    // hold_back), and the byte before them: where a match still pending could have started.
+    std::string recent_;
+    uint64_t recent_from_ = 0;
+    bool recent_has_context_ = false;
+    uint8_t recent_context_ = 0;
     bool finished_ = false;
     std::string run_;               // replacement bytes of the current covered run (reused)
     bool run_all_stars_ = true;

@@ -48,6 +48,7 @@ Result<std::shared_ptr<const Database>> Database::compile(const std::vector<cons
             c.mask = rule->mask;
             c.width = info->max_width;
             c.hold_back = config::redact_hold_back(*info);
+            c.partial = std::make_shared<const PartialMatcher>(*rule);
             if (rule->replacement) {
                 bool same_length = info->min_width == info->max_width &&
                                    info->max_width == rule->replacement->size();
@@ -136,6 +137,8 @@ Result<std::shared_ptr<const RuleSet>> RuleSet::compile(const config::Policy& po
             rr.response = *resp;
             rr.request_counters = stream_counters(rr.request.get(), config::RuleDirection::request);
             rr.response_counters = stream_counters(rr.response.get(), config::RuleDirection::response);
+            rr.on_pause = route.on_pause;
+            rr.pause = route.pause;
             set->routes_.push_back(std::move(rr));
         }
         return std::shared_ptr<const RuleSet>(std::move(set));
@@ -192,6 +195,8 @@ std::vector<std::string> describe_routes(const config::Policy& policy) {
         }
         line += " → rewrite relay, no splice";
         if (route.allow_length_change && length_change) line += "; length may change";
+        line += std::string("; on pause (") + std::to_string(route.pause.count()) + "ms): " +
+                config::to_string(route.on_pause);
         out.push_back(std::move(line));
     }
     return out;

@@ -10,6 +10,7 @@
 
 #include <hs.h>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include "config/policy.hpp"
 #include "proxy/base/result.hpp"
+#include "proxy/redact/partial_matcher.hpp"
 #include "proxy/redact/redact_metrics.hpp"
 
 namespace ztp::redact {
@@ -45,6 +47,7 @@ struct CompiledRule {
     std::string replacement;   // overlay: empty = mask; else the fill (length == width)
     unsigned width = 0;        // max_width from the engine (== min_width for fixed-width overlays)
     unsigned hold_back = 0;    // config::redact_hold_back()
+    std::shared_ptr<const PartialMatcher> partial;  // at a pause: where a pending match could start
 };
 
 class Database {
@@ -92,6 +95,8 @@ public:
         // Where each direction's rewriter counts matches and bytes (null with no database).
         std::shared_ptr<const StreamCounters> request_counters;
         std::shared_ptr<const StreamCounters> response_counters;
+        config::OnPause on_pause = config::OnPause::mask;  // the route's, for both directions
+        std::chrono::milliseconds pause{20};
         bool any() const { return request || response; }
     };
 
@@ -119,7 +124,8 @@ std::vector<const config::RedactRule*> route_rules(const config::Policy& policy,
                                                    config::RuleDirection direction);
 
 // For `ztproxy check`: one line per route that has rules, e.g.
-//   route 'default' (listener 'public'): rules card-number (request), bearer (both) → rewrite relay, no splice
+//   route 'default' (listener 'public'): rules card-number (request), bearer (both) → rewrite relay, no splice;
+//   on pause (20ms): mask
 std::vector<std::string> describe_routes(const config::Policy& policy);
 
 // Quick mode (--redact-request REGEX / --redact-response REGEX): rules with ids "request-1",

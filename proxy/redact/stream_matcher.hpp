@@ -23,6 +23,10 @@ struct Match {
     uint32_t rule = 0;  // index into Database::rules()
 };
 
+// True when the running engine misses matches in scans of 64 bytes or more (a probe, run once per
+// process; see stream_matcher.cpp). Every StreamMatcher then scans in pieces of at most 63 bytes.
+bool engine_needs_short_scans();
+
 class StreamMatcher {
 public:
     StreamMatcher() = default;

@@ -1,5 +1,5 @@
 """Redaction edge cases across record paths: held-back bytes in the RESPONSE direction are
-released when the backend goes quiet (the connection stays open), and `ktls = off` still lets a
+released (masked where a match could be pending) when the backend goes quiet (the connection stays open), and `ktls = off` still lets a
 session leave OpenSSL for ztproxy's own record layer."""
 
 import os
@@ -25,14 +25,14 @@ class RedactionPathsTest(LocalhostTestCase):
                     whole = b"x SECRET-9999 y\n"
                     s.sendall(whole)
                     self.assertEqual(recv_up_to(s, len(whole)), b"x *********** y\n", proxy.diag())
-                    # "SECRET-12" could still become a match: held back, then released once the
-                    # backend has nothing more to say, while the connection stays open.
+                    # "SECRET-12" could still become a match: held back, then sent masked once the
+                    # backend has nothing more to say (on_pause = "mask"), connection still open.
                     partial = b"abc SECRET-12"
                     t0 = time.monotonic()
                     s.sendall(partial)
                     got = recv_up_to(s, len(partial))
-                    self.assertEqual(got, partial, "after %.1fs: %r\n%s" % (time.monotonic() - t0, got,
-                                                                          proxy.diag()))
+                    self.assertEqual(got, b"abc *********", "after %.1fs: %r\n%s"
+                                     % (time.monotonic() - t0, got, proxy.diag()))
                     s.unwrap()
 
     def test_ktls_off_still_uses_the_userspace_record_layer(self):

@@ -10,9 +10,15 @@
 // Rules the policy checks reject are dropped (that path is exercised too). The stream is rewritten
 // whole, then in the fuzzer's pieces, then one byte at a time: the three outputs must be equal,
 // the hold-back must stay within the database's bound, and nothing may be reported late.
+// Then in the fuzzer's pieces with a pause after each (Rewriter::pause):
+//   hold     the output equals the unpaused one (nothing is released that a match could cover);
+//   mask     no match reaches into bytes released in clear (late_matches == 0), and where no rule
+//            changes the length, no byte the unpaused output redacts goes out as it came in;
+//   release  runs (late matches are its documented cost).
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,7 +41,8 @@ struct Reader {
 };
 
 std::string rewrite(const std::shared_ptr<const redact::Database>& db, redact::Scratch& scratch,
-                    const uint8_t* data, size_t size, const std::vector<size_t>& pieces) {
+                    const uint8_t* data, size_t size, const std::vector<size_t>& pieces,
+                    std::optional<config::OnPause> pause = std::nullopt) {
     auto w = redact::Rewriter::open(db);
     if (!w) std::abort();
     std::string out;
@@ -46,10 +53,13 @@ std::string rewrite(const std::shared_ptr<const redact::Database>& db, redact::S
         auto chunk = redact::SharedBytes::copy_of(std::span<const uint8_t>(data + at, n));
         if (!w->feed(std::move(chunk), scratch, plan)) std::abort();
         if (w->held() > db->hold_back()) std::abort();
+        if (pause && !w->pause(*pause, plan)) std::abort();
+        if (pause == config::OnPause::mask && w->held() != 0) std::abort();
         at += n;
     }
     if (!w->finish(scratch, plan)) std::abort();
-    if (w->stats().late_matches != 0 || w->stats().verified_bytes_copied != 0) std::abort();
+    if (w->stats().verified_bytes_copied != 0) std::abort();
+    if (pause != config::OnPause::release && w->stats().late_matches != 0) std::abort();
     out = plan.to_string();
     return out;
 }
@@ -103,5 +113,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string whole = rewrite(*db, scratch, r.p, r.n, {});
     if (rewrite(*db, scratch, r.p, r.n, pieces) != whole) std::abort();
     if (r.n <= 4096 && rewrite(*db, scratch, r.p, r.n, {1}) != whole) std::abort();
+
+    if (rewrite(*db, scratch, r.p, r.n, pieces, config::OnPause::hold) != whole) std::abort();
+    rewrite(*db, scratch, r.p, r.n, pieces, config::OnPause::release);
+    const std::string masked = rewrite(*db, scratch, r.p, r.n, pieces, config::OnPause::mask);
+    if (!(*db)->changes_length()) {
+        if (masked.size() != r.n || whole.size() != r.n) std::abort();
+        // A byte equal to some rule's mask or fill may legitimately come out unchanged.
+        auto could_be_output = [&](uint8_t c) {
+            for (const auto& rule : (*db)->rules())
+                if (static_cast<uint8_t>(rule.mask) == c || rule.replacement.find(static_cast<char>(c)) != std::string::npos)
+                    return true;
+            return false;
+        };
+        for (size_t i = 0; i < r.n; ++i)
+            if (static_cast<uint8_t>(whole[i]) != r.p[i] && static_cast<uint8_t>(masked[i]) == r.p[i] &&
+                !could_be_output(r.p[i]))
+                std::abort();
+    }
     return 0;
 }

@@ -14,7 +14,9 @@ Per connection, from the proxy's access log, the backend's own account and /proc
   4. A length-changing replacement ("[REDACTED]", allow_length_change) on the kernel path: one
      match in one write, then adjacent and overlapping matches over many small writes.
   5. A 20-byte request whose tail could begin a match comes back from an echo backend within
-     bounded time (held bytes are flushed when the input goes quiet), on the kernel path.
+     bounded time (held bytes are sent masked when the input pauses), on the kernel path; a card
+     sent as two records 200 ms apart is masked whole (on_pause = "mask", the first half at the
+     pause) and held whole (on_pause = "hold").
   6. On the rewrite relay too, a tampered client record (close=bad_record) and a client KeyUpdate
      the kernel cannot follow (close=key_update_unsupported) bump the same dedicated counters as
      on the splice relay (ztproxy_bad_records_total, ztproxy_ktls_key_update_closes_total).
@@ -30,6 +32,7 @@ the next), so "the next access line" and tls_stat deltas belong to the connectio
 import os
 import ssl
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
@@ -52,6 +55,7 @@ ROUTES = [
     ("resp.test", "http", [red.R_CARD_RESP, red.R_TOKEN_RESP], False),
     ("echo.test", "echo", [red.R_CARD_MASK], False),
     ("len.test", "record", [red.R_CARD_REDACT], True),
+    ("holdecho.test", "echo", [red.R_CARD_MASK], False),  # on_pause = "hold" (red.HOLD_ROUTES)
 ]
 RULES = [red.R_CARD_MASK, red.R_CARD_RESP, red.R_TOKEN_RESP, red.R_CARD_REDACT]
 
@@ -256,10 +260,30 @@ class KtlsRedactionTest(E2ETestCase):
             s.settimeout(15)
             s.sendall(head)
             got = recv_up_to(s, len(head))
-            self.assertEqual(got, head, "held bytes never flushed\n" + self.proxy.diag())
+            # on_pause = "mask" (the default): the held "4111" could begin a card: sent masked.
+            self.assertEqual(got, head[:-4] + b"****", "held bytes never flushed\n" + self.proxy.diag())
             s.unwrap()
         e = self.next_access(mark, "for the small request")
         self.assertEqual((e.get("rx_path"), as_int(e, "spliced_up")), ("kernel", 0), repr(e))
+
+    def test_card_split_by_a_pause_on_kernel_path(self):
+        """A card sent as two TLS records 200 ms apart (the sleep is the pause under test): masked
+        whole, the first half at the pause (on_pause = "mask"); held whole with "hold"."""
+        cases = (("echo.test", b"card=" + b"*" * 10, b"*" * 9 + b"&x=1\n"),
+                 ("holdecho.test", b"card=", b"*" * 19 + b"&x=1\n"))
+        for name, at_pause, after in cases:
+            with self.subTest(route=name):
+                mark = self.mark()
+                with tls_connect(self.port, name, self.ca.cert, timeout=30) as s:
+                    s.settimeout(15)
+                    s.sendall(b"card=4111 1111 ")
+                    self.assertEqual(recv_up_to(s, len(at_pause)), at_pause, self.proxy.diag())
+                    time.sleep(0.2)
+                    s.sendall(b"1111 1111&x=1\n")
+                    self.assertEqual(recv_up_to(s, len(after)), after, self.proxy.diag())
+                    s.unwrap()
+                e = self.next_access(mark, "for the card split by a pause")
+                self.assertEqual((e.get("rx_path"), as_int(e, "spliced_up")), ("kernel", 0), repr(e))
 
     # ------------------------------------------------------------------ 6
 

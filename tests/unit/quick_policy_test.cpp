@@ -69,5 +69,22 @@ TEST(QuickPolicy, NamesTheBadFlag) {
     EXPECT_EQ(problems[5].rfind("--idle-timeout 'soon': ", 0), 0u);
 }
 
+TEST(QuickPolicy, RedactOnPause) {
+    QuickOptions o;
+    o.listen = "127.0.0.1:0";
+    o.backends = {"127.0.0.1:8080"};
+    o.cert = "c.pem";
+    o.key = "k.pem";
+    o.redact_request = {"[0-9]{13,16}"};
+    std::vector<std::string> problems;
+    EXPECT_EQ(quick_policy(o, problems).routes[0].on_pause, config::OnPause::mask);  // the default
+    o.redact_on_pause = "hold";
+    EXPECT_EQ(quick_policy(o, problems).routes[0].on_pause, config::OnPause::hold);
+    EXPECT_TRUE(problems.empty());
+    o.redact_on_pause = "drop";
+    quick_policy(o, problems);
+    EXPECT_EQ(problems, (std::vector<std::string>{"--redact-on-pause must be mask, hold or release"}));
+}
+
 }  // namespace
 }  // namespace ztp::app

@@ -154,6 +154,53 @@ TEST(RedactRewriter, RandomRulesAndStreams) {
     }
 }
 
+// Found by redact_fuzz (tests/fuzz/regressions/redact/split_invariance_f9_S): the engine missed the
+// "S" at the end of one 81-byte scan and found it when the stream was cut at 68, so the secret leaked
+// or not depending on the TLS record sizes. Expected outputs are literal here: the block-mode
+// reference goes through the same engine paths.
+TEST(RedactRewriter, SameOutputWhereverTheStreamIsCut) {
+    const std::vector<RedactRule> rules{with_mask(rx("r0", std::string("S\x0b\x07T\x05" "E\x03")), '#'),
+                                        with_mask(lit("r1", "S"), '#')};
+    auto db = compile(rules);
+    ASSERT_TRUE(db);
+    for (size_t filler : {68, 74}) {
+        const std::string in = std::string(filler, '\xf9') + "STRET c";
+        const std::string expected = std::string(filler, '\xf9') + "#TRET c";
+        for (const auto& cuts : std::vector<std::vector<size_t>>{{}, {68}, {filler + 1}, every_byte(in.size())}) {
+            Outcome o = run_chunks(db, in, cuts);
+            ASSERT_TRUE(o.ok);
+            EXPECT_EQ(o.output, expected) << filler << " filler bytes, " << cuts.size() << " cuts";
+        }
+    }
+}
+
+// The same class of engine miss, searched for: literals sharing a first byte, a rare match in long
+// filler near the end of a chunk, random chunk sizes up to 400. Reference: plain search.
+TEST(RedactRewriter, LiteralsSharingAPrefixAreFoundInLongChunks) {
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int> len(1, 3), pick(0, 1), filler(0, 99), size(0, 400);
+    for (int round = 0; round < 400; ++round) {
+        std::vector<RedactRule> rules;
+        for (int r = 0, n = 1 + pick(rng); r <= n; ++r) {
+            std::string text;
+            for (int i = len(rng); i > 0; --i) text += "ab"[pick(rng)];
+            rules.push_back(lit("l" + std::to_string(r), text));
+        }
+        std::string in;
+        for (int i = size(rng); i > 0; --i) in += filler(rng) < 98 ? 'x' : "ab"[pick(rng)];
+        std::vector<Span> spans;
+        for (unsigned r = 0; r < rules.size(); ++r) literal_spans(in, rules[r], r, spans);
+        const std::string expected = reference_apply(in, rules, spans);
+        auto db = compile(rules);
+        ASSERT_TRUE(db);
+        for (const auto& cuts : std::vector<std::vector<size_t>>{{}, random_cuts(in.size(), 400, rng)}) {
+            Outcome o = run_chunks(db, in, cuts);
+            ASSERT_TRUE(o.ok);
+            ASSERT_EQ(o.output, expected) << "round " << round << " input " << in;
+        }
+    }
+}
+
 TEST(RedactRewriter, HoldBackIsExactlyWhatTheLongestRuleNeeds) {
     auto db = compile({lit("short", "abc"), lit("long", "0123456789")});
     ASSERT_TRUE(db);
@@ -299,23 +346,127 @@ TEST(RedactRewriter, VerifiedBytesFromTheGatedPool) {
     EXPECT_EQ((*pool)->slots_in_use(), 0u);
 }
 
-TEST(RedactRewriter, FlushReleasesTheTailAndCountsLateMatches) {
-    auto db = compile({lit("s", "SECRET")});
+// A stream fed in pieces with a pause (on_pause `mode`) after each piece but the last, then
+// finished: the output of each step, and the rewriter's stats.
+struct Paused {
+    std::vector<std::string> steps;  // output after each pause, then after the last piece + finish
+    RedactStats stats;
+    uint64_t held_at_pause = 0;      // held() after the first pause
+};
+
+Paused run_paused(const std::vector<RedactRule>& rules, const std::vector<std::string>& pieces, config::OnPause mode) {
+    Paused p;
+    auto db = compile(rules);
     Scratch scratch;
-    ASSERT_TRUE(scratch.grow_for(*db));
+    EXPECT_TRUE(db && scratch.grow_for(*db));
     auto w = Rewriter::open(db);
+    EXPECT_TRUE(w);
     RewritePlan plan;
-    ASSERT_TRUE(w->feed(SharedBytes::copy_of(std::string_view("ab SEC")), scratch, plan));
-    EXPECT_EQ(plan.to_string(), "a");  // 5 bytes held: "SECRET" minus one
-    ASSERT_TRUE(w->flush(plan));
-    EXPECT_EQ(plan.to_string(), "ab SEC");
-    EXPECT_EQ(w->held(), 0u);
-    plan.clear();
-    ASSERT_TRUE(w->feed(SharedBytes::copy_of(std::string_view("RET!")), scratch, plan));
-    ASSERT_TRUE(w->finish(scratch, plan));
-    EXPECT_EQ(plan.to_string(), "***!");  // what was still unsent is redacted
-    EXPECT_EQ(w->stats().late_matches, 1u);
-    EXPECT_EQ(w->stats().late_bytes, 3u);
+    for (size_t i = 0; i < pieces.size(); ++i) {
+        EXPECT_TRUE(w->feed(SharedBytes::copy_of(std::string_view(pieces[i])), scratch, plan));
+        if (i + 1 < pieces.size()) {
+            EXPECT_TRUE(w->pause(mode, plan));
+            if (i == 0) p.held_at_pause = w->held();
+        } else {
+            EXPECT_TRUE(w->finish(scratch, plan));
+        }
+        p.steps.push_back(plan.to_string());
+        plan.clear();
+    }
+    p.stats = w->stats();
+    return p;
+}
+
+const RedactRule kCard = rx("card", R"(\b(?:\d[ -]?){13,16}\b)");
+
+TEST(RedactRewriter, PauseMaskSendsAPendingMatchMaskedAndTheRestFollows) {
+    // Unpaused: "card=*******************&x=1". The pause cuts the card after "4111 1111 ".
+    Paused p = run_paused({kCard}, {"card=4111 1111 ", "1111 1111&x=1"}, config::OnPause::mask);
+    EXPECT_EQ(p.steps, (std::vector<std::string>{"card=**********", "*********&x=1"}));
+    EXPECT_EQ(p.held_at_pause, 0u);
+    EXPECT_EQ(p.stats.pause_masks, 1u);
+    EXPECT_EQ(p.stats.pause_masked_bytes, 10u);
+    EXPECT_EQ(p.stats.late_matches, 0u);  // what the pause sent was masked
+    EXPECT_EQ(p.stats.matches[0], 1u);    // the partial and the whole match are one occurrence
+    // The rest of the secret in a chunk longer than the hold-back (found by redact_fuzz: the masked
+    // range was forgotten before that chunk's report of the whole match was looked at).
+    const std::string tail(40, '.');
+    p = run_paused({kCard}, {"card=4111 1111 ", "1111 1111&x=1" + tail}, config::OnPause::mask);
+    EXPECT_EQ(p.steps, (std::vector<std::string>{"card=**********", "*********&x=1" + tail}));
+    EXPECT_EQ(p.stats.late_matches, 0u);
+}
+
+TEST(RedactRewriter, PauseMaskDoesNotStallAMessageEndingInAPossiblePrefix) {
+    // A request body ending in digits, the client waiting for the reply: nothing stays held.
+    Paused p = run_paused({kCard}, {"amount=41111111", ""}, config::OnPause::mask);
+    EXPECT_EQ(p.steps[0], "amount=********");  // fail closed: a partial match at a pause counts
+    EXPECT_EQ(p.held_at_pause, 0u);
+    // Nothing pending: the tail goes out as it is.
+    p = run_paused({kCard}, {R"({"id":1})", ""}, config::OnPause::mask);
+    EXPECT_EQ(p.steps[0], R"({"id":1})");
+    EXPECT_EQ(p.stats.pause_masks, 0u);
+}
+
+TEST(RedactRewriter, PauseMaskThenNoMatchContinuesInClear) {
+    Paused p = run_paused({kCard}, {"id 4111", " ok 1234"}, config::OnPause::mask);
+    EXPECT_EQ(p.steps, (std::vector<std::string>{"id ****", " ok 1234"}));
+    EXPECT_EQ(p.stats.late_matches, 0u);
+}
+
+TEST(RedactRewriter, PauseMaskWithAReplacementGivesOneCopy) {
+    const std::vector<RedactRule> rules{with_replacement(lit("s", "SECRET"), "[R]")};
+    Paused p = run_paused(rules, {"ab SEC", "RET!"}, config::OnPause::mask);
+    EXPECT_EQ(p.steps, (std::vector<std::string>{"ab [R]", "!"}));  // unpaused: "ab [R]!"
+    // Two pauses inside one secret: still one copy.
+    p = run_paused(rules, {"ab S", "EC", "RET!"}, config::OnPause::mask);
+    EXPECT_EQ(p.steps, (std::vector<std::string>{"ab [R]", "", "!"}));
+    EXPECT_EQ(p.stats.pause_masks, 2u);
+    EXPECT_EQ(p.stats.late_matches, 0u);
+}
+
+TEST(RedactRewriter, PauseHoldKeepsThePendingBytesUntilTheMatchResolves) {
+    Paused p = run_paused({kCard}, {"card=4111 1111 ", "1111 1111&x=1"}, config::OnPause::hold);
+    EXPECT_EQ(p.steps, (std::vector<std::string>{"card=", "*******************&x=1"}));
+    EXPECT_EQ(p.held_at_pause, 10u);
+    EXPECT_EQ(p.stats.late_matches, 0u);
+    // Bytes no match could cover are not held.
+    p = run_paused({kCard}, {R"({"id":1})", ""}, config::OnPause::hold);
+    EXPECT_EQ(p.steps[0], R"({"id":1})");
+    EXPECT_EQ(p.held_at_pause, 0u);
+}
+
+TEST(RedactRewriter, PauseReleaseSendsInClearAndCountsTheLateMatch) {
+    Paused p = run_paused({kCard}, {"card=4111 1111 ", "1111 1111&x=1"}, config::OnPause::release);
+    EXPECT_EQ(p.steps, (std::vector<std::string>{"card=4111 1111 ", "*********&x=1"}));
+    EXPECT_EQ(p.stats.late_matches, 1u);
+    EXPECT_EQ(p.stats.late_bytes, 10u);
+    EXPECT_EQ(p.stats.pause_masks, 0u);
+}
+
+TEST(RedactRewriter, PauseMaskIsTheSameWhateverTheChunksBeforeIt) {
+    // The pause decides by the stream and its position only, not by how the bytes before it came.
+    std::mt19937 rng(3);
+    const std::string first = "pay 4111-1111-1111 now? token ab", second = "-1111 ok";
+    std::string expected;
+    for (int round = 0; round < 20; ++round) {
+        auto db = compile({kCard, lit("tok", "token abc")});
+        Scratch scratch;
+        ASSERT_TRUE(db && scratch.grow_for(*db));
+        auto w = Rewriter::open(db);
+        RewritePlan plan;
+        size_t at = 0;
+        for (size_t cut : random_cuts(first.size(), 5, rng)) {
+            ASSERT_TRUE(w->feed(SharedBytes::copy_of(std::string_view(first).substr(at, cut - at)), scratch, plan));
+            at = cut;
+        }
+        ASSERT_TRUE(w->feed(SharedBytes::copy_of(std::string_view(first).substr(at)), scratch, plan));
+        ASSERT_TRUE(w->pause(config::OnPause::mask, plan));
+        ASSERT_TRUE(w->feed(SharedBytes::copy_of(std::string_view(second)), scratch, plan));
+        ASSERT_TRUE(w->finish(scratch, plan));
+        if (round == 0) expected = plan.to_string();
+        EXPECT_EQ(plan.to_string(), expected);
+    }
+    EXPECT_EQ(expected, "pay 4111-1111-1111 now? ********-1111 ok");  // "token ab" could begin "token abc"
 }
 
 TEST(RedactRewriter, FeedAfterFinishIsAnError) {

@@ -28,6 +28,8 @@ server_names = ["a.test", "b.test"]
 backend = "b"
 rules = ["card", "bearer"]
 allow_length_change = true
+on_pause = "hold"
+pause = "250ms"
 [[route]]
 server_names = ["plain.test"]
 backend = "b"
@@ -51,7 +53,7 @@ TEST(RedactRules, LoaderReadsEveryField) {
     EXPECT_EQ(p.rules[0].direction, config::RuleDirection::request);
     EXPECT_FALSE(p.rules[0].literal);
     EXPECT_EQ(p.rules[0].mask, '*');
-    EXPECT_EQ(p.rules[0].pattern_loc.str(), "r.toml:26:11");
+    EXPECT_EQ(p.rules[0].pattern_loc.str(), "r.toml:28:11");
     EXPECT_EQ(p.rules[1].direction, config::RuleDirection::both);
     EXPECT_TRUE(p.rules[1].literal);
     EXPECT_TRUE(p.rules[1].case_insensitive);
@@ -60,6 +62,47 @@ TEST(RedactRules, LoaderReadsEveryField) {
     EXPECT_EQ(p.routes[0].rule_locs.size(), 2u);
     EXPECT_TRUE(p.routes[0].allow_length_change);
     EXPECT_TRUE(p.routes[2].rules.empty());
+    EXPECT_EQ(p.routes[0].on_pause, config::OnPause::mask);  // the defaults
+    EXPECT_EQ(p.routes[0].pause, std::chrono::milliseconds(20));
+    EXPECT_EQ(p.routes[1].on_pause, config::OnPause::hold);
+    EXPECT_EQ(p.routes[1].pause, std::chrono::milliseconds(250));
+    std::string why;
+    auto set = RuleSet::compile(p, &why);
+    ASSERT_TRUE(set) << why;
+    EXPECT_EQ((*set)->route(1).on_pause, config::OnPause::hold);
+    EXPECT_EQ((*set)->route(1).pause, std::chrono::milliseconds(250));
+}
+
+TEST(RedactRules, PauseKeysAreChecked) {
+    auto problems = [](const std::string& route_keys) {
+        auto outcome = config::load_policy_text(R"(
+[[listener]]
+name = "public"
+address = "127.0.0.1:1"
+tls.certificate = [{ name = "c", cert = "c.pem", key = "c.key" }]
+[[backend]]
+name = "b"
+address = "127.0.0.1:2"
+[[rule]]
+id = "card"
+pattern = '[0-9]{13,16}'
+[[route]]
+default = true
+backend = "b"
+rules = ["card"]
+)" + route_keys,
+                                                "p.toml");
+        std::vector<std::string> out;
+        for (const auto& d : outcome.problems) out.push_back(d.str());
+        return out;
+    };
+    EXPECT_EQ(problems("on_pause = \"drop\"\n"),
+              (std::vector<std::string>{"p.toml:16:12: 'on_pause' must be \"mask\", \"hold\" or \"release\""}));
+    EXPECT_EQ(problems("pause = \"2m\"\n"),
+              (std::vector<std::string>{"p.toml:16:9: 'pause' must be between 1ms and 60s"}));
+    EXPECT_EQ(problems("pause = \"soon\"\n").size(), 1u);
+    EXPECT_EQ(problems("pause = 20\n").size(), 1u);
+    EXPECT_TRUE(problems("on_pause = \"release\"\npause = \"1s\"\n").empty());
 }
 
 TEST(RedactRules, IdenticalRuleListsShareADatabase) {
@@ -102,9 +145,9 @@ TEST(RedactRules, DescribeRoutesForCheck) {
     EXPECT_EQ(describe_routes(*outcome.policy),
               (std::vector<std::string>{
                   "route 'default' (every listener): rules card (request), bearer (both) → rewrite relay, no "
-                  "splice; length may change",
+                  "splice; length may change; on pause (20ms): mask",
                   "route 'a.test, b.test' (listener 'public'): rules card (request), bearer (both) → rewrite "
-                  "relay, no splice; length may change",
+                  "relay, no splice; length may change; on pause (250ms): hold",
               }));
 }
 
