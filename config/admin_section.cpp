@@ -1,15 +1,17 @@
 #include "config/admin_section.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <memory>
-
-#include <sys/un.h>
 
 #include "config/admin_token.hpp"
 #include "config/units.hpp"
+#include "proxy/base/unique_fd.hpp"
 
 namespace ztp::config {
 
@@ -18,13 +20,23 @@ std::optional<std::string> read_admin_token(const std::string& path, std::string
         *why = std::move(message);
         return std::nullopt;
     };
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec)) return fail("is a directory");
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rbe"), &std::fclose);
-    if (!f) return fail(std::string("cannot open: ") + std::strerror(errno));
+    // O_NONBLOCK: a FIFO or a device named by mistake must not hang `check` or a reload; only a
+    // regular file (a Kubernetes Secret's symlink resolves to one) is read.
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (!fd) return fail(std::string("cannot open: ") + std::strerror(errno));
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0) return fail(std::string("cannot read: ") + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) return fail("is a directory");
+    if (!S_ISREG(st.st_mode)) return fail("is not a regular file");
     std::string token(kMaxAdminToken + 2, '\0');
-    const size_t n = std::fread(token.data(), 1, token.size(), f.get());
-    if (std::ferror(f.get())) return fail(std::string("cannot read: ") + std::strerror(errno));
+    size_t n = 0;
+    while (n < token.size()) {
+        const ssize_t r = ::read(fd.get(), token.data() + n, token.size() - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return fail(std::string("cannot read: ") + std::strerror(errno));
+        if (r == 0) break;
+        n += static_cast<size_t>(r);
+    }
     token.resize(n);
     while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
     if (token.empty()) return fail("is empty");

@@ -2,6 +2,8 @@
 // rules, and that no message ever carries the token (bad values are covered by the fixtures in
 // tests/fixtures/policies/bad/admin_*.toml).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -78,6 +80,13 @@ TEST_F(TokenFile, RefusesWhatCannotBeAToken) {
         EXPECT_EQ(why, c.why);
         EXPECT_EQ(why.find(secret), std::string::npos) << "the message quotes the file: " << why;
     }
+}
+
+TEST_F(TokenFile, AFifoIsRefusedWithoutWaitingForAWriter) {
+    ASSERT_EQ(::mkfifo(path_.c_str(), 0600), 0);
+    std::string why;
+    EXPECT_FALSE(read_admin_token(path_.string(), &why));
+    EXPECT_EQ(why, "is not a regular file");
 }
 
 TEST_F(TokenFile, AMissingFileSaysWhy) {
