@@ -192,9 +192,20 @@ struct Process {
 };
 
 // [admin]: the operator's HTTP endpoint (/metrics, /healthz, /ready, POST /reload). Off unless an
-// address is given (here or with --admin, which wins).
+// address or a Unix socket is given (the address here or with --admin, which wins).
 struct Admin {
     std::optional<SocketAddress> address;
+    std::string unix_socket;               // absolute path after loading; empty = none
+    uint32_t unix_socket_mode = 0600;      // 0600 or 0660: who may connect besides the owner
+    std::string token_file;                // absolute path after loading (or --admin-token-file)
+    // The bearer token read from token_file (trailing newline removed). A secret: never logged,
+    // never part of a message. Empty = no token: POST /reload is open to whoever reaches the port.
+    std::string token;
+    bool metrics_require_token = false;    // /metrics needs the token too (needs token_file)
+    uint32_t max_connections = 64;         // open admin connections; at the cap the oldest unfinished
+                                           // request is closed for the new one
+    uint32_t max_request_bytes = 8192;     // the request head, request line and headers
+    std::chrono::milliseconds request_timeout{2000};  // from accept to the last byte of the response
     SourceLoc loc;
 };
 

@@ -10,6 +10,13 @@
 //
 //   [admin]
 //   address = "127.0.0.1:9901"      # the admin endpoint: /metrics /healthz /ready, POST /reload
+//   unix_socket = "/run/ztproxy/admin.sock"  # also (or instead) on a Unix socket
+//   unix_socket_mode = "0600"       # "0600" | "0660"
+//   token_file = "admin.token"      # bearer token (>= 16 visible characters) for POST /reload
+//   metrics_require_token = false   # /metrics needs the token too; needs token_file
+//   max_connections = 64            # 1..4096; at the cap the oldest unfinished request is closed
+//   max_request = "8KiB"            # request head size, 1KiB..64KiB
+//   request_timeout = "2s"          # the whole request, accept to last response byte; <= 60s
 //
 //   [limits]
 //   max_connections = 10000         # per process, >= 1
@@ -92,6 +99,7 @@
 #include <memory>
 
 #include "config/policy_validate.hpp"
+#include "config/admin_section.hpp"
 #include "config/admission_section.hpp"
 #include "config/process_section.hpp"
 #include "config/toml_reader.hpp"
@@ -109,7 +117,6 @@ constexpr std::string_view kRoot = "root table";
 constexpr std::string_view kRuntime = "[runtime]";
 constexpr std::string_view kLogging = "[logging]";
 constexpr std::string_view kLimits = "[limits]";
-constexpr std::string_view kAdmin = "[admin]";
 constexpr std::string_view kListener = "[[listener]]";
 constexpr std::string_view kTls = "[listener.tls]";
 constexpr std::string_view kCert = "[[listener.tls.certificate]]";
@@ -176,7 +183,7 @@ public:
         if (auto* t = r_.table(root, "runtime", kRoot)) read_runtime(*t);
         if (auto* t = r_.table(root, "logging", kRoot)) read_logging(*t);
         if (auto* t = r_.table(root, "limits", kRoot)) read_limits(*t);
-        if (auto* t = r_.table(root, "admin", kRoot)) read_admin(*t);
+        if (auto* t = r_.table(root, "admin", kRoot)) detail::read_admin(r_, *t, base_dir_.string(), p_.admin);
         if (auto* t = r_.table(root, "process", kRoot)) detail::read_process(r_, *t, p_.process);
         auto listeners = r_.tables(root, "listener", kRoot, "listener");
         if (const toml::node* n = root.get("listener"); !n || (n->is_array() && n->as_array()->empty()))
@@ -213,13 +220,6 @@ private:
             else
                 p_.runtime.workers = static_cast<unsigned>(*v);
         }
-    }
-
-    void read_admin(const toml::table& t) {
-        p_.admin.loc = r_.loc(t.source());
-        r_.check_keys(t, {"address"}, kAdmin);
-        if (auto s = r_.string(t, "address", kAdmin))
-            p_.admin.address = address(*s, at(t, "address"), false);
     }
 
     void read_logging(const toml::table& t) {

@@ -4,6 +4,7 @@
 
 #include <iostream>
 
+#include "config/admin_token.hpp"
 #include "config/policy_loader.hpp"
 #include "proxy/app/check_command.hpp"
 #include "proxy/app/demo_command.hpp"
@@ -39,12 +40,31 @@ bool apply_logging(const GlobalOptions& g, config::Policy& p) {
     return true;
 }
 
+struct AdminOptions {
+    std::string address;     // --admin; empty = the policy's
+    std::string token_file;  // --admin-token-file; empty = the policy's
+};
+
 std::optional<SocketAddress> admin_address(const std::string& text) {
     if (text.empty()) return std::nullopt;
     return SocketAddress::parse(text);
 }
 
-int run_from_file(const std::string& path, const GlobalOptions& g, const std::string& admin) {
+// --admin-token-file overrides [admin] token_file, and is read again at every reload (a rotated
+// token takes effect without a restart). The message never quotes the file's contents.
+bool override_admin_token(const AdminOptions& a, config::Policy& p, std::string* why) {
+    if (a.token_file.empty()) return true;
+    auto token = config::read_admin_token(a.token_file, why);
+    if (!token) {
+        *why = "--admin-token-file '" + a.token_file + "': " + *why;
+        return false;
+    }
+    p.admin.token_file = a.token_file;
+    p.admin.token = std::move(*token);
+    return true;
+}
+
+int run_from_file(const std::string& path, const GlobalOptions& g, const AdminOptions& admin) {
     auto outcome = config::load_policy_file(path);
     if (!outcome.policy) {
         for (const auto& p : outcome.problems) std::cerr << p.str() << "\n";
@@ -52,22 +72,30 @@ int run_from_file(const std::string& path, const GlobalOptions& g, const std::st
         return 1;
     }
     if (!apply_logging(g, *outcome.policy)) return 1;
-    auto reload = [path, g](std::vector<std::string>& problems) -> std::optional<config::Policy> {
+    if (std::string why; !override_admin_token(admin, *outcome.policy, &why)) {
+        std::cerr << "ztproxy: " << why << "\n";
+        return 1;
+    }
+    auto reload = [path, g, admin](std::vector<std::string>& problems) -> std::optional<config::Policy> {
         auto next = config::load_policy_file(path);
         if (!next.policy) {
             for (const auto& p : next.problems) problems.push_back(p.str());
             return std::nullopt;
         }
         override_logging(g, *next.policy);
+        if (std::string why; !override_admin_token(admin, *next.policy, &why)) {
+            problems.push_back(why);
+            return std::nullopt;
+        }
         return std::move(next.policy);
     };
     RunOptions options;
     options.reload = reload;
-    options.admin = admin_address(admin);
+    options.admin = admin_address(admin.address);
     return run_policy(std::move(*outcome.policy), options);
 }
 
-int run_quick(const QuickOptions& q, const GlobalOptions& g, const std::string& admin) {
+int run_quick(const QuickOptions& q, const GlobalOptions& g, const AdminOptions& admin) {
     std::vector<std::string> problems;
     auto policy = quick_policy(q, problems);
     if (!problems.empty()) {
@@ -75,8 +103,12 @@ int run_quick(const QuickOptions& q, const GlobalOptions& g, const std::string& 
         return 1;
     }
     if (!apply_logging(g, policy)) return 1;
+    if (std::string why; !override_admin_token(admin, policy, &why)) {
+        std::cerr << "ztproxy: " << why << "\n";
+        return 1;
+    }
     RunOptions options;
-    options.admin = admin_address(admin);
+    options.admin = admin_address(admin.address);
     return run_policy(std::move(policy), options);
 }
 
@@ -98,12 +130,16 @@ int main_cli(int argc, char** argv) {
     std::string policy_path;
     QuickOptions q;
     auto* config_opt = run->add_option("-c,--config", policy_path, "Policy file (TOML)")->check(CLI::ExistingFile);
-    std::string admin;
-    run->add_option("--admin", admin, "Admin endpoint address (/metrics, /healthz, /ready), e.g. 127.0.0.1:9901")
+    AdminOptions admin;
+    run->add_option("--admin", admin.address,
+                    "Admin endpoint address (/metrics, /healthz, /ready, POST /reload), e.g. 127.0.0.1:9901")
         ->check([](const std::string& v) {
             std::string why;
             return SocketAddress::parse(v, &why) ? std::string() : "--admin: " + why;
         });
+    run->add_option("--admin-token-file", admin.token_file,
+                    "Bearer token file for POST /reload (and /metrics with [admin] metrics_require_token); "
+                    "overrides [admin] token_file, read again on reload");
     auto* listen_opt = run->add_option("--listen", q.listen, "Quick mode: address to listen on, e.g. 0.0.0.0:8443");
     run->add_option("--backend", q.backends, "Quick mode: backend address (repeatable)");
     run->add_option("--cert", q.cert, "Quick mode: certificate chain (PEM)");

@@ -1,5 +1,7 @@
 #include "proxy/app/run_command.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -78,6 +80,28 @@ bool same_listeners(const config::Policy& a, const config::Policy& b) {
     return true;
 }
 
+bool is_loopback(const SocketAddress& a) {
+    if (a.family() == AF_INET)
+        return (ntohl(reinterpret_cast<const sockaddr_in*>(a.sa())->sin_addr.s_addr) >> 24) == 127;
+    return a.family() == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<const sockaddr_in6*>(a.sa())->sin6_addr);
+}
+
+// Where the admin endpoint listens and what needs its token (never the token itself).
+void log_admin_endpoint(const AdminServer& admin, const config::Admin& settings) {
+    std::string auth = "no token: POST /reload is open to whoever can connect";
+    if (!settings.token.empty())
+        auth = settings.metrics_require_token ? "POST /reload and /metrics need the bearer token"
+                                              : "POST /reload needs the bearer token";
+    if (auto a = admin.address()) {
+        log::main().info("admin endpoint on {} (/metrics, /healthz, /ready, POST /reload; {})", a->to_string(), auth);
+        if (settings.token.empty() && !is_loopback(*a))
+            log::main().warn("the admin endpoint listens on {}, beyond loopback, without a token: set [admin] "
+                             "token_file or bind it to 127.0.0.1 or a Unix socket", a->to_string());
+    }
+    if (!admin.unix_path().empty())
+        log::main().info("admin endpoint on unix:{} (mode {:04o}; {})", admin.unix_path(), settings.unix_socket_mode, auth);
+}
+
 log::Format log_format(config::LogFormat f) { return f == config::LogFormat::json ? log::Format::json : log::Format::text; }
 
 // SIGHUP: the new policy is validated as completely as at start-up (syntax, references,
@@ -93,8 +117,10 @@ std::shared_ptr<const conn::Runtime> reload_runtime(const PolicySource& reload, 
     }
     if (next->runtime.workers != current.policy().runtime.workers)
         log::main().warn("reload: runtime.workers changes take effect at the next restart");
-    if (!(next->admin.address == current.policy().admin.address))
-        log::main().warn("reload: [admin] address changes take effect at the next restart");
+    if (!(next->admin.address == current.policy().admin.address) ||
+        next->admin.unix_socket != current.policy().admin.unix_socket ||
+        next->admin.unix_socket_mode != current.policy().admin.unix_socket_mode)
+        log::main().warn("reload: [admin] address and unix_socket changes take effect at the next restart");
     std::vector<config::Diagnostic> diagnostics;
     auto rt = conn::Runtime::build(std::move(*next), diagnostics);
     if (!rt) {
@@ -148,21 +174,22 @@ int run_policy(config::Policy policy, const RunOptions& options) {
         admissions.push_back(l.admission);
     }
 
-    ReloadRequests reload_requests(::pthread_self());  // outlives the admin thread that calls it
+    auto requests = ReloadRequests::create(::pthread_self());  // outlives the admin thread that uses it
+    if (!requests) {
+        log::main().error("cannot start: {}", requests.error().message());
+        return 1;
+    }
+    ReloadRequests& reload_requests = **requests;
     std::unique_ptr<AdminServer> admin;
-    if (const auto admin_at = options.admin ? options.admin : pol.admin.address) {
-        AdminServer::ReloadHandler on_reload;
-        if (reload)
-            on_reload = [&reload_requests] {
-                auto outcome = reload_requests.request(std::chrono::seconds(60));
-                std::string text = outcome.applied ? "reload applied" : "reload rejected";
-                for (const auto& p : outcome.problems) text += "\n" + p;
-                return AdminServer::ReloadReply{outcome.applied, text};
-            };
-        auto a = AdminServer::bind(*admin_at, [admissions] { return render_metrics(admissions); },
-                                   std::move(on_reload));
+    const AdminServer::Endpoints admin_at{options.admin ? options.admin : pol.admin.address, pol.admin.unix_socket,
+                                          pol.admin.unix_socket_mode};
+    if (admin_at.tcp || !admin_at.unix_path.empty()) {
+        auto a = AdminServer::bind(admin_at, AdminServer::settings_from(pol.admin),
+                                   [admissions] { return render_metrics(admissions); },
+                                   reload ? &reload_requests : nullptr);
         if (!a) {
-            log::main().error("cannot start the admin endpoint on {}: {}", admin_at->to_string(),
+            log::main().error("cannot start the admin endpoint on {}: {}",
+                              admin_at.tcp ? admin_at.tcp->to_string() : "unix:" + admin_at.unix_path,
                               a.error().message());
             return 1;
         }
@@ -202,7 +229,7 @@ int run_policy(config::Policy policy, const RunOptions& options) {
     if (!apply_seccomp(pol.process.seccomp)) return 1;
     if (admin) {
         admin->start();
-        log::main().info("admin endpoint on {} (/metrics, /healthz, /ready, POST /reload)", admin->address().to_string());
+        log_admin_endpoint(*admin, pol.admin);
     }
     for (auto& w : pool) w->start();
     log::main().info("ztproxy {} started: {} worker(s), policy {}", kVersion, workers, pol.source);
@@ -230,6 +257,7 @@ int run_policy(config::Policy policy, const RunOptions& options) {
                 for (size_t li = 0; li < admissions.size(); ++li)
                     admissions[li]->update(runtime->policy().listeners[li].admission);
                 for (auto& w : pool) w->swap_runtime(runtime);
+                if (admin) admin->update(AdminServer::settings_from(runtime->policy().admin));
                 log::setup(runtime->policy().logging.level, log_format(runtime->policy().logging.format));
                 conn::bump(conn::stats().reloads_ok);
                 log::main().info("reload applied: new connections use the new policy; live ones finish on theirs");

@@ -34,8 +34,9 @@ constexpr const char* kAllowed[] = {
     "getsockopt", "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown", "splice",
     // io_uring on the workers' existing rings (io_uring_setup is not here: no new rings)
     "io_uring_enter", "io_uring_register",
-    // waiting: the admin endpoint and the demo backend poll
-    "poll", "ppoll",
+    // waiting: the demo backend polls; the admin endpoint's event loop uses epoll (its epoll
+    // instance is created before the filter, so epoll_create1 is not here)
+    "poll", "ppoll", "epoll_ctl", "epoll_wait", "epoll_pwait",
     // threads, signals, time, randomness, exit. time, gettimeofday, clock_gettime and getcpu are
     // vDSO calls on most kernels but real system calls where there is no vDSO (User-Mode Linux).
     "futex", "set_robust_list", "rseq", "sched_yield", "sched_getaffinity", "gettid", "getpid",

@@ -143,6 +143,11 @@ class CheckCommand(unittest.TestCase):
                 ca = (policy.parent / listener["tls"]["client_ca"]).resolve()
                 self.assertTrue(ca.is_relative_to(self.tmp), f"{name}: {ca} is outside the policy's tree")
                 make_cert(ca, ca.with_suffix(".key"), [], "clients CA")
+        if "token_file" in tomllib.loads(text).get("admin", {}):  # the admin bearer token's Secret
+            token = (policy.parent / tomllib.loads(text)["admin"]["token_file"]).resolve()
+            self.assertTrue(token.is_relative_to(self.tmp), f"{name}: {token} is outside the policy's tree")
+            token.parent.mkdir(parents=True, exist_ok=True)
+            token.write_text(os.urandom(16).hex() + "\n")
         rc, out, err = self.check(policy)
         self.assertEqual(rc, 0, f"stdout:\n{out}\nstderr:\n{err}")
 
