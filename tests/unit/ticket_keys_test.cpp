@@ -402,6 +402,9 @@ Resumption connect(SSL_CTX* server_ctx, SSL_SESSION* session, int version) {
     unsigned char byte = 0;
     EXPECT_LE(SSL_read(client.get(), &byte, 1), 0);
     r.session.reset(SSL_get1_session(client.get()));
+    // Freed without a shutdown, OpenSSL would mark the session not resumable: say both ended cleanly.
+    SSL_set_shutdown(client.get(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_set_shutdown(server.get(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     return r;
 }
 
