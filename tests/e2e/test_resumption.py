@@ -105,12 +105,12 @@ class ResumptionTest(LocalhostTestCase):
             client = Client(self.ca.cert, version)
             resumed, session = client.fetch(proxy.port)
             self.assertFalse(resumed)
-            self.assertTrue(client.fetch(proxy.port, session)[0], "%s: no resumption before SIGHUP" % version)
+            self.assertTrue(client.fetch(proxy.port, session)[0], "%s: no resumption before SIGHUP" % version.name)
             sessions[version] = (client, session)
         self.reload(proxy)
         for version, (client, session) in sessions.items():
             with self.subTest(version=version.name):
-                self.assertTrue(client.fetch(proxy.port, session)[0], "%s: session lost across SIGHUP" % version)
+                self.assertTrue(client.fetch(proxy.port, session)[0], "%s: session lost across SIGHUP" % version.name)
 
     def test_sessions_survive_sighup_with_generated_keys(self):
         self.assert_survives_sighup()
