@@ -355,8 +355,8 @@ private:
     void read_tls(const toml::table& t, TlsSettings& tls) {
         tls.loc = r_.loc(t.source());
         r_.check_keys(t,
-                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "session_ticket_keys", "ktls",
-                       "record_path", "client_auth", "client_ca", "verify_depth", "default_certificate",
+                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "session_ticket_keys",
+                       "ktls", "record_path", "client_auth", "client_ca", "verify_depth", "default_certificate",
                        "certificate"},
                       kTls);
         if (auto v = version(t, "min_version")) tls.min_version = *v;

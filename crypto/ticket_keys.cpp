@@ -24,7 +24,8 @@ int store_index() {
 }
 
 TicketKeyStore* store_of(SSL* ssl) {
-    auto* held = static_cast<std::shared_ptr<TicketKeyStore>*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), store_index()));
+    void* data = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), store_index());
+    auto* held = static_cast<std::shared_ptr<TicketKeyStore>*>(data);
     return held ? held->get() : nullptr;
 }
 

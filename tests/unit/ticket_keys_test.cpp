@@ -104,7 +104,8 @@ TEST(TicketKeyFile, RejectsWrongLengths) {
 }
 
 TEST(TicketKeyFile, RejectsAFileWithoutKeys) {
-    const std::string message = "no key in the file (one base64 key of 80 bytes per line; openssl rand 80 | base64 -w0)";
+    const std::string message =
+        "no key in the file (one base64 key of 80 bytes per line; openssl rand 80 | base64 -w0)";
     EXPECT_EQ(parse_error(""), message);
     EXPECT_EQ(parse_error("# only a comment\n\n   \n"), message);
 }
@@ -112,7 +113,8 @@ TEST(TicketKeyFile, RejectsAFileWithoutKeys) {
 TEST(TicketKeyFile, RejectsTwoKeysWithOneName) {
     Bytes a = random_key_bytes(), b = random_key_bytes();
     std::copy_n(a.begin(), kTicketKeyNameBytes, b.begin());
-    EXPECT_EQ(parse_error(base64(a) + "\n\n" + base64(b) + "\n"), "line 3: key name (its first 16 bytes) repeats line 1's");
+    EXPECT_EQ(parse_error(base64(a) + "\n\n" + base64(b) + "\n"),
+              "line 3: key name (its first 16 bytes) repeats line 1's");
 }
 
 class TicketKeyFileOnDisk : public ::testing::Test {
@@ -281,7 +283,9 @@ Sealed seal(EvpContexts& c, const Bytes& plain) {
     Sealed s;
     s.ciphertext.resize(plain.size() + 32);
     int n = 0, m = 0;
-    EXPECT_EQ(EVP_EncryptUpdate(c.cipher.get(), s.ciphertext.data(), &n, plain.data(), static_cast<int>(plain.size())), 1);
+    EXPECT_EQ(EVP_EncryptUpdate(c.cipher.get(), s.ciphertext.data(), &n, plain.data(),
+                                static_cast<int>(plain.size())),
+              1);
     EXPECT_EQ(EVP_EncryptFinal_ex(c.cipher.get(), s.ciphertext.data() + n, &m), 1);
     s.ciphertext.resize(static_cast<size_t>(n + m));
     s.tag.resize(EVP_MAX_MD_SIZE);
