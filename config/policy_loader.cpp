@@ -41,6 +41,9 @@
 //     ciphers = ["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"]  # subset, non-empty, any case
 //     alpn = ["h2", "http/1.1"]     # optional; each 1..255 bytes
 //     session_tickets = true
+//     session_ticket_keys = "tickets/keys"  # optional: base64 keys, one per line (80 bytes: 16 name,
+//                                   # 32 HMAC, 32 AES); the first encrypts, all decrypt. Absent =
+//                                   # generated, kept across reloads, rotated every 12 h
 //     ktls = "auto"                 # auto|require|off: record crypto in the kernel after the handshake
 //     record_path = "auto"          # auto|kernel|userspace|openssl (auto: kernel, else userspace)
 //     client_auth = "none"          # none|optional|require: client certificates (mTLS)
@@ -359,8 +362,9 @@ private:
     void read_tls(const toml::table& t, TlsSettings& tls) {
         tls.loc = r_.loc(t.source());
         r_.check_keys(t,
-                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "ktls", "record_path",
-                       "client_auth", "client_ca", "verify_depth", "default_certificate", "certificate"},
+                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "session_ticket_keys",
+                       "ktls", "record_path", "client_auth", "client_ca", "verify_depth", "default_certificate",
+                       "certificate"},
                       kTls);
         if (auto v = version(t, "min_version")) tls.min_version = *v;
         if (auto v = version(t, "max_version")) tls.max_version = *v;
@@ -392,6 +396,13 @@ private:
             }
         }
         if (auto v = r_.boolean(t, "session_tickets", kTls)) tls.session_tickets = *v;
+        // The file itself is read (and its problems reported at this value) by the crypto layer.
+        if (auto v = name(t, "session_ticket_keys", kTls, false)) {
+            if (!tls.session_tickets)
+                r_.error(at(t, "session_ticket_keys"), "'session_ticket_keys' needs session_tickets = true");
+            tls.session_ticket_keys = resolve(*v);
+            tls.session_ticket_keys_loc = r_.loc(at(t, "session_ticket_keys"));
+        }
         // The option lists are in enum order: the index is the value.
         if (auto i = r_.choice(t, "ktls", kTls, {"auto", "require", "off"})) tls.ktls = static_cast<KtlsMode>(*i);
         if (auto i = r_.choice(t, "record_path", kTls, {"auto", "kernel", "userspace", "openssl"}))

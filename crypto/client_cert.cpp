@@ -94,12 +94,8 @@ bool configure_client_auth(SSL_CTX* ctx, const config::TlsSettings& tls, std::st
     if (tls.client_auth == config::ClientAuth::require) mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, nullptr);
     SSL_CTX_set_verify_depth(ctx, static_cast<int>(tls.verify_depth));
-    // Resumption with verification needs a session id context (OpenSSL refuses to resume without
-    // one). Naming the mode in it means a session is only resumed under the client_auth it was
-    // established with, never carried into a stricter setting.
-    const std::string sid = std::string("ztproxy/mtls-") + config::to_string(tls.client_auth);
-    SSL_CTX_set_session_id_context(ctx, reinterpret_cast<const unsigned char*>(sid.data()),
-                                   static_cast<unsigned>(sid.size()));
+    // Resumption with verification needs a session id context: ServerTlsContext sets one that
+    // names these settings (session_context_digest in tls_context.cpp).
     return true;
 }
 

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -114,23 +115,42 @@ SessionInfo session_info(SSL* ssl) {
     return info;
 }
 
-CachedSession::~CachedSession() { reset(); }
+bool session_resumable_after(std::string_view close_reason) {
+    // The clean endings, listed (not the bad ones): a close reason added later is treated as
+    // aborted until someone decides otherwise.
+    static constexpr std::string_view kClean[] = {
+        "client_close",             // the client's close_notify
+        "backend_close",            // the backend ended; the client got our close_notify
+        "backend_reset",
+        "backend_connect_failed",
+        "backend_connect_timeout",
+        "proxy_header_failed",
+        "idle_timeout",             // we sent close_notify
+        "shutdown",                 // draining: close_notify best effort
+        "key_update_unsupported",   // a kernel limit, closed cleanly: nothing wrong with the session
+    };
+    return std::find(std::begin(kClean), std::end(kClean), close_reason) != std::end(kClean);
+}
+
+CachedSession::~CachedSession() { release(false); }
 
 CachedSession::CachedSession(CachedSession&& o) noexcept
     : ctx_(std::exchange(o.ctx_, nullptr)), session_(std::exchange(o.session_, nullptr)) {}
 
 CachedSession& CachedSession::operator=(CachedSession&& o) noexcept {
     if (this != &o) {
-        reset();
+        release(false);
         ctx_ = std::exchange(o.ctx_, nullptr);
         session_ = std::exchange(o.session_, nullptr);
     }
     return *this;
 }
 
-void CachedSession::reset() {
+void CachedSession::end(std::string_view close_reason) { release(session_resumable_after(close_reason)); }
+
+void CachedSession::release(bool keep_entry) {
     if (session_ != nullptr) {
-        SSL_CTX_remove_session(ctx_, session_);
+        if (!keep_entry) SSL_CTX_remove_session(ctx_, session_);
         SSL_SESSION_free(std::exchange(session_, nullptr));
     }
     if (ctx_ != nullptr) SSL_CTX_free(std::exchange(ctx_, nullptr));
@@ -152,7 +172,7 @@ CachedSession free_after_offload(SslPtr ssl, SSL_CTX* session_ctx) {
         }
     }
     // SSL_free would drop the cache entry now (no close_notify went through OpenSSL); the
-    // CachedSession drops it when the connection ends instead. SSL_free writes nothing.
+    // CachedSession decides when the connection ends instead. SSL_free writes nothing.
     SSL_set_shutdown(ssl.get(), SSL_SENT_SHUTDOWN | SSL_get_shutdown(ssl.get()));
     ssl.reset();
     return kept;

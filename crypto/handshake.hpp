@@ -5,6 +5,7 @@
 #include <openssl/ssl.h>
 
 #include <string>
+#include <string_view>
 
 #include "crypto/client_cert.hpp"
 #include "proxy/base/c_deleters.hpp"
@@ -53,10 +54,19 @@ std::string lower_sni(SSL* ssl);  // available from the ClientHello on
 // The reason OpenSSL gave for the last failure on this thread, and clears the queue.
 std::string take_openssl_error();
 
+// Whether a session may still be resumed after its connection ended with `close_reason` (the
+// access log's close=). A clean end keeps it: the client's close_notify, or an end on our side
+// (backend gone, idle timeout, shutdown) where we sent close_notify. Anything that points at a
+// broken or hostile peer removes it: a fatal alert (RFC 5246 §7.2.2: the session must not be
+// resumed), a record that failed authentication or did not parse, a reset or socket error, a
+// KeyUpdate flood, renegotiation, or an internal failure. Reasons not known here remove it too.
+bool session_resumable_after(std::string_view close_reason);
+
 // A session's entry in the server session cache, kept after its SSL was freed. OpenSSL drops a
 // session from the cache when its SSL is freed without a close_notify having gone through OpenSSL;
-// once the records leave OpenSSL that is every connection, at its end. This keeps exactly that:
-// the entry is removed when the CachedSession goes, i.e. when the connection ends.
+// once the records leave OpenSSL that is every connection, at its end. So the entry's fate is
+// decided here instead: end() with the connection's close reason keeps it or removes it
+// (session_resumable_after); a CachedSession destroyed without end() removes it.
 class CachedSession {
 public:
     CachedSession() = default;
@@ -66,9 +76,13 @@ public:
     CachedSession(const CachedSession&) = delete;
     CachedSession& operator=(const CachedSession&) = delete;
 
+    // The connection ended with `close_reason`: the cache entry stays (it expires on the
+    // session timeout like any other) or goes. Idempotent; a no-op when nothing was kept.
+    void end(std::string_view close_reason);
+
 private:
     friend CachedSession free_after_offload(SslPtr ssl, SSL_CTX* session_ctx);
-    void reset();
+    void release(bool keep_entry);
     SSL_CTX* ctx_ = nullptr;          // one reference held
     SSL_SESSION* session_ = nullptr;  // one reference held
 };
@@ -76,8 +90,9 @@ private:
 // Frees the SSL of a finished handshake whose keys went to another record path (kernel or our
 // record layer): nothing reads or writes through it any more, and with its buffers, cipher
 // contexts and handshake state it is most of an idle connection's memory. Keeps the session's
-// cache entry where OpenSSL may have added one (TLS 1.2, or TLS 1.3 with stateful tickets), so
-// resumption behaves as before. `session_ctx`: ServerTlsContext::session_cache_ctx().
+// cache entry where OpenSSL may have added one (TLS 1.2, or TLS 1.3 with stateful tickets) until
+// the connection ends, so resumption behaves as on the OpenSSL record path.
+// `session_ctx`: ServerTlsContext::session_cache_ctx().
 CachedSession free_after_offload(SslPtr ssl, SSL_CTX* session_ctx);
 
 }  // namespace ztp::crypto

@@ -1,15 +1,20 @@
 #include "crypto/tls_context.hpp"
 
 #include <openssl/err.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 
 #include "crypto/client_cert.hpp"
 #include "crypto/handshake.hpp"
 #include "crypto/session_keys.hpp"
+#include "crypto/ticket_key_file.hpp"
+#include "proxy/base/log.hpp"
 
 namespace ztp::crypto {
 
@@ -82,6 +87,47 @@ bool readable(const std::string& path, std::string& why) {
     return true;
 }
 
+// Where the listener's tickets get their keys: its key file, else the process's generated keys
+// (one store for the life of the process, so a reload's new contexts still read older tickets).
+std::shared_ptr<TicketKeyStore> ticket_key_store(const config::TlsSettings& tls,
+                                                 std::vector<config::Diagnostic>& problems) {
+    if (tls.session_ticket_keys.empty()) return TicketKeyStore::process();
+    const auto& path = tls.session_ticket_keys;
+    auto file = load_ticket_key_file(path);
+    if (!file.error.empty()) {
+        problems.push_back({tls.session_ticket_keys_loc.file.empty() ? tls.loc : tls.session_ticket_keys_loc,
+                            "session ticket key file '" + path + "': " + file.error});
+        return nullptr;
+    }
+    // Whoever reads the keys can decrypt every resumed session's secrets and mint sessions.
+    if (file.world_readable)
+        log::tls().warn("session ticket key file '{}' is readable by every user of this host; make it readable "
+                        "by ztproxy only (chmod 600 or 640)", path);
+    return std::make_shared<TicketKeyStore>(std::move(file.keys));
+}
+
+// The session id context: OpenSSL resumes a session (ticket or cache entry) only under the context
+// it was made in. Ticket keys are shared by every listener of the process (and by instances sharing
+// a key file), so the context names what a session's client authentication depended on: the
+// client_auth mode, the verify depth and the bytes of the trusted client CA bundle. A session
+// never moves to a listener that asks more of clients or trusts other CAs; between listeners with
+// the same settings it may (routing is decided per connection either way). An unreadable bundle
+// is reported by configure_client_auth; its digest then covers the settings alone.
+std::array<unsigned char, SSL_MAX_SID_CTX_LENGTH> session_context_digest(const config::TlsSettings& tls) {
+    std::string material = "ztproxy session context 1";
+    material += '\0';
+    material += config::to_string(tls.client_auth);
+    if (tls.client_auth != config::ClientAuth::none) {
+        material += '\0' + std::to_string(tls.verify_depth) + '\0';
+        std::ifstream ca(tls.client_ca, std::ios::binary);
+        material.append(std::istreambuf_iterator<char>(ca), std::istreambuf_iterator<char>());
+    }
+    static_assert(SSL_MAX_SID_CTX_LENGTH == 32, "a SHA-256 digest fills the session id context");
+    std::array<unsigned char, SSL_MAX_SID_CTX_LENGTH> digest{};
+    SHA256(reinterpret_cast<const unsigned char*>(material.data()), material.size(), digest.data());
+    return digest;
+}
+
 }  // namespace
 
 ServerTlsContext::~ServerTlsContext() = default;
@@ -105,6 +151,8 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
     }
     if (tls.certificates.empty()) report(listener.loc, "listener '" + listener.name + "' has no certificate");
     const config::SourceLoc& client_ca_at = tls.client_ca_loc.file.empty() ? tls.loc : tls.client_ca_loc;
+    const auto ticket_keys = tls.session_tickets ? ticket_key_store(tls, problems) : nullptr;
+    const auto session_context = session_context_digest(tls);
     bool client_ca_reported = false;  // one message for the bundle, not one per certificate
 
     for (const auto& cert : tls.certificates) {
@@ -145,9 +193,14 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
         if (!tls.session_tickets) {
             SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
             SSL_CTX_set_num_tickets(ctx, 0);
+        } else if (ticket_keys && !use_ticket_keys(ctx, ticket_keys)) {
+            report(tls.loc, "cannot install the session ticket keys: " + openssl_error_string());
+            continue;
         }
-        static const unsigned char sid_ctx[] = "ztproxy";
-        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+        // TLS 1.3 resumes only with a fresh ECDHE exchange (psk_dhe_ke, OpenSSL's default, made
+        // explicit): a stolen ticket key must not also decrypt recorded resumed traffic.
+        SSL_CTX_clear_options(ctx, SSL_OP_ALLOW_NO_DHE_KEX);
+        SSL_CTX_set_session_id_context(ctx, session_context.data(), static_cast<unsigned>(session_context.size()));
 
         if (SSL_CTX_use_certificate_chain_file(ctx, cert.cert_file.c_str()) != 1) {
             report(cert.cert_at(), "cannot load certificate '" + cert.cert_file + "': " + openssl_error_string());

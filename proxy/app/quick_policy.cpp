@@ -58,6 +58,8 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
     else if (!o.client_auth.empty() && o.client_auth != "require")
         problems.push_back("--client-auth must be optional or require");
     if (!o.client_auth.empty() && o.client_ca.empty()) problems.push_back("--client-auth needs --client-ca");
+    if (!o.session_ticket_keys.empty())
+        l.tls.session_ticket_keys = std::filesystem::absolute(o.session_ticket_keys).string();
     cidrs("--allow", o.allow, l.admission.allow);
     cidrs("--deny", o.deny, l.admission.deny);
     p.listeners.push_back(l);

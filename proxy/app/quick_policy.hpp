@@ -31,6 +31,7 @@ struct QuickOptions {
     std::string client_ca;         // mTLS: trusted client CAs (PEM); empty = no client certificates
     std::string client_auth;       // "optional" / "require" (the default with a CA)
     std::string proxy_protocol;    // "off" / "v2" towards the backend
+    std::string session_ticket_keys;  // ticket key file; empty = generated keys
     std::string user;              // [process] user / group to switch to after binding
     std::string group;
     unsigned max_connections = 0;   // 0 = default

@@ -6,12 +6,14 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <iostream>
 #include <thread>
 
 #include "crypto/ktls_probe.hpp"
+#include "crypto/ticket_keys.hpp"
 #include "proxy/app/admin_server.hpp"
 #include "proxy/app/listeners.hpp"
 #include "proxy/app/metrics.hpp"
@@ -134,6 +136,21 @@ std::shared_ptr<const conn::Runtime> reload_runtime(const PolicySource& reload, 
     return rt;
 }
 
+// The main thread's wait for SIGHUP/SIGINT/SIGTERM, which also keeps the generated session ticket
+// keys on their schedule: a retired key is dropped (and scrubbed) on time even when no handshake
+// asks for keys, which bounds how long a key that could decrypt old tickets stays in memory.
+int wait_for_signal(const sigset_t& set) {
+    const auto& tickets = crypto::TicketKeyStore::process();
+    for (;;) {
+        tickets->rotate_if_due();
+        const auto left = std::chrono::ceil<std::chrono::seconds>(
+            tickets->next_rotation().value_or(std::chrono::steady_clock::now()) - std::chrono::steady_clock::now());
+        const timespec timeout{std::max<time_t>(1, static_cast<time_t>(left.count())), 0};
+        const int sig = ::sigtimedwait(&set, nullptr, &timeout);
+        if (sig > 0) return sig;  // else EAGAIN (rotation due) or EINTR
+    }
+}
+
 }  // namespace
 
 int run_policy(config::Policy policy, const RunOptions& options) {
@@ -240,8 +257,7 @@ int run_policy(config::Policy policy, const RunOptions& options) {
     notify::ready(serving);
 
     for (;;) {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0) continue;
+        const int sig = wait_for_signal(set);
         if (sig == SIGHUP) {
             if (!reload) {
                 log::main().warn("SIGHUP: nothing to reload (no policy file); still serving");

@@ -7,6 +7,7 @@ which the unit tests (tests/unit/config_loader_test.cpp) read too, so the two ca
 Certificates are generated here with the openssl CLI; nothing is hard-coded.
 """
 
+import base64
 import os
 import pathlib
 import re
@@ -143,6 +144,12 @@ class CheckCommand(unittest.TestCase):
                 ca = (policy.parent / listener["tls"]["client_ca"]).resolve()
                 self.assertTrue(ca.is_relative_to(self.tmp), f"{name}: {ca} is outside the policy's tree")
                 make_cert(ca, ca.with_suffix(".key"), [], "clients CA")
+            if "session_ticket_keys" in listener["tls"]:  # one fresh key, as the operator would make it
+                keys = (policy.parent / listener["tls"]["session_ticket_keys"]).resolve()
+                self.assertTrue(keys.is_relative_to(self.tmp), f"{name}: {keys} is outside the policy's tree")
+                keys.parent.mkdir(parents=True, exist_ok=True)
+                keys.write_text(base64.b64encode(os.urandom(80)).decode() + "\n")
+                keys.chmod(0o600)
         if "token_file" in tomllib.loads(text).get("admin", {}):  # the admin bearer token's Secret
             token = (policy.parent / tomllib.loads(text)["admin"]["token_file"]).resolve()
             self.assertTrue(token.is_relative_to(self.tmp), f"{name}: {token} is outside the policy's tree")
