@@ -102,6 +102,7 @@ Result<void> Admission::write_config(const AdmissionPolicy& p) {
         cfg.tolerance_ns = (static_cast<uint64_t>(p.burst) - 1) * cfg.interval_ns;
     }
     cfg.allow_rules = static_cast<uint32_t>(p.allow.size());
+    ztp_set_rate_prefixes(&cfg, p.ipv6_rate_prefix, p.ipv4_rate_prefix);
     const uint32_t zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg, BPF_ANY) != 0)
         return errno_error("bpf admission: write config map");

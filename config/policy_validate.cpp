@@ -133,6 +133,14 @@ private:
             if (a.rate_per_second > 1'000'000 || a.burst > 1'000'000)
                 add(a.loc, "listener " + in_quotes(l.name) +
                                ": admission 'rate_per_second' and 'burst' must be at most 1000000");
+            if (a.ipv6_rate_prefix < bpf::kMinIpv6RatePrefix || a.ipv6_rate_prefix > bpf::kMaxIpv6RatePrefix)
+                add(a.loc, "listener " + in_quotes(l.name) + ": admission 'ipv6_rate_prefix' must be between " +
+                               std::to_string(bpf::kMinIpv6RatePrefix) + " and " +
+                               std::to_string(bpf::kMaxIpv6RatePrefix));
+            if (a.ipv4_rate_prefix < bpf::kMinIpv4RatePrefix || a.ipv4_rate_prefix > bpf::kMaxIpv4RatePrefix)
+                add(a.loc, "listener " + in_quotes(l.name) + ": admission 'ipv4_rate_prefix' must be between " +
+                               std::to_string(bpf::kMinIpv4RatePrefix) + " and " +
+                               std::to_string(bpf::kMaxIpv4RatePrefix));
         }
         struct List {
             const char* key;
