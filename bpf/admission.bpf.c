@@ -105,9 +105,12 @@ ZTP_INLINE long load(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
     return bpf_skb_load_bytes_relative(skb, off, to, len, BPF_HDR_START_NET);
 }
 
-/* Reads the source address (IPv4-mapped for IPv4) and the offset of the TCP header from the network
- * header. Returns 0 on success, -1 when the packet is not one we can parse: the caller drops it. */
-ZTP_INLINE int parse(struct __sk_buff *skb, struct ztp_addr *src, __u32 *l4off)
+/* Reads the source address (IPv4-mapped for IPv4) into `src` and the offset of the TCP header from
+ * the network header. Returns 0 on success, -1 when the packet is not one we can parse: the caller
+ * drops it. `src` is the LPM key itself, kept in memory by the map lookups that take its address:
+ * a local copy would be split into per-byte registers by clang, whose spills on the failure paths
+ * read stack slots never written, which the verifier of Linux 6.1 rejects. */
+ZTP_INLINE int parse(struct __sk_buff *skb, struct ztp_lpm_key *src, __u32 *l4off)
 {
     __u8 first;
     if (load(skb, 0, &first, 1))
@@ -183,7 +186,7 @@ SEC("socket")
 int ztp_admission(struct __sk_buff *skb)
 {
     const __u32 keep = skb->len;
-    struct ztp_addr src;
+    struct ztp_lpm_key key = {.prefixlen = 128};
     __u32 l4off = 0;
     __u8 tcp[20]; /* the fixed TCP header: byte 12 = data offset << 4, byte 13 = flags */
 
@@ -195,16 +198,13 @@ int ztp_admission(struct __sk_buff *skb)
      * tcp_filter(), so what is dropped here is only what a sender crafted on purpose (a header
      * chain longer than the bound, a non-first fragment): on an established connection (accepted
      * sockets inherit the filter) that costs only the sender's own connection. */
-    if (parse(skb, &src, &l4off) || load(skb, l4off, tcp, sizeof tcp) || (tcp[12] >> 4) < 5) {
+    if (parse(skb, &key, &l4off) || load(skb, l4off, tcp, sizeof tcp) || (tcp[12] >> 4) < 5) {
         count(ZTP_CTR_UNPARSED);
         return 0;
     }
     /* Only a connection attempt is judged: SYN without ACK (flags CWR ECE URG ACK PSH RST SYN FIN). */
     if ((tcp[13] & 0x12) != 0x02)
         return keep;
-
-    struct ztp_lpm_key key = {.prefixlen = 128};
-    __builtin_memcpy(key.addr, src.addr, 16);
 
     /* Deny wins over allow: checked first. The LPM lookup returns the longest matching rule. */
     __u32 *rule = bpf_map_lookup_elem(&deny_rules, &key);
@@ -234,7 +234,7 @@ int ztp_admission(struct __sk_buff *skb)
          * on every kernel we load on. */
         const __u64 now = bpf_ktime_get_ns();
         struct ztp_addr rkey;
-        ztp_rate_key(src.addr, cfg, rkey.addr);
+        ztp_rate_key(key.addr, cfg, rkey.addr);
         __u64 *tat = bpf_map_lookup_elem(&rate_table, &rkey);
         if (!tat) {
             __u64 next = now + interval;
