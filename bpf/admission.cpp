@@ -50,6 +50,8 @@ Result<std::unique_ptr<Admission>> Admission::load(const AdmissionPolicy& policy
 
 int Admission::prog_fd() const { return bpf_program__fd(skel_->progs.ztp_admission); }
 
+int Admission::rate_table_fd() const { return bpf_map__fd(skel_->maps.rate_table); }
+
 Result<void> Admission::attach(int listen_fd) {
     const int fd = prog_fd();
     // SO_ATTACH_BPF takes an eBPF program fd (SO_ATTACH_FILTER would take classic BPF). It replaces

@@ -278,16 +278,19 @@ TEST(AdmissionTestRun, Ipv4OptionsAreSkipped) {
 }
 
 // The rate limit's source is a /64: addresses rotating inside one /64 share one bucket, so the
-// rotation neither evades the limit nor fills the LRU table; another /64 has its own bucket.
+// rotation does not buy a fresh burst per address; another /64 has its own bucket. Time runs
+// while the SYNs are sent (at 1/s a slow kernel refills a token now and then), so the rotation
+// is bounded, not counted exactly; the checks on one bucket are back to back.
 TEST(AdmissionTestRun, RateLimitKeysIpv6PerSlash64) {
     AdmissionPolicy p;
-    p.rate_per_second = 1;  // no refill within this test
+    p.rate_per_second = 1;
     p.burst = 2;
     auto a = load(p);
     ASSERT_TRUE(a);
     int passed = 0;
     for (int i = 1; i <= 100; ++i) passed += passes(*a, "2001:db8:1:2:" + std::to_string(i) + "::" + std::to_string(i));
-    EXPECT_EQ(passed, 2);
+    EXPECT_GE(passed, 2);
+    EXPECT_LT(passed, 50);  // per /128 all 100 would pass
     EXPECT_TRUE(passes(*a, "2001:db8:1:3::1"));  // the neighbouring /64
     EXPECT_TRUE(passes(*a, "2001:db8:1:3::2"));
     EXPECT_FALSE(passes(*a, "2001:db8:1:3::3"));
@@ -297,12 +300,23 @@ TEST(AdmissionTestRun, RateLimitKeysIpv6PerSlash64) {
     EXPECT_FALSE(passes(*a, "10.1.2.3"));
     EXPECT_TRUE(passes(*a, "10.1.2.4"));
     auto c = a->counters();
-    EXPECT_EQ(c.rate_limited, 98u + 1 + 1);
-    EXPECT_EQ(c.admitted, 2u + 2 + 3);
+    EXPECT_EQ(c.rate_limited, static_cast<uint64_t>(100 - passed) + 1 + 1);
+    EXPECT_EQ(c.admitted, static_cast<uint64_t>(passed) + 2 + 2 + 1);
 }
 
-// The legitimate client's bucket outlives a rotation through more addresses than the table holds:
-// under /64 keying the rotation is one entry, not ZTP_ADMISSION_RATE_ENTRIES + 1.
+size_t rate_table_entries(const Admission& a) {
+    size_t n = 0;
+    ztp_addr key{}, next{};
+    for (const void* prev = nullptr; bpf_map_get_next_key(a.rate_table_fd(), prev, &next) == 0; prev = &key) {
+        key = next;
+        ++n;
+    }
+    return n;
+}
+
+// A rotation through more addresses than the rate table holds fills one entry, not the table:
+// the legitimate client's bucket is still there afterwards (the table's content, not a verdict,
+// is checked: verdicts depend on how long the rotation took).
 TEST(AdmissionTestRun, RotationDoesNotEvictOtherSources) {
     AdmissionPolicy p;
     p.rate_per_second = 1;
@@ -310,14 +324,16 @@ TEST(AdmissionTestRun, RotationDoesNotEvictOtherSources) {
     auto a = load(p);
     ASSERT_TRUE(a);
     EXPECT_TRUE(passes(*a, "2001:db8:aaaa::1"));
-    EXPECT_FALSE(passes(*a, "2001:db8:aaaa::1"));
     auto pkt = tcp_packet("2001:db8:bad:1::", "2001:db8::1", kSyn);
     for (uint32_t i = 0; i < ZTP_ADMISSION_RATE_ENTRIES + 1000; ++i) {
         std::memcpy(&pkt[14 + 8 + 12], &i, sizeof i);  // the source's last 4 bytes
         run(*a, pkt);
     }
-    EXPECT_FALSE(passes(*a, "2001:db8:aaaa::1"));  // still tracked: its bucket was not evicted
-    EXPECT_EQ(a->counters().admitted, 2u);         // the rotation got its one burst, no more
+    EXPECT_EQ(rate_table_entries(*a), 2u);
+    ztp_addr legit{};
+    ASSERT_EQ(inet_pton(AF_INET6, "2001:db8:aaaa::", legit.addr), 1);  // its /64
+    uint64_t tat = 0;
+    EXPECT_EQ(bpf_map_lookup_elem(a->rate_table_fd(), &legit, &tat), 0) << "the legitimate bucket was evicted";
 }
 
 // ipv6_rate_prefix = 128: the old per-address keying (each rotated address gets its own burst);
@@ -331,7 +347,7 @@ TEST(AdmissionTestRun, RatePrefixIsConfigurable) {
     auto a = load(p);
     ASSERT_TRUE(a);
     for (int i = 1; i <= 50; ++i) EXPECT_TRUE(passes(*a, "2001:db8:1:2::" + std::to_string(i))) << i;
-    EXPECT_FALSE(passes(*a, "2001:db8:1:2::1"));
+    EXPECT_FALSE(passes(*a, "2001:db8:1:2::50"));  // right after its first: the address has a bucket
     EXPECT_TRUE(passes(*a, "10.1.2.3"));
     EXPECT_FALSE(passes(*a, "10.1.2.200"));
     EXPECT_TRUE(passes(*a, "10.1.3.1"));
