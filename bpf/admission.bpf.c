@@ -25,8 +25,8 @@
  *
  * Accepted sockets inherit the listener's filter (sk_clone_lock copies sk_filter), so the program
  * also runs on every segment of established connections: only SYN-without-ACK segments are judged,
- * everything else passes after reading one byte of TCP flags. A tightened deny list therefore does
- * not stall connections already accepted; those are the drain's business.
+ * everything else passes once its headers parse. A tightened deny list therefore does not stall
+ * connections already accepted; those are the drain's business.
  *
  * Plain C against <linux/bpf.h>: no vmlinux.h, no CO-RE relocations, so it loads on kernels without
  * /sys/kernel/btf/vmlinux. The .BTF section only describes our own maps.
@@ -37,6 +37,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #define ZTP_INLINE static __always_inline
@@ -60,9 +61,10 @@ struct {
     __uint(map_flags, BPF_F_NO_PREALLOC);
 } deny_rules SEC(".maps");
 
-/* Per-source token bucket as GCRA: one u64 per source, the "theoretical arrival time" (TAT). LRU:
- * under a flood from many sources the oldest buckets are evicted, and an evicted source starts again
- * with a full burst. That is the price of a bounded table. */
+/* Per-source token bucket as GCRA: one u64 per source prefix (ztp_rate_key: /64 for IPv6, /32 for
+ * IPv4 by default), the "theoretical arrival time" (TAT). LRU: under a flood from many sources the
+ * least recently used buckets are evicted, and an evicted source starts again with a full burst.
+ * That is the price of a bounded table; keying IPv6 per /64 keeps one host from filling it. */
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, ZTP_ADMISSION_RATE_ENTRIES);
@@ -98,18 +100,32 @@ ZTP_INLINE void count(__u32 slot)
 #define NEXTHDR_AUTH 51
 #define NEXTHDR_DEST 60
 
-/* Reads the source address (IPv4-mapped for IPv4) and the offset of the TCP header from the network
- * header. Returns 0 on success, -1 when the packet is not one we can parse. */
-ZTP_INLINE int parse(struct __sk_buff *skb, struct ztp_addr *src, __u32 *l4off)
+ZTP_INLINE long load(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
+{
+    return bpf_skb_load_bytes_relative(skb, off, to, len, BPF_HDR_START_NET);
+}
+
+/* Reads the source address (IPv4-mapped for IPv4) into `src` and the offset of the TCP header from
+ * the network header. Returns 0 on success, -1 when the packet is not one we can parse: the caller
+ * drops it. `src` is the LPM key itself, kept in memory by the map lookups that take its address:
+ * a local copy would be split into per-byte registers by clang, whose spills on the failure paths
+ * read stack slots never written, which the verifier of Linux 6.1 rejects. */
+ZTP_INLINE int parse(struct __sk_buff *skb, struct ztp_lpm_key *src, __u32 *l4off)
 {
     __u8 first;
-    if (bpf_skb_load_bytes_relative(skb, 0, &first, 1, BPF_HDR_START_NET))
+    if (load(skb, 0, &first, 1))
         return -1;
     if ((first >> 4) == 4) {
         struct iphdr ip;
-        if (bpf_skb_load_bytes_relative(skb, 0, &ip, sizeof ip, BPF_HDR_START_NET))
+        if (load(skb, 0, &ip, sizeof ip))
             return -1;
+        /* IHL counts 32-bit words including the options (up to 40 bytes), so ihl * 4 skips them;
+         * below 5 the header is malformed. */
         if (ip.protocol != IPPROTO_TCP || ip.ihl < 5)
+            return -1;
+        /* A fragment other than the first holds no TCP header. At run time the stack has
+         * reassembled before tcp_filter(); a fragment here is crafted: fail closed. */
+        if (ip.frag_off & bpf_htons(0x1fff))
             return -1;
         __builtin_memset(src->addr, 0, 10);
         src->addr[10] = 0xff;
@@ -120,31 +136,42 @@ ZTP_INLINE int parse(struct __sk_buff *skb, struct ztp_addr *src, __u32 *l4off)
     }
     if ((first >> 4) == 6) {
         struct ipv6hdr ip6;
-        if (bpf_skb_load_bytes_relative(skb, 0, &ip6, sizeof ip6, BPF_HDR_START_NET))
+        if (load(skb, 0, &ip6, sizeof ip6))
             return -1;
         __builtin_memcpy(src->addr, &ip6.saddr, 16);
         __u32 off = sizeof ip6;
         __u8 next = ip6.nexthdr;
         /* Extension headers before TCP are rare but legal; walk a bounded number of them (the
-         * verifier needs a bound; bounded loops need Linux >= 5.3). */
-        for (int i = 0; i < 4; i++) {
+         * verifier needs a bound; bounded loops need Linux >= 5.3). A chain still going at the
+         * bound is not parsed, and an unparsed packet is dropped: a sender cannot buy its way
+         * past the rules with one header more than the bound. */
+        for (int i = 0; i < ZTP_IPV6_MAX_EXT_HEADERS; i++) {
             if (next == IPPROTO_TCP)
                 break;
+            /* Every extension header starts with next header and length; the fragment header
+             * has its offset (13 bits, in 8-byte units, then 2 reserved bits and M) next. */
             struct {
                 __u8 next;
                 __u8 len;
+                __be16 frag_off;
             } ext;
             if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_DEST &&
                 next != NEXTHDR_AUTH && next != NEXTHDR_FRAGMENT)
-                return -1;
-            if (bpf_skb_load_bytes_relative(skb, off, &ext, sizeof ext, BPF_HDR_START_NET))
-                return -1;
-            if (next == NEXTHDR_FRAGMENT)
+                return -1; /* ESP, No Next Header, UDP...: no TCP header we can find */
+            if (load(skb, off, &ext, sizeof ext))
+                return -1; /* truncated */
+            if (next == NEXTHDR_FRAGMENT) {
+                /* Only the first fragment carries the TCP header. At run time the stack has
+                 * reassembled (and removed the fragment header) before tcp_filter(), except for
+                 * an atomic fragment (offset 0, M = 0), which passes here. */
+                if (ext.frag_off & bpf_htons(0xfff8))
+                    return -1;
                 off += 8;
-            else if (next == NEXTHDR_AUTH)
-                off += ((__u32)ext.len + 2) * 4;
-            else
-                off += ((__u32)ext.len + 1) * 8;
+            } else if (next == NEXTHDR_AUTH) {
+                off += ((__u32)ext.len + 2) * 4; /* AH counts 4-byte words, minus 2 */
+            } else {
+                off += ((__u32)ext.len + 1) * 8; /* the others count 8-byte units, minus 1 */
+            }
             next = ext.next;
         }
         if (next != IPPROTO_TCP)
@@ -159,26 +186,25 @@ SEC("socket")
 int ztp_admission(struct __sk_buff *skb)
 {
     const __u32 keep = skb->len;
-    struct ztp_addr src;
-    __u32 l4off = 0;
-
-    /* Fail open on what we cannot parse: the TCP stack validates the segment anyway, and a filter
-     * that drops unknown packets would cut established connections. Counted. */
-    if (parse(skb, &src, &l4off)) {
-        count(ZTP_CTR_UNPARSED);
-        return keep;
-    }
-    __u8 flags; /* byte 13 of the TCP header: CWR ECE URG ACK PSH RST SYN FIN */
-    if (bpf_skb_load_bytes_relative(skb, l4off + 13, &flags, 1, BPF_HDR_START_NET)) {
-        count(ZTP_CTR_UNPARSED);
-        return keep;
-    }
-    /* Only a connection attempt is judged: SYN without ACK. */
-    if ((flags & 0x12) != 0x02)
-        return keep;
-
     struct ztp_lpm_key key = {.prefixlen = 128};
-    __builtin_memcpy(key.addr, src.addr, 16);
+    __u32 l4off = 0;
+    __u8 tcp[20]; /* the fixed TCP header: byte 12 = data offset << 4, byte 13 = flags */
+
+    /* Fail closed: a packet whose IP or TCP header we cannot parse is dropped and counted, never
+     * admitted unchecked. Why drop rather than pass it on for a check after accept: in kernel mode
+     * nothing judges the connection after accept, so a pass would let a denied or rate-limited
+     * source in by adding headers; and a user-space recheck of every accept would charge the rate
+     * twice. At run time the stack has already validated and reassembled what reaches
+     * tcp_filter(), so what is dropped here is only what a sender crafted on purpose (a header
+     * chain longer than the bound, a non-first fragment): on an established connection (accepted
+     * sockets inherit the filter) that costs only the sender's own connection. */
+    if (parse(skb, &key, &l4off) || load(skb, l4off, tcp, sizeof tcp) || (tcp[12] >> 4) < 5) {
+        count(ZTP_CTR_UNPARSED);
+        return 0;
+    }
+    /* Only a connection attempt is judged: SYN without ACK (flags CWR ECE URG ACK PSH RST SYN FIN). */
+    if ((tcp[13] & 0x12) != 0x02)
+        return keep;
 
     /* Deny wins over allow: checked first. The LPM lookup returns the longest matching rule. */
     __u32 *rule = bpf_map_lookup_elem(&deny_rules, &key);
@@ -207,10 +233,12 @@ int ztp_admission(struct __sk_buff *skb)
          * one extra per CPU), which a rate limiter can afford; bpf_spin_lock would need map BTF
          * on every kernel we load on. */
         const __u64 now = bpf_ktime_get_ns();
-        __u64 *tat = bpf_map_lookup_elem(&rate_table, &src);
+        struct ztp_addr rkey;
+        ztp_rate_key(key.addr, cfg, rkey.addr);
+        __u64 *tat = bpf_map_lookup_elem(&rate_table, &rkey);
         if (!tat) {
             __u64 next = now + interval;
-            bpf_map_update_elem(&rate_table, &src, &next, BPF_ANY);
+            bpf_map_update_elem(&rate_table, &rkey, &next, BPF_ANY);
         } else {
             __u64 t = *tat > now ? *tat : now;
             if (t - now > cfg->tolerance_ns) {

@@ -50,6 +50,8 @@ Result<std::unique_ptr<Admission>> Admission::load(const AdmissionPolicy& policy
 
 int Admission::prog_fd() const { return bpf_program__fd(skel_->progs.ztp_admission); }
 
+int Admission::rate_table_fd() const { return bpf_map__fd(skel_->maps.rate_table); }
+
 Result<void> Admission::attach(int listen_fd) {
     const int fd = prog_fd();
     // SO_ATTACH_BPF takes an eBPF program fd (SO_ATTACH_FILTER would take classic BPF). It replaces
@@ -102,6 +104,7 @@ Result<void> Admission::write_config(const AdmissionPolicy& p) {
         cfg.tolerance_ns = (static_cast<uint64_t>(p.burst) - 1) * cfg.interval_ns;
     }
     cfg.allow_rules = static_cast<uint32_t>(p.allow.size());
+    ztp_set_rate_prefixes(&cfg, p.ipv6_rate_prefix, p.ipv4_rate_prefix);
     const uint32_t zero = 0;
     if (bpf_map_update_elem(bpf_map__fd(skel_->maps.config), &zero, &cfg, BPF_ANY) != 0)
         return errno_error("bpf admission: write config map");

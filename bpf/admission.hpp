@@ -45,7 +45,8 @@ public:
     Result<void> update(const AdmissionPolicy& policy);
     Counters counters() const;
     const AdmissionPolicy& policy() const { return policy_; }
-    int prog_fd() const;  // for BPF_PROG_TEST_RUN in the tests
+    int prog_fd() const;        // for BPF_PROG_TEST_RUN in the tests
+    int rate_table_fd() const;  // for the tests: which rate buckets exist
 
 private:
     using RuleKey = std::pair<std::array<uint8_t, 16>, unsigned>;  // mapped network, mapped prefix

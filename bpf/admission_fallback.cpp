@@ -20,6 +20,9 @@ void AdmissionFallback::update(const AdmissionPolicy& p) {
     // Integer nanoseconds, exactly as the kernel side computes them.
     interval_ns_ = p.rate_per_second ? static_cast<int64_t>(1'000'000'000ull / p.rate_per_second) : 0;
     tolerance_ns_ = p.burst ? (static_cast<int64_t>(p.burst) - 1) * interval_ns_ : 0;
+    // The masks as Admission::write_config() sets them. A prefix change keeps the buckets keyed
+    // the old way (as the kernel's LRU table does): they are no longer found and age out.
+    ztp_set_rate_prefixes(&keying_, p.ipv6_rate_prefix, p.ipv4_rate_prefix);
 }
 
 bool AdmissionFallback::rate_ok(const Addr& a, int64_t now) {
@@ -43,9 +46,9 @@ bool AdmissionFallback::rate_ok(const Addr& a, int64_t now) {
 bool AdmissionFallback::admit(const SocketAddress& peer, std::chrono::steady_clock::time_point now) {
     auto addr = mapped_address(peer);
     std::lock_guard lock(mu_);
-    if (!addr) {  // not IP: nothing to judge (the kernel side would not see it either)
+    if (!addr) {  // not IP: nothing the rules can judge, so refused (fail closed, as the kernel side)
         ++counters_.unparsed;
-        return true;
+        return false;
     }
     // Longest matching deny prefix gets the count; among equal ones the last, as the LPM trie does.
     int best = -1;
@@ -69,7 +72,9 @@ bool AdmissionFallback::admit(const SocketAddress& peer, std::chrono::steady_clo
     if (interval_ns_ != 0) {
         const int64_t ns =
             std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
-        if (!rate_ok(*addr, ns)) {
+        Addr key;
+        ztp_rate_key(addr->data(), &keying_, key.data());
+        if (!rate_ok(key, ns)) {
             ++counters_.rate_limited;
             return false;
         }

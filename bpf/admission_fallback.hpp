@@ -1,7 +1,8 @@
 // Admission in user space, for hosts where the BPF program cannot load (no CAP_BPF, lockdown,
 // seccomp): ztproxy starts anyway, logs once, and calls admit() right after accept, closing the
 // connection when it returns false. Same semantics as bpf/admission.bpf.c (deny wins, empty allow
-// admits all, GCRA per source address over a bounded LRU table, IPv4 = IPv4-mapped IPv6), with
+// admits all, GCRA per source prefix over a bounded LRU table keyed by ztp_rate_key exactly as the
+// program keys it, IPv4 = IPv4-mapped IPv6, a peer that is not IP refused as unparsed), with
 // two differences: the client did complete its TCP handshake, and only accepted connections count
 // (the kernel counts every SYN, retransmissions included).
 //
@@ -17,6 +18,7 @@
 #include <unordered_map>
 
 #include "bpf/admission_policy.hpp"
+#include "bpf/ztp_bpf_shared.h"
 #include "proxy/base/socket_address.hpp"
 
 namespace ztp::bpf {
@@ -49,6 +51,7 @@ private:
     AdmissionPolicy policy_;
     int64_t interval_ns_ = 0;
     int64_t tolerance_ns_ = 0;
+    ztp_admission_config keying_{};  // only the rate masks are used: the same input ztp_rate_key gets in the kernel
     size_t capacity_;
     std::list<Addr> lru_;
     std::unordered_map<Addr, Bucket, AddrHash> buckets_;

@@ -21,6 +21,10 @@ namespace ztp::bpf {
 
 // Per list (allow, deny) and listener: the size of the BPF tries (ZTP_ADMISSION_MAX_RULES).
 inline constexpr size_t kMaxAdmissionRules = 1024;
+// The rate limit's source grouping ([listener.admission] ipv6_rate_prefix / ipv4_rate_prefix):
+// defaults and the ranges the config validator and check_policy() accept.
+inline constexpr unsigned kDefaultIpv6RatePrefix = 64, kMinIpv6RatePrefix = 32, kMaxIpv6RatePrefix = 128;
+inline constexpr unsigned kDefaultIpv4RatePrefix = 32, kMinIpv4RatePrefix = 16, kMaxIpv4RatePrefix = 32;
 
 // 16 bytes, IPv4 as ::ffff:a.b.c.d. Empty for a SocketAddress that is neither IPv4 nor IPv6.
 std::optional<std::array<uint8_t, 16>> mapped_address(const SocketAddress& a);

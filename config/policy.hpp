@@ -94,12 +94,15 @@ struct TlsSettings {
 // kernel enforces it before the handshake (bpf/admission.bpf.c), or user space right after accept
 // where BPF cannot load (bpf/admission_fallback.hpp). Deny wins; an empty allow list admits every
 // address; rate_per_second = 0 (and burst = 0) means no rate limit. The listener builds
-// bpf::AdmissionPolicy{allow, deny, rate_per_second, burst} from these fields one to one.
+// bpf::AdmissionPolicy{allow, deny, rate_per_second, burst, ipv6_rate_prefix, ipv4_rate_prefix}
+// from these fields one to one.
 struct Admission {
     std::vector<bpf::Cidr> allow;          // networks; IPv4 rules also match IPv4-mapped IPv6 peers
     std::vector<bpf::Cidr> deny;
-    uint32_t rate_per_second = 0;          // new connections per second per source address
+    uint32_t rate_per_second = 0;          // new connections per second per source prefix
     uint32_t burst = 0;                    // connections a source may open at once (>= 1 with a rate)
+    unsigned ipv6_rate_prefix = bpf::kDefaultIpv6RatePrefix;  // the rate's source: an IPv6 /N (32..128)
+    unsigned ipv4_rate_prefix = bpf::kDefaultIpv4RatePrefix;  // and an IPv4 /N (16..32)
     SourceLoc loc;                         // the [listener.admission] table; empty file = not from a file
     std::vector<SourceLoc> allow_locs{};   // parallel to allow/deny when loaded from a file; may be empty
     std::vector<SourceLoc> deny_locs{};

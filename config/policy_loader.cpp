@@ -58,8 +58,10 @@
 //     [listener.admission]          # optional: enforced in the kernel before the handshake (BPF)
 //     allow = ["10.0.0.0/8", "::1/128"]  # networks (or single addresses); empty/absent = everyone
 //     deny = ["10.9.0.0/16"]        # deny wins over allow; at most 1024 entries per list
-//     rate_per_second = 50          # new connections per second per source address, 1..1000000
+//     rate_per_second = 50          # new connections per second per source, 1..1000000
 //     burst = 100                   # connections a source may open at once, 1..1000000; both or neither
+//     ipv6_rate_prefix = 64         # a rate source is an IPv6 /N, 32..128 (default 64); needs a rate
+//     ipv4_rate_prefix = 32         # and an IPv4 /N, 16..32 (default 32); needs a rate
 //
 //   [[backend]]
 //   name = "app"                    # required, unique

@@ -133,6 +133,15 @@ private:
             if (a.rate_per_second > 1'000'000 || a.burst > 1'000'000)
                 add(a.loc, "listener " + in_quotes(l.name) +
                                ": admission 'rate_per_second' and 'burst' must be at most 1000000");
+            const struct {
+                const char* key;
+                unsigned value, lo, hi;
+            } prefixes[] = {{"ipv6_rate_prefix", a.ipv6_rate_prefix, bpf::kMinIpv6RatePrefix, bpf::kMaxIpv6RatePrefix},
+                            {"ipv4_rate_prefix", a.ipv4_rate_prefix, bpf::kMinIpv4RatePrefix, bpf::kMaxIpv4RatePrefix}};
+            for (const auto& pr : prefixes)
+                if (pr.value < pr.lo || pr.value > pr.hi)
+                    add(a.loc, "listener " + in_quotes(l.name) + ": admission " + in_quotes(pr.key) +
+                                   " must be between " + std::to_string(pr.lo) + " and " + std::to_string(pr.hi));
         }
         struct List {
             const char* key;

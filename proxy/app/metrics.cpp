@@ -114,6 +114,8 @@ void admission_families(std::vector<MetricFamily>& f,
                                   {{"listener", l}, {"result", "not_allowed"}}));
         decisions.push_back(value(static_cast<double>(c.rate_limited), C::Counter,
                                   {{"listener", l}, {"result", "rate_limited"}}));
+        decisions.push_back(value(static_cast<double>(c.unparsed), C::Counter,
+                                  {{"listener", l}, {"result", "unparsed"}}));
         const auto rules = a->deny_rules();
         for (size_t i = 0; i < rules.size() && i < c.per_deny_rule.size(); ++i)
             by_rule.push_back(value(static_cast<double>(c.per_deny_rule[i]), C::Counter,
@@ -121,7 +123,8 @@ void admission_families(std::vector<MetricFamily>& f,
         enforced.push_back(value(1, C::Gauge, {{"enforcement", conn::to_string(a->enforcement())}, {"listener", l}}));
     }
     f.push_back(family("ztproxy_admission_decisions_total",
-                       "New connections judged by [listener.admission], by result (kernel: SYNs; user space: accepts)",
+                       "New connections judged by [listener.admission], by result (kernel: SYNs; user space: accepts; "
+                       "unparsed: packets dropped because their headers could not be parsed)",
                        C::Counter, std::move(decisions)));
     f.push_back(family("ztproxy_admission_deny_rule_drops_total", "New connections dropped, by the deny rule that matched",
                        C::Counter, std::move(by_rule)));

@@ -42,7 +42,7 @@ const char* to_string(ListenerAdmission::Enforcement e) {
 }
 
 bpf::AdmissionPolicy admission_policy(const config::Admission& a) {
-    return bpf::AdmissionPolicy{a.allow, a.deny, a.rate_per_second, a.burst};
+    return bpf::AdmissionPolicy{a.allow, a.deny, a.rate_per_second, a.burst, a.ipv6_rate_prefix, a.ipv4_rate_prefix};
 }
 
 void ListenerAdmission::stop_loading_programs() {

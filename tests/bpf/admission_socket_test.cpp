@@ -128,5 +128,46 @@ TEST(AdmissionSocket, AcceptedSocketsInheritTheFilterAndStillWork) {
     EXPECT_TRUE(Admission::detach(server.get()).ok());
 }
 
+// The extension-header walk on the real receive path, where skb->data has moved past the headers
+// and only the network-header offset leads back to them: a SYN from ::1 with 5 Destination Options
+// headers, sent through a raw socket to a listener on ::1, is judged (denied under a deny rule,
+// admitted without one), not passed unjudged. The verdict counters say which: a wrong TCP offset
+// would read garbage flags and count nothing.
+TEST(AdmissionSocket, Ipv6SynWithFiveExtensionHeadersIsJudgedOnTheRealPath) {
+    for (const bool deny : {true, false}) {
+        AdmissionPolicy p;
+        if (deny) p.deny = {cidr("::1/128")};
+        auto a = load(p);
+        ASSERT_TRUE(a);
+        auto l = listen_on("[::1]:0", false, [&](int fd) { ASSERT_TRUE(a->attach(fd).ok()); });
+        if (!l.fd) GTEST_SKIP() << "no IPv6 loopback here";
+        // IPPROTO_RAW: the packet is sent as written, IPv6 header included (IPV6_HDRINCL).
+        UniqueFd raw(::socket(AF_INET6, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+        ASSERT_TRUE(raw) << std::strerror(errno);
+        auto pkt = bpf_test::tcp_packet("::1", "::1", bpf_test::kSyn);
+        const uint16_t port = l.addr.port();
+        pkt[14 + 40 + 2] = static_cast<uint8_t>(port >> 8);  // destination port
+        pkt[14 + 40 + 3] = static_cast<uint8_t>(port);
+        pkt = bpf_test::ipv6_with_ext_headers(pkt, std::vector<uint8_t>(5, bpf_test::kDestOpts));
+        bpf_test::set_tcp6_checksum(pkt);
+        // A raw socket reads sin6_port as a protocol number (> 255 is EINVAL): send to port 0.
+        const auto to = *SocketAddress::parse("[::1]:0");
+        ASSERT_EQ(::sendto(raw.get(), pkt.data() + 14, pkt.size() - 14, 0, to.sa(), to.len()),
+                  static_cast<ssize_t>(pkt.size() - 14))
+            << std::strerror(errno);
+        // Loopback delivers in softirq context, usually before sendto returns: wait for the verdict.
+        AdmissionCounters c;
+        for (int i = 0; i < 200; ++i) {
+            c = a->counters();
+            if (c.denied + c.admitted + c.unparsed != 0) break;
+            pollfd none{-1, 0, 0};
+            ::poll(&none, 1, 10);
+        }
+        EXPECT_EQ(c.denied, deny ? 1u : 0u) << (deny ? "deny rule" : "no rule");
+        EXPECT_EQ(c.admitted, deny ? 0u : 1u) << (deny ? "deny rule" : "no rule");
+        EXPECT_EQ(c.unparsed, 0u);
+    }
+}
+
 }  // namespace
 }  // namespace ztp::bpf

@@ -135,4 +135,74 @@ inline std::vector<uint8_t> tcp_packet(const std::string& src_ip, const std::str
     return p;
 }
 
+// IPv6 extension headers for ipv6_with_ext_headers(): the smallest well-formed one of each kind.
+inline constexpr uint8_t kHopByHop = 0, kRouting = 43, kFragment = 44, kEsp = 50, kAuth = 51, kNoNext = 59,
+                         kDestOpts = 60;
+
+// `p` (a tcp_packet() for IPv6) with `types` inserted, in order, between the IPv6 header and
+// whatever followed it; the next-header chain and the payload length are fixed up. A fragment
+// header gets `frag_field` (offset in 8-byte units << 3 | M). ESP and No Next Header are written
+// as 8 opaque bytes: the chain cannot be followed past them.
+inline std::vector<uint8_t> ipv6_with_ext_headers(std::vector<uint8_t> p, const std::vector<uint8_t>& types,
+                                                  uint16_t frag_field = 0) {
+    constexpr size_t kIp6 = 14, kNextHdr = kIp6 + 6;
+    std::vector<uint8_t> chain;
+    for (size_t i = 0; i < types.size(); ++i) {
+        const uint8_t t = types[i];
+        std::vector<uint8_t> h(8, 0);
+        h[0] = i + 1 < types.size() ? types[i + 1] : p[kNextHdr];  // next header
+        if (t == kAuth) {
+            h.resize(12, 0);  // len = 1: (1 + 2) * 4 = 12 bytes (reserved, SPI, sequence)
+            h[1] = 1;
+        } else if (t == kFragment) {
+            h[2] = static_cast<uint8_t>(frag_field >> 8);
+            h[3] = static_cast<uint8_t>(frag_field);
+        } else if (t == kHopByHop || t == kDestOpts) {
+            h[2] = 1;  // a PadN option covering the remaining 6 bytes
+            h[3] = 4;
+        }
+        chain.insert(chain.end(), h.begin(), h.end());
+    }
+    if (!types.empty()) p[kNextHdr] = types[0];
+    p.insert(p.begin() + kIp6 + 40, chain.begin(), chain.end());
+    const size_t payload = p.size() - kIp6 - 40;
+    p[kIp6 + 4] = static_cast<uint8_t>(payload >> 8);
+    p[kIp6 + 5] = static_cast<uint8_t>(payload);
+    return p;
+}
+
+// `p` (a tcp_packet() for IPv4) with `option_words` 4-byte words of IPv4 options (NOPs, ending in
+// End of Options), IHL and total length fixed up.
+inline std::vector<uint8_t> ipv4_with_options(std::vector<uint8_t> p, size_t option_words) {
+    constexpr size_t kIp = 14;
+    std::vector<uint8_t> opts(option_words * 4, 1);  // NOP
+    if (!opts.empty()) opts.back() = 0;                // EOL
+    p.insert(p.begin() + kIp + 20, opts.begin(), opts.end());
+    p[kIp] = static_cast<uint8_t>(0x40 | (5 + option_words));
+    const size_t total = p.size() - kIp;
+    p[kIp + 2] = static_cast<uint8_t>(total >> 8);
+    p[kIp + 3] = static_cast<uint8_t>(total);
+    return p;
+}
+
+// Fills in the TCP checksum of an IPv6 packet from ipv6_with_ext_headers() (Ethernet header
+// included, no routing header, TCP header last): the real receive path checks it before the
+// socket filter runs.
+inline void set_tcp6_checksum(std::vector<uint8_t>& p) {
+    constexpr size_t kIp6 = 14;
+    const size_t tcp_at = p.size() - 20;
+    uint32_t sum = 0;
+    auto add16 = [&](const uint8_t* b, size_t n) {
+        for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(b[i] << 8 | b[i + 1]);
+    };
+    add16(&p[kIp6 + 8], 32);  // pseudo header: source, destination
+    sum += 20 + IPPROTO_TCP;  // upper-layer length, next header
+    p[tcp_at + 16] = p[tcp_at + 17] = 0;
+    add16(&p[tcp_at], 20);
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    const uint16_t c = static_cast<uint16_t>(~sum);
+    p[tcp_at + 16] = static_cast<uint8_t>(c >> 8);
+    p[tcp_at + 17] = static_cast<uint8_t>(c);
+}
+
 }  // namespace ztp::bpf_test

@@ -99,7 +99,7 @@ class AdmissionTest(E2ETestCase):
         status, text = scrape(admin)
         self.assertEqual(status, 200)
         return text, {r: metric(text, "ztproxy_admission_decisions_total", listener=listener, result=r)
-                      for r in ("admitted", "denied", "not_allowed", "rate_limited")}
+                      for r in ("admitted", "denied", "not_allowed", "rate_limited", "unparsed")}
 
     def test_netns_denied_client_never_handshakes_allowed_one_gets_through(self):
         require_root("the network-namespace test")
@@ -130,7 +130,8 @@ class AdmissionTest(E2ETestCase):
         self.assertEqual(metric(text, "ztproxy_admission_deny_rule_drops_total", listener="edge",
                                 rule=net.denied + "/32"), d["denied"])
         self.assertGreaterEqual(d["admitted"], 1)
-        self.assertEqual((d["not_allowed"], d["rate_limited"]), (0, 0))
+        # Fail closed drops nothing well-formed: the SYNs, handshakes and data all parsed.
+        self.assertEqual((d["not_allowed"], d["rate_limited"], d["unparsed"]), (0, 0, 0), text)
         self.assertEqual(metric(text, "ztproxy_connections_total"), 1, "the denied client reached accept")
 
         # Reload: the lists swap in place (the program stays attached): .2 now passes, .3 is dropped.

@@ -491,5 +491,27 @@ TEST(ValidatePolicy, CollectsEverySemanticProblem) {
               }));
 }
 
+// [listener.admission] rate prefixes: read from the file, defaulted (/64, /32) without them, and
+// checked by the validator for policies that did not come from a file (quick mode).
+TEST(PolicyLoader, AdmissionRatePrefixes) {
+    auto good = load_policy_file((kFixtures / "good/admission.toml").string());
+    ASSERT_TRUE(good.policy);
+    EXPECT_EQ(good.policy->listeners[0].admission.ipv6_rate_prefix, 56u);
+    EXPECT_EQ(good.policy->listeners[0].admission.ipv4_rate_prefix, 24u);
+    auto minimal = load_policy_file((kFixtures / "good/minimal.toml").string());
+    ASSERT_TRUE(minimal.policy);
+    EXPECT_EQ(minimal.policy->listeners[0].admission.ipv6_rate_prefix, 64u);
+    EXPECT_EQ(minimal.policy->listeners[0].admission.ipv4_rate_prefix, 32u);
+
+    Policy p = builtin_policy();
+    p.listeners[0].admission.ipv6_rate_prefix = 129;
+    p.listeners[0].admission.ipv4_rate_prefix = 8;
+    EXPECT_EQ(messages(validate_policy(p)),
+              (std::vector<std::string>{
+                  "<builtin>: listener 'quick': admission 'ipv6_rate_prefix' must be between 32 and 128",
+                  "<builtin>: listener 'quick': admission 'ipv4_rate_prefix' must be between 16 and 32",
+              }));
+}
+
 }  // namespace
 }  // namespace ztp::config
