@@ -5,8 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
+#include <functional>
 
+#include "proxy/conn/client_records.hpp"
 #include "proxy/conn/stats.hpp"
 
 namespace ztp::conn {
@@ -36,12 +39,12 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
       backend_(backend_fd),
       op_client_recv_{&host.completion_target(), kClientRecv},
       op_backend_send_{&host.completion_target(), kBackendSend},
-      op_backend_recv_{&host.completion_target(), kBackendRecv},
-      op_client_send_{&host.completion_target(), kClientSend},
       op_client_readable_{&host.completion_target(), kClientReadable},
       op_backend_readable_{&host.completion_target(), kBackendReadable},
       up_stage_(std::move(up)),
       up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
+      backend_recv_(&host.completion_target(), kBackendRecv),
+      client_send_(&host.completion_target(), kClientSend),
       down_stage_(std::move(down)),
       down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {
     // Fits a record of any of our suites. The slots live in the worker's pooled buffers, whose
@@ -55,7 +58,6 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
 }
 
 void UserspaceRelay::start() {
-    down_recv_iov_.resize(record_slots_);
     pump_client_recv();
     pump_backend_recv();
 }
@@ -64,7 +66,7 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
     switch (tag) {
         case kClientRecv: client_recv_inflight_ = false; return on_client_recv(res);
         case kBackendSend: backend_send_inflight_ = false; return on_backend_send(res);
-        case kBackendRecv: backend_recv_inflight_ = false; return on_backend_recv(res);
+        case kBackendRecv: return on_backend_recv(res);
         case kClientSend: return on_client_send(res);
         case kClientReadable:
             client_poll_inflight_ = false;
@@ -94,7 +96,7 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
 // ---------------------------------------------------------------------------- client → backend
 
 void UserspaceRelay::pump_client_recv() {
-    if (failed_ || up_eof_ || client_recv_inflight_ || client_poll_inflight_ ||
+    if (failed_ || up_eof_ || up_refusal_ || client_recv_inflight_ || client_poll_inflight_ ||
         up_queue_.size() >= kMaxQueuedBatches)
         return;
     if (fill_ == parse_off_ && !client_readable_) {
@@ -180,16 +182,27 @@ void UserspaceRelay::process_records() {
     if (!region) return fail("internal_error", "gated buffer: " + region.error().message());
     spans_.clear();
     size_t off = base;
+    // A bad record ends the client's stream, but the verified records before it in the same read
+    // are forwarded first, as on the kernel and OpenSSL paths (which deliver record by record);
+    // the refusal (and the client's alert) comes once they reached the backend.
+    std::function<void()> refusal;
     while (!up_eof_ && fill_ - off >= crypto::kRecordHeaderSize) {
         auto rest = region->subspan(off - base, fill_ - off);
         uint8_t alert = 0;
         auto need = reader_.record_size(rest, &alert);
-        if (!need) return refused_header(alert, need.error());
+        if (!need) {
+            refusal = [this, alert, e = need.error()] { refused_header(alert, e); };
+            break;
+        }
         if (*need > rest.size()) break;
         auto record = rest.first(*need);
         auto opened = reader_.open_in_place(record);
         if (!opened) {
-            if (opened.error().code == EBADMSG) return bad_record("record failed authentication");
+            // The reader scrubbed what it decrypted of the record; the records before it verified.
+            if (opened.error().code == EBADMSG) {
+                refusal = [this] { bad_record("record failed authentication"); };
+                break;
+            }
             return fail("client_error", "record: " + opened.error().message());
         }
         if (opened->type == crypto::ContentType::application_data) {
@@ -201,8 +214,9 @@ void UserspaceRelay::process_records() {
         }
         off += *need;
     }
-    // Nothing after close_notify counts (RFC 8446 §6.1): drop it.
-    if (up_eof_) fill_ = off;
+    // Nothing after close_notify counts (RFC 8446 §6.1), nothing after a bad record can: drop it.
+    if (up_eof_ || refusal) fill_ = off;
+    if (refusal) up_refusal_ = std::move(refusal);
     parse_off_ = off;
     if (!spans_.empty()) {
         // Every record of the batch verified. Before their pages become readable, the ciphertext
@@ -249,7 +263,7 @@ void UserspaceRelay::process_records() {
                 return fail("internal_error", "redaction: " + f.error().message());
         }
     }
-    if (up_eof_) {
+    if (up_eof_ || up_refusal_) {
         if (auto f = up_stage_.finish(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
     }
     queue_up_plan();
@@ -334,7 +348,9 @@ void UserspaceRelay::on_backend_send(int res) {
 }
 
 void UserspaceRelay::maybe_half_close_backend() {
-    if (failed_ || !up_eof_ || up_done_ || backend_send_inflight_ || !up_queue_.empty()) return;
+    if (failed_ || backend_send_inflight_ || !up_queue_.empty()) return;
+    if (up_refusal_) return std::exchange(up_refusal_, nullptr)();
+    if (!up_eof_ || up_done_) return;
     // The client's close_notify (or FIN) becomes a FIN towards the backend.
     ::shutdown(backend_, SHUT_WR);
     up_done_ = true;
@@ -344,37 +360,48 @@ void UserspaceRelay::maybe_half_close_backend() {
 
 // ---------------------------------------------------------------------------- backend → client
 
+bool UserspaceRelay::record_buffer_elsewhere() const {
+    return (backend_recv_.pending() && backend_recv_.held().buf) || (client_send_.pending() && client_send_.held().records);
+}
+
 void UserspaceRelay::pump_backend_recv() {
-    if (failed_ || down_eof_ || backend_recv_inflight_ || backend_poll_inflight_ || down_buf_busy_) return;
+    if (failed_ || down_eof_ || backend_recv_.pending() || backend_poll_inflight_) return;
+    // Received plaintext waits for its seal, and sealed records for their send: one record buffer.
+    if (!pending_records_.empty() || record_buffer_elsewhere()) return;
     if (!backend_readable_) {
-        release_down_buffer();  // idle: hold no buffer while we wait
+        down_buf_.reset();  // idle: hold no buffer while we wait
         backend_poll_inflight_ = true;
         host_.op_submitted();
         host_.loop().poll(&op_backend_readable_, backend_, POLLIN);
         return;
     }
+    RecordsRecv& r = backend_recv_.body();
     if (down_stage_.rewrites()) {
         if (!down_plan_.empty()) return;  // its output must reach the record slots first
-        down_chunk_.reset(new uint8_t[record_slots_ * crypto::kRecordMaxPlaintext]);
-        backend_recv_inflight_ = true;
+        const size_t len = record_slots_ * crypto::kRecordMaxPlaintext;
+        r.chunk.reset(new uint8_t[len]);
+        uint8_t* at = r.chunk.get();
         host_.op_submitted();
-        host_.loop().recv(&op_backend_recv_, backend_, down_chunk_.get(), record_slots_ * crypto::kRecordMaxPlaintext);
+        host_.loop().recv(backend_recv_.start(), backend_, at, len);
         return;
     }
-    if (!down_buf_) down_buf_ = host_.buffers().take();
+    r.buf = down_buf_ ? std::move(down_buf_) : host_.buffers().take();
     // Each record slot receives plaintext between the room for its header and for its tag, so it
     // can be sealed where it lies.
+    r.iov.resize(record_slots_);
     for (size_t i = 0; i < record_slots_; ++i)
-        down_recv_iov_[i] = {down_buf_.get() + i * stride_ + writer_.headroom(), crypto::kRecordMaxPlaintext};
-    down_recv_msg_ = {};
-    down_recv_msg_.msg_iov = down_recv_iov_.data();
-    down_recv_msg_.msg_iovlen = record_slots_;
-    backend_recv_inflight_ = true;
+        r.iov[i] = {r.buf.data() + i * stride_ + writer_.headroom(), crypto::kRecordMaxPlaintext};
+    r.msg = {};
+    r.msg.msg_iov = r.iov.data();
+    r.msg.msg_iovlen = record_slots_;
     host_.op_submitted();
-    host_.loop().recvmsg(&op_backend_recv_, backend_, &down_recv_msg_);
+    io::Op* op = backend_recv_.start();
+    host_.loop().recvmsg(op, backend_, &backend_recv_.completing().msg);
 }
 
 void UserspaceRelay::on_backend_recv(int res) {
+    RecordsRecv done = backend_recv_.finish();
+    down_buf_ = std::move(done.buf);  // the buffer is ours again (or nothing, on rule routes)
     if (failed_ || res == -ECANCELED) return;
     if (res < 0) return fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
     if (res == 0) {
@@ -385,92 +412,103 @@ void UserspaceRelay::on_backend_recv(int res) {
         fill_records_from_plan();
         return flush_down();
     }
+    const size_t full = record_slots_ * crypto::kRecordMaxPlaintext;
+    size_t left = static_cast<size_t>(res);
+    backend_readable_ = left == full;
+    counters_.bytes_down += left;
+    ++down_feeds_;
+    host_.activity();
     if (down_stage_.rewrites()) {
-        size_t n = static_cast<size_t>(res);
-        counters_.bytes_down += n;
-        ++down_feeds_;
-        host_.activity();
-        backend_readable_ = n == record_slots_ * crypto::kRecordMaxPlaintext;
-        auto bytes = std::span<const uint8_t>(down_chunk_.get(), n);
-        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(down_chunk_), bytes), down_plan_); !f)
+        auto bytes = std::span<const uint8_t>(done.chunk.get(), left);
+        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(done.chunk), bytes), down_plan_); !f)
             return fail("internal_error", "redaction: " + f.error().message());
         if (!backend_readable_) down_quiet_.arm(host_, down_feeds_, down_stage_.held());
         fill_records_from_plan();
         flush_down();
         return pump_backend_recv();
     }
-    size_t left = static_cast<size_t>(res);
-    backend_readable_ = left == record_slots_ * crypto::kRecordMaxPlaintext;
-    counters_.bytes_down += left;
-    pending_records_.clear();
     while (left > 0) {
         size_t n = std::min(left, crypto::kRecordMaxPlaintext);
         pending_records_.push_back(n);
         left -= n;
     }
-    down_buf_busy_ = true;
-    host_.activity();
     flush_down();
 }
 
 void UserspaceRelay::flush_down() {
-    if (failed_ || client_send_inflight_) return;
-    down_send_iov_.clear();
-    control_len_ = 0;
+    // Nothing follows our close_notify (RFC 8446 §6.1), not even the KeyUpdate a client asks for.
+    if (failed_ || client_send_.pending() || close_notify_sealed_) return;
+    ClientSend& s = client_send_.body();
+    size_t control = 0;
     // A KeyUpdate goes out before any record sealed under the next key (seal_key_update rekeys).
     if (key_update_owed_ || writer_.key_update_due()) {
-        auto n = writer_.seal_key_update(std::span<uint8_t>(control_).first(32), false);
+        auto n = writer_.seal_key_update(std::span<uint8_t>(s.control).first(32), false);
         if (!n) return fail("internal_error", "sealing KeyUpdate: " + n.error().message());
-        down_send_iov_.push_back({control_.data(), *n});
-        control_len_ = *n;
+        s.iov.push_back({s.control.data(), *n});
+        control = *n;
         key_update_owed_ = false;
     }
-    for (size_t i = 0; i < pending_records_.size(); ++i) {
-        auto slot = std::span<uint8_t>(down_buf_.get() + i * stride_, stride_);
-        auto n = writer_.seal_in_place(slot, pending_records_[i], crypto::ContentType::application_data);
-        if (!n) return fail("internal_error", "sealing record: " + n.error().message());
-        down_send_iov_.push_back({slot.data(), *n});
+    if (!pending_records_.empty()) {
+        for (size_t i = 0; i < pending_records_.size(); ++i) {
+            auto slot = std::span<uint8_t>(down_buf_.data() + i * stride_, stride_);
+            auto n = writer_.seal_in_place(slot, pending_records_[i], crypto::ContentType::application_data);
+            if (!n) return fail("internal_error", "sealing record: " + n.error().message());
+            s.iov.push_back({slot.data(), *n});
+        }
+        pending_records_.clear();
+        s.records = std::move(down_buf_);  // the send holds the sealed records until it completes
     }
-    pending_records_.clear();
+    // close_notify is the last item of the direction: only behind every byte the backend sent.
     if (down_eof_ && !close_notify_sealed_ && down_plan_.empty()) {
-        auto n = writer_.seal_alert(std::span<uint8_t>(control_).subspan(control_len_), crypto::kAlertWarning,
+        auto n = writer_.seal_alert(std::span<uint8_t>(s.control).subspan(control), crypto::kAlertWarning,
                                     crypto::kAlertCloseNotify);
         if (!n) return fail("internal_error", "sealing close_notify: " + n.error().message());
-        down_send_iov_.push_back({control_.data() + control_len_, *n});
-        control_len_ += *n;
+        s.iov.push_back({s.control.data() + control, *n});
         close_notify_sealed_ = true;
+        s.close_notify = true;
     }
-    if (down_send_iov_.empty()) return pump_backend_recv();
-    down_send_next_ = 0;
-    down_send_msg_ = {};
-    down_send_msg_.msg_iov = down_send_iov_.data();
-    down_send_msg_.msg_iovlen = down_send_iov_.size();
-    client_send_inflight_ = true;
+    if (s.iov.empty()) return pump_backend_recv();
+    start_client_send();
+}
+
+void UserspaceRelay::start_client_send() {
+    ClientSend& s = client_send_.body();
+    s.next = 0;
+    s.msg = {};
+    s.msg.msg_iov = s.iov.data();
+    s.msg.msg_iovlen = s.iov.size();
     host_.op_submitted();
-    host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
+    io::Op* op = client_send_.start();
+    host_.loop().sendmsg(op, client_, &client_send_.completing().msg);
 }
 
 void UserspaceRelay::on_client_send(int res) {
+    if (res > 0 && !(failed_ && alert_ == AlertState::none)) {
+        host_.activity();
+        ClientSend& s = client_send_.completing();
+        s.next = io::advance_iovecs(s.iov, s.next, static_cast<size_t>(res));
+        if (s.next < s.iov.size()) {  // short send: the rest, in order, from the same record
+            s.msg.msg_iov = s.iov.data() + s.next;
+            s.msg.msg_iovlen = s.iov.size() - s.next;
+            host_.op_submitted();
+            host_.loop().sendmsg(client_send_.again(), client_, &s.msg);
+            return;
+        }
+    }
+    ClientSend done = client_send_.finish();  // the records come back; dropped on every error path
     if ((failed_ && alert_ == AlertState::none) || res == -ECANCELED) return;
     if (res < 0) {
         if (alert_ != AlertState::none) return host_.relay_failed(alert_reason_, alert_detail_);
         return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
                     std::string("send to client: ") + std::strerror(-res));
     }
-    host_.activity();
-    down_send_next_ = advance(down_send_iov_, down_send_next_, static_cast<size_t>(res));
-    if (down_send_next_ < down_send_iov_.size()) {  // short send: the rest, in order
-        down_send_msg_.msg_iov = down_send_iov_.data() + down_send_next_;
-        down_send_msg_.msg_iovlen = down_send_iov_.size() - down_send_next_;
-        host_.op_submitted();
-        host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
-        return;
+    if (done.records) {
+        assert(!down_buf_);  // one record buffer per connection: it was the send's
+        down_buf_ = std::move(done.records);  // free again for the next receive
     }
-    client_send_inflight_ = false;
-    down_buf_busy_ = false;
     if (alert_ == AlertState::owed) return send_fatal_alert();
-    if (alert_ == AlertState::sending) return host_.relay_failed(alert_reason_, alert_detail_);
-    if (close_notify_sealed_ && !down_done_) {
+    if (done.alert) return host_.relay_failed(alert_reason_, alert_detail_);
+    if (done.close_notify) {
         down_done_ = true;
         return maybe_finished();
     }
@@ -480,11 +518,10 @@ void UserspaceRelay::on_client_send(int res) {
 }
 
 void UserspaceRelay::fill_records_from_plan() {
-    if (failed_ || down_buf_busy_ || down_plan_.empty()) return;
+    if (failed_ || down_plan_.empty() || !pending_records_.empty() || record_buffer_elsewhere()) return;
     if (!down_buf_) down_buf_ = host_.buffers().take();
-    pending_records_.clear();
     for (size_t i = 0; i < record_slots_ && !down_plan_.empty(); ++i) {
-        uint8_t* payload = down_buf_.get() + i * stride_ + writer_.headroom();
+        uint8_t* payload = down_buf_.data() + i * stride_ + writer_.headroom();
         size_t filled = 0;
         while (filled < crypto::kRecordMaxPlaintext && !down_plan_.empty()) {
             const iovec& v = down_plan_.iovecs().front();
@@ -497,37 +534,13 @@ void UserspaceRelay::fill_records_from_plan() {
         counters_.copied_down += filled;
     }
     if (down_plan_.empty()) down_plan_.clear();  // drops the chunks it referenced
-    down_buf_busy_ = !pending_records_.empty();
-}
-
-void UserspaceRelay::release_down_buffer() {
-    host_.buffers().give_back(std::move(down_buf_));
-}
-
-// The connection frees its relay only when no op is in flight: no kernel read of the buffer
-// can still be pending.
-UserspaceRelay::~UserspaceRelay() { release_down_buffer(); }
-
-size_t UserspaceRelay::advance(std::vector<iovec>& iov, size_t first, size_t sent) {
-    while (sent > 0 && first < iov.size()) {
-        if (sent >= iov[first].iov_len) {
-            sent -= iov[first].iov_len;
-            ++first;
-        } else {
-            iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + sent;
-            iov[first].iov_len -= sent;
-            sent = 0;
-        }
-    }
-    return first;
 }
 
 // ---------------------------------------------------------------------------- endings
 
 void UserspaceRelay::send_alert_now(uint8_t level, uint8_t description) {
-    // Best effort, for a connection that ends now (say_goodbye). Only between records: with a send
-    // in flight, bytes of ours could interleave with it.
-    if (client_send_inflight_ || close_notify_sealed_) return;
+    // Best effort, for a connection that ends now (say_goodbye); only called with nothing queued or
+    // in flight towards the client, so it cannot interleave with a record.
     std::array<uint8_t, 64> buf{};
     auto n = writer_.seal_alert(buf, level, description);
     if (n) [[maybe_unused]] auto sent = ::send(client_, buf.data(), *n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -563,24 +576,27 @@ void UserspaceRelay::fail_with_alert(uint8_t description, const char* reason, co
     // Records sealed before the alert may still be on their way: they must reach the client whole
     // and first, or it could not decrypt the alert behind them. on_client_send sends it after them.
     // A client that stops reading meanwhile is ended by the idle timeout.
-    if (!client_send_inflight_) send_fatal_alert();
+    if (!client_send_.pending()) send_fatal_alert();
 }
 
 void UserspaceRelay::send_fatal_alert() {
     alert_ = AlertState::sending;
-    // Through the same op as the records: on_client_send resumes a short send, then fails the relay.
-    down_send_iov_.assign(1, iovec{alert_record_.data(), alert_len_});
-    down_send_next_ = 0;
-    down_send_msg_ = {};
-    down_send_msg_.msg_iov = down_send_iov_.data();
-    down_send_msg_.msg_iovlen = 1;
-    client_send_inflight_ = true;
-    host_.op_submitted();
-    host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
+    // Through the same op record as the records: on_client_send resumes a short send, then fails
+    // the relay.
+    ClientSend& s = client_send_.body();
+    std::memcpy(s.control.data(), alert_record_.data(), alert_len_);
+    s.iov.assign(1, iovec{s.control.data(), alert_len_});
+    s.alert = true;
+    start_client_send();
 }
 
 void UserspaceRelay::say_goodbye() {
-    if (!failed_ && !down_done_) send_alert_now(crypto::kAlertWarning, crypto::kAlertCloseNotify);
+    if (failed_ || down_done_ || close_notify_sealed_) return;
+    // close_notify only behind the last byte: with records, plaintext or held-back bytes still
+    // queued towards the client, the client must see the truncation, not a clean end.
+    if (client_send_.pending() || !pending_records_.empty() || !down_plan_.empty() || down_stage_.held() > 0)
+        return note_truncated_close();
+    send_alert_now(crypto::kAlertWarning, crypto::kAlertCloseNotify);
 }
 
 void UserspaceRelay::fail(const char* reason, const std::string& detail) {
