@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "crypto/record_layer.hpp"
@@ -23,9 +24,9 @@ RewriteRelay::RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> 
       op_send_{&host.completion_target(), kBackendSend},
       up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
       down_quiet_(io::Op{&host.completion_target(), kDownQuiet}),
-      // A fresh chunk once the tail has less room than one whole record.
-      up_chunks_(chunk_size, crypto::kRecordMaxPlaintext, kMaxChunks),
-      down_chunks_(chunk_size, crypto::kRecordMaxPlaintext, kMaxChunks) {}
+      // A fresh chunk once the tail has less room than a whole record (or a quarter chunk).
+      up_chunks_(chunk_size, std::min(crypto::kRecordMaxPlaintext, chunk_size / 4), kMaxChunks),
+      down_chunks_(chunk_size, std::min(crypto::kRecordMaxPlaintext, chunk_size / 4), kMaxChunks) {}
 
 void RewriteRelay::start() {
     pump_client_read();
@@ -49,7 +50,20 @@ void RewriteRelay::on_completion(uint8_t tag, int res) {
 // ---------------------------------------------------------------------------- client → backend
 
 void RewriteRelay::pump_client_read() {
-    while (!failed_ && !up_eof_) {
+    // Reads of one pass that land back to back in a chunk go to the stage as one span: a plan
+    // segment per read would cost more than the byte a 1-byte record carries.
+    std::shared_ptr<const void> owner;
+    std::span<const uint8_t> unfed;
+    bool drained = false;  // the client has nothing more for now: held-back bytes wait for a pause
+    auto feed = [&] {
+        if (unfed.empty()) return true;
+        ++up_feeds_;
+        auto f = up_stage_.feed(redact::SharedBytes::adopt(std::move(owner), unfed), up_filling_);
+        unfed = {};
+        if (!f) fail("internal_error", "redaction: " + f.error().message());
+        return static_cast<bool>(f);
+    };
+    while (!failed_ && !up_eof_ && segments(up_filling_) + segments(up_sending_) < kMaxSegments) {
         // Into the current chunk's tail: the plan and the held-back bytes point into what is before.
         auto space = up_chunks_.space();
         if (space.empty()) break;  // at its chunk cap: resumes when the backend took some
@@ -59,22 +73,27 @@ void RewriteRelay::pump_client_read() {
             case crypto::IoStatus::ok: {
                 counters_.bytes_up += r.bytes;
                 if (path_->copies_plaintext()) counters_.copied_up += r.bytes;
-                ++up_feeds_;
                 host_.activity();
-                auto [owner, bytes] = up_chunks_.commit(r.bytes);
-                if (auto f = up_stage_.feed(redact::SharedBytes::adopt(std::move(owner), bytes), up_filling_); !f)
-                    return fail("internal_error", "redaction: " + f.error().message());
+                auto [chunk, bytes] = up_chunks_.commit(r.bytes);
+                if (!unfed.empty() && unfed.data() + unfed.size() == bytes.data()) {
+                    unfed = {unfed.data(), unfed.size() + bytes.size()};
+                    continue;
+                }
+                if (!feed()) return;
+                owner = std::move(chunk);
+                unfed = bytes;
                 continue;
             }
             case crypto::IoStatus::want_read:
                 client_io_.want_read();
-                if (!failed_) up_quiet_.arm(host_, up_feeds_, up_stage_.held());
+                drained = true;
                 break;
             case crypto::IoStatus::want_write: client_io_.reader_needs_write(); break;
             case crypto::IoStatus::eof:
             case crypto::IoStatus::eof_unclean:
                 up_eof_ = true;
                 if (!first_close_) first_close_ = "client_close";
+                if (!feed()) return;
                 if (auto f = up_stage_.finish(up_filling_); !f)
                     return fail("internal_error", "redaction: " + f.error().message());
                 up_finished_ = true;
@@ -83,6 +102,8 @@ void RewriteRelay::pump_client_read() {
         }
         break;
     }
+    if (!feed()) return;
+    if (drained) up_quiet_.arm(host_, up_feeds_, up_stage_.held());
     pump_backend_send();
 }
 
@@ -122,7 +143,8 @@ void RewriteRelay::on_backend_send(int res) {
 // ---------------------------------------------------------------------------- backend → client
 
 void RewriteRelay::pump_backend_recv() {
-    if (failed_ || down_eof_ || recv_inflight_) return;
+    if (failed_ || down_eof_ || recv_inflight_ || segments(down_filling_) + segments(down_writing_) >= kMaxSegments)
+        return;
     auto space = down_chunks_.space();
     if (space.empty()) return;  // at its chunk cap: resumes when the client took some
     down_recv_lease_ = down_chunks_.lease();  // the receive holds its chunk until it completes

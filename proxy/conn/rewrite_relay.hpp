@@ -25,6 +25,9 @@ public:
     // Chunks alive per direction before it stops reading: one being filled, the rest in flight or
     // held back.
     static constexpr size_t kMaxChunks = 4;
+    // Plan segments queued per direction before it stops reading: each costs an iovec and a chunk
+    // reference, whatever the bytes it carries (IOV_MAX: one sendmsg's worth).
+    static constexpr size_t kMaxSegments = 1024;
 
     RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd, int backend_fd,
                  size_t chunk_size, RedactionStage up, RedactionStage down);
@@ -52,6 +55,7 @@ private:
     void fail_io(const crypto::IoResult& r);
     void fail(const char* reason, const std::string& detail);
     void maybe_finished();
+    static size_t segments(const redact::RewritePlan& p) { return p.iovecs().size(); }
 
     RelayHost& host_;
     std::unique_ptr<crypto::RecordPath> path_;

@@ -46,7 +46,8 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
       backend_recv_(&host.completion_target(), kBackendRecv),
       client_send_(&host.completion_target(), kClientSend),
       down_stage_(std::move(down)),
-      down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {
+      down_quiet_(io::Op{&host.completion_target(), kDownQuiet}),
+      down_chunks_(0, 0, 0) {
     // Fits a record of any of our suites. The slots live in the worker's pooled buffers, whose
     // size was fixed when the worker started (a reload may have changed the configured size).
     // Plain routes seal a batch of at least kBatchRecords per recvmsg/sendmsg pair; rule routes
@@ -55,6 +56,9 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
     const size_t batch = down_stage_.rewrites() ? buffer_size
                                                 : std::max(buffer_size, kBatchRecords * crypto::kRecordMaxPlaintext);
     record_slots_ = std::clamp<size_t>(batch / crypto::kRecordMaxPlaintext, 1, host.buffers().buffer_size() / stride_);
+    // Rule routes towards the client: chunks of one batch; held-back bytes pin at most a few.
+    down_chunks_ = io::ChunkArena(record_slots_ * crypto::kRecordMaxPlaintext, crypto::kRecordMaxPlaintext,
+                                  kMaxDownChunks);
 }
 
 void UserspaceRelay::start() {
@@ -378,11 +382,12 @@ void UserspaceRelay::pump_backend_recv() {
     RecordsRecv& r = backend_recv_.body();
     if (down_stage_.rewrites()) {
         if (!down_plan_.empty()) return;  // its output must reach the record slots first
-        const size_t len = record_slots_ * crypto::kRecordMaxPlaintext;
-        r.chunk.reset(new uint8_t[len]);
-        uint8_t* at = r.chunk.get();
+        auto space = down_chunks_.space();
+        if (space.empty()) return;  // held-back bytes pin every chunk: the stage releases them
+        r.chunk = down_chunks_.lease();
+        r.len = space.size();
         host_.op_submitted();
-        host_.loop().recv(backend_recv_.start(), backend_, at, len);
+        host_.loop().recv(backend_recv_.start(), backend_, space.data(), space.size());
         return;
     }
     r.buf = down_buf_ ? std::move(down_buf_) : host_.buffers().take();
@@ -394,6 +399,7 @@ void UserspaceRelay::pump_backend_recv() {
     r.msg = {};
     r.msg.msg_iov = r.iov.data();
     r.msg.msg_iovlen = record_slots_;
+    r.len = record_slots_ * crypto::kRecordMaxPlaintext;
     host_.op_submitted();
     io::Op* op = backend_recv_.start();
     host_.loop().recvmsg(op, backend_, &backend_recv_.completing().msg);
@@ -412,15 +418,14 @@ void UserspaceRelay::on_backend_recv(int res) {
         fill_records_from_plan();
         return flush_down();
     }
-    const size_t full = record_slots_ * crypto::kRecordMaxPlaintext;
     size_t left = static_cast<size_t>(res);
-    backend_readable_ = left == full;
+    backend_readable_ = left == done.len;  // a full read: more is likely queued
     counters_.bytes_down += left;
     ++down_feeds_;
     host_.activity();
     if (down_stage_.rewrites()) {
-        auto bytes = std::span<const uint8_t>(done.chunk.get(), left);
-        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(done.chunk), bytes), down_plan_); !f)
+        auto [owner, bytes] = down_chunks_.commit(left);
+        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(owner), bytes), down_plan_); !f)
             return fail("internal_error", "redaction: " + f.error().message());
         if (!backend_readable_) down_quiet_.arm(host_, down_feeds_, down_stage_.held());
         fill_records_from_plan();
