@@ -41,7 +41,9 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
       op_backend_send_{&host.completion_target(), kBackendSend},
       op_client_readable_{&host.completion_target(), kClientReadable},
       op_backend_readable_{&host.completion_target(), kBackendReadable},
+      op_slot_retry_{&host.completion_target(), kSlotRetry},
       up_stage_(std::move(up)),
+      up_small_(kSmallBuffer, kCopyBelow, 1),
       up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
       backend_recv_(&host.completion_target(), kBackendRecv),
       client_send_(&host.completion_target(), kClientSend),
@@ -89,6 +91,9 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
                 return fail("internal_error", "redaction: " + f.error().message());
             fill_records_from_plan();  // the released tail goes into record slots to be sealed
             return flush_down();
+        case kSlotRetry:
+            slot_wait_ = false;
+            return pump_client_recv();
         case kBackendReadable:
             backend_poll_inflight_ = false;
             backend_readable_ = res >= 0;
@@ -99,11 +104,23 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
 
 // ---------------------------------------------------------------------------- client → backend
 
+void UserspaceRelay::wait_for_slot() {
+    if (slot_wait_) return;
+    slot_wait_ = true;
+    bump(stats().gated_slot_waits);
+    // Slots come back when other connections' batches were sent: a short timer, not a wake-up
+    // list, keeps the pool free of callbacks into connections from inside a slot's release.
+    slot_retry_ts_ = {0, kSlotRetryAfter.count() * 1'000'000};
+    host_.op_submitted();
+    host_.loop().timeout(&op_slot_retry_, &slot_retry_ts_);
+}
+
 void UserspaceRelay::pump_client_recv() {
     if (failed_ || up_eof_ || up_refusal_ || client_recv_inflight_ || client_poll_inflight_ ||
         up_queue_.size() >= kMaxQueuedBatches)
         return;
-    if (fill_ == parse_off_ && !client_readable_) {
+    if (slot_wait_) return;  // back-pressure: no free slot yet
+    if (fill_ == parse_off_ && parked_tail_.empty() && !client_readable_) {
         // Nothing partial: give the slot back while we wait (verified batches keep their own
         // reference), and take one again when the client has sent something.
         in_.reset();
@@ -137,11 +154,24 @@ bool UserspaceRelay::switch_slot(size_t keep_from) {
     auto fresh = burst ? burst_pool_.acquire() : pool_.acquire();
     if (!fresh && burst) fresh = pool_.acquire();
     if (!fresh) {
-        fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
+        // Every slot of the worker is busy: stop reading this client (back-pressure) and try again
+        // shortly. Never a failure: other connections' load must not end this one.
+        client_woke_ = client_woke_ || burst;
+        wait_for_slot();
         return false;
     }
     size_t tail = in_.valid() ? fill_ - keep_from : 0;
-    if (tail > 0) {
+    if (!parked_tail_.empty()) {
+        // A partial record's ciphertext that waited off-slot for a free one.
+        auto to = fresh->ingest_range(0, parked_tail_.size());
+        if (!to) {
+            fail("internal_error", "gated buffer: " + to.error().message());
+            return false;
+        }
+        std::memcpy(to->data(), parked_tail_.data(), parked_tail_.size());
+        tail = parked_tail_.size();
+        parked_tail_.clear();
+    } else if (tail > 0) {
         // Only ciphertext moves here (nothing of it was decrypted yet), from pages not released.
         auto from = in_.ingest_range(keep_from, tail);
         auto to = fresh->ingest_range(0, tail);
@@ -247,22 +277,43 @@ void UserspaceRelay::process_records() {
                 releasing = std::move(in_);
                 in_ = io::GatedBuffer();
                 auto fresh = pool_.acquire();
-                if (!fresh) return fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
-                auto to = fresh->ingest_range(0, tail);
-                if (!to) return fail("internal_error", "gated buffer: " + to.error().message());
-                std::memcpy(to->data(), region->data() + (parse_off_ - base), tail);
-                in_ = std::move(fresh).value();
-                parse_off_ = 0;
-                fill_ = tail;
+                const uint8_t* from = region->data() + (parse_off_ - base);
+                if (!fresh) {
+                    // No free slot for it: the tail's ciphertext (never decrypted, not secret)
+                    // waits on the heap until one is free (switch_slot), and the batch goes on.
+                    parked_tail_.assign(from, from + tail);
+                    parse_off_ = fill_ = 0;
+                } else {
+                    auto to = fresh->ingest_range(0, tail);
+                    if (!to) return fail("internal_error", "gated buffer: " + to.error().message());
+                    std::memcpy(to->data(), from, tail);
+                    in_ = std::move(fresh).value();
+                    parse_off_ = 0;
+                    fill_ = tail;
+                }
             }
         }
         io::GatedBuffer& slot = releasing.valid() ? releasing : in_;
         auto verified = slot.release(begin, end);
         if (!verified) return fail("internal_error", "gated buffer release: " + verified.error().message());
         ++up_feeds_;
+        // Rule routes: a small batch is copied into the connection's small buffer and its slot goes
+        // back at once. The stage may hold such bytes back for as long as the client pauses, and a
+        // few hundred copied bytes cost less than a pinned slot (a slow typist would pin one per
+        // keystroke). When that buffer is full, the bytes stay in their slot.
+        const bool copy = up_stage_.rewrites() && end - begin <= kCopyBelow;
         for (const auto& sp : spans_) {
             counters_.bytes_up += sp.size;
-            auto chunk = redact::SharedBytes(verified->slice(sp.offset - begin, sp.size));
+            auto room = copy ? up_small_.space() : std::span<uint8_t>();
+            redact::SharedBytes chunk;
+            if (room.size() >= sp.size) {
+                std::memcpy(room.data(), verified->data() + (sp.offset - begin), sp.size);
+                auto [owner, bytes] = up_small_.commit(sp.size);
+                chunk = redact::SharedBytes::adopt(std::move(owner), bytes);
+                counters_.copied_up += sp.size;
+            } else {
+                chunk = redact::SharedBytes(verified->slice(sp.offset - begin, sp.size));
+            }
             if (auto f = up_stage_.feed(std::move(chunk), up_plan_); !f)
                 return fail("internal_error", "redaction: " + f.error().message());
         }

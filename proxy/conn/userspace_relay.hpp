@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -39,6 +40,12 @@ public:
     // Rule routes: the stage's input chunks alive towards the client before the backend is no
     // longer read (held-back bytes pin the chunks they lie in).
     static constexpr size_t kMaxDownChunks = 4;
+    // Rule routes: verified batches up to this size are copied out of their gated slot into the
+    // connection's small buffer (kSmallBuffer bytes), so held-back bytes never pin a slot.
+    static constexpr size_t kCopyBelow = 512;
+    static constexpr size_t kSmallBuffer = 4096;
+    // How long a client waits to be read again when every gated slot of the worker is busy.
+    static constexpr std::chrono::milliseconds kSlotRetryAfter{2};
 
     UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::RecordReader reader, crypto::RecordWriter writer,
                    config::TlsVersion version, int client_fd, int backend_fd, size_t buffer_size,
@@ -56,8 +63,9 @@ public:
 private:
     enum Tag : uint8_t {
         kClientRecv = kFirstRelayTag, kBackendSend, kBackendRecv, kClientSend, kClientReadable, kBackendReadable,
-        kUpQuiet, kDownQuiet
+        kUpQuiet, kDownQuiet, kSlotRetry
     };
+    void wait_for_slot();
 
     struct Span {
         size_t offset;
@@ -110,7 +118,9 @@ private:
     RelayCounters counters_;
 
     io::Op op_client_recv_, op_backend_send_;
-    io::Op op_client_readable_, op_backend_readable_;
+    io::Op op_client_readable_, op_backend_readable_, op_slot_retry_;
+    bool slot_wait_ = false;  // no free gated slot: reading resumes when op_slot_retry_ fires
+    __kernel_timespec slot_retry_ts_{};
     // Idle connections hold no buffer: when nothing is partially received, wait for readiness
     // first and take a gated slot / the down buffer only once bytes are there. A recv that
     // filled its buffer means more is likely queued: then read again directly.
@@ -134,7 +144,9 @@ private:
     // replacement segments on rule routes); each keeps its slots alive until sent.
     std::deque<redact::RewritePlan> up_queue_;
     redact::RewritePlan up_plan_;  // being filled
+    std::vector<uint8_t> parked_tail_;  // a partial record's ciphertext waiting for a free slot
     RedactionStage up_stage_;
+    io::ChunkArena up_small_;  // rule routes: small verified batches, copied (kCopyBelow)
     QuietTimer up_quiet_;
     uint64_t up_feeds_ = 0;
     std::vector<Span> spans_;  // application data of the batch being processed (reused)

@@ -28,6 +28,7 @@
 #include "proxy/conn/userspace_relay.hpp"
 #include "proxy/io/gated_pool.hpp"
 #include "proxy/io/pipe_pool.hpp"
+#include "redact_test_support.hpp"
 
 namespace ztp::testing {
 namespace {
@@ -142,11 +143,12 @@ public:
         relay->on_completion(tag, res);
     }
 
-    void start_userspace() {
+    void start_userspace() { start_userspace(io::GatedPools{*bulk, *burst}, conn::RedactionStage{}); }
+    void start_userspace(io::GatedPools pools, conn::RedactionStage up) {
         relay = std::make_unique<conn::UserspaceRelay>(
-            *this, io::GatedPools{*bulk, *burst}, crypto::RecordReader::create(keys(1), traffic_secret(1)).value(),
+            *this, pools, crypto::RecordReader::create(keys(1), traffic_secret(1)).value(),
             crypto::RecordWriter::create(keys(5), traffic_secret(5)).value(), config::TlsVersion::tls1_3, kClientFd,
-            kBackendFd, 64 * 1024, conn::RedactionStage{}, conn::RedactionStage{});
+            kBackendFd, 64 * 1024, std::move(up), conn::RedactionStage{});
         relay->start();
     }
 };
@@ -345,6 +347,61 @@ TEST(RelayCoreUserspace, VerifiedRecordsBeforeABadOneInTheSameReadAreForwarded) 
     EXPECT_EQ(host.ring.violations(), std::vector<std::string>{});
     host.relay.reset();
     EXPECT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
+}
+
+// Issue 12 (measured: 150 slow clients on a rule route, all closed `overloaded`): clients typing a
+// bearer token one byte per record hold a possible match open; held-back bytes must not pin gated
+// slots, and a worker whose slots are all busy makes a client wait, never fail.
+TEST(RelayCoreUserspace, SlowTypistsOnARuleRouteHoldNoSlotAndNobodyIsOverloaded) {
+    auto db = redact::testing::compile({redact::testing::lit("token", "Bearer secret-token-0123456789")});
+    ASSERT_TRUE(db);
+    redact::DirectionTotals totals;
+    auto counters = std::make_shared<redact::StreamCounters>();
+    counters->totals = &totals;
+    counters->rules = {std::make_shared<redact::RuleMatches>()};
+    redact::Scratch scratch;
+    ASSERT_TRUE(scratch.grow_for(*db));
+    Host pools;  // only its gated pools: 8 bulk + 4 burst slots for every typist below
+    constexpr int kTypists = 40;
+    std::vector<std::unique_ptr<Host>> hosts;
+    std::vector<std::unique_ptr<Peers>> peers;
+    for (int i = 0; i < kTypists; ++i) {
+        hosts.push_back(std::make_unique<Host>());
+        peers.push_back(std::make_unique<Peers>(*hosts.back()));
+        auto stage = conn::RedactionStage::open(db, counters, &scratch);
+        ASSERT_TRUE(stage);
+        hosts.back()->start_userspace(io::GatedPools{*pools.bulk, *pools.burst}, std::move(stage).value());
+    }
+    const std::string typed = "GET / HTTP/1.1\r\nAuthorization: Bearer secret-tok";
+    for (char c : typed)
+        for (int i = 0; i < kTypists; ++i) {
+            peers[i]->client.send(std::string(1, c));
+            peers[i]->run_to_quiet();
+        }
+    for (int i = 0; i < kTypists; ++i) EXPECT_EQ(hosts[i]->failed, "") << "typist " << i;
+    EXPECT_EQ(pools.bulk->slots_in_use() + pools.burst->slots_in_use(), 0u) << "held-back bytes pin slots";
+    // Every slot busy elsewhere: a client waits (no read, no failure) and goes on once one is free.
+    std::vector<io::GatedBuffer> hog;
+    for (io::GatedPool* p : {pools.bulk.get(), pools.burst.get()})
+        while (auto b = p->acquire()) hog.push_back(std::move(b).value());
+    Host& late = *hosts[0];
+    peers[0]->client.send("en-0123456789 and more");
+    peers[0]->run_to_quiet();
+    EXPECT_EQ(late.failed, "");
+    ASSERT_GE(late.ring.find(-1, Kind::timeout), 0) << "waits for a slot";
+    hog.clear();
+    for (int guard = 0; guard < 10 && late.ring.find(-1, Kind::timeout) >= 0; ++guard) {
+        late.ring.complete(static_cast<size_t>(late.ring.find(-1, Kind::timeout)), -ETIME);
+        peers[0]->run_to_quiet();
+    }
+    peers[0]->client.close_notify();
+    peers[0]->backend_fin = true;
+    peers[0]->run_to_quiet();
+    EXPECT_EQ(late.failed, "");
+    EXPECT_NE(peers[0]->backend_got.find("Authorization: ****************************** and more"), std::string::npos)
+        << peers[0]->backend_got;
+    for (auto& h : hosts) h->relay.reset();
+    EXPECT_EQ(pools.bulk->slots_in_use() + pools.burst->slots_in_use(), 0u);
 }
 
 // A record path whose client is scripted: what it reads, how much it lets us write.
