@@ -518,8 +518,8 @@ TEST(RelayCoreRewrite, OneByteFloodsIntoStalledPeersStayWithinTheChunkCap) {
 
 // The splice relay on fake pipes and sockets (the kernel path's relay, driven by its completions).
 struct SpliceRig {
+    io::PipePool pipes{64 * 1024, 4};  // outlives the relay, which gives its pipes back
     Host host;
-    io::PipePool pipes{64 * 1024, 4};
     SpliceRig() {
         auto path = std::make_unique<crypto::KernelRecordPath>(
             kClientFd, crypto::KtlsKeyUpdates(config::TlsVersion::tls1_2, config::Cipher::aes_128_gcm, {}, {}));
