@@ -539,7 +539,7 @@ void UserspaceRelay::start_client_send() {
 }
 
 void UserspaceRelay::on_client_send(int res) {
-    if (res > 0 && !(failed_ && alert_ == AlertState::none)) {
+    if (res >= 0 && !(failed_ && alert_ == AlertState::none)) {
         host_.activity();
         ClientSend& s = client_send_.completing();
         s.next = io::advance_iovecs(s.iov, s.next, static_cast<size_t>(res));
