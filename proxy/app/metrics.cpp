@@ -161,6 +161,12 @@ std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmis
                        "Handshakes refused because of the client certificate, by reason", C::Counter,
                        std::move(cert_failures)));
     f.push_back(counter("ztproxy_idle_timeouts_total", "Connections closed after idle_timeout", s.idle_timeouts));
+    f.push_back(counter("ztproxy_truncated_closes_total",
+                        "Connections ended early with bytes still queued towards the client (closed without close_notify)",
+                        s.truncated_closes));
+    f.push_back(counter("ztproxy_gated_slot_waits_total",
+                        "Times a client was not read for a moment because every gated slot of its worker was busy",
+                        s.gated_slot_waits));
     f.push_back(counter("ztproxy_backend_connect_failures_total", "Connections whose backend could not be reached",
                         s.backend_connect_failures));
     f.push_back(connect_histogram(s));

@@ -22,12 +22,6 @@ BufferedRelay::BufferedRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath
       op_send_{&host.completion_target(), kBackendSend},
       op_backend_readable_{&host.completion_target(), kBackendReadable} {}
 
-// Freed only when no op is in flight: the kernel no longer reads or writes these buffers.
-BufferedRelay::~BufferedRelay() {
-    host_.buffers().give_back(std::move(up_buf_));
-    host_.buffers().give_back(std::move(down_buf_));
-}
-
 void BufferedRelay::start() {
     pump_client_read();
     pump_backend_recv();
@@ -63,7 +57,7 @@ void BufferedRelay::fail(const crypto::IoResult& r) {
 void BufferedRelay::pump_client_read() {
     if (!up_buf_ && !failed_ && !up_eof_) up_buf_ = host_.buffers().take();
     while (!failed_ && !up_eof_ && up_len_ < buf_size_) {
-        auto r = path_->read({reinterpret_cast<std::byte*>(up_buf_.get()) + up_len_, buf_size_ - up_len_});
+        auto r = path_->read({reinterpret_cast<std::byte*>(up_buf_.data()) + up_len_, buf_size_ - up_len_});
         switch (r.status) {
             case crypto::IoStatus::ok:
                 up_len_ += r.bytes;
@@ -72,7 +66,7 @@ void BufferedRelay::pump_client_read() {
                 host_.activity();
                 continue;
             case crypto::IoStatus::want_read:
-                if (up_len_ == 0 && !send_inflight_) host_.buffers().give_back(std::move(up_buf_));  // idle
+                if (up_len_ == 0 && !send_inflight_) up_buf_.reset();  // idle
                 client_io_.want_read();
                 break;
             case crypto::IoStatus::want_write: client_io_.reader_needs_write(); break;
@@ -93,7 +87,7 @@ void BufferedRelay::pump_backend_send() {
     if (up_off_ < up_len_) {
         send_inflight_ = true;
         host_.op_submitted();
-        host_.loop().send(&op_send_, backend_, up_buf_.get() + up_off_, up_len_ - up_off_);
+        host_.loop().send(&op_send_, backend_, up_buf_.data() + up_off_, up_len_ - up_off_);
         return;
     }
     up_off_ = up_len_ = 0;
@@ -122,7 +116,7 @@ void BufferedRelay::pump_backend_recv() {
     if (down_off_ == down_len_) down_off_ = down_len_ = 0;
     if (down_len_ == buf_size_) return;  // full: resumes when the client drained it
     if (down_len_ == 0 && !backend_readable_) {
-        host_.buffers().give_back(std::move(down_buf_));  // idle: wait without holding a buffer
+        down_buf_.reset();  // idle: wait without holding a buffer
         backend_poll_inflight_ = true;
         host_.op_submitted();
         host_.loop().poll(&op_backend_readable_, backend_, POLLIN);
@@ -132,7 +126,7 @@ void BufferedRelay::pump_backend_recv() {
     last_recv_size_ = buf_size_ - down_len_;
     recv_inflight_ = true;
     host_.op_submitted();
-    host_.loop().recv(&op_recv_, backend_, down_buf_.get() + down_len_, buf_size_ - down_len_);
+    host_.loop().recv(&op_recv_, backend_, down_buf_.data() + down_len_, buf_size_ - down_len_);
 }
 
 void BufferedRelay::on_backend_recv(int res) {
@@ -155,7 +149,7 @@ void BufferedRelay::on_backend_recv(int res) {
 
 void BufferedRelay::pump_client_write() {
     while (!failed_ && down_off_ < down_len_) {
-        auto r = path_->write({reinterpret_cast<const std::byte*>(down_buf_.get()) + down_off_, down_len_ - down_off_});
+        auto r = path_->write({reinterpret_cast<const std::byte*>(down_buf_.data()) + down_off_, down_len_ - down_off_});
         switch (r.status) {
             case crypto::IoStatus::ok:
                 down_off_ += r.bytes;
@@ -180,7 +174,11 @@ void BufferedRelay::maybe_finished() {
 }
 
 void BufferedRelay::say_goodbye() {
-    if (!down_done_ && !failed_) path_->shutdown_write();
+    if (down_done_ || failed_) return;
+    // close_notify only behind the last byte: with plaintext still buffered towards the client, the
+    // client must see the truncation.
+    if (down_off_ < down_len_) return note_truncated_close();
+    path_->shutdown_write();
 }
 
 }  // namespace ztp::conn

@@ -17,7 +17,6 @@ public:
     BufferedRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd, int backend_fd,
                   size_t buffer_size);
 
-    ~BufferedRelay() override;
     void start() override;
     void on_completion(uint8_t tag, int res) override;
     void say_goodbye() override;
@@ -58,12 +57,12 @@ private:
     bool send_inflight_ = false;
 
     // client → backend
-    std::unique_ptr<uint8_t[]> up_buf_;
+    io::BufferLease up_buf_;
     size_t up_len_ = 0, up_off_ = 0;
     bool up_eof_ = false;   // the client finished sending
     bool up_done_ = false;  // and the backend got our FIN
     // backend → client
-    std::unique_ptr<uint8_t[]> down_buf_;
+    io::BufferLease down_buf_;
     size_t down_len_ = 0, down_off_ = 0;
     bool down_eof_ = false;   // the backend finished sending
     bool down_done_ = false;  // and the client got our close_notify

@@ -24,6 +24,8 @@ void note_relay_close(const char* close_reason) {
     }
 }
 
+void note_truncated_close() { bump(stats().truncated_closes); }
+
 void note_key_updates(const crypto::RecordPath& path, uint64_t& seen) {
     const uint64_t now = path.key_updates_followed();
     if (now == seen) return;

@@ -16,6 +16,11 @@ namespace ztp::conn {
 // most one per 10 s per worker: clients must not be able to flood the log).
 void note_relay_close(const char* close_reason);
 
+// The connection ends early (drain deadline, idle timeout) with bytes still queued towards the
+// client: it closes without close_notify, so the client can tell the stream was cut, and this is
+// counted (ztproxy_truncated_closes_total).
+void note_truncated_close();
+
 // Client KeyUpdates `path` followed since `seen` → ztproxy_key_updates_total; `seen` catches up.
 void note_key_updates(const crypto::RecordPath& path, uint64_t& seen);
 

@@ -85,7 +85,7 @@ private:
     void release_if_idle();
 
     // RelayHost
-    io::EventLoop& loop() override { return owner_.loop(); }
+    io::Submitter& loop() override { return owner_.loop(); }
     io::CompletionHandler& completion_target() override { return *this; }
     io::BufferPool& buffers() override { return owner_.buffers(); }
     void op_submitted() override { ++inflight_; }

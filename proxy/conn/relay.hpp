@@ -14,6 +14,7 @@
 
 #include "proxy/io/buffer_pool.hpp"
 #include "proxy/io/event_loop.hpp"
+#include "proxy/io/submitter.hpp"
 
 namespace ztp::conn {
 
@@ -30,7 +31,7 @@ struct RelayCounters {
 
 class RelayHost {
 public:
-    virtual io::EventLoop& loop() = 0;
+    virtual io::Submitter& loop() = 0;
     virtual io::CompletionHandler& completion_target() = 0;  // Op::handler for relay ops
     virtual io::BufferPool& buffers() = 0;                   // the worker's plaintext buffers
     virtual void op_submitted() = 0;                         // one more op in flight

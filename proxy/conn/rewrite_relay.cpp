@@ -3,8 +3,10 @@
 #include <limits.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cstring>
 
+#include "crypto/record_layer.hpp"
 #include "proxy/conn/client_records.hpp"
 
 namespace ztp::conn {
@@ -15,14 +17,16 @@ RewriteRelay::RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> 
       path_(std::move(path)),
       client_(client_fd),
       backend_(backend_fd),
-      chunk_size_(chunk_size),
       up_stage_(std::move(up)),
       down_stage_(std::move(down)),
       client_io_(host, client_fd, kClientIn, kClientOut),
       op_recv_{&host.completion_target(), kBackendRecv},
       op_send_{&host.completion_target(), kBackendSend},
       up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
-      down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {}
+      down_quiet_(io::Op{&host.completion_target(), kDownQuiet}),
+      // A fresh chunk once the tail has less room than a whole record (or a quarter chunk).
+      up_chunks_(chunk_size, std::min(crypto::kRecordMaxPlaintext, chunk_size / 4), kMaxChunks),
+      down_chunks_(chunk_size, std::min(crypto::kRecordMaxPlaintext, chunk_size / 4), kMaxChunks) {}
 
 void RewriteRelay::start() {
     pump_client_read();
@@ -33,7 +37,10 @@ void RewriteRelay::on_completion(uint8_t tag, int res) {
     if (client_io_.on_completion(tag, failed_, [this] { pump_client_read(); }, [this] { pump_client_write(); }))
         return;
     switch (tag) {
-        case kBackendRecv: recv_inflight_ = false; return on_backend_recv(res);
+        case kBackendRecv:
+            recv_inflight_ = false;
+            down_recv_lease_.reset();
+            return on_backend_recv(res);
         case kBackendSend: send_inflight_ = false; return on_backend_send(res);
         case kUpQuiet: return on_quiet(true);
         case kDownQuiet: return on_quiet(false);
@@ -43,31 +50,50 @@ void RewriteRelay::on_completion(uint8_t tag, int res) {
 // ---------------------------------------------------------------------------- client → backend
 
 void RewriteRelay::pump_client_read() {
-    while (!failed_ && !up_eof_ && up_filling_.bytes() + up_sending_.bytes() + up_stage_.held() < backlog_limit()) {
-        // A fresh chunk per read: the plan and the held-back bytes point into earlier ones.
-        std::shared_ptr<uint8_t[]> chunk(new uint8_t[chunk_size_]);
-        auto r = path_->read({reinterpret_cast<std::byte*>(chunk.get()), chunk_size_});
+    // Reads of one pass that land back to back in a chunk go to the stage as one span: a plan
+    // segment per read would cost more than the byte a 1-byte record carries.
+    std::shared_ptr<const void> owner;
+    std::span<const uint8_t> unfed;
+    bool drained = false;  // the client has nothing more for now: held-back bytes wait for a pause
+    auto feed = [&] {
+        if (unfed.empty()) return true;
+        ++up_feeds_;
+        auto f = up_stage_.feed(redact::SharedBytes::adopt(std::move(owner), unfed), up_filling_);
+        unfed = {};
+        if (!f) fail("internal_error", "redaction: " + f.error().message());
+        return static_cast<bool>(f);
+    };
+    while (!failed_ && !up_eof_ && segments(up_filling_) + segments(up_sending_) < kMaxSegments) {
+        // Into the current chunk's tail: the plan and the held-back bytes point into what is before.
+        auto space = up_chunks_.space();
+        if (space.empty()) break;  // at its chunk cap: resumes when the backend took some
+        auto r = path_->read(std::as_writable_bytes(space));
         note_key_updates(*path_, key_updates_seen_);
         switch (r.status) {
             case crypto::IoStatus::ok: {
                 counters_.bytes_up += r.bytes;
                 if (path_->copies_plaintext()) counters_.copied_up += r.bytes;
-                ++up_feeds_;
                 host_.activity();
-                auto bytes = std::span<const uint8_t>(chunk.get(), r.bytes);
-                if (auto f = up_stage_.feed(redact::SharedBytes::adopt(chunk, bytes), up_filling_); !f)
-                    return fail("internal_error", "redaction: " + f.error().message());
+                auto [chunk, bytes] = up_chunks_.commit(r.bytes);
+                if (!unfed.empty() && unfed.data() + unfed.size() == bytes.data()) {
+                    unfed = {unfed.data(), unfed.size() + bytes.size()};
+                    continue;
+                }
+                if (!feed()) return;
+                owner = std::move(chunk);
+                unfed = bytes;
                 continue;
             }
             case crypto::IoStatus::want_read:
                 client_io_.want_read();
-                if (!failed_) up_quiet_.arm(host_, up_feeds_, up_stage_);
+                drained = true;
                 break;
             case crypto::IoStatus::want_write: client_io_.reader_needs_write(); break;
             case crypto::IoStatus::eof:
             case crypto::IoStatus::eof_unclean:
                 up_eof_ = true;
                 if (!first_close_) first_close_ = "client_close";
+                if (!feed()) return;
                 if (auto f = up_stage_.finish(up_filling_); !f)
                     return fail("internal_error", "redaction: " + f.error().message());
                 up_finished_ = true;
@@ -76,6 +102,8 @@ void RewriteRelay::pump_client_read() {
         }
         break;
     }
+    if (!feed()) return;
+    if (drained) up_quiet_.arm(host_, up_feeds_, up_stage_);
     pump_backend_send();
 }
 
@@ -115,13 +143,14 @@ void RewriteRelay::on_backend_send(int res) {
 // ---------------------------------------------------------------------------- backend → client
 
 void RewriteRelay::pump_backend_recv() {
-    if (failed_ || down_eof_ || recv_inflight_ ||
-        down_filling_.bytes() + down_writing_.bytes() + down_stage_.held() >= backlog_limit())
+    if (failed_ || down_eof_ || recv_inflight_ || segments(down_filling_) + segments(down_writing_) >= kMaxSegments)
         return;
-    down_chunk_.reset(new uint8_t[chunk_size_]);
+    auto space = down_chunks_.space();
+    if (space.empty()) return;  // at its chunk cap: resumes when the client took some
+    down_recv_lease_ = down_chunks_.lease();  // the receive holds its chunk until it completes
     recv_inflight_ = true;
     host_.op_submitted();
-    host_.loop().recv(&op_recv_, backend_, down_chunk_.get(), chunk_size_);
+    host_.loop().recv(&op_recv_, backend_, space.data(), space.size());
 }
 
 void RewriteRelay::on_backend_recv(int res) {
@@ -137,10 +166,10 @@ void RewriteRelay::on_backend_recv(int res) {
         counters_.bytes_down += static_cast<uint64_t>(res);
         ++down_feeds_;
         host_.activity();
-        auto bytes = std::span<const uint8_t>(down_chunk_.get(), static_cast<size_t>(res));
-        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(down_chunk_), bytes), down_filling_); !f)
+        auto [owner, bytes] = down_chunks_.commit(static_cast<size_t>(res));
+        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(owner), bytes), down_filling_); !f)
             return fail("internal_error", "redaction: " + f.error().message());
-        if (static_cast<size_t>(res) < chunk_size_) down_quiet_.arm(host_, down_feeds_, down_stage_);
+        down_quiet_.arm(host_, down_feeds_, down_stage_);
     }
     pump_client_write();
     pump_backend_recv();
@@ -205,7 +234,11 @@ void RewriteRelay::maybe_finished() {
 }
 
 void RewriteRelay::say_goodbye() {
-    if (!down_done_ && !failed_) path_->shutdown_write();
+    if (down_done_ || failed_) return;
+    // close_notify only behind the last byte: output or held-back bytes still queued towards the
+    // client mean the client must see the truncation.
+    if (!down_writing_.empty() || !down_filling_.empty() || down_stage_.held() > 0) return note_truncated_close();
+    path_->shutdown_write();
 }
 
 }  // namespace ztp::conn

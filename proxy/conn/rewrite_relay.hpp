@@ -3,8 +3,9 @@
 // copied) and what comes out is a RewritePlan: spans of the untouched chunks plus replacement
 // segments, sent with sendmsg towards the backend, or written through the record path towards
 // the client (where the kernel or OpenSSL encrypts it). A direction without rules passes its
-// chunks through the same plans. Bounded: a direction stops reading while two chunks' worth of
-// output or held-back bytes wait.
+// chunks through the same plans. Bounded in chunks (io::ChunkArena): reads fill a chunk's tail, and
+// a direction stops reading while kMaxChunks of its chunks are alive (in plans, held back, or being
+// received into), so a flood of 1-byte records costs bytes, not a chunk per record.
 #pragma once
 
 #include <sys/socket.h>
@@ -15,11 +16,19 @@
 #include "proxy/conn/client_readiness.hpp"
 #include "proxy/conn/redaction_stage.hpp"
 #include "proxy/conn/relay.hpp"
+#include "proxy/io/chunk_arena.hpp"
 
 namespace ztp::conn {
 
 class RewriteRelay final : public Relay {
 public:
+    // Chunks alive per direction before it stops reading: one being filled, the rest in flight or
+    // held back.
+    static constexpr size_t kMaxChunks = 4;
+    // Plan segments queued per direction before it stops reading: each costs an iovec and a chunk
+    // reference, whatever the bytes it carries (IOV_MAX: one sendmsg's worth).
+    static constexpr size_t kMaxSegments = 1024;
+
     RewriteRelay(RelayHost& host, std::unique_ptr<crypto::RecordPath> path, int client_fd, int backend_fd,
                  size_t chunk_size, RedactionStage up, RedactionStage down);
 
@@ -46,13 +55,12 @@ private:
     void fail_io(const crypto::IoResult& r);
     void fail(const char* reason, const std::string& detail);
     void maybe_finished();
-    size_t backlog_limit() const { return chunk_size_ * 2; }
+    static size_t segments(const redact::RewritePlan& p) { return p.iovecs().size(); }
 
     RelayHost& host_;
     std::unique_ptr<crypto::RecordPath> path_;
     int client_;
     int backend_;
-    size_t chunk_size_;
     RedactionStage up_stage_;
     RedactionStage down_stage_;
     bool failed_ = false;
@@ -72,7 +80,8 @@ private:
     uint64_t up_feeds_ = 0;
 
     // backend → client
-    std::shared_ptr<uint8_t[]> down_chunk_;
+    io::ChunkArena up_chunks_, down_chunks_;
+    std::shared_ptr<const void> down_recv_lease_;  // the chunk the backend receive writes into
     redact::RewritePlan down_filling_, down_writing_;
     bool recv_inflight_ = false;
     bool down_eof_ = false, down_finished_ = false, down_done_ = false;

@@ -99,7 +99,14 @@ void SpliceRelay::on_fill(Direction& d, int res) {
         if (!first_close_) first_close_ = d.up ? "client_close" : "backend_close";
         return drain(d);
     }
-    if (res == -EAGAIN) return fill(d);
+    if (res == -EAGAIN) {
+        // A pipe is full by slots (one per segment, 16 by default), not by bytes: small segments fill
+        // it long before in_pipe reaches its capacity. With bytes in the pipe, the reader parks: the
+        // drain's next progress calls fill() again, and nothing is resubmitted before it. With an
+        // empty pipe the source's readiness was spurious: fill() waits for it again.
+        if (d.in_pipe > 0) return drain(d);
+        return fill(d);
+    }
     // kTLS contract: EINVAL means the next record is not application data. It is still queued;
     // read it with a cmsg buffer. EKEYEXPIRED (Linux >= 6.14): decryption waits behind a KeyUpdate
     // for its key; the KeyUpdate record is still there to be read the same way, which installs it.
@@ -211,7 +218,11 @@ void SpliceRelay::fail(const char* reason, const std::string& detail) {
 }
 
 void SpliceRelay::say_goodbye() {
-    if (!down_.done && !failed_) path_->shutdown_write();
+    if (down_.done || failed_) return;
+    // close_notify only behind the last byte: plaintext still in the pipe means the client must see
+    // the truncation. (What the socket already took goes out ahead of the close_notify anyway.)
+    if (down_.in_pipe > 0) return note_truncated_close();
+    path_->shutdown_write();
 }
 
 void SpliceRelay::cancel_own_io() {

@@ -58,6 +58,8 @@ struct Stats {
     // Handshakes refused because of the client certificate (also counted in handshakes_failed).
     std::atomic<uint64_t> client_cert_failures[static_cast<size_t>(crypto::ClientCertFailure::count)]{};
     std::atomic<uint64_t> idle_timeouts{0};
+    std::atomic<uint64_t> truncated_closes{0};  // ended early with bytes queued: no close_notify
+    std::atomic<uint64_t> gated_slot_waits{0};  // a client not read for a moment: every gated slot busy
     std::atomic<uint64_t> backend_connect_failures{0};
     std::atomic<uint64_t> bytes_up{0};    // plaintext client → backend
     std::atomic<uint64_t> bytes_down{0};  // plaintext backend → client

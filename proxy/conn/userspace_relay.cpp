@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
+#include <functional>
 
 #include "proxy/conn/client_records.hpp"
 #include "proxy/conn/stats.hpp"
@@ -37,14 +39,17 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
       backend_(backend_fd),
       op_client_recv_{&host.completion_target(), kClientRecv},
       op_backend_send_{&host.completion_target(), kBackendSend},
-      op_backend_recv_{&host.completion_target(), kBackendRecv},
-      op_client_send_{&host.completion_target(), kClientSend},
       op_client_readable_{&host.completion_target(), kClientReadable},
       op_backend_readable_{&host.completion_target(), kBackendReadable},
+      op_slot_retry_{&host.completion_target(), kSlotRetry},
       up_stage_(std::move(up)),
+      up_small_(kSmallBuffer, kCopyBelow, 1),
       up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
+      backend_recv_(&host.completion_target(), kBackendRecv),
+      client_send_(&host.completion_target(), kClientSend),
       down_stage_(std::move(down)),
-      down_quiet_(io::Op{&host.completion_target(), kDownQuiet}) {
+      down_quiet_(io::Op{&host.completion_target(), kDownQuiet}),
+      down_chunks_(0, 0, 0) {
     // Fits a record of any of our suites. The slots live in the worker's pooled buffers, whose
     // size was fixed when the worker started (a reload may have changed the configured size).
     // Plain routes seal a batch of at least kBatchRecords per recvmsg/sendmsg pair; rule routes
@@ -53,10 +58,12 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
     const size_t batch = down_stage_.rewrites() ? buffer_size
                                                 : std::max(buffer_size, kBatchRecords * crypto::kRecordMaxPlaintext);
     record_slots_ = std::clamp<size_t>(batch / crypto::kRecordMaxPlaintext, 1, host.buffers().buffer_size() / stride_);
+    // Rule routes towards the client: chunks of one batch; held-back bytes pin at most a few.
+    down_chunks_ = io::ChunkArena(record_slots_ * crypto::kRecordMaxPlaintext, crypto::kRecordMaxPlaintext,
+                                  kMaxDownChunks);
 }
 
 void UserspaceRelay::start() {
-    down_recv_iov_.resize(record_slots_);
     pump_client_recv();
     pump_backend_recv();
 }
@@ -65,7 +72,7 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
     switch (tag) {
         case kClientRecv: client_recv_inflight_ = false; return on_client_recv(res);
         case kBackendSend: backend_send_inflight_ = false; return on_backend_send(res);
-        case kBackendRecv: backend_recv_inflight_ = false; return on_backend_recv(res);
+        case kBackendRecv: return on_backend_recv(res);
         case kClientSend: return on_client_send(res);
         case kClientReadable:
             client_poll_inflight_ = false;
@@ -84,6 +91,9 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
                 return fail("internal_error", "redaction: " + f.error().message());
             fill_records_from_plan();  // the released tail goes into record slots to be sealed
             return flush_down();
+        case kSlotRetry:
+            slot_wait_ = false;
+            return pump_client_recv();
         case kBackendReadable:
             backend_poll_inflight_ = false;
             backend_readable_ = res >= 0;
@@ -94,11 +104,23 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
 
 // ---------------------------------------------------------------------------- client → backend
 
+void UserspaceRelay::wait_for_slot() {
+    if (slot_wait_) return;
+    slot_wait_ = true;
+    bump(stats().gated_slot_waits);
+    // Slots come back when other connections' batches were sent: a short timer, not a wake-up
+    // list, keeps the pool free of callbacks into connections from inside a slot's release.
+    slot_retry_ts_ = {0, kSlotRetryAfter.count() * 1'000'000};
+    host_.op_submitted();
+    host_.loop().timeout(&op_slot_retry_, &slot_retry_ts_);
+}
+
 void UserspaceRelay::pump_client_recv() {
-    if (failed_ || up_eof_ || client_recv_inflight_ || client_poll_inflight_ ||
+    if (failed_ || up_eof_ || up_refusal_ || client_recv_inflight_ || client_poll_inflight_ ||
         up_queue_.size() >= kMaxQueuedBatches)
         return;
-    if (fill_ == parse_off_ && !client_readable_) {
+    if (slot_wait_) return;  // back-pressure: no free slot yet
+    if (fill_ == parse_off_ && parked_tail_.empty() && !client_readable_) {
         // Nothing partial: give the slot back while we wait (verified batches keep their own
         // reference), and take one again when the client has sent something.
         in_.reset();
@@ -132,11 +154,24 @@ bool UserspaceRelay::switch_slot(size_t keep_from) {
     auto fresh = burst ? burst_pool_.acquire() : pool_.acquire();
     if (!fresh && burst) fresh = pool_.acquire();
     if (!fresh) {
-        fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
+        // Every slot of the worker is busy: stop reading this client (back-pressure) and try again
+        // shortly. Never a failure: other connections' load must not end this one.
+        client_woke_ = client_woke_ || burst;
+        wait_for_slot();
         return false;
     }
     size_t tail = in_.valid() ? fill_ - keep_from : 0;
-    if (tail > 0) {
+    if (!parked_tail_.empty()) {
+        // A partial record's ciphertext that waited off-slot for a free one.
+        auto to = fresh->ingest_range(0, parked_tail_.size());
+        if (!to) {
+            fail("internal_error", "gated buffer: " + to.error().message());
+            return false;
+        }
+        std::memcpy(to->data(), parked_tail_.data(), parked_tail_.size());
+        tail = parked_tail_.size();
+        parked_tail_.clear();
+    } else if (tail > 0) {
         // Only ciphertext moves here (nothing of it was decrypted yet), from pages not released.
         auto from = in_.ingest_range(keep_from, tail);
         auto to = fresh->ingest_range(0, tail);
@@ -181,29 +216,45 @@ void UserspaceRelay::process_records() {
     if (!region) return fail("internal_error", "gated buffer: " + region.error().message());
     spans_.clear();
     size_t off = base;
+    // A bad record ends the client's stream, but the verified records before it in the same read
+    // are forwarded first, as on the kernel and OpenSSL paths (which deliver record by record);
+    // the refusal (and the client's alert) comes once they reached the backend.
+    std::function<void()> refusal;
     while (!up_eof_ && fill_ - off >= crypto::kRecordHeaderSize) {
         auto rest = region->subspan(off - base, fill_ - off);
         uint8_t alert = 0;
         auto need = reader_.record_size(rest, &alert);
-        if (!need) return refused_header(alert, need.error());
+        if (!need) {
+            refusal = [this, alert, e = need.error()] { refused_header(alert, e); };
+            break;
+        }
         if (*need > rest.size()) break;
         auto record = rest.first(*need);
         auto opened = reader_.open_in_place(record);
         if (!opened) {
-            if (auto e = reader_.failure()) return refuse_record(*e, "record: " + opened.error().message());
+            // The reader scrubbed what it decrypted of the record; the records before it verified.
+            if (auto e = reader_.failure()) {
+                refusal = [this, e = *e, detail = "record: " + opened.error().message()] { refuse_record(e, detail); };
+                break;
+            }
             return fail("client_error", "record: " + opened.error().message());
         }
         if (opened->type == crypto::ContentType::application_data) {
-            if (auto r = post_handshake_.on_other_record(); !r)
-                return refuse_record(crypto::RecordError::handshake_interleaved, "data inside a split handshake message");
+            if (auto r = post_handshake_.on_other_record(); !r) {
+                refusal = [this] {
+                    refuse_record(crypto::RecordError::handshake_interleaved, "data inside a split handshake message");
+                };
+                break;
+            }
             if (opened->plaintext_size > 0) spans_.push_back({off + opened->plaintext_offset, opened->plaintext_size});
         } else if (!handle_control(*opened, record)) {
             return;
         }
         off += *need;
     }
-    // Nothing after close_notify counts (RFC 8446 §6.1): drop it.
-    if (up_eof_) fill_ = off;
+    // Nothing after close_notify counts (RFC 8446 §6.1), nothing after a bad record can: drop it.
+    if (up_eof_ || refusal) fill_ = off;
+    if (refusal) up_refusal_ = std::move(refusal);
     parse_off_ = off;
     if (!spans_.empty()) {
         // Every record of the batch verified. Before their pages become readable, the ciphertext
@@ -230,27 +281,48 @@ void UserspaceRelay::process_records() {
                 releasing = std::move(in_);
                 in_ = io::GatedBuffer();
                 auto fresh = pool_.acquire();
-                if (!fresh) return fail("overloaded", "gated buffer pool exhausted: " + fresh.error().message());
-                auto to = fresh->ingest_range(0, tail);
-                if (!to) return fail("internal_error", "gated buffer: " + to.error().message());
-                std::memcpy(to->data(), region->data() + (parse_off_ - base), tail);
-                in_ = std::move(fresh).value();
-                parse_off_ = 0;
-                fill_ = tail;
+                const uint8_t* from = region->data() + (parse_off_ - base);
+                if (!fresh) {
+                    // No free slot for it: the tail's ciphertext (never decrypted, not secret)
+                    // waits on the heap until one is free (switch_slot), and the batch goes on.
+                    parked_tail_.assign(from, from + tail);
+                    parse_off_ = fill_ = 0;
+                } else {
+                    auto to = fresh->ingest_range(0, tail);
+                    if (!to) return fail("internal_error", "gated buffer: " + to.error().message());
+                    std::memcpy(to->data(), from, tail);
+                    in_ = std::move(fresh).value();
+                    parse_off_ = 0;
+                    fill_ = tail;
+                }
             }
         }
         io::GatedBuffer& slot = releasing.valid() ? releasing : in_;
         auto verified = slot.release(begin, end);
         if (!verified) return fail("internal_error", "gated buffer release: " + verified.error().message());
         ++up_feeds_;
+        // Rule routes: a small batch is copied into the connection's small buffer and its slot goes
+        // back at once. The stage may hold such bytes back for as long as the client pauses, and a
+        // few hundred copied bytes cost less than a pinned slot (a slow typist would pin one per
+        // keystroke). When that buffer is full, the bytes stay in their slot.
+        const bool copy = up_stage_.rewrites() && end - begin <= kCopyBelow;
         for (const auto& sp : spans_) {
             counters_.bytes_up += sp.size;
-            auto chunk = redact::SharedBytes(verified->slice(sp.offset - begin, sp.size));
+            auto room = copy ? up_small_.space() : std::span<uint8_t>();
+            redact::SharedBytes chunk;
+            if (room.size() >= sp.size) {
+                std::memcpy(room.data(), verified->data() + (sp.offset - begin), sp.size);
+                auto [owner, bytes] = up_small_.commit(sp.size);
+                chunk = redact::SharedBytes::adopt(std::move(owner), bytes);
+                counters_.copied_up += sp.size;
+            } else {
+                chunk = redact::SharedBytes(verified->slice(sp.offset - begin, sp.size));
+            }
             if (auto f = up_stage_.feed(std::move(chunk), up_plan_); !f)
                 return fail("internal_error", "redaction: " + f.error().message());
         }
     }
-    if (up_eof_) {
+    if (up_eof_ || up_refusal_) {
         if (auto f = up_stage_.finish(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
     }
     queue_up_plan();
@@ -336,7 +408,9 @@ void UserspaceRelay::on_backend_send(int res) {
 }
 
 void UserspaceRelay::maybe_half_close_backend() {
-    if (failed_ || !up_eof_ || up_done_ || backend_send_inflight_ || !up_queue_.empty()) return;
+    if (failed_ || backend_send_inflight_ || !up_queue_.empty()) return;
+    if (up_refusal_) return std::exchange(up_refusal_, nullptr)();
+    if (!up_eof_ || up_done_) return;
     // The client's close_notify (or FIN) becomes a FIN towards the backend.
     ::shutdown(backend_, SHUT_WR);
     up_done_ = true;
@@ -346,37 +420,50 @@ void UserspaceRelay::maybe_half_close_backend() {
 
 // ---------------------------------------------------------------------------- backend → client
 
+bool UserspaceRelay::record_buffer_elsewhere() const {
+    return (backend_recv_.pending() && backend_recv_.held().buf) || (client_send_.pending() && client_send_.held().records);
+}
+
 void UserspaceRelay::pump_backend_recv() {
-    if (failed_ || down_eof_ || backend_recv_inflight_ || backend_poll_inflight_ || down_buf_busy_) return;
+    if (failed_ || down_eof_ || backend_recv_.pending() || backend_poll_inflight_) return;
+    // Received plaintext waits for its seal, and sealed records for their send: one record buffer.
+    if (!pending_records_.empty() || record_buffer_elsewhere()) return;
     if (!backend_readable_) {
-        release_down_buffer();  // idle: hold no buffer while we wait
+        down_buf_.reset();  // idle: hold no buffer while we wait
         backend_poll_inflight_ = true;
         host_.op_submitted();
         host_.loop().poll(&op_backend_readable_, backend_, POLLIN);
         return;
     }
+    RecordsRecv& r = backend_recv_.body();
     if (down_stage_.rewrites()) {
         if (!down_plan_.empty()) return;  // its output must reach the record slots first
-        down_chunk_.reset(new uint8_t[record_slots_ * crypto::kRecordMaxPlaintext]);
-        backend_recv_inflight_ = true;
+        auto space = down_chunks_.space();
+        if (space.empty()) return;  // held-back bytes pin every chunk: the stage releases them
+        r.chunk = down_chunks_.lease();
+        r.len = space.size();
         host_.op_submitted();
-        host_.loop().recv(&op_backend_recv_, backend_, down_chunk_.get(), record_slots_ * crypto::kRecordMaxPlaintext);
+        host_.loop().recv(backend_recv_.start(), backend_, space.data(), space.size());
         return;
     }
-    if (!down_buf_) down_buf_ = host_.buffers().take();
+    r.buf = down_buf_ ? std::move(down_buf_) : host_.buffers().take();
     // Each record slot receives plaintext between the room for its header and for its tag, so it
     // can be sealed where it lies.
+    r.iov.resize(record_slots_);
     for (size_t i = 0; i < record_slots_; ++i)
-        down_recv_iov_[i] = {down_buf_.get() + i * stride_ + writer_.headroom(), writer_.max_plaintext()};
-    down_recv_msg_ = {};
-    down_recv_msg_.msg_iov = down_recv_iov_.data();
-    down_recv_msg_.msg_iovlen = record_slots_;
-    backend_recv_inflight_ = true;
+        r.iov[i] = {r.buf.data() + i * stride_ + writer_.headroom(), writer_.max_plaintext()};
+    r.msg = {};
+    r.msg.msg_iov = r.iov.data();
+    r.msg.msg_iovlen = record_slots_;
+    r.len = record_slots_ * writer_.max_plaintext();
     host_.op_submitted();
-    host_.loop().recvmsg(&op_backend_recv_, backend_, &down_recv_msg_);
+    io::Op* op = backend_recv_.start();
+    host_.loop().recvmsg(op, backend_, &backend_recv_.completing().msg);
 }
 
 void UserspaceRelay::on_backend_recv(int res) {
+    RecordsRecv done = backend_recv_.finish();
+    down_buf_ = std::move(done.buf);  // the buffer is ours again (or nothing, on rule routes)
     if (failed_ || res == -ECANCELED) return;
     if (res < 0) return fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
     if (res == 0) {
@@ -387,92 +474,102 @@ void UserspaceRelay::on_backend_recv(int res) {
         fill_records_from_plan();
         return flush_down();
     }
+    size_t left = static_cast<size_t>(res);
+    backend_readable_ = left == done.len;  // a full read: more is likely queued
+    counters_.bytes_down += left;
+    ++down_feeds_;
+    host_.activity();
     if (down_stage_.rewrites()) {
-        size_t n = static_cast<size_t>(res);
-        counters_.bytes_down += n;
-        ++down_feeds_;
-        host_.activity();
-        backend_readable_ = n == record_slots_ * crypto::kRecordMaxPlaintext;
-        auto bytes = std::span<const uint8_t>(down_chunk_.get(), n);
-        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(down_chunk_), bytes), down_plan_); !f)
+        auto [owner, bytes] = down_chunks_.commit(left);
+        if (auto f = down_stage_.feed(redact::SharedBytes::adopt(std::move(owner), bytes), down_plan_); !f)
             return fail("internal_error", "redaction: " + f.error().message());
         if (!backend_readable_) down_quiet_.arm(host_, down_feeds_, down_stage_);
         fill_records_from_plan();
         flush_down();
         return pump_backend_recv();
     }
-    size_t left = static_cast<size_t>(res);
-    backend_readable_ = left == record_slots_ * writer_.max_plaintext();
-    counters_.bytes_down += left;
-    pending_records_.clear();
     while (left > 0) {
         size_t n = std::min(left, writer_.max_plaintext());
         pending_records_.push_back(n);
         left -= n;
     }
-    down_buf_busy_ = true;
-    host_.activity();
     flush_down();
 }
 
 void UserspaceRelay::flush_down() {
-    if (failed_ || client_send_inflight_) return;
-    down_send_iov_.clear();
-    control_len_ = 0;
+    // Nothing follows our close_notify (RFC 8446 §6.1), not even the KeyUpdate a client asks for.
+    if (failed_ || client_send_.pending() || close_notify_sealed_) return;
+    ClientSend& s = client_send_.body();
+    size_t control = 0;
     // A KeyUpdate goes out before any record sealed under the next key (seal_key_update rekeys).
     if (key_update_owed_ || writer_.key_update_due()) {
-        auto n = writer_.seal_key_update(std::span<uint8_t>(control_).first(32), false);
+        auto n = writer_.seal_key_update(std::span<uint8_t>(s.control).first(32), false);
         if (!n) return fail("internal_error", "sealing KeyUpdate: " + n.error().message());
-        down_send_iov_.push_back({control_.data(), *n});
-        control_len_ = *n;
+        s.iov.push_back({s.control.data(), *n});
+        control = *n;
         key_update_owed_ = false;
     }
-    for (size_t i = 0; i < pending_records_.size(); ++i) {
-        auto slot = std::span<uint8_t>(down_buf_.get() + i * stride_, stride_);
-        auto n = writer_.seal_in_place(slot, pending_records_[i], crypto::ContentType::application_data);
-        if (!n) return fail("internal_error", "sealing record: " + n.error().message());
-        down_send_iov_.push_back({slot.data(), *n});
+    if (!pending_records_.empty()) {
+        for (size_t i = 0; i < pending_records_.size(); ++i) {
+            auto slot = std::span<uint8_t>(down_buf_.data() + i * stride_, stride_);
+            auto n = writer_.seal_in_place(slot, pending_records_[i], crypto::ContentType::application_data);
+            if (!n) return fail("internal_error", "sealing record: " + n.error().message());
+            s.iov.push_back({slot.data(), *n});
+        }
+        pending_records_.clear();
+        s.records = std::move(down_buf_);  // the send holds the sealed records until it completes
     }
-    pending_records_.clear();
+    // close_notify is the last item of the direction: only behind every byte the backend sent.
     if (down_eof_ && !close_notify_sealed_ && down_plan_.empty()) {
-        auto n = writer_.seal_alert(std::span<uint8_t>(control_).subspan(control_len_), crypto::kAlertWarning,
+        auto n = writer_.seal_alert(std::span<uint8_t>(s.control).subspan(control), crypto::kAlertWarning,
                                     crypto::kAlertCloseNotify);
         if (!n) return fail("internal_error", "sealing close_notify: " + n.error().message());
-        down_send_iov_.push_back({control_.data() + control_len_, *n});
-        control_len_ += *n;
+        s.iov.push_back({s.control.data() + control, *n});
         close_notify_sealed_ = true;
+        s.close_notify = true;
     }
-    if (down_send_iov_.empty()) return pump_backend_recv();
-    down_send_next_ = 0;
-    down_send_msg_ = {};
-    down_send_msg_.msg_iov = down_send_iov_.data();
-    down_send_msg_.msg_iovlen = down_send_iov_.size();
-    client_send_inflight_ = true;
+    if (s.iov.empty()) return pump_backend_recv();
+    start_client_send();
+}
+
+void UserspaceRelay::start_client_send() {
+    ClientSend& s = client_send_.body();
+    s.next = 0;
+    s.msg = {};
+    s.msg.msg_iov = s.iov.data();
+    s.msg.msg_iovlen = s.iov.size();
     host_.op_submitted();
-    host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
+    io::Op* op = client_send_.start();
+    host_.loop().sendmsg(op, client_, &client_send_.completing().msg);
 }
 
 void UserspaceRelay::on_client_send(int res) {
+    if (res >= 0 && !(failed_ && alert_ == AlertState::none)) {
+        host_.activity();
+        ClientSend& s = client_send_.completing();
+        s.next = io::advance_iovecs(s.iov, s.next, static_cast<size_t>(res));
+        if (s.next < s.iov.size()) {  // short send: the rest, in order, from the same record
+            s.msg.msg_iov = s.iov.data() + s.next;
+            s.msg.msg_iovlen = s.iov.size() - s.next;
+            host_.op_submitted();
+            host_.loop().sendmsg(client_send_.again(), client_, &s.msg);
+            return;
+        }
+    }
+    ClientSend done = client_send_.finish();  // the records come back; dropped on every error path
     if ((failed_ && alert_ == AlertState::none) || res == -ECANCELED) return;
     if (res < 0) {
         if (alert_ != AlertState::none) return host_.relay_failed(alert_reason_, alert_detail_);
         return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
                     std::string("send to client: ") + std::strerror(-res));
     }
-    host_.activity();
-    down_send_next_ = advance(down_send_iov_, down_send_next_, static_cast<size_t>(res));
-    if (down_send_next_ < down_send_iov_.size()) {  // short send: the rest, in order
-        down_send_msg_.msg_iov = down_send_iov_.data() + down_send_next_;
-        down_send_msg_.msg_iovlen = down_send_iov_.size() - down_send_next_;
-        host_.op_submitted();
-        host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
-        return;
+    if (done.records) {
+        assert(!down_buf_);  // one record buffer per connection: it was the send's
+        down_buf_ = std::move(done.records);  // free again for the next receive
     }
-    client_send_inflight_ = false;
-    down_buf_busy_ = false;
     if (alert_ == AlertState::owed) return send_fatal_alert();
-    if (alert_ == AlertState::sending) return host_.relay_failed(alert_reason_, alert_detail_);
-    if (close_notify_sealed_ && !down_done_) {
+    if (done.alert) return host_.relay_failed(alert_reason_, alert_detail_);
+    if (done.close_notify) {
         down_done_ = true;
         return maybe_finished();
     }
@@ -482,11 +579,10 @@ void UserspaceRelay::on_client_send(int res) {
 }
 
 void UserspaceRelay::fill_records_from_plan() {
-    if (failed_ || down_buf_busy_ || down_plan_.empty()) return;
+    if (failed_ || down_plan_.empty() || !pending_records_.empty() || record_buffer_elsewhere()) return;
     if (!down_buf_) down_buf_ = host_.buffers().take();
-    pending_records_.clear();
     for (size_t i = 0; i < record_slots_ && !down_plan_.empty(); ++i) {
-        uint8_t* payload = down_buf_.get() + i * stride_ + writer_.headroom();
+        uint8_t* payload = down_buf_.data() + i * stride_ + writer_.headroom();
         size_t filled = 0;
         while (filled < writer_.max_plaintext() && !down_plan_.empty()) {
             const iovec& v = down_plan_.iovecs().front();
@@ -499,37 +595,13 @@ void UserspaceRelay::fill_records_from_plan() {
         counters_.copied_down += filled;
     }
     if (down_plan_.empty()) down_plan_.clear();  // drops the chunks it referenced
-    down_buf_busy_ = !pending_records_.empty();
-}
-
-void UserspaceRelay::release_down_buffer() {
-    host_.buffers().give_back(std::move(down_buf_));
-}
-
-// The connection frees its relay only when no op is in flight: no kernel read of the buffer
-// can still be pending.
-UserspaceRelay::~UserspaceRelay() { release_down_buffer(); }
-
-size_t UserspaceRelay::advance(std::vector<iovec>& iov, size_t first, size_t sent) {
-    while (sent > 0 && first < iov.size()) {
-        if (sent >= iov[first].iov_len) {
-            sent -= iov[first].iov_len;
-            ++first;
-        } else {
-            iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + sent;
-            iov[first].iov_len -= sent;
-            sent = 0;
-        }
-    }
-    return first;
 }
 
 // ---------------------------------------------------------------------------- endings
 
 void UserspaceRelay::send_alert_now(uint8_t level, uint8_t description) {
-    // Best effort, for a connection that ends now (say_goodbye). Only between records: with a send
-    // in flight, bytes of ours could interleave with it.
-    if (client_send_inflight_ || close_notify_sealed_) return;
+    // Best effort, for a connection that ends now (say_goodbye); only called with nothing queued or
+    // in flight towards the client, so it cannot interleave with a record.
     std::array<uint8_t, 64> buf{};
     auto n = writer_.seal_alert(buf, level, description);
     if (n) [[maybe_unused]] auto sent = ::send(client_, buf.data(), *n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -571,24 +643,27 @@ void UserspaceRelay::fail_with_alert(uint8_t description, const char* reason, co
     // Records sealed before the alert may still be on their way: they must reach the client whole
     // and first, or it could not decrypt the alert behind them. on_client_send sends it after them.
     // A client that stops reading meanwhile is ended by the idle timeout.
-    if (!client_send_inflight_) send_fatal_alert();
+    if (!client_send_.pending()) send_fatal_alert();
 }
 
 void UserspaceRelay::send_fatal_alert() {
     alert_ = AlertState::sending;
-    // Through the same op as the records: on_client_send resumes a short send, then fails the relay.
-    down_send_iov_.assign(1, iovec{alert_record_.data(), alert_len_});
-    down_send_next_ = 0;
-    down_send_msg_ = {};
-    down_send_msg_.msg_iov = down_send_iov_.data();
-    down_send_msg_.msg_iovlen = 1;
-    client_send_inflight_ = true;
-    host_.op_submitted();
-    host_.loop().sendmsg(&op_client_send_, client_, &down_send_msg_);
+    // Through the same op record as the records: on_client_send resumes a short send, then fails
+    // the relay.
+    ClientSend& s = client_send_.body();
+    std::memcpy(s.control.data(), alert_record_.data(), alert_len_);
+    s.iov.assign(1, iovec{s.control.data(), alert_len_});
+    s.alert = true;
+    start_client_send();
 }
 
 void UserspaceRelay::say_goodbye() {
-    if (!failed_ && !down_done_) send_alert_now(crypto::kAlertWarning, crypto::kAlertCloseNotify);
+    if (failed_ || down_done_ || close_notify_sealed_) return;
+    // close_notify only behind the last byte: with records, plaintext or held-back bytes still
+    // queued towards the client, the client must see the truncation, not a clean end.
+    if (client_send_.pending() || !pending_records_.empty() || !down_plan_.empty() || down_stage_.held() > 0)
+        return note_truncated_close();
+    send_alert_now(crypto::kAlertWarning, crypto::kAlertCloseNotify);
 }
 
 void UserspaceRelay::fail(const char* reason, const std::string& detail) {

@@ -16,14 +16,18 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <vector>
 
 #include "crypto/record_layer.hpp"
 #include "proxy/conn/redaction_stage.hpp"
 #include "proxy/conn/relay.hpp"
+#include "proxy/io/chunk_arena.hpp"
 #include "proxy/io/gated_pool.hpp"
+#include "proxy/io/lease.hpp"
 
 namespace ztp::conn {
 
@@ -33,12 +37,20 @@ public:
     // gated slots on the way up): fewer, larger recvmsg/sendmsg pairs. Measured on bulk download,
     // 64 KiB -> 256 KiB batches: 0.81 -> 0.56 proxy CPU-s/GB.
     static constexpr size_t kBatchRecords = 16;
+    // Rule routes: the stage's input chunks alive towards the client before the backend is no
+    // longer read (held-back bytes pin the chunks they lie in).
+    static constexpr size_t kMaxDownChunks = 4;
+    // Rule routes: verified batches up to this size are copied out of their gated slot into the
+    // connection's small buffer (kSmallBuffer bytes), so held-back bytes never pin a slot.
+    static constexpr size_t kCopyBelow = 512;
+    static constexpr size_t kSmallBuffer = 4096;
+    // How long a client waits to be read again when every gated slot of the worker is busy.
+    static constexpr std::chrono::milliseconds kSlotRetryAfter{2};
 
     UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::RecordReader reader, crypto::RecordWriter writer,
                    config::TlsVersion version, int client_fd, int backend_fd, size_t buffer_size,
                    RedactionStage up, RedactionStage down);
 
-    ~UserspaceRelay() override;
 
     void start() override;
     void on_completion(uint8_t tag, int res) override;
@@ -51,8 +63,9 @@ public:
 private:
     enum Tag : uint8_t {
         kClientRecv = kFirstRelayTag, kBackendSend, kBackendRecv, kClientSend, kClientReadable, kBackendReadable,
-        kUpQuiet, kDownQuiet
+        kUpQuiet, kDownQuiet, kSlotRetry
     };
+    void wait_for_slot();
 
     struct Span {
         size_t offset;
@@ -77,7 +90,6 @@ private:
     void flush_down();
     void on_client_send(int res);
     void send_alert_now(uint8_t level, uint8_t description);
-    void release_down_buffer();
 
     void bad_record(const std::string& detail);
     void refuse_record(crypto::RecordError e, const std::string& detail);  // crypto/record_errors.hpp row
@@ -86,7 +98,6 @@ private:
     void send_fatal_alert();
     void fail(const char* reason, const std::string& detail);
     void maybe_finished();
-    static size_t advance(std::vector<iovec>& iov, size_t first, size_t sent);
 
     RelayHost& host_;
     io::GatedPool& pool_;        // bulk: slots to go on receiving into while a stream flows
@@ -101,14 +112,16 @@ private:
     const char* first_close_ = nullptr;
     // A fatal alert on its way to the client; the relay fails (alert_reason_) once it is out.
     enum class AlertState : uint8_t { none, owed, sending } alert_ = AlertState::none;
-    std::array<uint8_t, 64> alert_record_{};
+    std::array<uint8_t, 64> alert_record_{};  // sealed when the relay fails, sent after what is in flight
     size_t alert_len_ = 0;
     const char* alert_reason_ = nullptr;
     std::string alert_detail_;
     RelayCounters counters_;
 
-    io::Op op_client_recv_, op_backend_send_, op_backend_recv_, op_client_send_;
-    io::Op op_client_readable_, op_backend_readable_;
+    io::Op op_client_recv_, op_backend_send_;
+    io::Op op_client_readable_, op_backend_readable_, op_slot_retry_;
+    bool slot_wait_ = false;  // no free gated slot: reading resumes when op_slot_retry_ fires
+    __kernel_timespec slot_retry_ts_{};
     // Idle connections hold no buffer: when nothing is partially received, wait for readiness
     // first and take a gated slot / the down buffer only once bytes are there. A recv that
     // filled its buffer means more is likely queued: then read again directly.
@@ -132,38 +145,55 @@ private:
     // replacement segments on rule routes); each keeps its slots alive until sent.
     std::deque<redact::RewritePlan> up_queue_;
     redact::RewritePlan up_plan_;  // being filled
+    std::vector<uint8_t> parked_tail_;  // a partial record's ciphertext waiting for a free slot
     RedactionStage up_stage_;
+    io::ChunkArena up_small_;  // rule routes: small verified batches, copied (kCopyBelow)
     QuietTimer up_quiet_;
     uint64_t up_feeds_ = 0;
     std::vector<Span> spans_;  // application data of the batch being processed (reused)
+    std::function<void()> up_refusal_;  // a bad record: refuse once what verified before it is out
     msghdr up_msg_{};
 
-    // backend → client
-    std::unique_ptr<uint8_t[]> down_buf_;
+    // backend → client. The record buffer (a BufferLease) is in exactly one place at a time:
+    // down_buf_ (ours: received plaintext waiting to be sealed, or free), the backend receive's op
+    // record, or the client send's op record. A connection has at most one record buffer, so it
+    // receives from the backend only once the records it sealed have left.
+    struct RecordsRecv {
+        io::BufferLease buf;                 // the record slots being received into (plain routes)
+        std::shared_ptr<const void> chunk;   // rule routes: the stage's input chunk being received into
+        size_t len = 0;                      // bytes asked for
+        std::vector<iovec> iov;
+        msghdr msg{};
+    };
+    struct ClientSend {
+        io::BufferLease records;             // sealed records, when the send carries any
+        std::array<uint8_t, 64> control{};   // sealed control records: KeyUpdate, close_notify, alert
+        std::vector<iovec> iov;
+        size_t next = 0;                     // first iovec not yet sent in full
+        msghdr msg{};
+        bool close_notify = false;           // our close_notify is the last thing in it
+        bool alert = false;                  // a fatal alert: the relay fails once it is out
+    };
+    bool record_buffer_elsewhere() const;
+    void start_client_send();
+
+    io::BufferLease down_buf_;
+    io::InFlight<RecordsRecv> backend_recv_;
+    io::InFlight<ClientSend> client_send_;
+    std::vector<size_t> pending_records_;  // received plaintext per record slot of down_buf_, not yet sealed
     size_t record_slots_ = 0;
     size_t stride_ = 0;
-    std::vector<iovec> down_recv_iov_;
-    msghdr down_recv_msg_{};
-    std::vector<size_t> pending_records_;  // received plaintext per record slot, not yet sealed
     // Rule routes: backend bytes go through the stage first; its output is then copied into the
     // record slots to be sealed (the one copy on this path: sealing needs contiguous plaintext).
     RedactionStage down_stage_;
     QuietTimer down_quiet_;
-    std::shared_ptr<uint8_t[]> down_chunk_;
     redact::RewritePlan down_plan_;
+    io::ChunkArena down_chunks_;  // rule routes: the stage's input, bounded in chunks
     uint64_t down_feeds_ = 0;
-    std::vector<iovec> down_send_iov_;
-    size_t down_send_next_ = 0;
-    msghdr down_send_msg_{};
-    bool backend_recv_inflight_ = false;
-    bool client_send_inflight_ = false;
-    bool down_buf_busy_ = false;     // down_buf_ holds data until its send completed
     bool down_eof_ = false;          // the backend finished
     bool close_notify_sealed_ = false;
     bool down_done_ = false;         // and our close_notify is out
     bool key_update_owed_ = false;   // the client asked for our KeyUpdate
-    std::array<uint8_t, 64> control_{};  // sealed control records (KeyUpdate, close_notify)
-    size_t control_len_ = 0;
 };
 
 }  // namespace ztp::conn

@@ -17,12 +17,33 @@ namespace ztp::conn {
 
 namespace {
 
+size_t max_map_count() {
+    size_t n = 65530;  // the kernel's default
+    if (std::ifstream f("/proc/sys/vm/max_map_count"); f) f >> n;
+    return n;
+}
+
+size_t worker_count(const config::Policy& policy) {
+    return policy.runtime.workers ? policy.runtime.workers : std::max(1u, std::thread::hardware_concurrency());
+}
+
 size_t burst_slots(const config::Policy& policy) {
-    size_t max_map_count = 65530;  // the kernel's default
-    if (std::ifstream f("/proc/sys/vm/max_map_count"); f) f >> max_map_count;
-    const size_t workers = policy.runtime.workers ? policy.runtime.workers
-                                                  : std::max(1u, std::thread::hardware_concurrency());
-    return std::clamp<size_t>(max_map_count / 4 / workers / 2, 16, 256);
+    return std::clamp<size_t>(max_map_count() / 4 / worker_count(policy) / 2, 16, 256);
+}
+
+// The gated pools' VMAs are shared with everything else of the process under one
+// vm.max_map_count: past it, a release's mprotect fails with ENOMEM (the batch fails, the slot is
+// quarantined until a re-gate succeeds). Warn at start with the number needed, not at the first
+// busy hour. Per worker: a packed pool splits its release view once per partly released slot
+// (2N+1 VMAs) plus the ingest view; an isolated pool keeps two VMAs per slot (slot + guard) plus
+// its ingest view. 4096 more for the binary, libraries, thread stacks and the rings.
+void check_max_map_count(const config::Policy& policy, size_t bulk_slots, size_t burst) {
+    const size_t needed = worker_count(policy) * ((2 * bulk_slots + 2) + (2 * burst + 2)) + 4096;
+    const size_t have = max_map_count();
+    if (have < needed)
+        log::main().warn("vm.max_map_count is {}, the gated pools of {} workers may need up to {} memory maps: "
+                         "raise it (sysctl vm.max_map_count={}) or lower limits.max_connections",
+                         have, worker_count(policy), needed, needed);
 }
 
 }  // namespace
@@ -64,6 +85,7 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
                                        io::GatedPool::Layout::isolated);
     if (!burst) return burst.error();
     w->gated_burst_ = std::move(burst).value();
+    if (id == 0) check_max_map_count(w->runtime_->policy(), slots, w->gated_burst_->slots());
     // One buffer size for every relay: a per-direction buffer, or the userspace path's batch of
     // record slots (UserspaceRelay::kBatchRecords at least), whichever is larger. Relays touch
     // only what they use of it. The idle buffers kept warm are capped at 16 MiB.

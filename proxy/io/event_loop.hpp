@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "proxy/base/result.hpp"
+#include "proxy/io/submitter.hpp"
 
 namespace ztp::io {
 
@@ -31,32 +32,32 @@ struct Op {
     uint8_t tag = 0;
 };
 
-class EventLoop {
+class EventLoop final : public Submitter {
 public:
     static Result<std::unique_ptr<EventLoop>> create(unsigned entries);
     ~EventLoop();
     EventLoop(const EventLoop&) = delete;
     EventLoop& operator=(const EventLoop&) = delete;
 
-    void poll(Op* op, int fd, unsigned events);
-    void recv(Op* op, int fd, void* buf, size_t len);
-    void send(Op* op, int fd, const void* buf, size_t len);
+    void poll(Op* op, int fd, unsigned events) override;
+    void recv(Op* op, int fd, void* buf, size_t len) override;
+    void send(Op* op, int fd, const void* buf, size_t len) override;
     void read(Op* op, int fd, void* buf, size_t len);
     // Scatter/gather: `msg` (and the iovecs it points at) must stay valid until completion.
-    void sendmsg(Op* op, int fd, const msghdr* msg);
-    void recvmsg(Op* op, int fd, msghdr* msg);
+    void sendmsg(Op* op, int fd, const msghdr* msg) override;
+    void recvmsg(Op* op, int fd, msghdr* msg) override;
     // connect with a deadline: the kernel cancels it (-ECANCELED) when `timeout_ms` passes.
     void connect(Op* op, int fd, const sockaddr* addr, socklen_t len, __kernel_timespec* timeout);
     void multishot_accept(Op* op, int listen_fd);
     // splice(in → out) of up to `len` bytes, never blocking on either end.
-    void splice(Op* op, int in, int out, size_t len);
+    void splice(Op* op, int in, int out, size_t len) override;
     // Waits until `in` is readable, then splices: one submission, exactly one completion for
     // `op` (the splice's result, or the poll's error, e.g. -ECANCELED). Splicing only after
     // readiness keeps io_uring from parking a kernel worker thread on every idle connection.
-    void poll_then_splice(Op* op, int in, int out, size_t len);
-    void timeout(Op* op, __kernel_timespec* ts);
+    void poll_then_splice(Op* op, int in, int out, size_t len) override;
+    void timeout(Op* op, __kernel_timespec* ts) override;
     // Cancels every op still pending on `fd`; their owners get -ECANCELED completions.
-    void cancel_fd(int fd);
+    void cancel_fd(int fd) override;
 
     // Submits pending SQEs, waits for at least one completion and dispatches all that are ready.
     Result<void> run_once();

@@ -138,6 +138,15 @@ GatedPool::~GatedPool() {
 }
 
 Result<GatedBuffer> GatedPool::acquire() {
+    if (free_.empty() && !quarantined_.empty()) {
+        // Retry the re-gate of a quarantined slot over its whole extent (a superset of whatever was
+        // released): only a slot that is PROT_NONE again goes back to the free list.
+        const uint32_t q = quarantined_.back();
+        if (protect(q, 0, slot_size_, PROT_NONE) == 0) {
+            quarantined_.pop_back();
+            free_.push_back(q);
+        }
+    }
     if (free_.empty()) return make_error(ENOBUFS, "GatedPool: no free slot");
     uint32_t slot = free_.back();
     free_.pop_back();
@@ -185,7 +194,7 @@ void GatedPool::recycle(uint32_t slot) {
     if (!gated) {
         // The release view of this slot may still be readable: handing it out again would make the
         // next connection's unverified plaintext readable. Fail closed: never reuse it.
-        ++quarantined_;
+        quarantined_.push_back(slot);
         return;
     }
     free_.push_back(slot);

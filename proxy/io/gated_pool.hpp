@@ -254,7 +254,7 @@ public:
     Layout layout() const { return layout_; }
     size_t slots() const { return slots_.size(); }
     size_t slots_in_use() const { return in_use_; }
-    size_t quarantined() const { return quarantined_; }
+    size_t quarantined() const { return quarantined_.size(); }
     uint64_t mprotect_calls() const { return mprotect_calls_; }
 
     // True when p points into the release view: a cheap check for debug assertions downstream
@@ -304,7 +304,9 @@ private:
     std::vector<Slot> slots_;
     std::vector<uint32_t> free_;  // LIFO: the most recently scrubbed slot is warm in cache and TLB
     size_t in_use_ = 0;
-    size_t quarantined_ = 0;
+    // Slots whose re-gate failed (e.g. ENOMEM past vm.max_map_count): never handed out readable.
+    // acquire() retries the re-gate when no other slot is free, so a passing failure loses nothing.
+    std::vector<uint32_t> quarantined_;
     uint64_t mprotect_calls_ = 0;
 };
 

@@ -1,0 +1,581 @@
+// The relay core without sockets: relays run against a fake completion queue (fake_ring.hpp) that
+// completes their operations in orders the kernel could produce — short and partial sends, receives
+// racing a send's completion, deferred polls — and checks what the kernel would see. Every test
+// here checks the three properties of the relay core:
+//   * every byte is delivered once, in order, both ways;
+//   * every lease is released exactly once (the pools get every buffer and slot back; a second
+//     release asserts in debug builds);
+//   * nothing writes into memory an in-flight operation holds.
+// Labels: unit and hostile.
+#include <gtest/gtest.h>
+#include <poll.h>
+
+#include <malloc.h>
+
+#include <random>
+
+#if defined(__SANITIZE_ADDRESS__)
+// From the sanitizer runtime (its allocator_interface.h is not installed with every compiler).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
+#endif
+
+#include "crypto/kernel_record_path.hpp"
+#include "crypto/record_layer.hpp"
+#include "fake_ring.hpp"
+#include "proxy/conn/buffered_relay.hpp"
+#include "proxy/conn/rewrite_relay.hpp"
+#include "proxy/conn/splice_relay.hpp"
+#include "proxy/conn/stats.hpp"
+#include "proxy/conn/userspace_relay.hpp"
+#include "proxy/io/gated_pool.hpp"
+#include "proxy/io/pipe_pool.hpp"
+#include "redact_test_support.hpp"
+
+namespace ztp::testing {
+namespace {
+
+using crypto::ContentType;
+using Kind = FakeRing::Kind;
+
+// Never real descriptors: the few plain syscalls a relay makes on them (shutdown) fail harmlessly.
+constexpr int kClientFd = 1 << 20;
+constexpr int kBackendFd = (1 << 20) + 1;
+
+crypto::DirectionKeys keys(uint8_t salt) {
+    crypto::DirectionKeys k;
+    k.version = config::TlsVersion::tls1_3;
+    k.cipher = config::Cipher::aes_128_gcm;
+    std::vector<uint8_t> key(16, salt), iv(12, static_cast<uint8_t>(salt + 1));
+    EXPECT_TRUE(k.key.assign(key));
+    EXPECT_TRUE(k.iv.assign(iv));
+    return k;
+}
+
+crypto::SecretBytes traffic_secret(uint8_t salt) {
+    crypto::SecretBytes s;
+    EXPECT_TRUE(s.assign(std::vector<uint8_t>(32, static_cast<uint8_t>(salt + 2))));
+    return s;
+}
+
+// The TLS client: seals what it sends, opens what the proxy sent, follows the proxy's KeyUpdates.
+struct Client {
+    crypto::RecordWriter w = crypto::RecordWriter::create(keys(1), traffic_secret(1)).value();
+    crypto::RecordReader r = crypto::RecordReader::create(keys(5), traffic_secret(5)).value();
+    std::string to_proxy;    // wire bytes the proxy has not received yet
+    std::string from_proxy;  // wire bytes received, not yet a whole record
+    std::string sent, got;   // application data both ways
+    bool closed = false;     // sent close_notify
+    bool got_close_notify = false;
+    std::string error;
+
+    void seal(const std::string& plain, ContentType type) {
+        std::vector<uint8_t> buf(w.headroom() + plain.size() + w.tailroom());
+        std::memcpy(buf.data() + w.headroom(), plain.data(), plain.size());
+        auto n = w.seal_in_place(buf, plain.size(), type);
+        ASSERT_TRUE(n) << n.error().message();
+        to_proxy.append(reinterpret_cast<const char*>(buf.data()), *n);
+    }
+    void send(const std::string& plain) {
+        for (size_t off = 0; off < plain.size(); off += crypto::kRecordMaxPlaintext)
+            seal(plain.substr(off, crypto::kRecordMaxPlaintext), ContentType::application_data);
+        sent += plain;
+    }
+    void key_update(bool requested) {
+        std::vector<uint8_t> buf(64);
+        auto n = w.seal_key_update(buf, requested);
+        ASSERT_TRUE(n) << n.error().message();
+        to_proxy.append(reinterpret_cast<const char*>(buf.data()), *n);
+    }
+    void close_notify() {
+        std::vector<uint8_t> buf(64);
+        auto n = w.seal_alert(buf, crypto::kAlertWarning, crypto::kAlertCloseNotify);
+        ASSERT_TRUE(n);
+        to_proxy.append(reinterpret_cast<const char*>(buf.data()), *n);
+        closed = true;
+    }
+    // Opens every whole record the proxy sent so far.
+    void receive(const std::string& wire) {
+        from_proxy += wire;
+        while (error.empty() && from_proxy.size() >= crypto::kRecordHeaderSize) {
+            std::span<uint8_t> all(reinterpret_cast<uint8_t*>(from_proxy.data()), from_proxy.size());
+            auto need = r.record_size(all);
+            if (!need) return void(error = "record header: " + need.error().message());
+            if (*need > all.size()) return;
+            auto rec = r.open_in_place(all.first(*need));
+            if (!rec) return void(error = "record from the proxy did not open: " + rec.error().message());
+            std::string plain(from_proxy, rec->plaintext_offset, rec->plaintext_size);
+            if (got_close_notify) error = "a record after close_notify";
+            if (rec->type == ContentType::application_data) got += plain;
+            if (rec->type == ContentType::handshake && plain.size() == 5 && plain[0] == 24 && !r.rekey())
+                error = "rekey";
+            if (rec->type == ContentType::alert) {
+                if (plain[1] != crypto::kAlertCloseNotify) error = "alert " + std::to_string(plain[1]);
+                got_close_notify = true;
+            }
+            from_proxy.erase(0, *need);
+        }
+    }
+};
+
+// What the relay runs on: the fake ring, the worker's pools, and the connection's bookkeeping.
+class Host final : public conn::RelayHost, public io::CompletionHandler {
+public:
+    FakeRing ring;
+    std::unique_ptr<io::GatedPool> bulk = io::GatedPool::create(256 * 1024, 8).value();
+    std::unique_ptr<io::GatedPool> burst =
+        io::GatedPool::create(crypto::kRecordMaxSize, 4, io::GatedPool::Layout::isolated).value();
+    io::BufferPool buffer_pool{conn::UserspaceRelay::kBatchRecords * crypto::kRecordMaxSize, 16};
+    std::unique_ptr<conn::Relay> relay;  // declared after the pools: destroyed before them
+    int inflight = 0;
+    bool finished = false;
+    std::string failed;
+
+    io::Submitter& loop() override { return ring; }
+    io::CompletionHandler& completion_target() override { return *this; }
+    io::BufferPool& buffers() override { return buffer_pool; }
+    void op_submitted() override { ++inflight; }
+    void activity() override {}
+    void relay_finished(const char*) override { finished = true; }
+    void relay_failed(const char* reason, const std::string& detail) override {
+        failed = std::string(reason) + ": " + detail;
+    }
+    void on_completion(uint8_t tag, int res, uint32_t) override {
+        --inflight;
+        relay->on_completion(tag, res);
+    }
+
+    void start_userspace() { start_userspace(io::GatedPools{*bulk, *burst}, conn::RedactionStage{}); }
+    void start_userspace(io::GatedPools pools, conn::RedactionStage up) {
+        relay = std::make_unique<conn::UserspaceRelay>(
+            *this, pools, crypto::RecordReader::create(keys(1), traffic_secret(1)).value(),
+            crypto::RecordWriter::create(keys(5), traffic_secret(5)).value(), config::TlsVersion::tls1_3, kClientFd,
+            kBackendFd, 64 * 1024, std::move(up), conn::RedactionStage{});
+        relay->start();
+    }
+};
+
+// Drives both peers: the client above, and a backend that sends `backend.to_proxy`.
+struct Peers {
+    explicit Peers(Host& h) : host(h) {}
+    Host& host;
+    Client client;
+    std::string backend_to_proxy, backend_sent, backend_got;
+    bool backend_fin = false;
+
+    // Bytes `fd`'s peer has for the proxy, and whether it ended.
+    std::string& inbound(int fd) { return fd == kClientFd ? client.to_proxy : backend_to_proxy; }
+    bool ended(int fd) const { return fd == kBackendFd && backend_fin; }
+
+    bool completable(const FakeRing::Pending& p) {
+        if (p.cancelled || p.kind == Kind::timeout || p.kind == Kind::send) return true;
+        if (p.kind == Kind::poll || p.kind == Kind::recv) return !inbound(p.fd).empty() || ended(p.fd);
+        return false;
+    }
+
+    // Completes pending op `i`. `cut` in [0, 1) picks how much of what is possible happens: the size
+    // of a receive, the part of a send the kernel took.
+    void complete(size_t i, double cut) {
+        const FakeRing::Pending& p = host.ring.pending()[i];
+        if (p.cancelled) return host.ring.complete(i, -ECANCELED);
+        switch (p.kind) {
+            case Kind::poll: return host.ring.complete(i, POLLIN);
+            case Kind::timeout: return host.ring.complete(i, -ETIME);
+            case Kind::recv: {
+                std::string& in = inbound(p.fd);
+                size_t n = std::min(p.len, in.size());
+                n = n == 0 ? 0 : 1 + static_cast<size_t>(cut * static_cast<double>(n - 1));
+                std::string bytes = in.substr(0, n);
+                in.erase(0, n);
+                return host.ring.complete_recv(i, bytes);
+            }
+            case Kind::send: {
+                size_t n = p.len == 0 ? 0 : 1 + static_cast<size_t>(cut * static_cast<double>(p.len - 1));
+                std::string wire;
+                const int fd = p.fd;
+                host.ring.complete_send(i, n, wire);
+                if (fd == kClientFd) client.receive(wire);
+                else backend_got += wire;
+                return;
+            }
+            default: FAIL() << "unexpected op kind";
+        }
+    }
+
+    // Completes the oldest completable op in full; false when none is.
+    bool complete_next() {
+        for (size_t i = 0; i < host.ring.pending().size(); ++i)
+            if (completable(host.ring.pending()[i]) && host.ring.pending()[i].kind != Kind::timeout) {
+                complete(i, 1.0);
+                return true;
+            }
+        return false;
+    }
+    void run_to_quiet() {
+        for (int guard = 0; guard < 100000 && complete_next(); ++guard) {
+        }
+    }
+    int find(int fd, Kind kind) {
+        int i = host.ring.find(fd, kind);
+        EXPECT_GE(i, 0) << "no pending op of that kind on " << (fd == kClientFd ? "the client" : "the backend");
+        return i;
+    }
+    void backend_sends(const std::string& bytes) {
+        backend_to_proxy += bytes;
+        backend_sent += bytes;
+    }
+};
+
+std::string pattern(size_t n, uint32_t seed) {
+    std::string s(n, '\0');
+    for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (seed + i * 7) % 26);
+    return s;
+}
+
+// Bug 1 of issue 12: the client's KeyUpdate(update_requested) goes out while the relay waits on the
+// backend; backend bytes arrive before that send completes. The records sealed from them must stay
+// untouched until their own send completes: no receive into them, no return to the pool.
+TEST(RelayCoreUserspace, RecordsOnTheWireAreNeverOverwrittenAfterAKeyUpdateAnswer) {
+    Host host;
+    Peers peers(host);
+    host.start_userspace();
+
+    peers.client.key_update(true);
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);
+    peers.complete(peers.find(kClientFd, Kind::recv), 1.0);
+    const int answer = peers.find(kClientFd, Kind::send);  // our KeyUpdate, alone
+    ASSERT_GE(answer, 0);
+
+    peers.backend_sends(pattern(100, 1));
+    host.ring.complete(peers.find(kBackendFd, Kind::poll), POLLIN);
+    peers.complete(peers.find(kBackendFd, Kind::recv), 1.0);  // lands while the answer is in flight
+
+    // The answer completes; the records sealed from the first backend bytes go out, and while they
+    // are on the wire the backend has more.
+    peers.complete(static_cast<size_t>(peers.find(kClientFd, Kind::send)), 1.0);
+    const int records = peers.find(kClientFd, Kind::send);
+    ASSERT_GE(records, 0);
+    peers.backend_sends(pattern(100, 2));
+    for (int i = 0; i < 4; ++i) {
+        int b = host.ring.find(kBackendFd, Kind::poll);
+        if (b < 0) b = host.ring.find(kBackendFd, Kind::recv);
+        if (b < 0) break;
+        peers.complete(static_cast<size_t>(b), 1.0);
+    }
+    peers.backend_fin = true;
+    peers.client.close_notify();
+    peers.run_to_quiet();
+
+    EXPECT_EQ(host.ring.violations(), std::vector<std::string>{});
+    EXPECT_EQ(peers.client.error, "");
+    EXPECT_EQ(peers.client.got, peers.backend_sent);
+    EXPECT_TRUE(host.finished) << host.failed;
+    host.relay.reset();
+    EXPECT_EQ(host.buffer_pool.leased(), 0u);
+    EXPECT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
+}
+
+// The property test: random traffic both ways with KeyUpdates, completed in random orders with
+// random receive sizes and short sends, many seeds.
+TEST(RelayCoreUserspace, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFlight) {
+    for (uint32_t seed = 1; seed <= 200; ++seed) {
+        SCOPED_TRACE("seed " + std::to_string(seed));
+        std::mt19937 rng(seed);
+        std::uniform_real_distribution<double> unit(0.0, 1.0);
+        Host host;
+        Peers peers(host);
+        host.start_userspace();
+        size_t client_left = 40'000 + rng() % 200'000, backend_left = 40'000 + rng() % 400'000;
+        int key_updates_left = 3;
+        for (int step = 0; step < 200000 && !host.finished && host.failed.empty(); ++step) {
+            const double what = unit(rng);
+            if (what < 0.08 && client_left > 0) {
+                size_t n = std::min<size_t>(client_left, 1 + rng() % (unit(rng) < 0.3 ? 40'000 : 2'000));
+                peers.client.send(pattern(n, static_cast<uint32_t>(client_left)));
+                client_left -= n;
+                if (key_updates_left > 0 && unit(rng) < 0.15) {
+                    peers.client.key_update(true);
+                    --key_updates_left;
+                }
+                if (client_left == 0) peers.client.close_notify();
+                continue;
+            }
+            if (what < 0.16 && backend_left > 0) {
+                size_t n = std::min<size_t>(backend_left, 1 + rng() % (unit(rng) < 0.3 ? 300'000 : 3'000));
+                peers.backend_sends(pattern(n, static_cast<uint32_t>(backend_left)));
+                backend_left -= n;
+                peers.backend_fin = backend_left == 0;
+                continue;
+            }
+            std::vector<size_t> ready;
+            for (size_t i = 0; i < host.ring.pending().size(); ++i)
+                if (peers.completable(host.ring.pending()[i])) ready.push_back(i);
+            if (ready.empty()) {
+                if (client_left == 0 && backend_left == 0) break;
+                continue;
+            }
+            peers.complete(ready[rng() % ready.size()], unit(rng));
+        }
+        ASSERT_EQ(host.failed, "");
+        ASSERT_TRUE(host.finished);
+        ASSERT_EQ(host.ring.violations(), std::vector<std::string>{});
+        ASSERT_EQ(peers.client.error, "");
+        ASSERT_EQ(peers.backend_got, peers.client.sent);
+        ASSERT_EQ(peers.client.got, peers.backend_sent);
+        ASSERT_TRUE(peers.client.got_close_notify);
+        host.relay.reset();
+        ASSERT_EQ(host.buffer_pool.leased(), 0u);
+        ASSERT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
+    }
+}
+
+// Issue 12: verified records that precede a bad record in the same read reach the backend (as on
+// the kernel and OpenSSL paths, which deliver record by record); then the client gets its alert.
+TEST(RelayCoreUserspace, VerifiedRecordsBeforeABadOneInTheSameReadAreForwarded) {
+    Host host;
+    Peers peers(host);
+    host.start_userspace();
+    peers.client.send("first record;");
+    peers.client.send("second record;");
+    const size_t good = peers.client.to_proxy.size();
+    peers.client.send("third, tampered");
+    peers.client.to_proxy[good + 8] ^= 0x01;  // one ciphertext bit of the third record
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);
+    peers.complete(peers.find(kClientFd, Kind::recv), 1.0);  // all three records in one read
+    peers.run_to_quiet();
+    EXPECT_EQ(peers.backend_got, "first record;second record;");
+    EXPECT_EQ(host.failed.rfind("bad_record", 0), 0u) << host.failed;
+    EXPECT_EQ(peers.client.error, "alert 20") << "bad_record_mac, after the records";
+    EXPECT_EQ(host.ring.violations(), std::vector<std::string>{});
+    host.relay.reset();
+    EXPECT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
+}
+
+// Issue 12 (measured: 150 slow clients on a rule route, all closed `overloaded`): clients typing a
+// bearer token one byte per record hold a possible match open; held-back bytes must not pin gated
+// slots, and a worker whose slots are all busy makes a client wait, never fail.
+TEST(RelayCoreUserspace, SlowTypistsOnARuleRouteHoldNoSlotAndNobodyIsOverloaded) {
+    auto db = redact::testing::compile({redact::testing::lit("token", "Bearer secret-token-0123456789")});
+    ASSERT_TRUE(db);
+    redact::DirectionTotals totals;
+    auto counters = std::make_shared<redact::StreamCounters>();
+    counters->totals = &totals;
+    counters->rules = {std::make_shared<redact::RuleMatches>()};
+    redact::Scratch scratch;
+    ASSERT_TRUE(scratch.grow_for(*db));
+    Host pools;  // only its gated pools: 8 bulk + 4 burst slots for every typist below
+    constexpr int kTypists = 40;
+    std::vector<std::unique_ptr<Host>> hosts;
+    std::vector<std::unique_ptr<Peers>> peers;
+    for (int i = 0; i < kTypists; ++i) {
+        hosts.push_back(std::make_unique<Host>());
+        peers.push_back(std::make_unique<Peers>(*hosts.back()));
+        auto stage = conn::RedactionStage::open(db, counters, &scratch);
+        ASSERT_TRUE(stage);
+        hosts.back()->start_userspace(io::GatedPools{*pools.bulk, *pools.burst}, std::move(stage).value());
+    }
+    const std::string typed = "GET / HTTP/1.1\r\nAuthorization: Bearer secret-tok";
+    for (char c : typed)
+        for (int i = 0; i < kTypists; ++i) {
+            peers[i]->client.send(std::string(1, c));
+            peers[i]->run_to_quiet();
+        }
+    for (int i = 0; i < kTypists; ++i) EXPECT_EQ(hosts[i]->failed, "") << "typist " << i;
+    EXPECT_EQ(pools.bulk->slots_in_use() + pools.burst->slots_in_use(), 0u) << "held-back bytes pin slots";
+    // Every slot busy elsewhere: a client waits (no read, no failure) and goes on once one is free.
+    std::vector<io::GatedBuffer> hog;
+    for (io::GatedPool* p : {pools.bulk.get(), pools.burst.get()})
+        while (auto b = p->acquire()) hog.push_back(std::move(b).value());
+    Host& late = *hosts[0];
+    peers[0]->client.send("en-0123456789 and more");
+    peers[0]->run_to_quiet();
+    EXPECT_EQ(late.failed, "");
+    ASSERT_GE(late.ring.find(-1, Kind::timeout), 0) << "waits for a slot";
+    hog.clear();
+    for (int guard = 0; guard < 10 && late.ring.find(-1, Kind::timeout) >= 0; ++guard) {
+        late.ring.complete(static_cast<size_t>(late.ring.find(-1, Kind::timeout)), -ETIME);
+        peers[0]->run_to_quiet();
+    }
+    peers[0]->client.close_notify();
+    peers[0]->backend_fin = true;
+    peers[0]->run_to_quiet();
+    EXPECT_EQ(late.failed, "");
+    EXPECT_NE(peers[0]->backend_got.find("Authorization: ****************************** and more"), std::string::npos)
+        << peers[0]->backend_got;
+    for (auto& h : hosts) h->relay.reset();
+    EXPECT_EQ(pools.bulk->slots_in_use() + pools.burst->slots_in_use(), 0u);
+}
+
+// A record path whose client is scripted: what it reads, how much it lets us write.
+class ScriptedPath final : public crypto::RecordPath {
+public:
+    std::string to_read;          // client plaintext not yet read
+    size_t read_size = SIZE_MAX;  // at most this much per read (1: one-byte records)
+    bool endless = false;         // read() never runs dry (a flood)
+    size_t write_room = 0;        // bytes write() accepts before it would block
+    std::string written;
+    bool close_notify = false;
+
+    const char* rx_name() const override { return "openssl"; }
+    const char* tx_name() const override { return "openssl"; }
+    bool copies_plaintext() const override { return true; }
+    crypto::IoResult read(std::span<std::byte> out) override {
+        if (endless) {
+            size_t n = std::min(out.size(), read_size);
+            std::memset(out.data(), 'x', n);
+            return {crypto::IoStatus::ok, n};
+        }
+        if (to_read.empty()) return {crypto::IoStatus::want_read};
+        size_t n = std::min({out.size(), read_size, to_read.size()});
+        std::memcpy(out.data(), to_read.data(), n);
+        to_read.erase(0, n);
+        return {crypto::IoStatus::ok, n};
+    }
+    crypto::IoResult write(std::span<const std::byte> in) override {
+        if (close_notify) return {crypto::IoStatus::error, 0, "write after close_notify"};
+        size_t n = std::min(in.size(), write_room);
+        if (n == 0) return {crypto::IoStatus::want_write};
+        written.append(reinterpret_cast<const char*>(in.data()), n);
+        write_room -= n;
+        return {crypto::IoStatus::ok, n};
+    }
+    crypto::IoResult shutdown_write() override {
+        close_notify = true;
+        return {crypto::IoStatus::ok};
+    }
+};
+
+// Issue 12: at the drain deadline or an idle timeout, close_notify must not go out while bytes are
+// still queued towards the client: it would make a truncated close-delimited body look complete.
+TEST(RelayCoreBuffered, AGoodbyeWithBytesQueuedClosesWithoutCloseNotify) {
+    Host host;
+    Peers peers(host);
+    auto path = std::make_unique<ScriptedPath>();
+    ScriptedPath& client = *path;
+    host.relay = std::make_unique<conn::BufferedRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024);
+    host.relay->start();
+    peers.backend_sends(pattern(5000, 3));
+    client.write_room = 1000;  // the client reads slowly: most of it stays queued
+    peers.run_to_quiet();
+    ASSERT_EQ(client.written, pattern(5000, 3).substr(0, 1000));
+    const uint64_t truncated = conn::stats().truncated_closes.load();
+    host.relay->say_goodbye();  // the idle timeout fired
+    EXPECT_FALSE(client.close_notify) << "close_notify ahead of 4000 queued bytes";
+    EXPECT_EQ(conn::stats().truncated_closes.load(), truncated + 1);
+}
+
+TEST(RelayCoreBuffered, AGoodbyeWithNothingQueuedSendsCloseNotify) {
+    Host host;
+    Peers peers(host);
+    auto path = std::make_unique<ScriptedPath>();
+    ScriptedPath& client = *path;
+    host.relay = std::make_unique<conn::BufferedRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024);
+    host.relay->start();
+    peers.backend_sends(pattern(5000, 3));
+    client.write_room = 5000;
+    peers.run_to_quiet();
+    host.relay->say_goodbye();
+    EXPECT_TRUE(client.close_notify);
+}
+
+// Heap bytes in use by this process (the sanitizer's allocator keeps its own count).
+size_t heap_in_use() {
+#if defined(__SANITIZE_ADDRESS__)
+    return __sanitizer_get_current_allocated_bytes();
+#else
+    struct mallinfo2 m = ::mallinfo2();
+    return m.uordblks + m.hblkhd;
+#endif
+}
+
+// Issue 12 (measured: 18 MiB -> 2.2 GiB RSS in 20 s): 1-byte records into a stalled backend, and
+// 1-byte segments from a backend towards a client that stopped reading, on a rule route's relay.
+// Memory is bounded in chunks: a byte costs a byte of a chunk, never a chunk.
+TEST(RelayCoreRewrite, OneByteFloodsIntoStalledPeersStayWithinTheChunkCap) {
+    constexpr size_t kChunk = 4096;
+    Host host;
+    Peers peers(host);
+    auto path = std::make_unique<ScriptedPath>();
+    ScriptedPath& client = *path;
+    client.endless = true;
+    client.read_size = 1;
+    const size_t before = heap_in_use();
+    host.relay = std::make_unique<conn::RewriteRelay>(host, std::move(path), kClientFd, kBackendFd, kChunk,
+                                                      conn::RedactionStage{}, conn::RedactionStage{});
+    host.relay->start();  // reads the client until the direction is at its cap; the backend never takes it
+    for (int i = 0; i < 100000; ++i) {
+        int recv = host.ring.find(kBackendFd, Kind::recv);
+        if (recv < 0) break;
+        host.ring.complete_recv(static_cast<size_t>(recv), "y");  // the client never reads (write_room 0)
+    }
+    EXPECT_EQ(host.ring.find(kBackendFd, Kind::recv), -1) << "the backend is still read past the cap";
+    const size_t grown = heap_in_use() - before;
+    // Per direction: kMaxChunks chunks and kMaxSegments plan segments (an iovec and a chunk
+    // reference each: well under 1 KiB), plus the relay itself.
+    using R = conn::RewriteRelay;
+    EXPECT_LT(grown, 2 * (R::kMaxChunks * kChunk + R::kMaxSegments * 1024) + 64 * 1024) << "bytes held: " << grown;
+    EXPECT_EQ(host.ring.violations(), std::vector<std::string>{});
+}
+
+// The splice relay on fake pipes and sockets (the kernel path's relay, driven by its completions).
+struct SpliceRig {
+    io::PipePool pipes{64 * 1024, 4};  // outlives the relay, which gives its pipes back
+    Host host;
+    SpliceRig() {
+        auto path = std::make_unique<crypto::KernelRecordPath>(
+            kClientFd, crypto::KtlsKeyUpdates(config::TlsVersion::tls1_2, config::Cipher::aes_128_gcm, {}, {}));
+        host.relay = std::make_unique<conn::SpliceRelay>(host, pipes, std::move(path), kClientFd, kBackendFd);
+        host.relay->start();
+    }
+    // Pending ops splicing out of `fd` (fills from a socket) or into it (drains to a socket).
+    int fills_from(int fd) const {
+        int n = 0;
+        for (const auto& p : host.ring.pending())
+            if (p.fd == fd && (p.kind == Kind::poll_then_splice || p.kind == Kind::splice)) ++n;
+        return n;
+    }
+    int op_into(int fd) const {
+        for (size_t i = 0; i < host.ring.pending().size(); ++i)
+            if (host.ring.pending()[i].out == fd) return static_cast<int>(i);
+        return -1;
+    }
+    int op_from(int fd) const {
+        for (size_t i = 0; i < host.ring.pending().size(); ++i)
+            if (host.ring.pending()[i].fd == fd && host.ring.pending()[i].kind == Kind::poll_then_splice)
+                return static_cast<int>(i);
+        return -1;
+    }
+};
+
+// Issue 12: a pipe is full by slots, not by bytes. EAGAIN from a fill while the pipe holds bytes
+// parks the reader until the drain made progress; resubmitting at once would spin.
+TEST(RelayCoreSplice, EagainWithBytesInThePipeParksTheReaderUntilTheWriterDrains) {
+    SpliceRig rig;
+    FakeRing& ring = rig.host.ring;
+    int fill = rig.op_from(kBackendFd);
+    ASSERT_GE(fill, 0);
+    ring.complete(static_cast<size_t>(fill), 100);  // 100 bytes into the down pipe
+    const int drain = rig.op_into(kClientFd);
+    ASSERT_GE(drain, 0) << "the drain towards the client";
+    fill = rig.op_from(kBackendFd);
+    ASSERT_GE(fill, 0);
+    const size_t before = ring.submitted();
+    ring.complete(static_cast<size_t>(fill), -EAGAIN);  // the pipe's slots are full
+    EXPECT_EQ(rig.fills_from(kBackendFd), 0) << "resubmitted without progress";
+    EXPECT_EQ(ring.submitted(), before) << "nothing new submitted on EAGAIN";
+    ring.complete(static_cast<size_t>(rig.op_into(kClientFd)), 100);  // the drain made progress
+    EXPECT_EQ(rig.fills_from(kBackendFd), 1) << "the reader resumes after the drain";
+}
+
+// Issue 12: with plaintext still in the pipe, a goodbye closes without close_notify.
+TEST(RelayCoreSplice, AGoodbyeWithBytesInThePipeClosesWithoutCloseNotify) {
+    SpliceRig rig;
+    int fill = rig.op_from(kBackendFd);
+    ASSERT_GE(fill, 0);
+    rig.host.ring.complete(static_cast<size_t>(fill), 100);
+    const uint64_t truncated = conn::stats().truncated_closes.load();
+    rig.host.relay->say_goodbye();
+    EXPECT_EQ(conn::stats().truncated_closes.load(), truncated + 1);
+}
+
+}  // namespace
+}  // namespace ztp::testing
