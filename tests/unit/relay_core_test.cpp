@@ -362,6 +362,11 @@ TEST(RelayCoreUserspace, SlowTypistsOnARuleRouteHoldNoSlotAndNobodyIsOverloaded)
     counters->rules = {std::make_shared<redact::RuleMatches>()};
     redact::Scratch scratch;
     ASSERT_TRUE(scratch.grow_for(*db));
+    // hold: this test is about slots, so no pause may release (or mask) the typed prefix early.
+    redact::RuleSet::RouteRules rules;
+    rules.request = db;
+    rules.request_counters = counters;
+    rules.on_pause = config::OnPause::hold;
     Host pools;  // only its gated pools: 8 bulk + 4 burst slots for every typist below
     constexpr int kTypists = 40;
     std::vector<std::unique_ptr<Host>> hosts;
@@ -369,7 +374,7 @@ TEST(RelayCoreUserspace, SlowTypistsOnARuleRouteHoldNoSlotAndNobodyIsOverloaded)
     for (int i = 0; i < kTypists; ++i) {
         hosts.push_back(std::make_unique<Host>());
         peers.push_back(std::make_unique<Peers>(*hosts.back()));
-        auto stage = conn::RedactionStage::open(db, counters, &scratch);
+        auto stage = conn::RedactionStage::open(rules, config::RuleDirection::request, &scratch);
         ASSERT_TRUE(stage);
         hosts.back()->start_userspace(io::GatedPools{*pools.bulk, *pools.burst}, std::move(stage).value());
     }

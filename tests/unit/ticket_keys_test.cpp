@@ -516,7 +516,7 @@ TEST(SessionCache, OnlyCleanEndingsKeepTheSession) {
     const std::set<std::string> aborted = {
         "handshake_failed", "handshake_timeout", "client_cert_rejected", "client_reset",
         "client_error",     "client_alert",      "bad_record",           "malformed_record",
-        "record_overflow",  "key_update_flood",  "renegotiation_refused", "ktls_unavailable",
+        "record_overflow",  "key_update_flood",  "renegotiation_refused", "bad_key_update", "ktls_unavailable",
         "record_path_unavailable", "no_route",   "overloaded",           "internal_error",
         "other"};
     std::set<std::string> known;
