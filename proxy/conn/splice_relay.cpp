@@ -23,7 +23,8 @@ SpliceRelay::SpliceRelay(RelayHost& host, io::PipePool& pipes, std::unique_ptr<c
       down_{false, backend_fd, client_fd, {}, 0, false, false, false, false,
             {&host.completion_target(), kDownFill}, {&host.completion_target(), kDownDrain},
             {&host.completion_target(), kDownDrainPoll}},
-      op_goodbye_poll_{&host.completion_target(), kGoodbyePoll} {}
+      op_goodbye_poll_{&host.completion_target(), kGoodbyePoll},
+      op_control_poll_{&host.completion_target(), kUpControlPoll} {}
 
 SpliceRelay::~SpliceRelay() {
     // Only empty pipes go back to the pool; one still holding plaintext is closed (PipePool).
@@ -52,6 +53,11 @@ void SpliceRelay::on_completion(uint8_t tag, int res) {
         case kUpDrainPoll: up_.drain_inflight = false; return drain(up_);
         case kDownDrainPoll: down_.drain_inflight = false; return drain(down_);
         case kGoodbyePoll: down_.drain_inflight = false; return finish(down_);
+        case kUpControlPoll:
+            up_.fill_inflight = false;
+            if (failed_ || res == -ECANCELED) return;
+            if (res < 0) return fail("client_error", std::string("poll: ") + std::strerror(-res));
+            return on_control_record(up_);
     }
 }
 
@@ -133,6 +139,10 @@ void SpliceRelay::on_control_record(Direction& d) {
             // Skipped (NewSessionTicket) or a KeyUpdate followed; ours, if the client asked for
             // it, goes out now unless a write towards the client is in flight (then right after).
             if (path_->key_update_owed()) drain(down_);
+            // A handshake message split across records: its next record is read (and checked) here
+            // too. A splice would move application data sent in between past the parser, which
+            // RFC 8446 §5.1 says must be refused (unexpected_message).
+            if (path_->control_pending()) return wait_control_record(d);
             return fill(d);
         case crypto::IoStatus::ok:
             // Application data after all: it passed through user space, so it is counted as
@@ -144,6 +154,12 @@ void SpliceRelay::on_control_record(Direction& d) {
             return fill(d);
         default: return fail(client_close_reason(r), r.reason);
     }
+}
+
+void SpliceRelay::wait_control_record(Direction& d) {
+    d.fill_inflight = true;  // no splice from the client meanwhile
+    host_.op_submitted();
+    host_.loop().poll(&op_control_poll_, d.src, POLLIN);
 }
 
 void SpliceRelay::drain(Direction& d) {

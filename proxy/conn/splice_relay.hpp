@@ -36,7 +36,7 @@ public:
 
 private:
     enum Tag : uint8_t { kUpFill = kFirstRelayTag, kUpDrain, kUpDrainPoll, kDownFill, kDownDrain, kDownDrainPoll,
-                         kGoodbyePoll };
+                         kGoodbyePoll, kUpControlPoll };
 
     struct Direction {
         bool up;  // client → backend
@@ -58,6 +58,7 @@ private:
     void on_fill(Direction& d, int res);
     void on_drain(Direction& d, int res);
     void on_control_record(Direction& d);
+    void wait_control_record(Direction& d);
     void finish(Direction& d);
     void fail(const char* reason, const std::string& detail);
     void bad_record(const std::string& detail);
@@ -70,6 +71,7 @@ private:
     Direction up_;
     Direction down_;
     io::Op op_goodbye_poll_;
+    io::Op op_control_poll_;  // the next part of a handshake message split across records
     io::PipeSpill spill_;  // client → backend bytes that reached user space, not yet in the pipe
     uint64_t key_updates_seen_ = 0;
     bool failed_ = false;
