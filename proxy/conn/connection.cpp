@@ -11,6 +11,7 @@
 
 #include "crypto/kernel_record_path.hpp"
 #include "crypto/openssl_record_path.hpp"
+#include "crypto/record_errors.hpp"
 #include "proxy/base/log.hpp"
 #include "proxy/base/log_limiter.hpp"
 #include "proxy/conn/access_log.hpp"
@@ -434,7 +435,27 @@ void Connection::release_if_idle() {
         r.close = close_reason_;
         write_access_log(r);
     }
+    // A refused client record: its alert is out, but what the client sent after the record may still
+    // be queued, and close() on a socket with unread bytes sends a reset, which can overtake the
+    // alert and the end of stream at the client. So our FIN goes out first and what is queued is
+    // discarded without copying (MSG_TRUNC on TCP), and the close is orderly. Bounded: a client
+    // that goes on sending after that gets its reset. Not on the kernel path: a kTLS socket's
+    // reads decrypt (KernelRecordPath::fail_with_alert already sent the alert and the FIN there).
+    if (relay_ && std::strcmp(relay_->rx_path(), "kernel") != 0 && crypto::counter_for_close_reason(close_reason_))
+        discard_unread_client_bytes();
     owner_.connection_finished(this);
+}
+
+void Connection::discard_unread_client_bytes() {
+    ::shutdown(client_.get(), SHUT_WR);
+    static thread_local std::array<uint8_t, 64 * 1024> never_written;  // MSG_TRUNC: the kernel copies nothing
+    for (int i = 0; i < 16; ++i) {
+        iovec v{never_written.data(), never_written.size()};
+        msghdr m{};
+        m.msg_iov = &v;
+        m.msg_iovlen = 1;
+        if (::recvmsg(client_.get(), &m, MSG_TRUNC | MSG_DONTWAIT) <= 0) break;
+    }
 }
 
 }  // namespace ztp::conn

@@ -83,6 +83,7 @@ private:
     void arm_client(Tag tag);
     void close(const char* reason);
     void release_if_idle();
+    void discard_unread_client_bytes();
 
     // RelayHost
     io::Submitter& loop() override { return owner_.loop(); }

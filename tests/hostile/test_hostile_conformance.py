@@ -13,10 +13,10 @@ RFC 8446's (and RFC 5246's for TLS 1.2), not today's behaviour:
   empty alert record                unexpected_message   malformed_record    (also accepted: decode_error)
   unknown outer / inner type        unexpected_message   malformed_record
   CCS after the handshake           unexpected_message   malformed_record
-  KeyUpdate value 2                 illegal_parameter    malformed_record
-  KeyUpdate body 0 or 2 bytes       decode_error         malformed_record
+  KeyUpdate value 2                 illegal_parameter    bad_key_update
+  KeyUpdate body 0 or 2 bytes       decode_error         bad_key_update
   KeyUpdate split, app data between unexpected_message   malformed_record
-  two KeyUpdates in one record      unexpected_message   malformed_record
+  two KeyUpdates in one record      unexpected_message   bad_key_update
   zero-length application_data      none: the stream goes on (RFC 8446 §5.1, §5.4)
   padding-only application_data     none: the stream goes on
   KeyUpdate split over 2 records    none: legal, the connection rekeys and goes on
@@ -44,14 +44,14 @@ FATAL = {
     "unknown-outer-type": ({"unexpected_message"}, "malformed_record"),
     "unknown-inner-type": ({"unexpected_message"}, "malformed_record"),
     "ccs-after-handshake": ({"unexpected_message"}, "malformed_record"),
-    "key-update-bad-value": ({"illegal_parameter"}, "malformed_record"),
+    "key-update-bad-value": ({"illegal_parameter"}, "bad_key_update"),
     # OpenSSL 3.0 (the openssl record path) answers illegal_parameter here: a KeyUpdate over its
     # 1-byte size limit is SSL_R_EXCESSIVE_MESSAGE_SIZE to it. RFC 8446 §6.2: decode_error.
     "key-update-long": ({"decode_error"} | ({"illegal_parameter"} if RECORD_PATH == "openssl" else set()),
-                        "malformed_record"),
-    "key-update-empty": ({"decode_error"}, "malformed_record"),
+                        "bad_key_update"),
+    "key-update-empty": ({"decode_error"}, "bad_key_update"),
     "key-update-interleaved": ({"unexpected_message"}, "malformed_record"),
-    "key-update-not-last": ({"unexpected_message"}, "malformed_record"),
+    "key-update-not-last": ({"unexpected_message"}, "bad_key_update"),
 }
 LEGAL = ("empty-appdata", "padding-only", "key-update-fragmented")
 TLS12 = ("bad-tag", "bad-ciphertext", "oversized-ciphertext", "oversized-plaintext", "unknown-outer-type",
