@@ -225,22 +225,7 @@ IoResult KernelRecordPath::send_owed_key_update() {
 }
 
 ssize_t KernelRecordPath::send_record(uint8_t type, std::span<const uint8_t> body) {
-    iovec iov{const_cast<uint8_t*>(body.data()), body.size()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint8_t))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    // kTLS contract: a non-data record is sent by tagging the sendmsg with its content type. The
-    // kernel first closes any record still open from earlier data, so this one stands alone and
-    // follows everything written before it.
-    cmsg->cmsg_level = SOL_TLS;
-    cmsg->cmsg_type = TLS_SET_RECORD_TYPE;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(uint8_t));
-    *CMSG_DATA(cmsg) = type;
-    return ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return ktls_send_record(fd_, type, body);
 }
 
 ssize_t KernelRecordPath::send_alert(uint8_t level, uint8_t description) {

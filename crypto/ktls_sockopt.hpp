@@ -4,6 +4,8 @@
 // callers bring key material they derived themselves.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -60,5 +62,9 @@ struct KtlsRecv {
 // One recvmsg on a kTLS RX socket with room for the TLS_GET_RECORD_TYPE control message. Returns
 // 0 bytes at EOF. Errors: EBADMSG (authentication failed; `buf` has been scrubbed), EAGAIN, etc.
 Result<KtlsRecv> ktls_recv(int fd, std::span<uint8_t> buf, int flags = 0);
+
+// One record of content type `type` (alert, handshake, ...) on a kTLS TX socket: sendmsg tagged
+// with TLS_SET_RECORD_TYPE, non-blocking. The sendmsg result (errno on -1).
+ssize_t ktls_send_record(int fd, uint8_t type, std::span<const uint8_t> body);
 
 }  // namespace ztp::crypto

@@ -22,7 +22,6 @@ Environment (sizes and durations; defaults keep the host label under a few minut
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -31,8 +30,10 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+sys.path.insert(0, os.path.join(HERE, "..", "ktls"))
 
 from harness import FORCED_RECORD_PATH, SOURCE_DIR, describe_rc  # noqa: E402
+from test_ktls_e2e import ktls_status  # noqa: E402
 
 SKIP = 77
 IN_VM = os.environ.get("KTLS_VM_GUEST", "")
@@ -166,24 +167,6 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
-def ktls_available():
-    """Whether this kernel takes the TLS ULP (the kernel record path's precondition)."""
-    lst = socket.socket()
-    try:
-        lst.bind(("127.0.0.1", 0))
-        lst.listen(1)
-        with socket.create_connection(lst.getsockname(), timeout=10) as c:
-            peer, _ = lst.accept()
-            with peer:
-                try:
-                    c.setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_ULP", 31), b"tls")
-                    return True
-                except OSError:
-                    return False
-    finally:
-        lst.close()
-
-
 def kernel_can_rekey():
     """Linux >= 6.14 follows a TLS 1.3 KeyUpdate on kTLS; told by the counter that came with it."""
     try:
@@ -195,12 +178,13 @@ def kernel_can_rekey():
 
 def main(module="__main__"):
     """Runs the module's tests; the kernel-path variant exits 77 on a host without kTLS."""
-    if KERNEL and not ktls_available():
+    ok, why = ktls_status() if KERNEL else (True, "")
+    if not ok:
         if IN_VM:
-            print("FAIL: inside the kTLS VM (KTLS_VM_GUEST=%s) but kTLS is unavailable" % IN_VM)
+            print("FAIL: inside the kTLS VM (KTLS_VM_GUEST=%s) but kTLS is unavailable: %s" % (IN_VM, why))
             return 1
-        print("SKIP: the kernel record path needs kTLS; this variant runs inside "
-              "tests/ktls/run-in-ktls-kernel.sh (ctest -R ktls_vm_suite)")
+        print("SKIP: the kernel record path needs kTLS (%s); this variant runs inside "
+              "tests/ktls/run-in-ktls-kernel.sh (ctest -R ktls_vm_suite)" % why)
         return SKIP
     prog = unittest.main(module=module, verbosity=2, exit=False)
     return 0 if prog.result.wasSuccessful() else 1

@@ -107,19 +107,7 @@ int peer_tcp_state(int fd) {
 
 ssize_t send_alert_raw(int fd, uint8_t description) {
     const uint8_t alert[2] = {crypto::kAlertFatal, description};
-    iovec iov{const_cast<uint8_t*>(alert), sizeof alert};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint8_t))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_TLS;
-    cmsg->cmsg_type = TLS_SET_RECORD_TYPE;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(uint8_t));
-    *CMSG_DATA(cmsg) = crypto::kRecordAlert;
-    return ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    return crypto::ktls_send_record(fd, crypto::kRecordAlert, alert);
 }
 
 // A tampered record: EBADMSG, and the pending socket error blocks TX until SO_ERROR is read. The
