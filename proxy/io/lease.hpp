@@ -2,7 +2,7 @@
 //
 // A LEASE is a move-only handle on memory that came from a pool: BufferLease (a relay buffer,
 // buffer_pool.hpp), GatedBuffer / VerifiedBytes (a gated slot, gated_pool.hpp), a heap chunk under
-// a ChunkBudget (chunk_budget.hpp), a Pipe (pipe_pool.hpp). The memory goes back to its pool only
+// a ChunkArena (chunk_arena.hpp), a Pipe (pipe_pool.hpp). The memory goes back to its pool only
 // when its last lease dies, and nothing can write into it without holding the lease.
 //
 // An OP RECORD (InFlight<Body>) is the state of one io_uring operation: the Op the completion
