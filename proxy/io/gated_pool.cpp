@@ -193,7 +193,8 @@ void GatedPool::recycle(uint32_t slot) {
     --in_use_;
     if (!gated) {
         // The release view of this slot may still be readable: handing it out again would make the
-        // next connection's unverified plaintext readable. Fail closed: never reuse it.
+        // next connection's unverified plaintext readable. Fail closed: quarantined (scrubbed
+        // already) until a re-gate of the whole slot succeeds (acquire() retries it).
         quarantined_.push_back(slot);
         return;
     }
