@@ -47,7 +47,7 @@
 // mprotect over [0, last released page]: release ranges only increase, so no page past it was ever
 // opened) and scrubs the ingest bytes that may hold anything (explicit_bzero over the dirty range,
 // below), so no plaintext survives into the next connection. If that mprotect fails the slot is
-// quarantined (never reused) rather than handed out readable.
+// quarantined rather than handed out readable, until a re-gate of the whole slot succeeds.
 //
 // DIRTY RANGE: a recycled slot is all zeros. The pool scrubs only what can have been written since:
 // every writable span it handed out (ingest(), ingest_from(): to the end of the slot;
