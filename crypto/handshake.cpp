@@ -156,6 +156,11 @@ void CachedSession::release(bool keep_entry) {
     if (ctx_ != nullptr) SSL_CTX_free(std::exchange(ctx_, nullptr));
 }
 
+void end_session(SSL* ssl, SSL_CTX* session_ctx, std::string_view close_reason) {
+    if (ssl == nullptr || session_ctx == nullptr || session_resumable_after(close_reason)) return;
+    if (SSL_SESSION* s = SSL_get_session(ssl)) SSL_CTX_remove_session(session_ctx, s);
+}
+
 CachedSession free_after_offload(SslPtr ssl, SSL_CTX* session_ctx) {
     CachedSession kept;
     if (!ssl) return kept;

@@ -95,4 +95,10 @@ private:
 // `session_ctx`: ServerTlsContext::session_cache_ctx().
 CachedSession free_after_offload(SslPtr ssl, SSL_CTX* session_ctx);
 
+// The same rule for a connection that kept its SSL to the end (the OpenSSL record path): OpenSSL
+// itself forgets a session only when our close_notify had not gone out, so a client reset after it
+// would leave the session resumable. Removes the session from `session_ctx`'s cache unless
+// session_resumable_after(close_reason).
+void end_session(SSL* ssl, SSL_CTX* session_ctx, std::string_view close_reason);
+
 }  // namespace ztp::crypto

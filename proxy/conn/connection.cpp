@@ -387,7 +387,9 @@ void Connection::close(const char* reason) {
     if (phase_ == Phase::closing) return;
     phase_ = Phase::closing;
     close_reason_ = reason;
-    cached_session_.end(reason);  // the session stays resumable after a clean end only
+    // The session stays resumable after a clean end only, whichever record path carried it.
+    cached_session_.end(reason);
+    if (ssl_) crypto::end_session(ssl_.get(), listener_.tls->session_cache_ctx(), reason);
     // Pending polls and socket ops complete with -ECANCELED; the connection is freed when the
     // last of them is back (release_if_idle), never while the kernel may still touch buffers.
     if (inflight_ > 0) {
