@@ -108,6 +108,23 @@ class LimitsTest(LocalhostTestCase):
         # Recovery: the held connections end, new ones are served again.
         self.assert_curl_ok(proxy, "after the limit")
 
+    def test_max_map_count_warning_names_the_maps_needed(self):
+        # Eight workers with 2,048 connections each need more gated-pool maps than the kernel's
+        # default vm.max_map_count (proxy/conn/worker.cpp): warned at start with the number to set,
+        # and the proxy still serves. One worker fits, and says nothing.
+        with open("/proc/sys/vm/max_map_count") as f:
+            have = int(f.read())
+        proxy, _ = self.start("--workers", "8", "--max-connections", "2048")
+        m = proxy.wait_line("stderr", r"vm\.max_map_count is (\d+), .* (\d+) memory maps: "
+                                      r"raise it \(sysctl vm\.max_map_count=(\d+)\)")
+        self.assertEqual(int(m.group(1)), have)
+        self.assertGreater(int(m.group(2)), have)
+        self.assertEqual(m.group(2), m.group(3))
+        self.assert_curl_ok(proxy, "with the warning")
+        quiet, _ = self.start("--workers", "1", "--max-connections", "64")
+        self.assert_curl_ok(quiet, "one worker")
+        self.assertFalse([l for l in quiet.err.snapshot() if "max_map_count" in l], quiet.diag())
+
     def test_per_source_limit_refuses_one_address_not_the_others(self):
         proxy, admin = self.start("--max-connections-per-source", "4", "--handshake-timeout", "60s")
         held = [stalled(proxy.port, source="127.0.0.2", payload=b"") for _ in range(4)]

@@ -2,13 +2,16 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace ztp::io {
 namespace {
@@ -458,6 +461,58 @@ TEST_F(GatedPoolDeathTest, IsolatedSlotIsGatedAgainAfterRecycle) {
     ASSERT_TRUE(again);
     again->ingest()[0] = 9;
     EXPECT_SEGV(touch_read(old));
+}
+
+// Fills the process's memory-map budget (vm.max_map_count) with one-page mappings of alternating
+// protection, so neighbours never merge: from then on, an mprotect that splits a VMA fails with
+// ENOMEM, as it does on a host whose gated pools outgrew the limit.
+std::vector<void*> exhaust_map_count() {
+    std::vector<void*> maps;
+    maps.reserve(1 << 17);
+    for (int prot = PROT_READ;; prot = prot == PROT_READ ? PROT_NONE : PROT_READ) {
+        void* p = ::mmap(nullptr, page(), prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return maps;
+        maps.push_back(p);
+    }
+}
+
+// Runs in a child (it exhausts the map count): the step that failed as exit code, 0 when all held.
+int quarantine_then_retry() {
+    auto pool = GatedPool::create(kSlot, 2);
+    if (!pool) return 1;
+    auto a = (*pool)->acquire();
+    auto b = (*pool)->acquire();
+    if (!a || !b) return 2;
+    // Both slots released whole: one readable VMA over the pool's release view.
+    auto va = a->release(0, kSlot);
+    auto vb = b->release(0, kSlot);
+    if (!va || !vb) return 3;
+    const uint8_t* first_slot = va->bytes().data();
+    std::vector<void*> filler = exhaust_map_count();
+    if (filler.size() < 2) return 4;
+    // Re-gating slot 0 splits that VMA: ENOMEM, so the slot must not go back to the free list.
+    a->reset();
+    va->reset();
+    if ((*pool)->quarantined() != 1 || (*pool)->slots_in_use() != 1) return 5;
+    // No free slot: acquire() retries the re-gate, which still fails: ENOBUFS, still quarantined.
+    auto none = (*pool)->acquire();
+    if (none || none.error().code != ENOBUFS || (*pool)->quarantined() != 1) return 6;
+    // Room again: the retry gates the whole slot and hands it out.
+    for (int i = 0; i < 4; ++i) ::munmap(filler[filler.size() - 1 - static_cast<size_t>(i)], page());
+    auto again = (*pool)->acquire();
+    if (!again || (*pool)->quarantined() != 0 || (*pool)->slots_in_use() != 2) return 7;
+    // It is slot 0, gated again: its release view is readable only after a new release.
+    auto reopened = again->release(0, 1);
+    if (!reopened || reopened->bytes().data() != first_slot) return 8;
+    return 0;
+}
+
+TEST_F(GatedPoolDeathTest, QuarantinedSlotIsRetriedOnceTheReGateSucceeds) {
+#if defined(__SANITIZE_ADDRESS__)
+    GTEST_SKIP() << "exhausting vm.max_map_count leaves ASan no room for its own maps";
+#else
+    EXPECT_EXIT(std::exit(quarantine_then_retry()), ::testing::ExitedWithCode(0), "");
+#endif
 }
 
 }  // namespace
