@@ -513,5 +513,24 @@ TEST(PolicyLoader, AdmissionRatePrefixes) {
               }));
 }
 
+// The admission tries hold kMaxAdmissionRules entries each (bpf/cidr.hpp): one more is a config
+// error naming the list, never a silently truncated list in the kernel.
+TEST(ValidatePolicy, AdmissionListsAreCappedAtTheTrieSize) {
+    auto cidrs = [](const std::string& first, size_t n) {
+        std::vector<bpf::Cidr> v;
+        for (size_t i = 0; i < n; ++i)
+            v.push_back(*bpf::Cidr::parse(first + "." + std::to_string(i / 256) + "." + std::to_string(i % 256) + ".0/24"));
+        return v;
+    };
+    Policy p = builtin_policy();
+    p.listeners[0].admission.deny = cidrs("10", bpf::kMaxAdmissionRules);
+    p.listeners[0].admission.allow = cidrs("11", bpf::kMaxAdmissionRules);
+    EXPECT_EQ(messages(validate_policy(p)), std::vector<std::string>{});
+    p.listeners[0].admission.deny = cidrs("10", bpf::kMaxAdmissionRules + 1);
+    p.listeners[0].admission.allow.clear();
+    EXPECT_EQ(messages(validate_policy(p)),
+              std::vector<std::string>{"<builtin>: listener 'quick': more than 1024 'deny' entries"});
+}
+
 }  // namespace
 }  // namespace ztp::config
