@@ -147,6 +147,8 @@ public:
     VerifiedBytes slice(size_t offset, size_t len) const;
     // Another handle to the same bytes (one more reference on the slot).
     VerifiedBytes share() const { return slice(0, size_); }
+    // Both handles hold a reference on the same slot (empty handles hold none).
+    bool same_slot(const VerifiedBytes& o) const { return pool_ && pool_ == o.pool_ && slot_ == o.slot_; }
 
     // [offset, offset+len) as an iovec for sendmsg. iovec's pointer is not const, but the kernel
     // only reads it, and the page is PROT_READ anyway: this is the one place that casts.

@@ -8,21 +8,24 @@ void RewritePlan::add_source(SharedBytes s) {
     if (s.empty()) return;
     auto b = s.bytes();
     // The same chunk continuing where the last segment ended: one iovec instead of two.
+    bool merged = false;
     if (last_ == Kind::source) {
         iovec& last = iov_.back();
         if (static_cast<const uint8_t*>(last.iov_base) + last.iov_len == b.data()) {
             last.iov_len += b.size();
-            bytes_ += b.size();
-            source_bytes_ += b.size();
-            refs_.push_back(std::move(s));
-            return;
+            merged = true;
         }
     }
-    iov_.push_back(iovec{const_cast<uint8_t*>(b.data()), b.size()});
-    last_ = Kind::source;
+    if (!merged) {
+        iov_.push_back(iovec{const_cast<uint8_t*>(b.data()), b.size()});
+        last_ = Kind::source;
+    }
     bytes_ += b.size();
     source_bytes_ += b.size();
-    refs_.push_back(std::move(s));
+    // One reference per buffer, not per piece: a flood of 1-byte records into one chunk (or one
+    // gated slot) would otherwise cost a reference per byte until the plan is sent. References
+    // are only dropped all at once (clear()), so the first one keeps the buffer alive for all.
+    if (refs_.empty() || !refs_.back().same_owner(s)) refs_.push_back(std::move(s));
 }
 
 void RewritePlan::add_static(const char* p, size_t n) {

@@ -49,6 +49,7 @@ public:
     // Counters for the plan's segments (tests and metrics).
     size_t source_bytes() const { return source_bytes_; }            // pointing into the input
     size_t replacement_bytes() const { return replacement_bytes_; }  // written by the proxy
+    size_t references() const { return refs_.size(); }               // buffers kept alive
 
     // The bytes, concatenated (tests, diagnostics; copies: never on the data path).
     std::string to_string() const;

@@ -41,4 +41,14 @@ SharedBytes SharedBytes::slice(size_t offset, size_t len) const {
     return out;
 }
 
+bool SharedBytes::same_owner(const SharedBytes& o) const {
+    const auto* a = std::get_if<io::VerifiedBytes>(&src_);
+    const auto* b = std::get_if<io::VerifiedBytes>(&o.src_);
+    if (a || b) return a && b && a->same_slot(*b);
+    // One control block: owner_before() orders by it, not by the aliased address.
+    const auto& x = std::get<Owned>(src_).data;
+    const auto& y = std::get<Owned>(o.src_).data;
+    return x && y && !x.owner_before(y) && !y.owner_before(x);
+}
+
 }  // namespace ztp::redact

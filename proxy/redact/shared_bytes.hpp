@@ -50,6 +50,10 @@ public:
     // A sub-range sharing the same owner; clamped to this range (out of range → empty).
     SharedBytes slice(size_t offset, size_t len) const;
 
+    // Both keep the same buffer alive (one gated slot, or one owner): holding one of them is
+    // enough to keep the other's bytes valid.
+    bool same_owner(const SharedBytes& o) const;
+
 private:
     struct Owned {
         std::shared_ptr<const uint8_t> data;  // aliasing pointer: owner's refcount, chunk's address
