@@ -117,8 +117,15 @@ def tls_stat():
 def kernel_can_rekey():
     """Whether this kernel takes a TLS 1.3 KeyUpdate's next key on a kTLS socket (Linux >= 6.14).
     Told by what the kernel counts, not by its version string: the TlsRxRekeyOk counter came with
-    the feature (and a distribution kernel may backport it)."""
-    return "TlsRxRekeyOk" in tls_stat()
+    the feature (and a distribution kernel may backport it). Inside the project's VMs the suite
+    also says which kernel it booted (KTLS_VM_KERNEL, tests/ktls/vm_suite.sh): a disagreement
+    fails, because each KeyUpdate test would then prove the other kernel's behaviour."""
+    can = "TlsRxRekeyOk" in tls_stat()
+    booted = os.environ.get("KTLS_VM_KERNEL") if IN_VM else None
+    if booted in ("6.1", "rekey") and can != (booted == "rekey"):
+        raise AssertionError("KTLS_VM_KERNEL=%s but Linux %s %s TlsRxRekeyOk in %s"
+                             % (booted, os.uname().release, "counts" if can else "has no", TLS_STAT))
+    return can
 
 
 def stat_delta(before, after):
