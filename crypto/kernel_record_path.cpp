@@ -180,8 +180,8 @@ IoResult KernelRecordPath::read_control(std::string& spill) {
     // Linux >= 6.14 pauses RX at the first part of a KeyUpdate fragmented across records, and a
     // poll for the next record was never answered there (seen on 7.2, tests/hostile conformance):
     // read on now while the message is unfinished, so that read_one() meets the pause
-    // (EKEYEXPIRED) and lifts it. Only records of that message (or a
-    // record refused for interrupting it) are read here; EAGAIN ends the loop.
+    // (EKEYEXPIRED) and lifts it. Only records of that message (or a record refused for
+    // interrupting it) are read here; EAGAIN ends the loop.
     while (control_handled && key_updates_.mid_message()) r = read_one(scratch, control_handled);
     if (r.status == IoStatus::ok) spill.assign(reinterpret_cast<const char*>(scratch.data()), r.bytes);
     return r;
