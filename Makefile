@@ -6,7 +6,7 @@ JOBS        ?= $(shell nproc)
 CMAKE_FLAGS ?=
 WERROR      ?= ON
 
-.PHONY: all deps build build-asan build-fuzz test test-ktls demo bench fuzz clean
+.PHONY: all deps build build-asan build-fuzz test test-ktls ktls-vm-prepare demo bench fuzz clean
 
 all: build
 
@@ -27,7 +27,7 @@ build-fuzz: deps
 
 # Everything: the host suite (unit, loopback, e2e, bpf; the ktls label runs inside the kTLS kernel
 # through the ktls_vm_suite test), the sanitizer build of unit+loopback, and the fuzz smoke runs.
-test: build build-asan build-fuzz
+test: build build-asan build-fuzz ktls-vm-prepare
 	ctest --test-dir $(BUILD_ASAN) -L 'unit|loopback' --output-on-failure -j $(JOBS)
 	ctest --test-dir $(BUILD_FUZZ) -L fuzz --output-on-failure -j $(JOBS)
 	ctest --test-dir $(BUILD) -LE '^ktls$$' --output-on-failure -j $(JOBS)
@@ -39,9 +39,15 @@ FUZZ_TARGETS ?= record redact policy admin_request
 fuzz: build-fuzz
 	tests/fuzz/run_fuzz.sh $(BUILD_FUZZ) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-# Only the kTLS label, inside the kTLS kernel.
-test-ktls: build
-	ctest --test-dir $(BUILD) -R ktls_vm_suite --output-on-failure
+# Only the kTLS label, inside both kTLS kernels (6.1, and sid's >= 6.14 that rekeys), side by side.
+test-ktls: build ktls-vm-prepare
+	ctest --test-dir $(BUILD) -L '^ktls-vm$$' --output-on-failure -j 2
+
+# Download and unpack both kTLS kernels (tests/ktls/run-in-ktls-kernel.sh) before any test runs,
+# so that a mirror problem is a set-up error here and not a failed test.
+ktls-vm-prepare: deps
+	tests/ktls/run-in-ktls-kernel.sh --prepare
+	KTLS_VM_KERNEL=rekey tests/ktls/run-in-ktls-kernel.sh --prepare
 
 # Benchmarks: ztproxy side by side with nginx and HAProxy (installs them). BENCH_ARGS=--quick for a
 # smoke run; results in tests/bench/results/latest.{md,png,json}.

@@ -129,11 +129,18 @@ IoResult KernelRecordPath::read_one(std::span<std::byte> out, bool& control_hand
         // Linux >= 6.14: decryption is paused behind a KeyUpdate until its key is installed.
         // handle_record installs it in the same call that reads the KeyUpdate, so this means
         // the record was consumed without that: nothing after it can ever be read.
-        if (e == EKEYEXPIRED && key_updates_.mid_message())
-            // The kernel pauses at a handshake record that starts with a KeyUpdate header, before
-            // the rest of a KeyUpdate fragmented across records could be read and checked.
-            return {IoStatus::error, 0, "KeyUpdate fragmented across records: kTLS paused after its first part",
-                    e, "client_error"};
+        if (e == EKEYEXPIRED && key_updates_.mid_message()) {
+            // The kernel pauses at any handshake record that starts with a KeyUpdate header, also
+            // when it holds only the first part of a KeyUpdate fragmented across records (legal,
+            // RFC 8446 §5.1). The rest is under the current key: install it again where the
+            // kernel stopped, then read on (the next record is parsed and checked as usual).
+            if (auto resumed = ktls_resume_rx(fd_); !resumed)
+                return {IoStatus::error, 0,
+                        "KeyUpdate fragmented across records: resuming kTLS RX: " + resumed.error().message(),
+                        resumed.error().code, "internal_error"};
+            control_handled = true;
+            return {IoStatus::want_read};
+        }
         if (e == EKEYEXPIRED)
             return {IoStatus::error, 0, "kTLS RX waits for a KeyUpdate key that was never installed", e,
                     "internal_error"};
@@ -170,6 +177,12 @@ IoResult KernelRecordPath::read_control(std::string& spill) {
     // data behind it never passes through user space.
     bool control_handled = false;
     auto r = read_one(scratch, control_handled);
+    // Linux >= 6.14 pauses RX at the first part of a KeyUpdate fragmented across records, and a
+    // poll for the next record was never answered there (seen on 7.2, tests/hostile conformance):
+    // read on now while the message is unfinished, so that read_one() meets the pause
+    // (EKEYEXPIRED) and lifts it. Only records of that message (or a record refused for
+    // interrupting it) are read here; EAGAIN ends the loop.
+    while (control_handled && key_updates_.mid_message()) r = read_one(scratch, control_handled);
     if (r.status == IoStatus::ok) spill.assign(reinterpret_cast<const char*>(scratch.data()), r.bytes);
     return r;
 }

@@ -137,6 +137,26 @@ Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, con
     return ok_result();
 }
 
+Result<void> ktls_resume_rx(int fd) {
+    // Kernel contract (net/tls/tls_main.c do_tls_getsockopt_conf): getsockopt(TLS_RX) with exactly
+    // sizeof(tls_crypto_info) reports version and cipher only; with exactly the cipher's struct
+    // size, the whole struct, key included, with rec_seq = the next record's sequence number.
+    // setsockopt takes that struct back as a rekey (same version and cipher, TLS 1.3 only).
+    CryptoInfoGuard g;
+    CryptoInfo& ci = g.ci;
+    socklen_t len = sizeof ci.info;
+    if (::getsockopt(fd, SOL_TLS, TLS_RX, &ci, &len) != 0) return errno_error("getsockopt(SOL_TLS, TLS_RX)");
+    switch (ci.info.cipher_type) {
+        case TLS_CIPHER_AES_GCM_128: len = sizeof ci.gcm128; break;
+        case TLS_CIPHER_AES_GCM_256: len = sizeof ci.gcm256; break;
+        case TLS_CIPHER_CHACHA20_POLY1305: len = sizeof ci.chacha; break;
+        default: return make_error(EINVAL, "ktls_resume_rx: unknown kTLS cipher");
+    }
+    if (::getsockopt(fd, SOL_TLS, TLS_RX, &ci, &len) != 0) return errno_error("getsockopt(SOL_TLS, TLS_RX)");
+    if (::setsockopt(fd, SOL_TLS, TLS_RX, &ci, len) != 0) return errno_error("setsockopt(SOL_TLS, TLS_RX) again");
+    return ok_result();
+}
+
 Result<void> ktls_limit_tx_record(int fd, size_t max_plaintext) {
     // Not in Debian 12's <linux/tls.h>: the uapi value (include/uapi/linux/tls.h) of the option
     // that bounds kTLS TX records (Documentation/networking/tls.rst "TLS_TX_MAX_PAYLOAD_LEN": the

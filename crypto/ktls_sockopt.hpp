@@ -54,6 +54,13 @@ Result<void> ktls_install(int fd, Direction dir, config::TlsVersion version, con
 // have. ENOPROTOOPT where the kernel does not know the option.
 Result<void> ktls_limit_tx_record(int fd, size_t max_plaintext);
 
+// Installs the current TLS_RX key of `fd` again, at the record sequence number the kernel reached
+// (getsockopt(TLS_RX) reports both). Why: Linux >= 6.14 pauses kTLS RX after any handshake record
+// whose first byte is KeyUpdate's type, until a key is installed; when that record held only the
+// first part of a KeyUpdate, the rest is still under the current key. EBUSY/EINVAL where the kernel
+// cannot rekey (every kernel before 6.14), ENOTCONN/EBUSY without an RX key.
+Result<void> ktls_resume_rx(int fd);
+
 struct KtlsRecv {
     size_t bytes = 0;
     uint8_t record_type = kRecordApplicationData;

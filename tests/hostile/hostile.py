@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "ktls"))
 
 from harness import FORCED_RECORD_PATH, SOURCE_DIR, describe_rc  # noqa: E402
-from test_ktls_e2e import ktls_status  # noqa: E402
+# kernel_can_rekey: for the tests here, one probe for every kernel-path test.
+from test_ktls_e2e import kernel_can_rekey, ktls_status  # noqa: E402,F401
 
 SKIP = 77
 IN_VM = os.environ.get("KTLS_VM_GUEST", "")
@@ -165,15 +166,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS for pid %d" % pid)
-
-
-def kernel_can_rekey():
-    """Linux >= 6.14 follows a TLS 1.3 KeyUpdate on kTLS; told by the counter that came with it."""
-    try:
-        with open("/proc/net/tls_stat") as f:
-            return any(line.split()[0] == "TlsRxRekeyOk" for line in f if line.strip())
-    except OSError:
-        return False
 
 
 def main(module="__main__"):

@@ -10,7 +10,10 @@ update with its own KeyUpdate (RFC 8446 §4.6.3) and count every update it follo
 On a kernel path that cannot rekey kTLS (Linux < 6.14) a KeyUpdate closes the connection instead:
 there each connection downloads one checked answer, sends KeyUpdate(update_requested) and
 nothing else, and the proxy must close cleanly (close_notify or FIN, never a reset) with
-close=key_update_unsupported, counted.
+close=key_update_unsupported, counted. On a kernel that can (the ktls_vm_suite_rekey kernel), the
+load above runs on kTLS, and the kernel's own rekey counters (/proc/net/tls_stat) must agree with
+the peer and with ztproxy_key_updates_total: every client KeyUpdate a TlsRxRekeyOk, every one of
+ours a TlsTxRekeyOk, no rekey or decrypt errors.
 
 Sizes: ZTP_HOSTILE_KU_CONNECTIONS x ZTP_HOSTILE_KU_MIB MiB in ZTP_HOSTILE_KU_REQUESTS requests
 (8 x 32 MiB in 16 by default); the seed is printed (ZTP_HOSTILE_SEED replays it).
@@ -20,6 +23,7 @@ import sys
 
 from hostile import KERNEL, RECORD_PATH, env_int, kernel_can_rekey, main, run_peer, seed
 from harness import LocalhostTestCase, metric, scrape
+from test_ktls_e2e import stat_delta, tls_stat
 
 
 class KeyUpdateLoadTest(LocalhostTestCase):
@@ -51,6 +55,9 @@ class KeyUpdateLoadTest(LocalhostTestCase):
             _, text = scrape(admin)
             self.assertEqual(metric(text, "ztproxy_ktls_key_update_closes_total"), conns, text)
             return
+        # kernel-wide counters; the kTLS tests hold the ktls_tls_stat lock, and the peer and the
+        # backend use no kTLS, so every rekey counted here is the proxy's.
+        stat_before = tls_stat() if KERNEL else None
         results, run = run_peer(proxy.port, ["get:/bytes:%d:%d" % (each, requests), "close-notify", "read-close"],
                                 cafile=self.ca.cert,
                                 options=["--connections", str(conns), "--seed", str(s), "--rcvbuf", "16384",
@@ -73,6 +80,16 @@ class KeyUpdateLoadTest(LocalhostTestCase):
         if RECORD_PATH != "openssl":  # there OpenSSL follows them; the counter is the record layers'
             self.assertEqual(metric(text, "ztproxy_key_updates_total"),
                              sum(r["key_updates_sent"] for r in results), text)
+        if KERNEL:
+            d = stat_delta(stat_before, tls_stat())
+            msg = "tls_stat delta %r\n%s" % (d, where)
+            self.assertEqual(d["TlsRxRekeyOk"], metric(text, "ztproxy_key_updates_total"), msg)
+            self.assertEqual(d["TlsRxRekeyReceived"], d["TlsRxRekeyOk"], msg)
+            # Ours: one per update_requested the proxy answered, each seen by the peer.
+            self.assertEqual(d["TlsTxRekeyOk"], sum(r["key_updates_received"] for r in results), msg)
+            self.assertEqual((d["TlsRxRekeyError"], d["TlsTxRekeyError"], d["TlsDecryptError"]), (0, 0, 0), msg)
+            print("kTLS rekeys under load: TlsRxRekeyOk +%d, TlsTxRekeyOk +%d, ztproxy_key_updates_total %d"
+                  % (d["TlsRxRekeyOk"], d["TlsTxRekeyOk"], metric(text, "ztproxy_key_updates_total")))
 
 
 if __name__ == "__main__":

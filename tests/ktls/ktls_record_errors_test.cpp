@@ -335,25 +335,36 @@ INSTANTIATE_TEST_SUITE_P(Tls13, KtlsPostHandshake, testing::ValuesIn(tls13_param
 
 // --- max_fragment_length (RFC 6066) -------------------------------------------------------------
 
-// Linux 6.1 cannot bound kTLS TX records (TLS_TX_MAX_PAYLOAD_LEN is newer): a session whose client
-// negotiated max_fragment_length stays out of the kernel, counted as max_fragment_length, with the
-// socket untouched (no key installed) so the userspace path can take it.
-TEST(KtlsMaxFragmentLength, SessionFallsBackWhereTheKernelCannotBoundRecords) {
+// Whether this kernel bounds kTLS TX records (TLS_TX_MAX_PAYLOAD_LEN; Linux 6.1 answers ENOPROTOOPT,
+// the rekey suite's newer kernel takes it). Asked of the kernel, as move_to_kernel() does.
+Result<void> probe_tx_record_limit() {
     auto p = tcp_pair();
-    ASSERT_TRUE(crypto::ktls_enable_ulp(p.a.get()).ok());
-    auto limit = crypto::ktls_limit_tx_record(p.a.get(), 512);
-    ASSERT_FALSE(limit.ok()) << "this kernel bounds kTLS TX records: the fallback is not needed here";
+    if (auto u = crypto::ktls_enable_ulp(p.a.get()); !u) return u.error();
+    return crypto::ktls_limit_tx_record(p.a.get(), 512);
+}
+
+// TLS 1.3 AES-128-GCM session keys with a negotiated max_fragment_length of 512, sequence 0.
+bool max_fragment_keys(crypto::SessionKeys& sk, const Keys& k) {
+    for (crypto::DirectionKeys* d : {&sk.rx, &sk.tx}) {
+        d->version = config::TlsVersion::tls1_3;
+        d->cipher = config::Cipher::aes_128_gcm;
+        if (!d->key.assign(k.key()) || !d->iv.assign(k.iv)) return false;
+    }
+    sk.max_plaintext = 512;
+    return true;
+}
+
+// A kernel that cannot bound kTLS TX records (Linux 6.1): a session whose client negotiated
+// max_fragment_length stays out of the kernel, counted as max_fragment_length, with the socket
+// untouched (no key installed) so the userspace path can take it.
+TEST(KtlsMaxFragmentLength, SessionFallsBackWhereTheKernelCannotBoundRecords) {
+    auto limit = probe_tx_record_limit();
+    if (limit.ok()) GTEST_SKIP() << "this kernel bounds kTLS TX records: SessionStaysInTheKernelWhereItBoundsRecords";
     EXPECT_EQ(limit.error().code, ENOPROTOOPT);
 
     const Keys k = keys(config::Cipher::aes_128_gcm, 3);
     crypto::SessionKeys sk;
-    for (crypto::DirectionKeys* d : {&sk.rx, &sk.tx}) {
-        d->version = config::TlsVersion::tls1_3;
-        d->cipher = config::Cipher::aes_128_gcm;
-        ASSERT_TRUE(d->key.assign(k.key()));
-        ASSERT_TRUE(d->iv.assign(k.iv));
-    }
-    sk.max_plaintext = 512;
+    ASSERT_TRUE(max_fragment_keys(sk, k));
     auto q = tcp_pair();
     auto moved = crypto::move_to_kernel(q.b.get(), sk);
     EXPECT_FALSE(moved.path);
@@ -365,6 +376,34 @@ TEST(KtlsMaxFragmentLength, SessionFallsBackWhereTheKernelCannotBoundRecords) {
     std::array<uint8_t, 3> got{};
     EXPECT_EQ(::recv(q.b.get(), got.data(), got.size(), MSG_WAITALL), 3);
     EXPECT_EQ(got, (std::array<uint8_t, 3>{1, 2, 3}));
+}
+
+// A kernel that bounds kTLS TX records (TLS_TX_MAX_PAYLOAD_LEN, which newer kernels such as the
+// rekey suite's have): the session stays in the kernel, and no record it seals carries more than
+// the negotiated 512 bytes of plaintext (RFC 6066 §4).
+TEST(KtlsMaxFragmentLength, SessionStaysInTheKernelWhereItBoundsRecords) {
+    if (auto limit = probe_tx_record_limit(); !limit)
+        GTEST_SKIP() << "this kernel cannot bound kTLS TX records (" << limit.error().message()
+                     << "): SessionFallsBackWhereTheKernelCannotBoundRecords";
+    const Keys k = keys(config::Cipher::aes_128_gcm, 4);
+    crypto::SessionKeys sk;
+    ASSERT_TRUE(max_fragment_keys(sk, k));
+    auto q = tcp_pair();
+    auto moved = crypto::move_to_kernel(q.b.get(), sk);
+    ASSERT_TRUE(moved.path) << crypto::to_string(moved.reason) << ": " << moved.detail;
+    const auto msg = pattern(2000);
+    ASSERT_TRUE(send_all(q.b.get(), msg));
+    std::vector<uint8_t> got;
+    for (uint64_t seq = 0; got.size() < msg.size(); ++seq) {
+        const auto rec = read_raw_record(q.a.get());
+        ASSERT_FALSE(rec.empty());
+        auto o = ref::open_record(config::TlsVersion::tls1_3, config::Cipher::aes_128_gcm, k.key(), k.iv, seq, rec);
+        ASSERT_TRUE(o.ok()) << "record " << seq << ": " << o.error().message();
+        EXPECT_EQ(o->type, crypto::kRecordApplicationData);
+        ASSERT_LE(o->plaintext.size(), 512u) << "record " << seq;
+        got.insert(got.end(), o->plaintext.begin(), o->plaintext.end());
+    }
+    EXPECT_TRUE(got == msg);
 }
 
 }  // namespace

@@ -22,8 +22,19 @@
 #        host / shared over virtio-9p.  Boot ~5-10 s, CPU ~2.5x slower, AES ~100x slower, but it
 #        is the real distro kernel: SMP, BPF JIT + BTF + stream parser, current stable fixes.
 #
+# Kernels (KTLS_VM_KERNEL, uml backend):
+#   6.1    (default) bookworm's user-mode-linux, the kernel of the supported distribution.  It
+#          cannot install a second TLS_RX/TLS_TX key: a TLS 1.3 KeyUpdate ends the connection.
+#   rekey  (alias sid) Debian sid's user-mode-linux, whatever it is today (7.2 in 2026-12), which
+#          must be Linux >= 6.14: kTLS takes the next key after a KeyUpdate.  It needs glibc >=
+#          2.38, so trixie's libc6 comes along and linux.uml's ELF interpreter is pointed at it with
+#          patchelf.  Fetched with a private apt configuration (sources, lists and archives in the
+#          cache; the system's apt sources are never touched) from the mirror the system uses.
+#
 # Environment:
 #   KTLS_VM_BACKEND     uml | qemu                                   (default uml)
+#   KTLS_VM_KERNEL      6.1 | rekey (= sid), uml only                (default 6.1)
+#   KTLS_VM_SID_MIRROR  Debian mirror for sid/trixie (default: the system's own Debian mirror)
 #   KTLS_VM_CACHE       download/extract cache (default ${XDG_CACHE_HOME:-$HOME/.cache}/ztproxy-ktls-vm)
 #   KTLS_VM_MEM         guest RAM                                    (default 1G)
 #   KTLS_VM_CPUS        qemu only: vCPUs                             (default host nproc, max 4)
@@ -39,8 +50,9 @@
 #     modules, or was killed by KTLS_VM_TIMEOUT); the console log tail is printed to stderr.
 #   * COMMAND's stdout and stderr both arrive on our stdout through the guest console (a tty):
 #     text only.  stdin is /dev/null.  Write binary artefacts to files (the filesystem is shared).
-#   * Inside, KTLS_VM_GUEST=uml|qemu is exported (tests use it to turn "skip" into "fail"), and
-#     modprobe/lsmod/insmod/rmmod for the guest kernel come first in PATH.
+#   * Inside, KTLS_VM_GUEST=uml|qemu is exported (tests use it to turn "skip" into "fail"), so is
+#     KTLS_VM_KERNEL=6.1|rekey, and modprobe/lsmod/insmod/rmmod for the guest kernel come first in
+#     PATH.
 #   * /run, /dev/shm, /sys/fs/bpf and cgroup2 are guest-private; files written elsewhere land on
 #     the host, owned by the user who ran this script.
 # SC2317: the prep_* functions run indirectly through prepare(); SC2012: module dirs are plain names;
@@ -52,6 +64,13 @@ die() { echo "run-in-ktls-kernel: $*" >&2; exit 125; }
 log() { echo "run-in-ktls-kernel: $*" >&2; }
 
 BACKEND=${KTLS_VM_BACKEND:-uml}
+KERNEL=${KTLS_VM_KERNEL:-6.1}
+case "$KERNEL" in
+    6.1) ;;
+    rekey|sid) KERNEL=rekey
+        [ "$BACKEND" = uml ] || die "KTLS_VM_KERNEL=rekey is a user-mode-linux kernel (KTLS_VM_BACKEND=uml)" ;;
+    *) die "unknown KTLS_VM_KERNEL=$KERNEL (6.1|rekey)" ;;
+esac
 CACHE=${KTLS_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/ztproxy-ktls-vm}
 MEM=${KTLS_VM_MEM:-1G}
 TIMEOUT=${KTLS_VM_TIMEOUT:-900}
@@ -105,6 +124,54 @@ prepare() {
 prep_tools() { apt_fetch "$1" busybox-static kmod; }
 
 prep_uml() { apt_fetch "$1" user-mode-linux; }
+
+# The first Linux with kTLS rekeying (TLS_RX/TLS_TX set again after a KeyUpdate): 6.14.
+REKEY_MIN=6.14
+
+# The Debian archive the system's apt already uses (sid and trixie are served from the same one),
+# so a machine that can only reach its configured mirror works too.
+sid_mirror() {
+    if [ -n "${KTLS_VM_SID_MIRROR:-}" ]; then echo "$KTLS_VM_SID_MIRROR"; return; fi
+    local m
+    m=$(apt-get indextargets --format '$(REPO_URI)' 'Created-By: Packages' 2>/dev/null |
+        grep -m1 -E '/debian/?$' || true)
+    echo "${m:-http://deb.debian.org/debian/}"
+}
+
+# sid's user-mode-linux + trixie's libc6, through a private apt configuration in DIR/apt: its own
+# sources.list, lists and archive cache, so the system's sources and lists stay as they are and
+# no root is needed.  The lists are dropped afterwards (~100 MB); only the extracted trees stay.
+prep_uml_rekey() {
+    local dir=$1 a=$1/apt mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    command -v patchelf >/dev/null || die "patchelf is needed for KTLS_VM_KERNEL=rekey (deploy/install-build-deps.sh)"
+    mirror=$(sid_mirror)
+    mkdir -p "$a/lists/partial" "$a/cache/archives/partial" "$dir/debs"
+    printf 'deb [signed-by=%s] %s sid main\ndeb [signed-by=%s] %s trixie main\n' \
+        "$keyring" "$mirror" "$keyring" "$mirror" >"$a/sources.list"
+    local o=(-o "Dir::Etc::sourcelist=$a/sources.list" -o Dir::Etc::sourceparts=/dev/null
+             -o "Dir::State::Lists=$a/lists" -o "Dir::Cache=$a/cache"
+             -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+    # As root, apt downloads as the _apt user, which cannot write into a private cache under
+    # /root; the files here are ours anyway.
+    [ "$(id -u)" = 0 ] && o+=(-o APT::Sandbox::User=root)
+    { apt-get "${o[@]}" update &&
+      (cd "$dir/debs" && apt-get "${o[@]}" download user-mode-linux/sid libc6/trixie)
+    } >"$dir/download.log" 2>&1 ||
+        { cat "$dir/download.log" >&2; die "fetching sid's user-mode-linux and trixie's libc6 from $mirror failed"; }
+    dpkg-deb -x "$dir"/debs/user-mode-linux_*.deb "$dir/root"
+    dpkg-deb -x "$dir"/debs/libc6_*.deb "$dir/glibc"
+    rm -rf "$dir/debs" "$a"
+    # Why patchelf and not a wrapper or "ld.so --library-path": linux.uml re-executes
+    # /proc/self/exe at start, which would lose a wrapper's loader and arguments.
+    local ld=$dir/glibc/usr/lib64/ld-linux-x86-64.so.2
+    [ -f "$ld" ] || ld=$dir/glibc/lib64/ld-linux-x86-64.so.2         # before the /usr merge
+    patchelf --set-interpreter "$ld" \
+             --set-rpath "$dir/glibc/usr/lib/$ARCH_TRIPLET" "$dir/root/usr/bin/linux.uml" ||
+        die "patchelf on $dir/root/usr/bin/linux.uml failed"
+}
+
+# version_ge A B: whether kernel release A (e.g. 7.2.7) is at least B (e.g. 6.14).
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
 
 kernel_pkg() {
     if [ -n "${KTLS_VM_KERNEL_PKG:-}" ]; then echo "$KTLS_VM_KERNEL_PKG"; return; fi
@@ -210,9 +277,11 @@ setup_backend() {
     KMOD=$CACHE/tools/root/bin/kmod
     case "$BACKEND" in
     uml)
-        prepare uml prep_uml
-        UML=$CACHE/uml/root/usr/bin/linux.uml
-        MODROOT_BASE=$CACHE/uml/root/usr/lib/uml/modules
+        local udir=uml
+        if [ "$KERNEL" = rekey ]; then udir=uml-rekey; prepare uml-rekey prep_uml_rekey
+        else prepare uml prep_uml; fi
+        UML=$CACHE/$udir/root/usr/bin/linux.uml
+        MODROOT_BASE=$CACHE/$udir/root/usr/lib/uml/modules
         [ -x "$UML" ] || die "no $UML"
         ;;
     qemu)
@@ -239,11 +308,16 @@ setup_backend() {
     esac
     KREL=$(ls "$MODROOT_BASE" | head -n1)
     [ -f "$MODROOT_BASE/$KREL/modules.dep" ] || die "no modules.dep under $MODROOT_BASE/$KREL"
+    # sid moves on, which is the point; but a kernel that cannot rekey would turn every rekey
+    # assertion into a "cannot rekey" one and prove nothing.
+    if [ "$KERNEL" = rekey ] && ! version_ge "${KREL%%[!0-9.]*}" "$REKEY_MIN"; then
+        die "KTLS_VM_KERNEL=rekey: sid's user-mode-linux is $KREL, below $REKEY_MIN"
+    fi
 }
 
 # -------------------------------------------------------------- arguments ---
 case "${1:-}" in
-    --prepare) setup_backend; log "ready: $BACKEND kernel $KREL in $CACHE"; exit 0 ;;
+    --prepare) setup_backend; log "ready: $BACKEND kernel $KREL ($KERNEL) in $CACHE"; exit 0 ;;
     --) shift ;;
 esac
 [ $# -gt 0 ] || die "usage: $0 [--] COMMAND [ARG...]   (or --prepare)"
@@ -287,6 +361,7 @@ for t in lsmod insmod rmmod; do ln -s "$KMOD" "$RUN/sbin/$t"; done
     printf '%s\n' "$ENV_SNAPSHOT"
     printf 'export PATH=%q${PATH:+:$PATH}\n' "$RUN/sbin"
     printf 'export KTLS_VM_GUEST=%q\n' "$BACKEND"     # tests: "no kTLS here" is a failure
+    printf 'export KTLS_VM_KERNEL=%q\n' "$KERNEL"
     printf 'cd %q || exit 126\n' "$PWD"
     printf 'exec'
     printf ' %q' "$@"
@@ -318,7 +393,10 @@ echo \$R/modprobe >/proc/sys/kernel/modprobe               # request_module() he
 \$B ip link set lo up
 echo "@@KTLS-VM-BEGIN@@"
 rc=0
-for m in $MODULES; do \$R/modprobe \$m || { echo "ktls-vm: modprobe \$m failed"; rc=125; }; done
+# /sys/module/NAME: built in (sid's kernel has IPV6=y, a bool that modules.builtin does not list)
+for m in $MODULES; do
+    [ -d /sys/module/\$m ] || \$R/modprobe \$m || { echo "ktls-vm: modprobe \$m failed"; rc=125; }
+done
 [ "$VERBOSE" = 1 ] && echo "ktls-vm: ready, uptime \$(\$B cut -d' ' -f1 /proc/uptime) s"
 if [ \$rc = 0 ]; then
     /bin/bash \$R/cmd.sh </dev/null
