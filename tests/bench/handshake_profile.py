@@ -20,7 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run_bench  # noqa: E402  (the bench's package set-up)
+
+ROOT = run_bench.ROOT
 
 # name -> handshake_profile arguments (the certificate is added per column)
 MODES = {
@@ -56,6 +59,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated row names (substrings) to run")
     ap.add_argument("--certs", default="ecdsa,rsa")
     a = ap.parse_args()
+    run_bench.apt_install(run_bench.missing_tools({"valgrind": "valgrind"}))
     binary = Path(a.build_dir) / "tests" / "bench" / "handshake_profile"
     if not binary.exists():
         sys.exit(f"{binary} is missing: cmake --build {a.build_dir} --target handshake_profile")

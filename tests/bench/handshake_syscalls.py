@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--no-perf", dest="perf", action="store_false",
                     help="skip counting io_uring requests with perf's io_uring tracepoints")
     a = ap.parse_args()
+    run_bench.apt_install(run_bench.missing_tools({"strace": "strace"}))
+    a.perf = a.perf and run_bench.shutil.which("perf") is not None  # the io_uring rows are optional
     build = Path(a.build_dir)
     a.ztproxy = build / "ztproxy"
     a.backend_bin = build / "tests" / "bench" / "bench_backend"
