@@ -366,8 +366,8 @@ private:
         tls.loc = r_.loc(t.source());
         r_.check_keys(t,
                       {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "tls13_tickets",
-                       "session_ticket_keys", "ktls", "record_path", "client_auth", "client_ca", "verify_depth", "default_certificate",
-                       "certificate"},
+                       "session_ticket_keys", "ktls", "record_path", "client_auth", "client_ca", "verify_depth",
+                       "default_certificate", "certificate"},
                       kTls);
         if (auto v = version(t, "min_version")) tls.min_version = *v;
         if (auto v = version(t, "max_version")) tls.max_version = *v;

@@ -181,11 +181,11 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
         // invites CRIME. Server preference makes the operator's cipher order count.
         SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
         // Partial writes + moving buffers let the relay hand SSL_write whatever it has; releasing
-        // buffers keeps idle connections small.
-        // NO_AUTO_CHAIN: the chain sent is exactly the certificate file (leaf first, then its
-        // intermediates, as loaded below). Without it OpenSSL builds a chain from the context's
-        // trust store with X509_verify_cert on every handshake whenever the file holds only the
-        // leaf, and would add certificates the operator never listed (e.g. a client CA of mTLS).
+        // buffers keeps idle connections small. NO_AUTO_CHAIN: the chain sent is exactly the
+        // certificate file (leaf first, then its intermediates, as loaded below). Without it
+        // OpenSSL builds a chain from the context's trust store with X509_verify_cert on every
+        // handshake whenever the file holds only the leaf, and adds certificates the operator
+        // never listed (e.g. the client CA of an mTLS listener that also issued the server's).
         SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                   SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
         if (SSL_CTX_set_cipher_list(ctx, tls12_cipher_list(tls.ciphers).c_str()) != 1 ||
