@@ -41,6 +41,7 @@
 //     ciphers = ["AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305"]  # subset, non-empty, any case
 //     alpn = ["h2", "http/1.1"]     # optional; each 1..255 bytes
 //     session_tickets = true
+//     tls13_tickets = 1             # TLS 1.3 tickets per full handshake, 0..8 (OpenSSL's own default: 2)
 //     session_ticket_keys = "tickets/keys"  # optional: base64 keys, one per line (80 bytes: 16 name,
 //                                   # 32 HMAC, 32 AES); the first encrypts, all decrypt. Absent =
 //                                   # generated, kept across reloads, rotated every 12 h
@@ -364,9 +365,9 @@ private:
     void read_tls(const toml::table& t, TlsSettings& tls) {
         tls.loc = r_.loc(t.source());
         r_.check_keys(t,
-                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "session_ticket_keys",
-                       "ktls", "record_path", "client_auth", "client_ca", "verify_depth", "default_certificate",
-                       "certificate"},
+                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "tls13_tickets",
+                       "session_ticket_keys", "ktls", "record_path", "client_auth", "client_ca", "verify_depth",
+                       "default_certificate", "certificate"},
                       kTls);
         if (auto v = version(t, "min_version")) tls.min_version = *v;
         if (auto v = version(t, "max_version")) tls.max_version = *v;
@@ -398,6 +399,15 @@ private:
             }
         }
         if (auto v = r_.boolean(t, "session_tickets", kTls)) tls.session_tickets = *v;
+        if (auto v = r_.integer(t, "tls13_tickets", kTls)) {
+            if (*v < 0 || *v > kMaxTls13Tickets)
+                r_.error(at(t, "tls13_tickets"),
+                         "'tls13_tickets' must be between 0 and " + std::to_string(kMaxTls13Tickets));
+            else if (!tls.session_tickets && *v != 0)
+                r_.error(at(t, "tls13_tickets"), "'tls13_tickets' needs session_tickets = true (or 0)");
+            else
+                tls.tls13_tickets = static_cast<unsigned>(*v);
+        }
         // The file itself is read (and its problems reported at this value) by the crypto layer.
         if (auto v = name(t, "session_ticket_keys", kTls, false)) {
             if (!tls.session_tickets)

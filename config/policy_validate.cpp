@@ -79,6 +79,9 @@ private:
         check_client_auth(l);
 
         const TlsSettings& tls = l.tls;
+        if (!fields_checked_ && tls.tls13_tickets > kMaxTls13Tickets)
+            add(tls.loc, "listener " + in_quotes(l.name) + ": 'tls13_tickets' must be at most " +
+                             std::to_string(kMaxTls13Tickets));
         std::set<std::string> cert_names;
         for (const auto& c : tls.certificates) {
             if (!fields_checked_) {

@@ -181,9 +181,13 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
         // invites CRIME. Server preference makes the operator's cipher order count.
         SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
         // Partial writes + moving buffers let the relay hand SSL_write whatever it has; releasing
-        // buffers keeps idle connections small.
+        // buffers keeps idle connections small. NO_AUTO_CHAIN: the chain sent is exactly the
+        // certificate file (leaf first, then its intermediates, as loaded below). Without it
+        // OpenSSL builds a chain from the context's trust store with X509_verify_cert on every
+        // handshake whenever the file holds only the leaf, and adds certificates the operator
+        // never listed (e.g. the client CA of an mTLS listener that also issued the server's).
         SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                  SSL_MODE_RELEASE_BUFFERS);
+                                  SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
         if (SSL_CTX_set_cipher_list(ctx, tls12_cipher_list(tls.ciphers).c_str()) != 1 ||
             SSL_CTX_set_ciphersuites(ctx, tls13_suites(tls.ciphers).c_str()) != 1) {
             report(tls.loc, "cipher configuration rejected: " + openssl_error_string());
@@ -196,6 +200,10 @@ std::shared_ptr<ServerTlsContext> ServerTlsContext::build(const config::Listener
         } else if (ticket_keys && !use_ticket_keys(ctx, ticket_keys)) {
             report(tls.loc, "cannot install the session ticket keys: " + openssl_error_string());
             continue;
+        } else {
+            // OpenSSL sends 2 TLS 1.3 tickets per full handshake; each is a session copy, an
+            // encryption, an HMAC and a record. A client needs one per resumption.
+            SSL_CTX_set_num_tickets(ctx, tls.tls13_tickets);
         }
         // TLS 1.3 resumes only with a fresh ECDHE exchange (psk_dhe_ke, OpenSSL's default, made
         // explicit): a stolen ticket key must not also decrypt recorded resumed traffic.

@@ -174,6 +174,8 @@ int main_cli(int argc, char** argv) {
     run->add_option("--session-ticket-keys", q.session_ticket_keys,
                     "Quick mode: session ticket key file (base64 keys, one per line; the first encrypts), shared "
                     "by every instance that should resume the others' sessions");
+    run->add_option("--tls13-tickets", q.tls13_tickets,
+                    "Quick mode: TLS 1.3 session tickets sent after each full handshake, 0 to 8 (default 1)");
     run->add_option("--user", q.user, "Quick mode: user to switch to once the listener is bound");
     run->add_option("--group", q.group, "Quick mode: group to switch to (default: the user's primary group)");
     run->add_option("--record-path", q.record_path,

@@ -60,6 +60,10 @@ config::Policy quick_policy(const QuickOptions& o, std::vector<std::string>& pro
     if (!o.client_auth.empty() && o.client_ca.empty()) problems.push_back("--client-auth needs --client-ca");
     if (!o.session_ticket_keys.empty())
         l.tls.session_ticket_keys = std::filesystem::absolute(o.session_ticket_keys).string();
+    if (o.tls13_tickets > static_cast<int>(config::kMaxTls13Tickets) || o.tls13_tickets < -1)
+        problems.push_back("--tls13-tickets must be between 0 and " + std::to_string(config::kMaxTls13Tickets));
+    else if (o.tls13_tickets >= 0)
+        l.tls.tls13_tickets = static_cast<unsigned>(o.tls13_tickets);
     cidrs("--allow", o.allow, l.admission.allow);
     cidrs("--deny", o.deny, l.admission.deny);
     p.listeners.push_back(l);

@@ -32,6 +32,7 @@ struct QuickOptions {
     std::string client_auth;       // "optional" / "require" (the default with a CA)
     std::string proxy_protocol;    // "off" / "v2" towards the backend
     std::string session_ticket_keys;  // ticket key file; empty = generated keys
+    int tls13_tickets = -1;        // TLS 1.3 tickets per full handshake; -1 = the default (1)
     std::string user;              // [process] user / group to switch to after binding
     std::string group;
     unsigned max_connections = 0;   // 0 = default

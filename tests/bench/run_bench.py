@@ -5,7 +5,8 @@
 
 Expects build/ztproxy, build/tests/bench/bench_backend and build/tests/bench/bench_client
 (`cmake --build build --target ztproxy bench_backend bench_client`; `make bench` does that first).
-Installs nginx, libnginx-mod-stream, haproxy, wrk and gnuplot-nox with apt-get when missing.
+Installs nginx, libnginx-mod-stream, haproxy, wrk and gnuplot-nox with apt-get when missing (and
+valgrind and strace, for handshake_profile.py and handshake_syscalls.py).
 
 Every proxy is a pure TLS terminator in front of the same plaintext backend (bench_backend), with
 the same certificate (ECDSA P-256; RSA-2048 for the RSA handshake rows), one worker, pinned to
@@ -248,6 +249,17 @@ def ensure_packages() -> None:
         need.append("wrk")
     if not shutil.which("gnuplot"):
         need.append("gnuplot-nox")
+    # The per-handshake profiles (handshake_profile.py: callgrind; handshake_syscalls.py: strace).
+    need += missing_tools({"valgrind": "valgrind", "strace": "strace"})
+    apt_install(need)
+
+
+def missing_tools(tools: dict[str, str]) -> list[str]:
+    """The Debian packages of the commands in tools (command -> package) that are not installed."""
+    return [pkg for cmd, pkg in tools.items() if not shutil.which(cmd)]
+
+
+def apt_install(need: list[str]) -> None:
     if not need:
         return
     apt = ["apt-get", "install", "-y", "--no-install-recommends"] + need

@@ -107,6 +107,7 @@ TEST(PolicyLoader, MinimalGetsDefaults) {
     EXPECT_EQ(l.tls.ciphers.size(), 3u);
     EXPECT_TRUE(l.tls.alpn.empty());
     EXPECT_TRUE(l.tls.session_tickets);
+    EXPECT_EQ(l.tls.tls13_tickets, 1u);
     EXPECT_EQ(l.tls.default_certificate, "");
     EXPECT_EQ(l.tls.client_auth, ClientAuth::none);
     EXPECT_EQ(l.tls.client_ca, "");
@@ -156,6 +157,7 @@ TEST(PolicyLoader, FullReadsEveryKey) {
     EXPECT_EQ(tls.ciphers, (std::vector<Cipher>{Cipher::chacha20_poly1305, Cipher::aes_256_gcm}));
     EXPECT_EQ(tls.alpn, (std::vector<std::string>{"h2", "http/1.1"}));
     EXPECT_FALSE(tls.session_tickets);
+    EXPECT_EQ(tls.tls13_tickets, 0u);
     EXPECT_EQ(tls.default_certificate, "other");
     ASSERT_EQ(tls.certificates.size(), 2u);
     EXPECT_EQ(tls.certificates[0].server_names, (std::vector<std::string>{"a.example.com", "*.example.com"}));
@@ -450,6 +452,7 @@ TEST(ValidatePolicy, ClientAuthSettingsMustAgree) {
     Policy p = builtin_policy();
     p.listeners[0].tls.client_auth = ClientAuth::optional;
     p.listeners[0].tls.verify_depth = kMaxVerifyDepth + 1;
+    p.listeners[0].tls.tls13_tickets = kMaxTls13Tickets + 1;
     p.listeners.push_back(builtin_policy().listeners[0]);
     p.listeners[1].name = "second";
     p.listeners[1].address = *SocketAddress::parse("127.0.0.1:9443");
@@ -459,11 +462,13 @@ TEST(ValidatePolicy, ClientAuthSettingsMustAgree) {
                   "<builtin>: listener 'quick': client_auth \"optional\" needs 'client_ca' (the CA bundle that "
                   "signs client certificates)",
                   "<builtin>: listener 'quick': 'verify_depth' must be at most 16",
+                  "<builtin>: listener 'quick': 'tls13_tickets' must be at most 8",
                   "<builtin>: listener 'second': 'client_ca' is set but client_auth is \"none\" (set \"optional\" "
                   "or \"require\")",
               }));
     p.listeners[0].tls.client_ca = "/tmp/clients.pem";
     p.listeners[0].tls.verify_depth = kMaxVerifyDepth;
+    p.listeners[0].tls.tls13_tickets = kMaxTls13Tickets;
     p.listeners[1].tls.client_auth = ClientAuth::require;
     EXPECT_EQ(messages(validate_policy(p)), std::vector<std::string>{});
 }

@@ -69,6 +69,25 @@ TEST(QuickPolicy, NamesTheBadFlag) {
     EXPECT_EQ(problems[5].rfind("--idle-timeout 'soon': ", 0), 0u);
 }
 
+TEST(QuickPolicy, Tls13Tickets) {
+    QuickOptions o;
+    o.listen = "127.0.0.1:0";
+    o.backends = {"127.0.0.1:8080"};
+    o.cert = "c.pem";
+    o.key = "k.pem";
+    std::vector<std::string> problems;
+    EXPECT_EQ(quick_policy(o, problems).listeners[0].tls.tls13_tickets, 1u);  // the default
+    for (int n : {0, 2, 8}) {
+        o.tls13_tickets = n;
+        auto p = quick_policy(o, problems);
+        EXPECT_TRUE(problems.empty());
+        EXPECT_EQ(p.listeners[0].tls.tls13_tickets, static_cast<unsigned>(n));
+    }
+    o.tls13_tickets = 9;
+    quick_policy(o, problems);
+    EXPECT_EQ(problems, std::vector<std::string>{"--tls13-tickets must be between 0 and 8"});
+}
+
 TEST(QuickPolicy, RedactOnPause) {
     QuickOptions o;
     o.listen = "127.0.0.1:0";
