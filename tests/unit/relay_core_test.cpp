@@ -230,6 +230,24 @@ std::string pattern(size_t n, uint32_t seed) {
     return s;
 }
 
+// A rule route for the property tests: one literal rule both ways, on_pause = hold, so what the
+// relay outputs must be exactly the reference rewrite of what went in, however it was cut.
+struct SecretRoute {
+    std::vector<config::RedactRule> rules{redact::testing::lit("secret", "SECRET-42")};
+    std::shared_ptr<const redact::Database> db = redact::testing::compile(rules);
+    redact::Scratch scratch;
+    redact::RuleSet::RouteRules route;
+    SecretRoute() {
+        EXPECT_TRUE(db && scratch.grow_for(*db));
+        route.request = route.response = db;
+        route.on_pause = config::OnPause::hold;
+    }
+    conn::RedactionStage stage(config::RuleDirection d) {
+        return conn::RedactionStage::open(route, d, &scratch).value();
+    }
+    std::string expect(const std::string& in) const { return redact::testing::reference(in, rules); }
+};
+
 // Bug 1 of issue 12: the client's KeyUpdate(update_requested) goes out while the relay waits on the
 // backend; backend bytes arrive before that send completes. The records sealed from them must stay
 // untouched until their own send completes: no receive into them, no return to the pool.
@@ -274,22 +292,34 @@ TEST(RelayCoreUserspace, RecordsOnTheWireAreNeverOverwrittenAfterAKeyUpdateAnswe
 }
 
 // The property test: random traffic both ways with KeyUpdates, completed in random orders with
-// random receive sizes and short sends, many seeds.
-TEST(RelayCoreUserspace, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFlight) {
-    for (uint32_t seed = 1; seed <= 200; ++seed) {
+// random receive sizes and short sends, many seeds; on a plain route and on a rule route (the client
+// → backend direction through the relay core's redaction stage, small batches copied out of their
+// slots; on_pause = hold, so the output is the reference's).
+class RelayCoreUserspaceProperty : public ::testing::TestWithParam<bool> {};
+
+TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFlight) {
+    const bool with_rules = GetParam();
+    SecretRoute secret;
+    for (uint32_t seed = 1; seed <= (with_rules ? 100u : 200u); ++seed) {
         SCOPED_TRACE("seed " + std::to_string(seed));
         std::mt19937 rng(seed);
         std::uniform_real_distribution<double> unit(0.0, 1.0);
         Host host;
         Peers peers(host);
-        host.start_userspace();
+        if (with_rules) {
+            host.start_userspace(io::GatedPools{*host.bulk, *host.burst}, secret.stage(config::RuleDirection::request));
+        } else {
+            host.start_userspace();
+        }
         size_t client_left = 40'000 + rng() % 200'000, backend_left = 40'000 + rng() % 400'000;
         int key_updates_left = 3;
         for (int step = 0; step < 200000 && !host.finished && host.failed.empty(); ++step) {
             const double what = unit(rng);
             if (what < 0.08 && client_left > 0) {
                 size_t n = std::min<size_t>(client_left, 1 + rng() % (unit(rng) < 0.3 ? 40'000 : 2'000));
-                peers.client.send(pattern(n, static_cast<uint32_t>(client_left)));
+                std::string t = pattern(n, static_cast<uint32_t>(client_left));
+                if (n > 20 && unit(rng) < 0.3) t.replace(rng() % (n - 9), 9, "SECRET-42");
+                peers.client.send(t);
                 client_left -= n;
                 if (key_updates_left > 0 && unit(rng) < 0.15) {
                     peers.client.key_update(true);
@@ -318,7 +348,7 @@ TEST(RelayCoreUserspace, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFligh
         ASSERT_TRUE(host.finished);
         ASSERT_EQ(host.ring.violations(), std::vector<std::string>{});
         ASSERT_EQ(peers.client.error, "");
-        ASSERT_EQ(peers.backend_got, peers.client.sent);
+        ASSERT_EQ(peers.backend_got, with_rules ? secret.expect(peers.client.sent) : peers.client.sent);
         ASSERT_EQ(peers.client.got, peers.backend_sent);
         ASSERT_TRUE(peers.client.got_close_notify);
         host.relay.reset();
@@ -326,6 +356,9 @@ TEST(RelayCoreUserspace, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFligh
         ASSERT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(Routes, RelayCoreUserspaceProperty, ::testing::Values(false, true),
+                         [](const auto& info) { return std::string(info.param ? "rules" : "plain"); });
 
 // Issue 12: verified records that precede a bad record in the same read reach the backend (as on
 // the kernel and OpenSSL paths, which deliver record by record); then the client gets its alert.
@@ -500,17 +533,10 @@ size_t heap_in_use() {
 // a chunk, never a chunk.
 TEST(RelayCorePathRelay, OneByteFloodsIntoStalledPeersStayWithinTheChunkCap) {
     constexpr size_t kChunk = 4096;
-    auto db = redact::testing::compile({redact::testing::lit("secret", "SECRET-42")});
-    ASSERT_TRUE(db);
-    redact::Scratch scratch;
-    ASSERT_TRUE(scratch.grow_for(*db));
-    redact::RuleSet::RouteRules route;
-    route.request = route.response = db;
+    SecretRoute secret;
     for (bool rules : {false, true}) {
         SCOPED_TRACE(rules ? "rule route" : "plain route");
-        auto stage = [&](config::RuleDirection d) {
-            return rules ? conn::RedactionStage::open(route, d, &scratch).value() : conn::RedactionStage{};
-        };
+        auto stage = [&](config::RuleDirection d) { return rules ? secret.stage(d) : conn::RedactionStage{}; };
         Host host;
         auto path = std::make_unique<ScriptedPath>();
         ScriptedPath& client = *path;
@@ -560,21 +586,12 @@ class RelayCorePathRelayProperty : public ::testing::TestWithParam<PathRelayConf
 
 TEST_P(RelayCorePathRelayProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFlight) {
     const PathRelayConfig cfg = GetParam();
-    const std::vector<config::RedactRule> rules{redact::testing::lit("secret", "SECRET-42")};
-    auto db = redact::testing::compile(rules);
-    ASSERT_TRUE(db);
-    redact::Scratch scratch;
-    ASSERT_TRUE(scratch.grow_for(*db));
-    redact::RuleSet::RouteRules route;
-    route.request = route.response = db;
-    route.on_pause = config::OnPause::hold;
+    SecretRoute secret;
     for (uint32_t seed = 1; seed <= 150; ++seed) {
         SCOPED_TRACE("seed " + std::to_string(seed));
         std::mt19937 rng(seed);
         std::uniform_real_distribution<double> unit(0.0, 1.0);
-        auto stage = [&](config::RuleDirection d) {
-            return cfg.rules ? conn::RedactionStage::open(route, d, &scratch).value() : conn::RedactionStage{};
-        };
+        auto stage = [&](config::RuleDirection d) { return cfg.rules ? secret.stage(d) : conn::RedactionStage{}; };
         Host host;
         Peers peers(host);
         auto path = std::make_unique<ScriptedPath>();
@@ -629,7 +646,7 @@ TEST_P(RelayCorePathRelayProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrit
         ASSERT_EQ(host.failed, "");
         ASSERT_TRUE(host.finished);
         ASSERT_EQ(host.ring.violations(), std::vector<std::string>{});
-        const auto expect = [&](const std::string& in) { return cfg.rules ? redact::testing::reference(in, rules) : in; };
+        const auto expect = [&](const std::string& in) { return cfg.rules ? secret.expect(in) : in; };
         ASSERT_EQ(peers.backend_got, expect(client_sent));
         ASSERT_EQ(client.written, expect(peers.backend_sent));
         ASSERT_TRUE(client.close_notify);

@@ -73,6 +73,31 @@ void Direction::end_pass(bool drained) {
     if (drained) quiet_.arm(host_, feeds_, stage_);
 }
 
+void Direction::deliver(redact::SharedBytes bytes) {
+    if (ending_.failed() || !feed()) return;  // what was received before it goes first
+    (config_.up ? counters_.bytes_up : counters_.bytes_down) += bytes.size();
+    ++feeds_;
+    if (auto f = stage_.feed(std::move(bytes), out_); !f) fail("internal_error", "redaction: " + f.error().message());
+}
+
+bool Direction::full() const {
+    return out_.iovecs().size() + sink_->held_segments() >= config_.max_segments ||
+           (sink_->holds_bytes() && !out_.empty());
+}
+
+void Direction::input_refused(std::function<void()> refusal) {
+    if (ending_.failed() || input_ended_ || !feed()) return;
+    input_ended_ = true;
+    refusal_ = std::move(refusal);
+    if (auto f = stage_.finish(out_); !f) fail("internal_error", "redaction: " + f.error().message());
+}
+
+bool Direction::refused() {
+    if (!refusal_) return false;
+    std::exchange(refusal_, nullptr)();
+    return true;
+}
+
 void Direction::input_ended(const char* who) {
     if (ending_.failed() || input_ended_ || !feed()) return;
     input_ended_ = true;

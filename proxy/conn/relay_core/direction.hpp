@@ -26,9 +26,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "proxy/conn/redaction_stage.hpp"
 #include "proxy/conn/relay.hpp"
@@ -68,6 +70,9 @@ public:
     explicit Ending(RelayHost& host) : host_(host) {}
     bool failed() const { return failed_; }
     void fail(const char* reason, const std::string& detail);
+    // Stops the relay without reporting yet (a fatal alert must reach the client first; its owner
+    // reports through RelayHost once it is out). False when the relay had already failed.
+    bool halt() { return !std::exchange(failed_, true); }
     void source_ended(const char* who) {
         if (!first_close_) first_close_ = who;
     }
@@ -122,6 +127,14 @@ public:
     void input_ended(const char* who);
     // The source waits idle: the current chunk goes back unless something still references it.
     void idle() { arena_.release_if_unused(); }
+    // Bytes in the source's own memory (a gated slot's verified plaintext), fed as they are.
+    void deliver(redact::SharedBytes bytes);
+    // The source refuses the rest of its input (a bad record): nothing more is read, and once
+    // everything before it left, `refusal` runs instead of the end of the stream.
+    void input_refused(std::function<void()> refusal);
+    // Sources that bring their own memory: a batch more waits behind what the sink holds, or the
+    // segment cap is reached: stop reading.
+    bool full() const;
 
     // ---- for the sink
     // Everything the stage produced so far goes into `into` (the sink's plan, written in full
@@ -133,6 +146,8 @@ public:
     bool finishing() const { return input_ended_ && out_.empty() && unfed_.empty(); }
     void finished();
     bool done() const { return done_; }
+    // At finishing(): runs the source's refusal if it had one (true: the stream does not end).
+    bool refused();
 
     // ---- for the relay
     void on_quiet();
@@ -143,6 +158,7 @@ public:
     void fail(const char* reason, const std::string& detail) { ending_.fail(reason, detail); }
     bool failed() const { return ending_.failed(); }
     RelayCounters& counters() { return counters_; }
+    bool rewrites() const { return stage_.rewrites(); }
     bool up() const { return config_.up; }
 
 private:
@@ -162,6 +178,7 @@ private:
     std::span<const uint8_t> unfed_;  // received this pass, not yet fed to the stage
     redact::RewritePlan out_;         // the stage's output, not yet taken by the sink
     uint64_t feeds_ = 0;
+    std::function<void()> refusal_;
     bool input_ended_ = false;
     bool done_ = false;
     // kick() re-entered from inside a pump (a sink's progress while the source pumps): loop again.

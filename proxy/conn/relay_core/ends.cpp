@@ -59,7 +59,7 @@ void BackendSink::pump() {
     Send& s = send_.body();
     dir_.take(s.plan);
     if (!s.plan.empty()) return submit(send_.start());
-    if (dir_.finishing() && !dir_.done()) {
+    if (dir_.finishing() && !dir_.done() && !dir_.refused()) {
         // The client's close_notify (or FIN) becomes a FIN towards the backend; the other
         // direction keeps flowing until the backend finishes too.
         ::shutdown(fd_, SHUT_WR);
