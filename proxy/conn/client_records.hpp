@@ -1,6 +1,6 @@
 // What a client's record stream did, counted and logged the same way by every relay that reads it
-// through a record path (splice, rewrite and buffered relays; the userspace relay counts at its own
-// decision points), so that a route's choice of relay never changes what the metrics say.
+// through a record path (the relay core's Ending, the splice relay; the userspace relay counts at its
+// own decision points), so that a route's choice of relay never changes what the metrics say.
 #pragma once
 
 #include <cstdint>

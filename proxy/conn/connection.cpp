@@ -15,9 +15,8 @@
 #include "proxy/base/log.hpp"
 #include "proxy/base/log_limiter.hpp"
 #include "proxy/conn/access_log.hpp"
-#include "proxy/conn/buffered_relay.hpp"
 #include "proxy/conn/proxy_header.hpp"
-#include "proxy/conn/rewrite_relay.hpp"
+#include "proxy/conn/record_path_relay.hpp"
 #include "proxy/conn/splice_relay.hpp"
 #include "proxy/conn/userspace_relay.hpp"
 #include "proxy/conn/stats.hpp"
@@ -339,9 +338,9 @@ void Connection::start_relay() {
             userspace_.reset();
         } else {
             std::unique_ptr<crypto::RecordPath> path = kernel_ ? std::move(kernel_) : std::move(path_);
-            relay_ = std::make_unique<RewriteRelay>(static_cast<RelayHost&>(*this), std::move(path), client_.get(),
-                                                    backend_.get(), buffer, std::move(up).value(),
-                                                    std::move(down).value());
+            relay_ = std::make_unique<RecordPathRelay>(static_cast<RelayHost&>(*this), std::move(path), client_.get(),
+                                                       backend_.get(), buffer, std::move(up).value(),
+                                                       std::move(down).value());
         }
     } else if (kernel_) {
         relay_ = std::make_unique<SpliceRelay>(static_cast<RelayHost&>(*this), owner_.pipes(), std::move(kernel_),
@@ -353,8 +352,8 @@ void Connection::start_relay() {
                                                   RedactionStage{}, RedactionStage{});
         userspace_.reset();
     } else {
-        relay_ = std::make_unique<BufferedRelay>(static_cast<RelayHost&>(*this), std::move(path_), client_.get(),
-                                                 backend_.get(), buffer);
+        relay_ = std::make_unique<RecordPathRelay>(static_cast<RelayHost&>(*this), std::move(path_), client_.get(),
+                                                   backend_.get(), buffer, RedactionStage{}, RedactionStage{});
     }
     relay_->start();
 }

@@ -1,9 +1,11 @@
 // Relay: moves plaintext between the client's record path and the backend socket, both ways,
-// until both directions have ended. Two implementations:
-//   BufferedRelay  plaintext passes through a bounded user-space buffer per direction (the
-//                  OpenSSL and userspace record paths, and later redaction routes);
-//   SpliceRelay    kernel record path: socket → pipe → socket with io_uring SPLICE, so the
-//                  plaintext never enters user space.
+// until both directions have ended. Implementations:
+//   RecordPathRelay  the relay core (relay_core/direction.hpp: source → redaction stage → sink per
+//                    direction, over leased chunks) for record paths that do their own socket I/O:
+//                    OpenSSL, and the kernel path on rule routes;
+//   UserspaceRelay   ztproxy's own record layer with page-gated plaintext;
+//   SpliceRelay      kernel record path: socket → pipe → socket with io_uring SPLICE, so the
+//                    plaintext never enters user space.
 // The owning Connection submits nothing for the relay: it forwards completions whose tag is at
 // least kFirstRelayTag, counts in-flight ops through RelayHost, and frees the relay only when no
 // op is in flight.

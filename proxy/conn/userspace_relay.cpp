@@ -19,8 +19,6 @@ namespace {
 // The most one record of our AEAD suites can occupy on the wire (the reader refuses longer ones):
 // a slot must always have room for a whole record after the first undecrypted byte.
 constexpr size_t kMaxWireRecord = crypto::kRecordMaxSize;
-// Two verified batches waiting for the backend are enough: stop reading the client (back-pressure).
-constexpr size_t kMaxQueuedBatches = 2;
 
 }  // namespace
 
@@ -28,6 +26,7 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
                                crypto::RecordWriter writer, config::TlsVersion version, int client_fd,
                                int backend_fd, size_t buffer_size, RedactionStage up, RedactionStage down)
     : host_(host),
+      ending_(host),
       pool_(pools.bulk),
       burst_pool_(pools.burst),
       reader_(std::move(reader)),
@@ -38,13 +37,14 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
       client_(client_fd),
       backend_(backend_fd),
       op_client_recv_{&host.completion_target(), kClientRecv},
-      op_backend_send_{&host.completion_target(), kBackendSend},
       op_client_readable_{&host.completion_target(), kClientReadable},
       op_backend_readable_{&host.completion_target(), kBackendReadable},
       op_slot_retry_{&host.completion_target(), kSlotRetry},
-      up_stage_(std::move(up)),
-      up_small_(kSmallBuffer, kCopyBelow, 1),
-      up_quiet_(io::Op{&host.completion_target(), kUpQuiet}),
+      // The direction's one chunk is the small buffer small verified batches are copied into.
+      up_(host, ending_, counters_, core::DirectionConfig{true, kSmallBuffer, kCopyBelow, 1, kMaxSegments, nullptr},
+          std::move(up), kUpQuiet),
+      client_records_(*this),
+      backend_out_(host, up_, backend_fd, kBackendSend),
       backend_recv_(&host.completion_target(), kBackendRecv),
       client_send_(&host.completion_target(), kClientSend),
       down_stage_(std::move(down)),
@@ -61,17 +61,18 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
     // Rule routes towards the client: chunks of one batch; held-back bytes pin at most a few.
     down_chunks_ = io::ChunkArena(record_slots_ * crypto::kRecordMaxPlaintext, crypto::kRecordMaxPlaintext,
                                   kMaxDownChunks);
+    up_.attach(client_records_, backend_out_);
 }
 
 void UserspaceRelay::start() {
-    pump_client_recv();
+    up_.kick();
     pump_backend_recv();
 }
 
 void UserspaceRelay::on_completion(uint8_t tag, int res) {
     switch (tag) {
         case kClientRecv: client_recv_inflight_ = false; return on_client_recv(res);
-        case kBackendSend: backend_send_inflight_ = false; return on_backend_send(res);
+        case kBackendSend: backend_out_.on_completion(tag, res); return;
         case kBackendRecv: return on_backend_recv(res);
         case kClientSend: return on_client_send(res);
         case kClientReadable:
@@ -79,21 +80,17 @@ void UserspaceRelay::on_completion(uint8_t tag, int res) {
             client_readable_ = res >= 0;
             client_woke_ = res >= 0;
             if (res < 0 && res != -ECANCELED) return fail("client_error", "poll: " + std::string(std::strerror(-res)));
-            return pump_client_recv();
-        case kUpQuiet:
-            if (failed_ || !up_quiet_.fired(host_, up_feeds_, up_stage_)) return;
-            if (auto f = up_stage_.flush(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
-            queue_up_plan();
-            return pump_backend_send();
+            return up_.kick();
+        case kUpQuiet: return up_.on_quiet();
         case kDownQuiet:
-            if (failed_ || !down_quiet_.fired(host_, down_feeds_, down_stage_)) return;
+            if (failed() || !down_quiet_.fired(host_, down_feeds_, down_stage_)) return;
             if (auto f = down_stage_.flush(down_plan_); !f)
                 return fail("internal_error", "redaction: " + f.error().message());
             fill_records_from_plan();  // the released tail goes into record slots to be sealed
             return flush_down();
         case kSlotRetry:
             slot_wait_ = false;
-            return pump_client_recv();
+            return up_.kick();
         case kBackendReadable:
             backend_poll_inflight_ = false;
             backend_readable_ = res >= 0;
@@ -116,9 +113,8 @@ void UserspaceRelay::wait_for_slot() {
 }
 
 void UserspaceRelay::pump_client_recv() {
-    if (failed_ || up_eof_ || up_refusal_ || client_recv_inflight_ || client_poll_inflight_ ||
-        up_queue_.size() >= kMaxQueuedBatches)
-        return;
+    // Back-pressure: a verified batch waits behind the one the backend is taking.
+    if (!up_.reading() || client_recv_inflight_ || client_poll_inflight_ || up_.full()) return;
     if (slot_wait_) return;  // back-pressure: no free slot yet
     if (fill_ == parse_off_ && parked_tail_.empty() && !client_readable_) {
         // Nothing partial: give the slot back while we wait (verified batches keep their own
@@ -188,26 +184,23 @@ bool UserspaceRelay::switch_slot(size_t keep_from) {
 }
 
 void UserspaceRelay::on_client_recv(int res) {
-    if (failed_ || res == -ECANCELED) return;
+    if (failed() || res == -ECANCELED) return;
     if (res < 0)
         return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
                     std::string("recv from client: ") + std::strerror(-res));
     in_.received(fill_, static_cast<size_t>(res));  // the kernel wrote exactly res bytes at fill_
     if (res == 0) {  // FIN without close_notify: treated as the end of the client's stream
         up_eof_ = true;
-        if (!first_close_) first_close_ = "client_close";
-        if (auto f = up_stage_.finish(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
-        queue_up_plan();
-        pump_backend_send();
-        return maybe_half_close_backend();
+        in_.reset();
+        up_.input_ended("client_close");
+        return up_.kick();
     }
     fill_ += static_cast<size_t>(res);
     client_readable_ = static_cast<size_t>(res) == last_client_recv_size_;
     last_client_recv_bytes_ = static_cast<size_t>(res);
     host_.activity();
     process_records();
-    if (!client_readable_ && !failed_) up_quiet_.arm(host_, up_feeds_, up_stage_);
-    pump_client_recv();
+    up_.kick();
 }
 
 void UserspaceRelay::process_records() {
@@ -254,7 +247,6 @@ void UserspaceRelay::process_records() {
     }
     // Nothing after close_notify counts (RFC 8446 §6.1), nothing after a bad record can: drop it.
     if (up_eof_ || refusal) fill_ = off;
-    if (refusal) up_refusal_ = std::move(refusal);
     parse_off_ = off;
     if (!spans_.empty()) {
         // Every record of the batch verified. Before their pages become readable, the ciphertext
@@ -300,40 +292,29 @@ void UserspaceRelay::process_records() {
         io::GatedBuffer& slot = releasing.valid() ? releasing : in_;
         auto verified = slot.release(begin, end);
         if (!verified) return fail("internal_error", "gated buffer release: " + verified.error().message());
-        ++up_feeds_;
         // Rule routes: a small batch is copied into the connection's small buffer and its slot goes
         // back at once. The stage may hold such bytes back for as long as the client pauses, and a
         // few hundred copied bytes cost less than a pinned slot (a slow typist would pin one per
         // keystroke). When that buffer is full, the bytes stay in their slot.
-        const bool copy = up_stage_.rewrites() && end - begin <= kCopyBelow;
+        const bool copy = up_.rewrites() && end - begin <= kCopyBelow;
         for (const auto& sp : spans_) {
-            counters_.bytes_up += sp.size;
-            auto room = copy ? up_small_.space() : std::span<uint8_t>();
-            redact::SharedBytes chunk;
+            auto room = copy ? up_.room() : std::span<uint8_t>();
             if (room.size() >= sp.size) {
                 std::memcpy(room.data(), verified->data() + (sp.offset - begin), sp.size);
-                auto [owner, bytes] = up_small_.commit(sp.size);
-                chunk = redact::SharedBytes::adopt(std::move(owner), bytes);
                 counters_.copied_up += sp.size;
+                up_.received(sp.size);
             } else {
-                chunk = redact::SharedBytes(verified->slice(sp.offset - begin, sp.size));
+                up_.deliver(redact::SharedBytes(verified->slice(sp.offset - begin, sp.size)));
             }
-            if (auto f = up_stage_.feed(std::move(chunk), up_plan_); !f)
-                return fail("internal_error", "redaction: " + f.error().message());
         }
     }
-    if (up_eof_ || up_refusal_) {
-        if (auto f = up_stage_.finish(up_plan_); !f) return fail("internal_error", "redaction: " + f.error().message());
+    up_.end_pass(!client_readable_);
+    if (refusal) {
+        up_.input_refused(std::move(refusal));
+    } else if (up_eof_) {
+        in_.reset();  // nothing after close_notify is read; the verified batches hold their slots
+        up_.input_ended("client_close");
     }
-    queue_up_plan();
-    pump_backend_send();
-    maybe_half_close_backend();
-}
-
-void UserspaceRelay::queue_up_plan() {
-    if (up_plan_.empty()) return;
-    up_queue_.push_back(std::move(up_plan_));
-    up_plan_ = redact::RewritePlan();
 }
 
 bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<uint8_t> record) {
@@ -346,8 +327,7 @@ bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<u
             }
             auto alert = crypto::parse_alert(plaintext);
             if (alert && alert->description == crypto::kAlertCloseNotify) {
-                up_eof_ = true;
-                if (!first_close_) first_close_ = "client_close";
+                up_eof_ = true;  // the direction's input ends once the batch before it is queued
                 return true;
             }
             fail("client_alert", alert ? "client sent alert " + std::to_string(alert->description) : "malformed alert");
@@ -384,40 +364,6 @@ bool UserspaceRelay::handle_control(const crypto::OpenedRecord& rec, std::span<u
     }
 }
 
-void UserspaceRelay::pump_backend_send() {
-    if (failed_ || backend_send_inflight_ || up_queue_.empty()) return;
-    auto iov = up_queue_.front().iovecs();
-    up_msg_ = {};
-    up_msg_.msg_iov = const_cast<iovec*>(iov.data());
-    up_msg_.msg_iovlen = std::min<size_t>(iov.size(), IOV_MAX);
-    backend_send_inflight_ = true;
-    host_.op_submitted();
-    host_.loop().sendmsg(&op_backend_send_, backend_, &up_msg_);
-}
-
-void UserspaceRelay::on_backend_send(int res) {
-    if (failed_ || res == -ECANCELED) return;
-    if (res < 0) return fail("backend_reset", std::string("send to backend: ") + std::strerror(-res));
-    auto& plan = up_queue_.front();
-    plan.consume(static_cast<size_t>(res));
-    if (plan.empty()) up_queue_.pop_front();  // drops the slot references
-    host_.activity();
-    pump_backend_send();
-    pump_client_recv();
-    maybe_half_close_backend();
-}
-
-void UserspaceRelay::maybe_half_close_backend() {
-    if (failed_ || backend_send_inflight_ || !up_queue_.empty()) return;
-    if (up_refusal_) return std::exchange(up_refusal_, nullptr)();
-    if (!up_eof_ || up_done_) return;
-    // The client's close_notify (or FIN) becomes a FIN towards the backend.
-    ::shutdown(backend_, SHUT_WR);
-    up_done_ = true;
-    in_.reset();
-    maybe_finished();
-}
-
 // ---------------------------------------------------------------------------- backend → client
 
 bool UserspaceRelay::record_buffer_elsewhere() const {
@@ -425,7 +371,7 @@ bool UserspaceRelay::record_buffer_elsewhere() const {
 }
 
 void UserspaceRelay::pump_backend_recv() {
-    if (failed_ || down_eof_ || backend_recv_.pending() || backend_poll_inflight_) return;
+    if (failed() || down_eof_ || backend_recv_.pending() || backend_poll_inflight_) return;
     // Received plaintext waits for its seal, and sealed records for their send: one record buffer.
     if (!pending_records_.empty() || record_buffer_elsewhere()) return;
     if (!backend_readable_) {
@@ -464,11 +410,11 @@ void UserspaceRelay::pump_backend_recv() {
 void UserspaceRelay::on_backend_recv(int res) {
     RecordsRecv done = backend_recv_.finish();
     down_buf_ = std::move(done.buf);  // the buffer is ours again (or nothing, on rule routes)
-    if (failed_ || res == -ECANCELED) return;
+    if (failed() || res == -ECANCELED) return;
     if (res < 0) return fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
     if (res == 0) {
         down_eof_ = true;
-        if (!first_close_) first_close_ = "backend_close";
+        ending_.source_ended("backend_close");
         if (auto f = down_stage_.finish(down_plan_); !f)
             return fail("internal_error", "redaction: " + f.error().message());
         fill_records_from_plan();
@@ -498,7 +444,7 @@ void UserspaceRelay::on_backend_recv(int res) {
 
 void UserspaceRelay::flush_down() {
     // Nothing follows our close_notify (RFC 8446 §6.1), not even the KeyUpdate a client asks for.
-    if (failed_ || client_send_.pending() || close_notify_sealed_) return;
+    if (failed() || client_send_.pending() || close_notify_sealed_) return;
     ClientSend& s = client_send_.body();
     size_t control = 0;
     // A KeyUpdate goes out before any record sealed under the next key (seal_key_update rekeys).
@@ -544,7 +490,7 @@ void UserspaceRelay::start_client_send() {
 }
 
 void UserspaceRelay::on_client_send(int res) {
-    if (res >= 0 && !(failed_ && alert_ == AlertState::none)) {
+    if (res >= 0 && !(failed() && alert_ == AlertState::none)) {
         host_.activity();
         ClientSend& s = client_send_.completing();
         s.next = io::advance_iovecs(s.iov, s.next, static_cast<size_t>(res));
@@ -557,7 +503,7 @@ void UserspaceRelay::on_client_send(int res) {
         }
     }
     ClientSend done = client_send_.finish();  // the records come back; dropped on every error path
-    if ((failed_ && alert_ == AlertState::none) || res == -ECANCELED) return;
+    if ((failed() && alert_ == AlertState::none) || res == -ECANCELED) return;
     if (res < 0) {
         if (alert_ != AlertState::none) return host_.relay_failed(alert_reason_, alert_detail_);
         return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
@@ -571,7 +517,7 @@ void UserspaceRelay::on_client_send(int res) {
     if (done.alert) return host_.relay_failed(alert_reason_, alert_detail_);
     if (done.close_notify) {
         down_done_ = true;
-        return maybe_finished();
+        return ending_.direction_done();
     }
     fill_records_from_plan();
     flush_down();
@@ -579,7 +525,7 @@ void UserspaceRelay::on_client_send(int res) {
 }
 
 void UserspaceRelay::fill_records_from_plan() {
-    if (failed_ || down_plan_.empty() || !pending_records_.empty() || record_buffer_elsewhere()) return;
+    if (failed() || down_plan_.empty() || !pending_records_.empty() || record_buffer_elsewhere()) return;
     if (!down_buf_) down_buf_ = host_.buffers().take();
     for (size_t i = 0; i < record_slots_ && !down_plan_.empty(); ++i) {
         uint8_t* payload = down_buf_.data() + i * stride_ + writer_.headroom();
@@ -630,8 +576,7 @@ void UserspaceRelay::refused_header(uint8_t alert, const Error& e) {
 }
 
 void UserspaceRelay::fail_with_alert(uint8_t description, const char* reason, const std::string& detail) {
-    if (failed_) return;
-    failed_ = true;  // nothing more is read, sealed or forwarded
+    if (!ending_.halt()) return;  // nothing more is read, sealed or forwarded
     // Nothing may follow our close_notify (RFC 8446 §6.1).
     if (close_notify_sealed_) return host_.relay_failed(reason, detail);
     auto n = writer_.seal_alert(alert_record_, crypto::kAlertFatal, description);
@@ -658,22 +603,12 @@ void UserspaceRelay::send_fatal_alert() {
 }
 
 void UserspaceRelay::say_goodbye() {
-    if (failed_ || down_done_ || close_notify_sealed_) return;
+    if (failed() || down_done_ || close_notify_sealed_) return;
     // close_notify only behind the last byte: with records, plaintext or held-back bytes still
     // queued towards the client, the client must see the truncation, not a clean end.
     if (client_send_.pending() || !pending_records_.empty() || !down_plan_.empty() || down_stage_.held() > 0)
         return note_truncated_close();
     send_alert_now(crypto::kAlertWarning, crypto::kAlertCloseNotify);
-}
-
-void UserspaceRelay::fail(const char* reason, const std::string& detail) {
-    if (failed_) return;
-    failed_ = true;
-    host_.relay_failed(reason, detail);
-}
-
-void UserspaceRelay::maybe_finished() {
-    if (up_done_ && down_done_) host_.relay_finished(first_close_ ? first_close_ : "client_close");
 }
 
 }  // namespace ztp::conn

@@ -1,5 +1,9 @@
 // UserspaceRelay: ztproxy's own record layer ("software kTLS") with page-gated plaintext.
 //
+// client → backend runs on the relay core (relay_core/direction.hpp): the gated record reader is
+// its source (ClientRecords below), the redaction stage and the backend socket sink (BackendSink)
+// are the core's. backend → client still has its own record-slot state machine here.
+//
 // client → backend: ciphertext is received (io_uring RECV) into a GatedBuffer's ingest view and
 // decrypted there in place. Only once every record of the batch has verified are their pages
 // released (one mprotect) and the plaintext sent to the backend (io_uring SENDMSG) straight out
@@ -17,7 +21,6 @@
 
 #include <array>
 #include <chrono>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -25,6 +28,8 @@
 #include "crypto/record_layer.hpp"
 #include "proxy/conn/redaction_stage.hpp"
 #include "proxy/conn/relay.hpp"
+#include "proxy/conn/relay_core/direction.hpp"
+#include "proxy/conn/relay_core/ends.hpp"
 #include "proxy/io/chunk_arena.hpp"
 #include "proxy/io/gated_pool.hpp"
 #include "proxy/io/lease.hpp"
@@ -41,9 +46,12 @@ public:
     // longer read (held-back bytes pin the chunks they lie in).
     static constexpr size_t kMaxDownChunks = 4;
     // Rule routes: verified batches up to this size are copied out of their gated slot into the
-    // connection's small buffer (kSmallBuffer bytes), so held-back bytes never pin a slot.
+    // connection's small buffer (kSmallBuffer bytes: the client → backend direction's one chunk),
+    // so held-back bytes never pin a slot.
     static constexpr size_t kCopyBelow = 512;
     static constexpr size_t kSmallBuffer = 4096;
+    // Plan segments queued towards the backend before the client is no longer read.
+    static constexpr size_t kMaxSegments = 1024;
     // How long a client waits to be read again when every gated slot of the worker is busy.
     static constexpr std::chrono::milliseconds kSlotRetryAfter{2};
 
@@ -73,15 +81,20 @@ private:
     };
 
     // client → backend
+    // The gated record reader as the source of the core's client → backend direction.
+    class ClientRecords final : public core::Source {
+    public:
+        explicit ClientRecords(UserspaceRelay& relay) : relay_(relay) {}
+        void pump() override { relay_.pump_client_recv(); }
+
+    private:
+        UserspaceRelay& relay_;
+    };
     void pump_client_recv();
     void on_client_recv(int res);
     void process_records();
     bool handle_control(const crypto::OpenedRecord& rec, std::span<uint8_t> record);
     bool switch_slot(size_t keep_from);
-    void pump_backend_send();
-    void on_backend_send(int res);
-    void maybe_half_close_backend();
-    void queue_up_plan();
     void fill_records_from_plan();
 
     // backend → client
@@ -96,10 +109,12 @@ private:
     void refused_header(uint8_t alert, const Error& e);
     void fail_with_alert(uint8_t description, const char* reason, const std::string& detail);
     void send_fatal_alert();
-    void fail(const char* reason, const std::string& detail);
-    void maybe_finished();
+    void fail(const char* reason, const std::string& detail) { ending_.fail(reason, detail); }
+    bool failed() const { return ending_.failed(); }
 
     RelayHost& host_;
+    RelayCounters counters_;
+    core::Ending ending_;
     io::GatedPool& pool_;        // bulk: slots to go on receiving into while a stream flows
     io::GatedPool& burst_pool_;  // one record, gated whole: the first read after an idle wait
     crypto::RecordReader reader_;
@@ -108,17 +123,14 @@ private:
     crypto::KeyUpdateLimiter key_updates_;
     int client_;
     int backend_;
-    bool failed_ = false;
-    const char* first_close_ = nullptr;
     // A fatal alert on its way to the client; the relay fails (alert_reason_) once it is out.
     enum class AlertState : uint8_t { none, owed, sending } alert_ = AlertState::none;
     std::array<uint8_t, 64> alert_record_{};  // sealed when the relay fails, sent after what is in flight
     size_t alert_len_ = 0;
     const char* alert_reason_ = nullptr;
     std::string alert_detail_;
-    RelayCounters counters_;
 
-    io::Op op_client_recv_, op_backend_send_;
+    io::Op op_client_recv_;
     io::Op op_client_readable_, op_backend_readable_, op_slot_retry_;
     bool slot_wait_ = false;  // no free gated slot: reading resumes when op_slot_retry_ fires
     __kernel_timespec slot_retry_ts_{};
@@ -138,21 +150,15 @@ private:
     bool client_recv_inflight_ = false;
     size_t last_client_recv_size_ = 0;
     size_t last_client_recv_bytes_ = 0;  // what the last recv got: request-sized or a stream
-    bool backend_send_inflight_ = false;
-    bool up_eof_ = false;
-    bool up_done_ = false;
-    // Verified plaintext on its way to the backend: plans over read-only release-view spans (and
-    // replacement segments on rule routes); each keeps its slots alive until sent.
-    std::deque<redact::RewritePlan> up_queue_;
-    redact::RewritePlan up_plan_;  // being filled
+    bool up_eof_ = false;  // close_notify or FIN: nothing after it is parsed
     std::vector<uint8_t> parked_tail_;  // a partial record's ciphertext waiting for a free slot
-    RedactionStage up_stage_;
-    io::ChunkArena up_small_;  // rule routes: small verified batches, copied (kCopyBelow)
-    QuietTimer up_quiet_;
-    uint64_t up_feeds_ = 0;
     std::vector<Span> spans_;  // application data of the batch being processed (reused)
-    std::function<void()> up_refusal_;  // a bad record: refuse once what verified before it is out
-    msghdr up_msg_{};
+    // Verified plaintext on its way to the backend: plans over read-only release-view spans (each
+    // keeps its slot alive until sent), small batches copied into the direction's chunk on rule
+    // routes, and replacement segments.
+    core::Direction up_;
+    ClientRecords client_records_;
+    core::BackendSink backend_out_;
 
     // backend → client. The record buffer (a BufferLease) is in exactly one place at a time:
     // down_buf_ (ours: received plaintext waiting to be sealed, or free), the backend receive's op

@@ -1,5 +1,8 @@
-// ChunkArena: one relay direction's heap chunks of plaintext (the rewrite relay both ways; the
-// userspace path's rule routes towards the client), bounded in chunks: the unit that costs memory.
+// ChunkArena: one relay direction's chunks of plaintext (the relay core's directions,
+// relay_core/direction.hpp; the userspace path's rule routes towards the client), bounded in
+// chunks: the unit that costs memory. Chunks come from the heap, or from the worker's BufferPool
+// (warm pages reused; the chunk is then a prefix of a pooled buffer, its BufferLease held by the
+// chunk's owner until the last reference died).
 //
 // Reads go into the free tail of the current chunk, so one chunk holds many small reads: a 1-byte
 // TLS record costs one byte of a chunk, not a chunk of its own. A fresh chunk is taken only when the
@@ -11,18 +14,24 @@
 // are never written again.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <utility>
 
+#include "proxy/io/buffer_pool.hpp"
+
 namespace ztp::io {
 
 class ChunkArena {
 public:
-    ChunkArena(size_t chunk_size, size_t min_read, size_t max_chunks)
-        : size_(chunk_size), min_read_(std::min(min_read, chunk_size)), max_(max_chunks) {}
+    ChunkArena(size_t chunk_size, size_t min_read, size_t max_chunks, BufferPool* pool = nullptr)
+        : size_(pool ? std::min(chunk_size, pool->buffer_size()) : chunk_size),
+          min_read_(std::min(min_read, size_)),
+          max_(max_chunks),
+          pool_(pool) {}
 
     // Room for the next read (at least min_read bytes), or empty at the cap.
     std::span<uint8_t> space() {
@@ -31,11 +40,25 @@ public:
         used_ = 0;
         if (count_->live >= max_) return {};
         ++count_->live;
-        current_ = std::shared_ptr<uint8_t[]>(new uint8_t[size_], [count = count_](uint8_t* p) {
-            delete[] p;
-            --count->live;
-        });
+        if (pool_) {
+            auto owner = std::make_shared<Pooled>(pool_->take(), count_);
+            current_ = std::shared_ptr<uint8_t[]>(owner, owner->lease.data());
+        } else {
+            current_ = std::shared_ptr<uint8_t[]>(new uint8_t[size_], [count = count_](uint8_t* p) {
+                delete[] p;
+                --count->live;
+            });
+        }
         return {current_.get(), size_};
+    }
+
+    // The source waits idle: the current chunk goes (back to its pool) unless a plan, held-back
+    // bytes or an op still reference it; idle connections hold no chunk.
+    void release_if_unused() {
+        if (current_ && current_.use_count() == 1) {
+            current_.reset();
+            used_ = 0;
+        }
     }
 
     // The chunk space() pointed into, for an op record to hold while the kernel writes there.
@@ -55,9 +78,16 @@ private:
     struct Count {
         size_t live = 0;
     };
+    struct Pooled {
+        Pooled(BufferLease l, std::shared_ptr<Count> c) : lease(std::move(l)), count(std::move(c)) {}
+        ~Pooled() { --count->live; }
+        BufferLease lease;
+        std::shared_ptr<Count> count;
+    };
     size_t size_;
     size_t min_read_;
     size_t max_;
+    BufferPool* pool_;
     std::shared_ptr<Count> count_ = std::make_shared<Count>();
     std::shared_ptr<uint8_t[]> current_;
     size_t used_ = 0;

@@ -38,6 +38,8 @@ public:
     InFlight& operator=(const InFlight&) = delete;
 
     bool pending() const { return pending_; }
+    // The tag its completions arrive with.
+    uint8_t tag() const { return op_.tag; }
 
     // The body, to be filled before start(). Not while the op is pending.
     Body& body() {

@@ -22,8 +22,7 @@ extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #include "crypto/kernel_record_path.hpp"
 #include "crypto/record_layer.hpp"
 #include "fake_ring.hpp"
-#include "proxy/conn/buffered_relay.hpp"
-#include "proxy/conn/rewrite_relay.hpp"
+#include "proxy/conn/record_path_relay.hpp"
 #include "proxy/conn/splice_relay.hpp"
 #include "proxy/conn/stats.hpp"
 #include "proxy/conn/userspace_relay.hpp"
@@ -231,6 +230,24 @@ std::string pattern(size_t n, uint32_t seed) {
     return s;
 }
 
+// A rule route for the property tests: one literal rule both ways, on_pause = hold, so what the
+// relay outputs must be exactly the reference rewrite of what went in, however it was cut.
+struct SecretRoute {
+    std::vector<config::RedactRule> rules{redact::testing::lit("secret", "SECRET-42")};
+    std::shared_ptr<const redact::Database> db = redact::testing::compile(rules);
+    redact::Scratch scratch;
+    redact::RuleSet::RouteRules route;
+    SecretRoute() {
+        EXPECT_TRUE(db && scratch.grow_for(*db));
+        route.request = route.response = db;
+        route.on_pause = config::OnPause::hold;
+    }
+    conn::RedactionStage stage(config::RuleDirection d) {
+        return conn::RedactionStage::open(route, d, &scratch).value();
+    }
+    std::string expect(const std::string& in) const { return redact::testing::reference(in, rules); }
+};
+
 // Bug 1 of issue 12: the client's KeyUpdate(update_requested) goes out while the relay waits on the
 // backend; backend bytes arrive before that send completes. The records sealed from them must stay
 // untouched until their own send completes: no receive into them, no return to the pool.
@@ -275,22 +292,34 @@ TEST(RelayCoreUserspace, RecordsOnTheWireAreNeverOverwrittenAfterAKeyUpdateAnswe
 }
 
 // The property test: random traffic both ways with KeyUpdates, completed in random orders with
-// random receive sizes and short sends, many seeds.
-TEST(RelayCoreUserspace, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFlight) {
-    for (uint32_t seed = 1; seed <= 200; ++seed) {
+// random receive sizes and short sends, many seeds; on a plain route and on a rule route (the client
+// → backend direction through the relay core's redaction stage, small batches copied out of their
+// slots; on_pause = hold, so the output is the reference's).
+class RelayCoreUserspaceProperty : public ::testing::TestWithParam<bool> {};
+
+TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFlight) {
+    const bool with_rules = GetParam();
+    SecretRoute secret;
+    for (uint32_t seed = 1; seed <= (with_rules ? 100u : 200u); ++seed) {
         SCOPED_TRACE("seed " + std::to_string(seed));
         std::mt19937 rng(seed);
         std::uniform_real_distribution<double> unit(0.0, 1.0);
         Host host;
         Peers peers(host);
-        host.start_userspace();
+        if (with_rules) {
+            host.start_userspace(io::GatedPools{*host.bulk, *host.burst}, secret.stage(config::RuleDirection::request));
+        } else {
+            host.start_userspace();
+        }
         size_t client_left = 40'000 + rng() % 200'000, backend_left = 40'000 + rng() % 400'000;
         int key_updates_left = 3;
         for (int step = 0; step < 200000 && !host.finished && host.failed.empty(); ++step) {
             const double what = unit(rng);
             if (what < 0.08 && client_left > 0) {
                 size_t n = std::min<size_t>(client_left, 1 + rng() % (unit(rng) < 0.3 ? 40'000 : 2'000));
-                peers.client.send(pattern(n, static_cast<uint32_t>(client_left)));
+                std::string t = pattern(n, static_cast<uint32_t>(client_left));
+                if (n > 20 && unit(rng) < 0.3) t.replace(rng() % (n - 9), 9, "SECRET-42");
+                peers.client.send(t);
                 client_left -= n;
                 if (key_updates_left > 0 && unit(rng) < 0.15) {
                     peers.client.key_update(true);
@@ -319,7 +348,7 @@ TEST(RelayCoreUserspace, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFligh
         ASSERT_TRUE(host.finished);
         ASSERT_EQ(host.ring.violations(), std::vector<std::string>{});
         ASSERT_EQ(peers.client.error, "");
-        ASSERT_EQ(peers.backend_got, peers.client.sent);
+        ASSERT_EQ(peers.backend_got, with_rules ? secret.expect(peers.client.sent) : peers.client.sent);
         ASSERT_EQ(peers.client.got, peers.backend_sent);
         ASSERT_TRUE(peers.client.got_close_notify);
         host.relay.reset();
@@ -327,6 +356,9 @@ TEST(RelayCoreUserspace, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFligh
         ASSERT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(Routes, RelayCoreUserspaceProperty, ::testing::Values(false, true),
+                         [](const auto& info) { return std::string(info.param ? "rules" : "plain"); });
 
 // Issue 12: verified records that precede a bad record in the same read reach the backend (as on
 // the kernel and OpenSSL paths, which deliver record by record); then the client gets its alert.
@@ -416,6 +448,7 @@ public:
     std::string to_read;          // client plaintext not yet read
     size_t read_size = SIZE_MAX;  // at most this much per read (1: one-byte records)
     bool endless = false;         // read() never runs dry (a flood)
+    bool fin = false;             // once to_read is empty, the client's stream ended
     size_t write_room = 0;        // bytes write() accepts before it would block
     std::string written;
     bool close_notify = false;
@@ -429,7 +462,7 @@ public:
             std::memset(out.data(), 'x', n);
             return {crypto::IoStatus::ok, n};
         }
-        if (to_read.empty()) return {crypto::IoStatus::want_read};
+        if (to_read.empty()) return {fin ? crypto::IoStatus::eof : crypto::IoStatus::want_read};
         size_t n = std::min({out.size(), read_size, to_read.size()});
         std::memcpy(out.data(), to_read.data(), n);
         to_read.erase(0, n);
@@ -451,12 +484,13 @@ public:
 
 // Issue 12: at the drain deadline or an idle timeout, close_notify must not go out while bytes are
 // still queued towards the client: it would make a truncated close-delimited body look complete.
-TEST(RelayCoreBuffered, AGoodbyeWithBytesQueuedClosesWithoutCloseNotify) {
+TEST(RelayCorePlain, AGoodbyeWithBytesQueuedClosesWithoutCloseNotify) {
     Host host;
     Peers peers(host);
     auto path = std::make_unique<ScriptedPath>();
     ScriptedPath& client = *path;
-    host.relay = std::make_unique<conn::BufferedRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024);
+    host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024,
+                                                         conn::RedactionStage{}, conn::RedactionStage{});
     host.relay->start();
     peers.backend_sends(pattern(5000, 3));
     client.write_room = 1000;  // the client reads slowly: most of it stays queued
@@ -468,12 +502,13 @@ TEST(RelayCoreBuffered, AGoodbyeWithBytesQueuedClosesWithoutCloseNotify) {
     EXPECT_EQ(conn::stats().truncated_closes.load(), truncated + 1);
 }
 
-TEST(RelayCoreBuffered, AGoodbyeWithNothingQueuedSendsCloseNotify) {
+TEST(RelayCorePlain, AGoodbyeWithNothingQueuedSendsCloseNotify) {
     Host host;
     Peers peers(host);
     auto path = std::make_unique<ScriptedPath>();
     ScriptedPath& client = *path;
-    host.relay = std::make_unique<conn::BufferedRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024);
+    host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024,
+                                                         conn::RedactionStage{}, conn::RedactionStage{});
     host.relay->start();
     peers.backend_sends(pattern(5000, 3));
     client.write_room = 5000;
@@ -493,33 +528,139 @@ size_t heap_in_use() {
 }
 
 // Issue 12 (measured: 18 MiB -> 2.2 GiB RSS in 20 s): 1-byte records into a stalled backend, and
-// 1-byte segments from a backend towards a client that stopped reading, on a rule route's relay.
-// Memory is bounded in chunks: a byte costs a byte of a chunk, never a chunk.
-TEST(RelayCoreRewrite, OneByteFloodsIntoStalledPeersStayWithinTheChunkCap) {
+// 1-byte segments from a backend towards a client that stopped reading, on the relay core of the
+// OpenSSL and kernel paths, plain and rule route. Memory is bounded in chunks: a byte costs a byte of
+// a chunk, never a chunk.
+TEST(RelayCorePathRelay, OneByteFloodsIntoStalledPeersStayWithinTheChunkCap) {
     constexpr size_t kChunk = 4096;
-    Host host;
-    Peers peers(host);
-    auto path = std::make_unique<ScriptedPath>();
-    ScriptedPath& client = *path;
-    client.endless = true;
-    client.read_size = 1;
-    const size_t before = heap_in_use();
-    host.relay = std::make_unique<conn::RewriteRelay>(host, std::move(path), kClientFd, kBackendFd, kChunk,
-                                                      conn::RedactionStage{}, conn::RedactionStage{});
-    host.relay->start();  // reads the client until the direction is at its cap; the backend never takes it
-    for (int i = 0; i < 100000; ++i) {
-        int recv = host.ring.find(kBackendFd, Kind::recv);
-        if (recv < 0) break;
-        host.ring.complete_recv(static_cast<size_t>(recv), "y");  // the client never reads (write_room 0)
+    SecretRoute secret;
+    for (bool rules : {false, true}) {
+        SCOPED_TRACE(rules ? "rule route" : "plain route");
+        auto stage = [&](config::RuleDirection d) { return rules ? secret.stage(d) : conn::RedactionStage{}; };
+        Host host;
+        auto path = std::make_unique<ScriptedPath>();
+        ScriptedPath& client = *path;
+        client.endless = true;
+        client.read_size = 1;
+        const size_t before = heap_in_use();
+        host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, kChunk,
+                                                             stage(config::RuleDirection::request),
+                                                             stage(config::RuleDirection::response));
+        host.relay->start();  // reads the client until the direction is at its cap; the backend never takes it
+        int recvs = 0;
+        for (int i = 0; i < 100000; ++i) {
+            if (int poll = host.ring.find(kBackendFd, Kind::poll); poll >= 0) {
+                host.ring.complete(static_cast<size_t>(poll), POLLIN);
+                continue;
+            }
+            int recv = host.ring.find(kBackendFd, Kind::recv);
+            if (recv < 0) break;
+            host.ring.complete_recv(static_cast<size_t>(recv), "y");  // the client never reads (write_room 0)
+            ++recvs;
+        }
+        EXPECT_GT(recvs, 1000);
+        EXPECT_EQ(host.ring.find(kBackendFd, Kind::recv), -1) << "the backend is still read past the cap";
+        EXPECT_EQ(client.written, "");
+        const size_t grown = heap_in_use() - before;
+        // Per direction: kMaxChunks chunks (plain routes: one pooled buffer) and kMaxSegments plan
+        // segments (an iovec and a chunk reference each: well under 1 KiB), plus the relay itself.
+        using R = conn::RecordPathRelay;
+        const size_t chunks = rules ? R::kMaxChunks * kChunk : host.buffer_pool.buffer_size();
+        EXPECT_LT(grown, 2 * (chunks + R::kMaxSegments * 1024) + 64 * 1024) << "bytes held: " << grown;
+        EXPECT_EQ(host.ring.violations(), std::vector<std::string>{});
     }
-    EXPECT_EQ(host.ring.find(kBackendFd, Kind::recv), -1) << "the backend is still read past the cap";
-    const size_t grown = heap_in_use() - before;
-    // Per direction: kMaxChunks chunks and kMaxSegments plan segments (an iovec and a chunk
-    // reference each: well under 1 KiB), plus the relay itself.
-    using R = conn::RewriteRelay;
-    EXPECT_LT(grown, 2 * (R::kMaxChunks * kChunk + R::kMaxSegments * 1024) + 64 * 1024) << "bytes held: " << grown;
-    EXPECT_EQ(host.ring.violations(), std::vector<std::string>{});
 }
+
+// The relay core's record-path configurations (OpenSSL and kernel record paths, with and without
+// rules), over random traffic both ways completed in random orders: random receive sizes, short
+// sends, a client that reads and writes in random amounts, spurious readiness, pause timers.
+struct PathRelayConfig {
+    const char* name;
+    bool rules;    // a literal rule both ways (on_pause = hold: the output is the reference's)
+    size_t chunk;  // connection_buffer
+};
+
+void PrintTo(const PathRelayConfig& c, std::ostream* os) { *os << c.name; }
+
+class RelayCorePathRelayProperty : public ::testing::TestWithParam<PathRelayConfig> {};
+
+TEST_P(RelayCorePathRelayProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFlight) {
+    const PathRelayConfig cfg = GetParam();
+    SecretRoute secret;
+    for (uint32_t seed = 1; seed <= 150; ++seed) {
+        SCOPED_TRACE("seed " + std::to_string(seed));
+        std::mt19937 rng(seed);
+        std::uniform_real_distribution<double> unit(0.0, 1.0);
+        auto stage = [&](config::RuleDirection d) { return cfg.rules ? secret.stage(d) : conn::RedactionStage{}; };
+        Host host;
+        Peers peers(host);
+        auto path = std::make_unique<ScriptedPath>();
+        ScriptedPath& client = *path;
+        client.read_size = unit(rng) < 0.3 ? 1 + rng() % 8 : 1 + rng() % 20'000;
+        host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, cfg.chunk,
+                                                             stage(config::RuleDirection::request),
+                                                             stage(config::RuleDirection::response));
+        host.relay->start();
+        std::string client_sent;
+        size_t client_left = 1'000 + rng() % 60'000, backend_left = 1'000 + rng() % 200'000;
+        auto traffic = [&](size_t n, uint32_t salt) {
+            std::string t = pattern(n, salt);
+            if (n > 20 && unit(rng) < 0.5) t.replace(rng() % (n - 9), 9, "SECRET-42");
+            return t;
+        };
+        for (int step = 0; step < 300000 && !host.finished && host.failed.empty(); ++step) {
+            const double what = unit(rng);
+            if (what < 0.05 && client_left > 0) {
+                size_t n = std::min<size_t>(client_left, 1 + rng() % 5'000);
+                std::string t = traffic(n, static_cast<uint32_t>(client_left));
+                client.to_read += t;
+                client_sent += t;
+                client_left -= n;
+                client.fin = client_left == 0;
+                continue;
+            }
+            if (what < 0.10 && backend_left > 0) {
+                size_t n = std::min<size_t>(backend_left, 1 + rng() % 30'000);
+                peers.backend_sends(traffic(n, static_cast<uint32_t>(backend_left)));
+                backend_left -= n;
+                peers.backend_fin = backend_left == 0;
+                continue;
+            }
+            if (what < 0.15) {
+                client.write_room += rng() % 20'000;
+                continue;
+            }
+            std::vector<size_t> ready;
+            for (size_t i = 0; i < host.ring.pending().size(); ++i) {
+                const auto& p = host.ring.pending()[i];
+                // The client's readiness may fire at any time: spurious wake-ups are the kernel's right.
+                if (peers.completable(p) || (p.kind == Kind::poll && p.fd == kClientFd)) ready.push_back(i);
+            }
+            if (ready.empty()) continue;
+            const size_t i = ready[rng() % ready.size()];
+            if (host.ring.pending()[i].kind == Kind::poll && host.ring.pending()[i].fd == kClientFd)
+                host.ring.complete(i, POLLIN | POLLOUT);
+            else
+                peers.complete(i, unit(rng));
+        }
+        ASSERT_EQ(host.failed, "");
+        ASSERT_TRUE(host.finished);
+        ASSERT_EQ(host.ring.violations(), std::vector<std::string>{});
+        const auto expect = [&](const std::string& in) { return cfg.rules ? secret.expect(in) : in; };
+        ASSERT_EQ(peers.backend_got, expect(client_sent));
+        ASSERT_EQ(client.written, expect(peers.backend_sent));
+        ASSERT_TRUE(client.close_notify);
+        host.relay.reset();
+        ASSERT_EQ(host.buffer_pool.leased(), 0u);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Configurations, RelayCorePathRelayProperty,
+                         ::testing::Values(PathRelayConfig{"plain", false, 64 * 1024},
+                                           PathRelayConfig{"plain_small_buffer", false, 4096},
+                                           PathRelayConfig{"rules", true, 64 * 1024},
+                                           PathRelayConfig{"rules_small_chunks", true, 4096}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 // The splice relay on fake pipes and sockets (the kernel path's relay, driven by its completions).
 struct SpliceRig {
