@@ -12,6 +12,7 @@ packages=(
     libgtest-dev libgmock-dev
     clang llvm libclang-rt-14-dev
     curl python3 procps iproute2
+    gnutls-bin libnss3-tools botan
 )
 
 missing=()
