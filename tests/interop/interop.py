@@ -65,6 +65,7 @@ TIMEOUT = 90.0  # one client step; generous for User-Mode Linux, where a system 
 # and TAIL % STRIDE = STRIDE / 2 keeps that apart from every other cell's window.
 LINE = 64
 BASE = 64 * 1024
+MFL_BASE = 16 * 1024
 STRIDE = 4096
 TAIL = 16 * 1024 + STRIDE // 2
 HTTP_HEAD = 1000
@@ -89,6 +90,9 @@ DATA, KU, KU_REQ, MFL = "data", "KeyUpdate", "KeyUpdate (update_requested)", "ma
 KU_VARIANTS = (KU, KU_REQ)
 
 FAMILIES = {"gnutls": ("gnutls-cli",), "nss_botan": ("tstclnt", "botan"), "openssl": ("s_client", "python", "curl")}
+# Inside User-Mode Linux every process start costs (seconds on a busy host): the kernel path runs
+# every client against one proxy, one CA and one pair of backends.
+FAMILIES["all"] = FAMILIES["gnutls"] + FAMILIES["nss_botan"] + FAMILIES["openssl"]
 TOOLS = {"gnutls-cli": "gnutls-cli", "tstclnt": "tstclnt", "botan": "botan", "s_client": "openssl",
          "python": sys.executable, "curl": "curl"}
 # Which rows each client has, and why a cell it cannot do is skipped.
@@ -109,26 +113,27 @@ NO_KEY_UPDATE = {
 NO_TLS13 = {"botan": "Botan 2.19 speaks no TLS 1.3 (it came with Botan 3)"}
 
 
-def client_version(client):
-    """The version string of a client, for the report."""
-    def first_line(argv):
-        try:
-            p = subprocess.run(argv, capture_output=True, timeout=30)
-        except OSError:
-            return "not installed"
-        return (p.stdout or p.stderr).decode("utf-8", "replace").strip().splitlines()[0]
+PACKAGES = {"gnutls-cli": "gnutls-bin", "tstclnt": "libnss3-tools", "botan": "botan", "s_client": "openssl",
+            "curl": "curl"}
 
-    if client == "tstclnt":  # no version option: the package's
-        return "NSS " + first_line(["dpkg-query", "-W", "-f=${Version}", "libnss3"])
-    if client == "python":
-        import ssl
-        return "Python %s (%s)" % (sys.version.split()[0], ssl.OPENSSL_VERSION)
-    if client == "botan":
-        return "Botan " + first_line(["botan", "version"])
-    argv = {"gnutls-cli": ["gnutls-cli", "--version"], "s_client": ["openssl", "version"],
-            "curl": ["curl", "--version"]}[client]
-    line = first_line(argv)
-    return " ".join(line.split()[:2]) if client != "gnutls-cli" else line
+
+def client_versions(clients):
+    """{client: version} for the report: the Debian package versions, asked in one dpkg-query
+    (every process start counts inside User-Mode Linux)."""
+    import ssl
+    pkgs = [PACKAGES[c] for c in clients if c in PACKAGES]
+    found = {}
+    if pkgs:
+        p = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Version}\\n"] + pkgs, capture_output=True,
+                           timeout=60)
+        found = dict(line.split(" ", 1) for line in p.stdout.decode().splitlines() if " " in line)
+    out = {}
+    for c in clients:
+        if c == "python":
+            out[c] = "Python %s, %s" % (sys.version.split()[0], ssl.OPENSSL_VERSION)
+        else:
+            out[c] = "%s %s" % (PACKAGES[c], found.get(PACKAGES[c], "not installed"))
+    return out
 
 
 def kernel_release():
@@ -172,7 +177,9 @@ class Cell:
 
     @property
     def size(self):
-        return BASE + self.index * STRIDE
+        # max_fragment_length cells go first (the lowest indexes) and from a lower base: 512-byte
+        # records, gnutls-cli's one piece at a time. They stay below every other cell's size.
+        return (MFL_BASE if self.variant == MFL else BASE) + self.index * STRIDE
 
     @property
     def payload(self):
@@ -284,25 +291,27 @@ class Run:
     # ---------------------------------------------------------------- set-up
 
     def start(self):
-        self.echo = self._keep(Backend("echo"))
-        self.http = self._keep(Backend("http"))
+        clients = FAMILIES[self.family]
+        # Only the backends this family's clients talk to (a Python process each).
+        self.echo = self._keep(Backend("echo")) if set(clients) & {"gnutls-cli", "s_client", "botan", "python"} else None
+        self.http = self._keep(Backend("http")) if set(clients) & {"tstclnt", "curl"} else None
         # On the kernel path "auto": a max_fragment_length session the kernel cannot bound goes
         # to the userspace path (with "kernel" it would be refused); every other one must be on
         # the kernel path, which the access lines are checked for.
         tls = {"record_path": "auto" if self.kernel else self.path, "alpn": None}
         cert = [("main", self.leaf, None)]
+        names = [n for n, b in (("echo", self.echo), ("http", self.http)) if b]
         text = policy_toml(
-            [{"name": "echo", "certs": cert, "tls": tls}, {"name": "http", "certs": cert, "tls": tls}],
-            [{"name": "echo", "addresses": [self.echo.address]}, {"name": "http", "addresses": [self.http.address]}],
-            [{"listener": "echo", "backend": "echo", "default": True},
-             {"listener": "http", "backend": "http", "default": True}],
+            [{"name": n, "certs": cert, "tls": tls} for n in names],
+            [{"name": n, "addresses": [getattr(self, n).address]} for n in names],
+            [{"listener": n, "backend": n, "default": True} for n in names],
             sections={"admin": {"address": "127.0.0.1:0"}})
         policy = os.path.join(self.work, "policy.toml")
         with open(policy, "w") as f:
             f.write(text)
-        self.proxy = self._keep(Proxy(["run", "-c", policy], listeners=2))
-        self.echo_port = self.proxy.port_of("echo")
-        self.http_port = self.proxy.port_of("http")
+        self.proxy = self._keep(Proxy(["run", "-c", policy], listeners=len(names)))
+        self.echo_port = self.proxy.port_of("echo") if self.echo else None
+        self.http_port = self.proxy.port_of("http") if self.http else None
         self.admin = self.proxy.admin_address()
         if "tstclnt" in FAMILIES[self.family]:
             self.nss = self.nss_db()
@@ -488,7 +497,8 @@ class Run:
                 "openssl_conf = conf", "[conf]", "ssl_conf = ssl", "[ssl]", "system_default = sys",
                 "[sys]", "Ciphersuites = %s" % name, ""]))
             env["OPENSSL_CONF"] = conf
-        argv = [sys.executable, os.path.join(HERE, "py_client.py"), self.echo_port, NAME, self.ca.cert,
+        # -S: no site module (a faster start; the client needs the standard library only).
+        argv = [sys.executable, "-S", os.path.join(HERE, "py_client.py"), self.echo_port, NAME, self.ca.cert,
                 cell.version, name if cell.version == "1.2" else "", payload, out]
         c = ClientProcess(argv, env=env, stdin=subprocess.DEVNULL)
         rc = c.finish()
@@ -548,23 +558,26 @@ def run_matrix(path, family, jobs, results_file):
     for i, c in enumerate(live):
         c.index = i
     missing = sorted({TOOLS[c] for c in clients if shutil.which(TOOLS[c]) is None})
-    versions = {c: client_version(c) for c in clients}
+    versions = client_versions(clients)
     work = tempfile.mkdtemp(prefix="ztp-interop-%s-%s-" % (family, path))
-    run = Run(path, family, work)
     started = time.monotonic()
+    run = Run(path, family, work)
     failures = []
     try:
         if missing:
             raise AssertionError("not installed: %s (deploy/install-build-deps.sh installs them)"
                                  % ", ".join(missing))
         run.start()
+        print("set-up (certificates, backends, proxy) in %.1f s" % (time.monotonic() - started), flush=True)
 
         def one(cell):
+            t0 = time.monotonic()
             try:
                 Run.RUNNERS[cell.client](run, cell)
                 cell.status = "pass"
             except Exception as ex:  # a failed cell is reported, the others go on
                 cell.status, cell.detail = "fail", "%s: %s" % (type(ex).__name__, ex)
+            print("cell done: %s: %s in %.1f s" % (cell.name(), cell.status, time.monotonic() - t0), flush=True)
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(one, live))

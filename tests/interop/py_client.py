@@ -12,9 +12,9 @@ came back as were sent; then closes with close_notify and waits for the proxy's 
 """
 
 import socket
+import select
 import ssl
 import sys
-import threading
 
 
 def main():
@@ -28,16 +28,32 @@ def main():
         ctx.set_ciphers(cipher)
     raw = socket.create_connection(("127.0.0.1", int(port)), timeout=60)
     s = ctx.wrap_socket(raw, server_hostname=name, suppress_ragged_eofs=False)
-    # Writing and reading at once: the echo comes back while the payload is still going out.
-    sender = threading.Thread(target=s.sendall, args=(payload,), daemon=True)
-    sender.start()
-    got = bytearray()
+    # Writing and reading at once (the echo comes back while the payload is still going out), on
+    # one thread: an SSL object must not be read and written by two threads concurrently.
+    s.setblocking(False)
+    sent, got = 0, bytearray()
     while len(got) < len(payload):
-        d = s.recv(min(256 * 1024, len(payload) - len(got)))
-        if not d:
-            break
-        got += d
-    sender.join(60)
+        progressed = False
+        if sent < len(payload):
+            try:
+                sent += s.send(payload[sent:sent + 16384])
+                progressed = True
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+        try:
+            d = s.recv(256 * 1024)
+            if not d:
+                break
+            got += d
+            progressed = True
+        except ssl.SSLWantReadError:
+            pass
+        if not progressed:
+            readable, writable, _ = select.select([s], [s] if sent < len(payload) else [], [], 60)
+            if not readable and not writable:
+                break  # nothing moved for 60 s
+    s.setblocking(True)
+    s.settimeout(60)
     with open(out_file, "wb") as f:
         f.write(got)
     print(s.version(), s.cipher()[0])
