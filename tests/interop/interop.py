@@ -59,15 +59,19 @@ VERSIONS = ("1.2", "1.3")
 CIPHERS = ("AES-128-GCM", "AES-256-GCM", "CHACHA20-POLY1305")
 TIMEOUT = 90.0  # one client step; generous for User-Mode Linux, where a system call costs ~30 µs
 
-# Cell sizes. Each cell's payload is BASE + k * STRIDE bytes (k: the cell's index), so that its
-# access line is told apart by bytes_up: exactly that for echo cells, up to HTTP_HEAD more for the
-# HTTP clients' request head. A KeyUpdate cell closed by a < 6.14 kernel sent TAIL bytes less,
-# and TAIL % STRIDE = STRIDE / 2 keeps that apart from every other cell's window.
+# Cell sizes. Every cell sends a different number of bytes, at least STRIDE more than the cell
+# before it, so that its access line is told apart by bytes_up: exactly its size for echo cells,
+# up to HTTP_HEAD more for the HTTP clients' request head. A KeyUpdate cell closed by a < 6.14
+# kernel sent TAIL bytes less, and TAIL % STRIDE = STRIDE / 2 keeps that apart from every other
+# cell's window. Sizes start at BASE (four 16 KiB records), at SMALL_BASE for max_fragment_length
+# cells (32 records of 512 bytes, which gnutls-cli sends one at a time) and for gnutls-cli inside
+# User-Mode Linux: gnutls-cli writes what it receives one byte per write(2), and each system call
+# there is a round trip through the host's ptrace (tens of µs; 64 KiB took 27 s on a busy host).
 LINE = 64
 BASE = 64 * 1024
-MFL_BASE = 16 * 1024
+SMALL_BASE = 16 * 1024
 STRIDE = 4096
-TAIL = 16 * 1024 + STRIDE // 2
+TAIL = 8 * 1024 + STRIDE // 2
 HTTP_HEAD = 1000
 
 # The names each stack gives the cell's cipher (ECDSA certificate for TLS 1.2).
@@ -162,24 +166,24 @@ def pattern(index, n):
 class Cell:
     def __init__(self, client, variant, version, cipher):
         self.client, self.variant, self.version, self.cipher = client, variant, version, cipher
-        self.index = None
+        self.index = self.size = None
         self.status, self.detail = "skip", ""
+        # Not a cell of the matrix (shown as "-", not counted): TLS 1.2 has no KeyUpdate.
+        self.not_applicable = variant in KU_VARIANTS and version == "1.2"
         self.skip_reason = self._skip_reason()
 
     def _skip_reason(self):
-        if self.variant in KU_VARIANTS and self.version == "1.2":
-            return "TLS 1.2 has no KeyUpdate"
+        if self.not_applicable:
+            return "n/a"
         if self.version == "1.3" and self.client in NO_TLS13:
             return NO_TLS13[self.client]
         if self.variant in KU_VARIANTS and self.client in NO_KEY_UPDATE:
             return NO_KEY_UPDATE[self.client]
         return None
 
-    @property
-    def size(self):
-        # max_fragment_length cells go first (the lowest indexes) and from a lower base: 512-byte
-        # records, gnutls-cli's one piece at a time. They stay below every other cell's size.
-        return (MFL_BASE if self.variant == MFL else BASE) + self.index * STRIDE
+    def base(self, path):
+        small = self.variant == MFL or (self.client == "gnutls-cli" and path == "kernel")
+        return SMALL_BASE if small else BASE
 
     @property
     def payload(self):
@@ -382,7 +386,8 @@ class Run:
                     raise AssertionError("the client did not end after the KeyUpdate close\n" + client.describe())
                 if extract(bytes(client.out))[:len(first)] != first:
                     raise AssertionError("the echo before the KeyUpdate differs\n" + client.describe())
-                cell.detail = "closed at the KeyUpdate (kernel %s)" % kernel_release()
+                cell.detail = ("the proxy closed cleanly at the KeyUpdate, close=key_update_unsupported: "
+                               "Linux %s < 6.14 cannot rekey kTLS" % kernel_release())
                 return
             send(payload[len(first):], len(first))
             client.wait(echoed(payload), "the echo of all %d bytes after the KeyUpdate" % len(payload))
@@ -405,7 +410,7 @@ class Run:
             command = b"^rekey^\n" if cell.variant == KU else b"^rekey1^\n"
         if cell.variant == MFL:
             argv.append("--recordsize=512")
-        c = ClientProcess(argv, tty_stderr=True)
+        c = ClientProcess(argv, tty_stderr=command is not None)
         self.exchange(c, cell, command, lambda e: e.count(b"Rekey was completed"),
                       chunk=512 if cell.variant == MFL else None)
 
@@ -543,20 +548,24 @@ class Run:
             # Documented: a kernel that cannot bound kTLS TX records leaves such a session to the
             # userspace path (README "max_fragment_length").
             want = ("userspace", "userspace")
-            cell.detail = "userspace path: this kernel cannot bound kTLS TX records"
+            cell.detail = "on the userspace path (ktls_fallback=max_fragment_length): this kernel cannot bound kTLS TX records"
         else:
             want = ("kernel", "kernel")
         if paths != want:
             raise AssertionError("record paths %s, expected %s: %r" % (paths, want, e))
 
 
-def run_matrix(path, family, jobs, results_file):
+def run_matrix(path, family, jobs, results_file, only=None):
     clients = FAMILIES[family]
     cells = [Cell(c, v, ver, ci) for c in clients for v in ROWS[c] for ver in VERSIONS for ci in CIPHERS]
-    # max_fragment_length cells first: the smallest sizes for the ones that go 512 bytes at a time.
-    live = sorted((c for c in cells if not c.skip_reason), key=lambda c: c.variant != MFL)
+    if only:
+        cells = [c for c in cells if re.search(only, c.name())]
+    # The small cells first, so that they keep their small sizes (see BASE).
+    live = sorted((c for c in cells if not c.skip_reason), key=lambda c: c.base(path))
+    size = 0
     for i, c in enumerate(live):
         c.index = i
+        c.size = size = max(c.base(path), size + STRIDE)
     missing = sorted({TOOLS[c] for c in clients if shutil.which(TOOLS[c]) is None})
     versions = client_versions(clients)
     work = tempfile.mkdtemp(prefix="ztp-interop-%s-%s-" % (family, path))
@@ -597,7 +606,9 @@ def run_matrix(path, family, jobs, results_file):
         run.stop()
         shutil.rmtree(work, True)
     for c in cells:
-        if c.skip_reason:
+        if c.not_applicable:
+            c.status, c.detail = "n/a", ""
+        elif c.skip_reason:
             c.status, c.detail = "skip", c.skip_reason
     result = {"path": path, "family": family, "kernel": kernel_release(), "clients": versions,
               "seconds": round(time.monotonic() - started, 1), "cells": [c.to_json() for c in cells],
@@ -630,7 +641,7 @@ def counter_checks(run, live):
 
 # -------------------------------------------------------------------- report
 
-SYMBOL = {"pass": "pass", "fail": "**FAIL**"}
+SYMBOL = {"fail": "**FAIL**", "n/a": "-"}
 
 
 def markdown(results):
@@ -667,22 +678,27 @@ def markdown(results):
         for client, variant in rows:
             line = []
             for v, ci in cols:
-                [c] = [x for x in cells if (x["client"], x["variant"], x["version"], x["cipher"]) == (client, variant, v, ci)]
-                if c["status"] == "skip":
+                found = [x for x in cells if (x["client"], x["variant"], x["version"], x["cipher"]) == (client, variant, v, ci)]
+                if not found:  # a run with --only
+                    line.append("")
+                    continue
+                c = found[0]
+                text = SYMBOL.get(c["status"], c["status"])
+                if c["detail"] and c["status"] != "fail":
                     if c["detail"] not in notes:
                         notes.append(c["detail"])
-                    line.append("skip (%d)" % (notes.index(c["detail"]) + 1))
-                else:
-                    note = " (%s)" % c["detail"] if c["status"] == "pass" and c["detail"] else ""
-                    line.append(SYMBOL[c["status"]] + note)
+                    text += " (%d)" % (notes.index(c["detail"]) + 1)
+                line.append(text)
             out.append("| %s | %s | %s |" % (client, variant, " | ".join(line)))
         out.append("")
-    out += ["Skipped:"] + ["(%d) %s" % (i + 1, n) for i, n in enumerate(notes)]
+    out += ["`-`: not applicable (TLS 1.2 has no KeyUpdate). Notes:", ""] + ["%d. %s" % (i + 1, n) for i, n in enumerate(notes)]
     return "\n".join(out) + "\n"
 
 
 def print_result(r):
     for c in r["cells"]:
+        if c["status"] == "n/a":
+            continue
         print("%-4s %s [%s] TLS %s %s%s" % (c["status"].upper(), c["client"], c["variant"], c["version"], c["cipher"],
                                             ": " + c["detail"] if c["detail"] else ""))
     for f in r["failures"]:
@@ -698,6 +714,7 @@ def main():
     ap.add_argument("--path", choices=("userspace", "openssl", "kernel"))
     ap.add_argument("--family", choices=sorted(FAMILIES))
     ap.add_argument("--results", help="write the cells as JSON here")
+    ap.add_argument("--only", metavar="REGEX", help="only the cells whose name matches (to debug one)")
     ap.add_argument("--markdown", nargs="+", metavar="RESULTS", help="print the README table of these results")
     args = ap.parse_args()
     if args.markdown:
@@ -720,7 +737,7 @@ def main():
                   "tests/ktls/run-in-ktls-kernel.sh (ctest -R ktls_vm_suite)" % why)
             return SKIP
     jobs = int(os.environ.get("ZTP_INTEROP_JOBS") or 4)
-    r = run_matrix(args.path, args.family, jobs, args.results)
+    r = run_matrix(args.path, args.family, jobs, args.results, args.only)
     ok = print_result(r)
     print()
     sys.stdout.write(markdown([r]))
