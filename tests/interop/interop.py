@@ -75,9 +75,9 @@ LINE = 64
 BASE = 64 * 1024
 SMALL_BASE = 16 * 1024
 UML_GNUTLS_BASE = 8 * 1024
-STRIDE = 4096
+STRIDE = 1024
 TAIL = 4 * 1024 + STRIDE // 2
-HTTP_HEAD = 1000
+HTTP_HEAD = STRIDE // 2  # curl's is about 170 bytes
 
 # The names each stack gives the cell's cipher (ECDSA certificate for TLS 1.2).
 OPENSSL_NAME = {
@@ -586,7 +586,7 @@ def run_matrix(path, family, jobs, results_file, only=None):
     if only:
         cells = [c for c in cells if re.search(only, c.name())]
     # The small cells first, so that they keep their small sizes (see BASE).
-    live = sorted((c for c in cells if not c.skip_reason), key=lambda c: c.base(path))
+    live = sorted((c for c in cells if not c.skip_reason), key=lambda c: (c.base(path), c.variant != MFL))
     size = 0
     for i, c in enumerate(live):
         c.index = i
