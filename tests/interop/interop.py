@@ -416,8 +416,8 @@ class Run:
                     raise AssertionError("the client saw a reset, not an orderly close\n" + client.describe())
                 if extract(bytes(client.out))[:len(first)] != first:
                     raise AssertionError("the echo before the KeyUpdate differs\n" + client.describe())
-                cell.detail = ("the proxy closed cleanly at the KeyUpdate, close=key_update_unsupported: "
-                               "Linux %s < 6.14 cannot rekey kTLS" % kernel_release())
+                cell.detail = ("the proxy ended the connection at the KeyUpdate (FIN, no close_notify, no reset), "
+                               "close=key_update_unsupported: Linux %s < 6.14 cannot rekey kTLS" % kernel_release())
                 return
             send(payload[len(first):])
             client.wait(echoed(payload), "the echo of all %d bytes after the KeyUpdate" % len(payload))
