@@ -637,6 +637,8 @@ def run_matrix(path, family, jobs, results_file, only=None):
             except AssertionError as ex:
                 cell.status, cell.detail = "fail", "access log: %s" % ex
         failures += counter_checks(run, live)
+        if not run.proxy.alive():
+            failures.append("ztproxy exited during the run\n" + run.proxy.diag())
         if failures or any(c.status == "fail" for c in live):
             print(run.proxy.diag(n=60), flush=True)
     except AssertionError as ex:
