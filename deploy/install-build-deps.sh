@@ -13,6 +13,7 @@ packages=(
     clang llvm libclang-rt-14-dev
     curl python3 procps iproute2
     patchelf
+    gnutls-bin libnss3-tools botan
 )
 
 missing=()
