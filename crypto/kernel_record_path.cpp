@@ -65,6 +65,12 @@ IoResult KernelRecordPath::refuse(RecordError e, std::string detail) {
     return r;
 }
 
+IoResult KernelRecordPath::skip_empty_record() {
+    if (++empty_run_ > RecordReader::kMaxEmptyRecordsInARow)
+        return refuse(RecordError::too_many_empty_records, "more than 32 empty records in a row");
+    return {IoStatus::want_read};
+}
+
 IoResult KernelRecordPath::handle_record(uint8_t type, std::span<const std::byte> body) {
     auto byte = [&](size_t i) { return static_cast<uint8_t>(body[i]); };
     if (type != kRecordHandshake) {
@@ -149,12 +155,16 @@ IoResult KernelRecordPath::read_one(std::span<std::byte> out, bool& control_hand
     if (r->record_type == kRecordApplicationData) {
         if (auto e = key_updates_.on_other_record())
             return refuse(*e, "application data inside a fragmented handshake message");
-        if (r->bytes > 0) return {IoStatus::ok, r->bytes};
+        if (r->bytes > 0) {
+            application_data_arrived();
+            return {IoStatus::ok, r->bytes};
+        }
         // A zero-length (or padding-only) application_data record also reads as 0 bytes: legal,
         // skipped (RFC 8446 §5.1), never taken as the end of the stream.
         if (classify_zero_read() == ZeroRead::empty_record) {
-            control_handled = true;
-            return {IoStatus::want_read};
+            auto skipped = skip_empty_record();
+            control_handled = skipped.status == IoStatus::want_read;
+            return skipped;
         }
         return {IoStatus::eof_unclean};
     }

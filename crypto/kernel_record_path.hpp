@@ -81,6 +81,14 @@ public:
     enum class ZeroRead { empty_record, eof };
     ZeroRead classify_zero_read() const;
 
+    // An empty application_data record was skipped (by read(), or a splice that returned 0 for
+    // one): more than RecordReader::kMaxEmptyRecordsInARow in a row is refused with the table's
+    // too_many_empty_records row, as the userspace path and OpenSSL refuse it (each costs a
+    // syscall or two and carries nothing). want_read while under the cap.
+    IoResult skip_empty_record();
+    // Application data arrived (read or spliced): a run of empty records is over.
+    void application_data_arrived() { empty_run_ = 0; }
+
     // A client handshake message is split across records and unfinished: the next client record
     // must be read with read_control() (not spliced), so that application data in between is
     // refused (RFC 8446 §5.1).
@@ -120,6 +128,7 @@ private:
     bool close_notify_sent_ = false;
     bool failed_ = false;  // fail_with_alert ran
     uint64_t rx_rekeys_ = 0;  // next RX keys the kernel took
+    uint32_t empty_run_ = 0;  // empty application_data records in a row
 };
 
 struct KernelMove {

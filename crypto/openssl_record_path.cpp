@@ -29,7 +29,9 @@ std::optional<RecordError> refused_record(int reason) {
         case SSL_R_CCS_RECEIVED_EARLY: return RecordError::ccs_after_handshake;
         case SSL_R_BAD_LENGTH:  // after the handshake: an alert record that is not one 2-byte alert
         case SSL_R_INVALID_ALERT: return RecordError::malformed_alert;
-        case SSL_R_RECORD_TOO_SMALL: return RecordError::record_too_short;
+        // OpenSSL 3.0's TLS record layer raises it only past MAX_EMPTY_RECORDS (32) empty records in
+        // a row (with unexpected_message); a record too short for its tag is a decryption failure.
+        case SSL_R_RECORD_TOO_SMALL: return RecordError::too_many_empty_records;
         case SSL_R_MIXED_HANDSHAKE_AND_NON_HANDSHAKE_DATA: return RecordError::handshake_interleaved;
         case SSL_R_NOT_ON_RECORD_BOUNDARY: return RecordError::key_update_not_at_record_end;
         case SSL_R_BAD_KEY_UPDATE: return RecordError::key_update_bad_value;  // value or empty body

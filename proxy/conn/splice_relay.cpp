@@ -91,6 +91,7 @@ bool SpliceRelay::push_spill(Direction& d) {
 void SpliceRelay::on_fill(Direction& d, int res) {
     if (failed_ || res == -ECANCELED) return;
     if (res > 0) {
+        if (d.up) path_->application_data_arrived();
         d.in_pipe += static_cast<size_t>(res);
         spliced(d) += static_cast<uint64_t>(res);
         bytes(d) += static_cast<uint64_t>(res);
@@ -98,8 +99,12 @@ void SpliceRelay::on_fill(Direction& d, int res) {
         drain(d);
         return fill(d);
     }
-    if (res == 0 && d.up && path_->classify_zero_read() == crypto::KernelRecordPath::ZeroRead::empty_record)
-        return fill(d);  // an empty application_data record, not the end of the stream
+    if (res == 0 && d.up && path_->classify_zero_read() == crypto::KernelRecordPath::ZeroRead::empty_record) {
+        // An empty application_data record, not the end of the stream (unless there are too many).
+        auto skipped = path_->skip_empty_record();
+        if (skipped.status != crypto::IoStatus::want_read) return fail(client_close_reason(skipped), skipped.reason);
+        return fill(d);
+    }
     if (res == 0) {  // FIN (for the client: without close_notify)
         d.src_eof = true;
         if (!first_close_) first_close_ = d.up ? "client_close" : "backend_close";

@@ -19,6 +19,8 @@ RFC 8446's (and RFC 5246's for TLS 1.2), not today's behaviour:
   two KeyUpdates in one record      unexpected_message   bad_key_update
   zero-length application_data      none: the stream goes on (RFC 8446 §5.1, §5.4)
   padding-only application_data     none: the stream goes on
+  32 empty application_data         none: the stream goes on
+  33 empty application_data         unexpected_message   malformed_record    (OpenSSL's limit, every path)
   KeyUpdate split over 2 records    none: legal, the connection rekeys and goes on
 
 Every fatal alert is followed by an orderly close (FIN, never a reset: the proxy has read
@@ -52,7 +54,11 @@ FATAL = {
     "key-update-empty": ({"decode_error"}, "bad_key_update"),
     "key-update-interleaved": ({"unexpected_message"}, "malformed_record"),
     "key-update-not-last": ({"unexpected_message"}, "bad_key_update"),
+    "empty-appdata-x33": ({"unexpected_message"}, "malformed_record"),
 }
+# Cases made of one hostile record sent several times in a row: an empty record is legal, but a
+# run of more than 32 is a CPU burner every path refuses (crypto/record_errors: too_many_empty_records).
+REPEATED = {"empty-appdata-x32": ("empty-appdata", 32), "empty-appdata-x33": ("empty-appdata", 33)}
 # What Linux 6.1's kTLS decides before user space sees a TLS 1.3 record (proven record by record in
 # tests/ktls/ktls_record_errors_test.cpp; README "Alerts and refused records"): a record whose outer
 # type is not application_data (an unprotected CCS, an unknown type) and a TLSInnerPlaintext without
@@ -66,9 +72,9 @@ def expected(name, tls):
     if KERNEL and tls == "1.3" and name in KERNEL_TLS13:
         return KERNEL_TLS13[name]
     return FATAL[name]
-LEGAL = ("empty-appdata", "padding-only", "key-update-fragmented")
+LEGAL = ("empty-appdata", "padding-only", "key-update-fragmented", "empty-appdata-x32")
 TLS12 = ("bad-tag", "bad-ciphertext", "oversized-ciphertext", "oversized-plaintext", "unknown-outer-type",
-         "empty-appdata")
+         "empty-appdata", "empty-appdata-x32", "empty-appdata-x33")
 
 
 class ConformanceTest(LocalhostTestCase):
@@ -83,7 +89,8 @@ class ConformanceTest(LocalhostTestCase):
         before = scrape(admin)[1]
         runs = {}
         for name in names:
-            steps = ["send:hello", "expect:hello", "hostile:" + name]
+            record, times = REPEATED.get(name, (name, 1))
+            steps = ["send:hello", "expect:hello"] + ["hostile:" + record] * times
             if name in LEGAL:
                 steps += ["send:after", "expect:after", "close-notify"]
             runs[name] = PeerRun(proxy.port, steps + ["read-close"], tls=tls, cafile=self.ca.cert)
