@@ -159,8 +159,20 @@ public:
 
 // Drives both peers: the client above, and a backend that sends `backend.to_proxy`.
 struct Peers {
-    explicit Peers(Host& h) : host(h) {}
+    explicit Peers(Host& h) : host(h) {
+        // A readiness that fired: what the peer has sent by now is there to read at once.
+        host.ring.on_recv_now = [this](int fd, void* buf, size_t len) -> long {
+            std::string& in = inbound(fd);
+            if (in.empty()) return ended(fd) ? 0 : -EAGAIN;
+            size_t n = std::min(len, in.size());
+            n = 1 + static_cast<size_t>(recv_now_cut * static_cast<double>(n - 1));
+            std::memcpy(buf, in.data(), n);
+            in.erase(0, n);
+            return static_cast<long>(n);
+        };
+    }
     Host& host;
+    double recv_now_cut = 1.0;  // how much of what is there a recv_now() gets, like complete()'s cut
     Client client;
     std::string backend_to_proxy, backend_sent, backend_got;
     bool backend_fin = false;
@@ -291,8 +303,7 @@ TEST_P(RelayCoreUserspaceKeyUpdate, RecordsOnTheWireAreNeverOverwrittenAfterAKey
     start(peers, secret, GetParam());
 
     peers.client.key_update(true);
-    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);
-    peers.complete(peers.find(kClientFd, Kind::recv), 1.0);
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);  // read at once, in the same turn
     const int answer = peers.find(kClientFd, Kind::send);  // our KeyUpdate, alone
     ASSERT_GE(answer, 0);
 
@@ -377,6 +388,7 @@ TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrit
                 if (client_left == 0 && backend_left == 0) break;
                 continue;
             }
+            peers.recv_now_cut = unit(rng);
             peers.complete(ready[rng() % ready.size()], unit(rng));
             ASSERT_LE(host.buffer_pool.leased(), 1u) << "one record buffer per connection";
         }
@@ -407,8 +419,7 @@ TEST(RelayCoreUserspace, VerifiedRecordsBeforeABadOneInTheSameReadAreForwarded) 
     const size_t good = peers.client.to_proxy.size();
     peers.client.send("third, tampered");
     peers.client.to_proxy[good + 8] ^= 0x01;  // one ciphertext bit of the third record
-    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);
-    peers.complete(peers.find(kClientFd, Kind::recv), 1.0);  // all three records in one read
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);  // all three records in one read
     peers.run_to_quiet();
     EXPECT_EQ(peers.backend_got, "first record;second record;");
     EXPECT_EQ(host.failed.rfind("bad_record", 0), 0u) << host.failed;

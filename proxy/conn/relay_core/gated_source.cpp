@@ -42,6 +42,7 @@ bool GatedSource::on_completion(uint8_t tag, int res) {
         readable_ = res >= 0;
         woke_ = res >= 0;
         if (res < 0 && res != -ECANCELED) fail("client_error", "poll: " + std::string(std::strerror(-res)));
+        if (res >= 0) read_now();
     } else if (tag == slot_retry_.tag()) {
         slot_retry_.finish();
     } else {
@@ -63,10 +64,27 @@ void GatedSource::wait_for_slot() {
     host_.loop().timeout(op, &slot_retry_.completing());
 }
 
-void GatedSource::pump() {
+bool GatedSource::may_read() const {
     // Back-pressure: a verified batch waits behind the one the backend is taking, and without a
     // free slot nothing is read.
-    if (!dir_.reading() || recv_.pending() || wait_.pending() || slot_retry_.pending() || dir_.full()) return;
+    return dir_.reading() && !recv_.pending() && !wait_.pending() && !slot_retry_.pending() && !dir_.full();
+}
+
+std::span<uint8_t> GatedSource::receive_space() {
+    // Room for a whole record after the first undecrypted byte, else continue in a fresh slot.
+    if (!in_.valid() || in_.size() - parse_off_ < kMaxWireRecord) {
+        if (!switch_slot(parse_off_)) return {};
+    }
+    auto space = in_.receive_into(fill_);
+    if (!space) {
+        fail("internal_error", "gated buffer: " + space.error().message());
+        return {};
+    }
+    return *space;  // empty only if a whole record were buffered but incomplete: cannot happen
+}
+
+void GatedSource::pump() {
+    if (!may_read()) return;
     if (fill_ == parse_off_ && parked_tail_.empty() && !readable_) {
         // Nothing partial: give the slot back while we wait (verified batches keep their own
         // reference), and take one again when the client has sent something.
@@ -76,18 +94,28 @@ void GatedSource::pump() {
         host_.loop().poll(wait_.start(), fd_, POLLIN);
         return;
     }
-    // Room for a whole record after the first undecrypted byte, else continue in a fresh slot.
-    if (!in_.valid() || in_.size() - parse_off_ < kMaxWireRecord) {
-        if (!switch_slot(parse_off_)) return;
-    }
-    auto space = in_.receive_into(fill_);
-    if (!space) return fail("internal_error", "gated buffer: " + space.error().message());
-    if (space->empty()) return;  // a whole record is buffered but not yet complete: cannot happen
+    auto space = receive_space();
+    if (space.empty()) return;
     Recv& r = recv_.body();
-    r.len = space->size();
+    r.len = space.size();
     r.slot = std::move(in_);  // the kernel's until the receive completes
     host_.op_submitted();
-    host_.loop().recv(recv_.start(), fd_, space->data(), space->size());
+    host_.loop().recv(recv_.start(), fd_, space.data(), space.size());
+}
+
+void GatedSource::read_now() {
+    // The client's readiness just completed: its bytes are there, so they are read in this loop
+    // turn (a non-blocking recv) instead of through a second submission and loop turn.
+    if (!may_read()) return;
+    auto space = receive_space();
+    if (space.empty()) return;
+    const long res = host_.loop().recv_now(fd_, space.data(), space.size());
+    if (res == -EAGAIN || res == -EWOULDBLOCK || res == -EINTR) {
+        in_.received(fill_, 0);  // nothing was written
+        readable_ = res == -EINTR;  // EAGAIN: the readiness was spurious, wait for it again
+        return;
+    }
+    received(static_cast<int>(res), space.size());
 }
 
 bool GatedSource::switch_slot(size_t keep_from) {
@@ -138,6 +166,10 @@ void GatedSource::on_recv(int res) {
     Recv done = recv_.finish();
     in_ = std::move(done.slot);
     if (dir_.failed() || res == -ECANCELED) return;
+    received(res, done.len);
+}
+
+void GatedSource::received(int res, size_t asked) {
     if (res < 0)
         return fail(res == -ECONNRESET || res == -EPIPE ? "client_reset" : "client_error",
                     std::string("recv from client: ") + std::strerror(-res));
@@ -148,7 +180,7 @@ void GatedSource::on_recv(int res) {
         return dir_.input_ended("client_close");
     }
     fill_ += static_cast<size_t>(res);
-    readable_ = static_cast<size_t>(res) == done.len;
+    readable_ = static_cast<size_t>(res) == asked;
     last_recv_bytes_ = static_cast<size_t>(res);
     host_.activity();
     process_records();

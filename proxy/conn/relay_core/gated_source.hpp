@@ -8,7 +8,8 @@
 // The gated slot being received into sits in the receive's op record while the kernel writes it;
 // verified batches keep their slot alive through the plan (VerifiedBytes) until they were sent.
 // Idle connections hold no slot: with nothing partially received, the source waits for readiness
-// first and takes a slot only once bytes are there. When every slot of the worker is busy, the
+// first and takes a slot only once bytes are there; those are read at once, in the loop turn the
+// readiness completed in (a non-blocking recv, not a second io_uring submission). When every slot of the worker is busy, the
 // client is not read until a short timer fires (back-pressure, never a failure).
 //
 // Control records: close_notify ends the input; other alerts end the relay; TLS 1.3 KeyUpdate
@@ -58,7 +59,13 @@ private:
         size_t offset;
         size_t size;
     };
+    bool may_read() const;
+    // The current slot's room for the next receive (a fresh slot when it has too little), or empty.
+    std::span<uint8_t> receive_space();
+    void read_now();
     void on_recv(int res);
+    // A receive of `asked` bytes into the current slot's room completed with `res`.
+    void received(int res, size_t asked);
     void wait_for_slot();
     bool switch_slot(size_t keep_from);
     void process_records();
