@@ -408,6 +408,27 @@ TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrit
 INSTANTIATE_TEST_SUITE_P(Routes, RelayCoreUserspaceProperty, ::testing::ValuesIn(kUserspaceRoutes),
                          [](const auto& info) { return std::string(info.param.name); });
 
+// A client's readiness that completes is read in the same loop turn (a non-blocking recv), not
+// through a second io_uring RECV; a readiness with nothing behind it waits again holding no slot.
+TEST(RelayCoreUserspace, AReadinessIsReadInTheSameTurnAndASpuriousOneHoldsNoSlot) {
+    Host host;
+    Peers peers(host);
+    host.start_userspace();
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);  // spurious: nothing was sent
+    EXPECT_GE(host.ring.find(kClientFd, Kind::poll), 0) << "waits for readiness again";
+    EXPECT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
+
+    peers.client.send("GET / HTTP/1.1\r\n\r\n");
+    const size_t submitted = host.ring.submitted();
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);
+    EXPECT_EQ(host.ring.find(kClientFd, Kind::recv), -1) << "a RECV submitted for bytes already there";
+    ASSERT_GE(host.ring.find(kBackendFd, Kind::send), 0);
+    EXPECT_EQ(host.ring.submitted(), submitted + 2) << "the backend send and the next readiness wait only";
+    peers.run_to_quiet();
+    EXPECT_EQ(peers.backend_got, "GET / HTTP/1.1\r\n\r\n");
+    EXPECT_EQ(host.ring.violations(), std::vector<std::string>{});
+}
+
 // Issue 12: verified records that precede a bad record in the same read reach the backend (as on
 // the kernel and OpenSSL paths, which deliver record by record); then the client gets its alert.
 TEST(RelayCoreUserspace, VerifiedRecordsBeforeABadOneInTheSameReadAreForwarded) {
