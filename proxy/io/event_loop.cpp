@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <iterator>
 
 #include "proxy/io/uring_ops.hpp"
@@ -109,6 +110,12 @@ void EventLoop::recvmsg(Op* op, int fd, msghdr* msg) {
     auto* s = sqe();
     io_uring_prep_recvmsg(s, fd, msg, 0);
     io_uring_sqe_set_data(s, op);
+}
+
+long EventLoop::recv_now(int fd, void* buf, size_t len) {
+    // MSG_DONTWAIT: never blocks the loop, whatever the socket's own flags.
+    const ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
+    return n < 0 ? -errno : n;
 }
 
 void EventLoop::read(Op* op, int fd, void* buf, size_t len) {

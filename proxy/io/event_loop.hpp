@@ -46,6 +46,7 @@ public:
     // Scatter/gather: `msg` (and the iovecs it points at) must stay valid until completion.
     void sendmsg(Op* op, int fd, const msghdr* msg) override;
     void recvmsg(Op* op, int fd, msghdr* msg) override;
+    long recv_now(int fd, void* buf, size_t len) override;
     // connect with a deadline: the kernel cancels it (-ECANCELED) when `timeout_ms` passes.
     void connect(Op* op, int fd, const sockaddr* addr, socklen_t len, __kernel_timespec* timeout);
     void multishot_accept(Op* op, int listen_fd);

@@ -22,6 +22,10 @@ public:
     // Scatter/gather: `msg` (and the iovecs it points at) must stay valid until completion.
     virtual void sendmsg(Op* op, int fd, const msghdr* msg) = 0;
     virtual void recvmsg(Op* op, int fd, msghdr* msg) = 0;
+    // Not an io_uring operation: a non-blocking recv(2) in this loop turn, for a socket whose
+    // readiness just completed (no second submission and loop turn to fetch the bytes). The byte
+    // count, 0 at the peer's FIN, or -errno (-EAGAIN: nothing there after all).
+    virtual long recv_now(int fd, void* buf, size_t len) = 0;
     // splice(in → out) of up to `len` bytes, never blocking on either end.
     virtual void splice(Op* op, int in, int out, size_t len) = 0;
     // Waits until `in` is readable, then splices: exactly one completion for `op`.

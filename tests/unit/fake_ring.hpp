@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -54,6 +55,10 @@ public:
     void recvmsg(io::Op* op, int fd, msghdr* msg) override {
         add_recv(op, fd, {msg->msg_iov, msg->msg_iov + msg->msg_iovlen});
     }
+    long recv_now(int fd, void* buf, size_t len) override {
+        check_not_read_by_a_send(buf, len, next_id_);
+        return on_recv_now ? on_recv_now(fd, buf, len) : -EAGAIN;
+    }
     void splice(io::Op* op, int in, int out, size_t len) override {
         add(make(op, Kind::splice, in, out, len));
     }
@@ -67,6 +72,8 @@ public:
     }
 
     // ---- the test's side
+    // What a synchronous recv_now() finds on `fd` (the test's peers); unset: -EAGAIN.
+    std::function<long(int fd, void* buf, size_t len)> on_recv_now;
     const std::vector<Pending>& pending() const { return pending_; }
     std::vector<std::string>& violations() { return violations_; }
     size_t submitted() const { return next_id_; }

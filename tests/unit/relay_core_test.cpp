@@ -65,6 +65,7 @@ struct Client {
     std::string sent, got;   // application data both ways
     bool closed = false;     // sent close_notify
     bool got_close_notify = false;
+    size_t max_fragment = crypto::kRecordMaxPlaintext;  // the max_fragment_length it negotiated
     std::string error;
 
     void seal(const std::string& plain, ContentType type) {
@@ -103,6 +104,7 @@ struct Client {
             auto rec = r.open_in_place(all.first(*need));
             if (!rec) return void(error = "record from the proxy did not open: " + rec.error().message());
             std::string plain(from_proxy, rec->plaintext_offset, rec->plaintext_size);
+            if (plain.size() > max_fragment) error = "a record over the negotiated max_fragment_length";
             if (got_close_notify) error = "a record after close_notify";
             if (rec->type == ContentType::application_data) got += plain;
             if (rec->type == ContentType::handshake && plain.size() == 5 && plain[0] == 24 && !r.rekey())
@@ -144,19 +146,33 @@ public:
     }
 
     void start_userspace() { start_userspace(io::GatedPools{*bulk, *burst}, conn::RedactionStage{}); }
-    void start_userspace(io::GatedPools pools, conn::RedactionStage up) {
+    // `max_fragment`: the client's max_fragment_length (RFC 6066), the most plaintext per record.
+    void start_userspace(io::GatedPools pools, conn::RedactionStage up, conn::RedactionStage down = {},
+                         size_t max_fragment = crypto::kRecordMaxPlaintext) {
         relay = std::make_unique<conn::UserspaceRelay>(
             *this, pools, crypto::RecordReader::create(keys(1), traffic_secret(1)).value(),
-            crypto::RecordWriter::create(keys(5), traffic_secret(5)).value(), config::TlsVersion::tls1_3, kClientFd,
-            kBackendFd, 64 * 1024, std::move(up), conn::RedactionStage{});
+            crypto::RecordWriter::create(keys(5), traffic_secret(5), max_fragment).value(), config::TlsVersion::tls1_3,
+            kClientFd, kBackendFd, 64 * 1024, std::move(up), std::move(down));
         relay->start();
     }
 };
 
 // Drives both peers: the client above, and a backend that sends `backend.to_proxy`.
 struct Peers {
-    explicit Peers(Host& h) : host(h) {}
+    explicit Peers(Host& h) : host(h) {
+        // A readiness that fired: what the peer has sent by now is there to read at once.
+        host.ring.on_recv_now = [this](int fd, void* buf, size_t len) -> long {
+            std::string& in = inbound(fd);
+            if (in.empty()) return ended(fd) ? 0 : -EAGAIN;
+            size_t n = std::min(len, in.size());
+            n = 1 + static_cast<size_t>(recv_now_cut * static_cast<double>(n - 1));
+            std::memcpy(buf, in.data(), n);
+            in.erase(0, n);
+            return static_cast<long>(n);
+        };
+    }
     Host& host;
+    double recv_now_cut = 1.0;  // how much of what is there a recv_now() gets, like complete()'s cut
     Client client;
     std::string backend_to_proxy, backend_sent, backend_got;
     bool backend_fin = false;
@@ -248,17 +264,46 @@ struct SecretRoute {
     std::string expect(const std::string& in) const { return redact::testing::reference(in, rules); }
 };
 
+// The userspace relay's routes: rules on either direction (towards the client, the stage's output is
+// copied into record slots; on a plain route the backend's bytes are received into the slots and
+// sealed where they lie), and a client that negotiated a small max_fragment_length.
+struct UserspaceRoute {
+    const char* name;
+    bool up_rules;
+    bool down_rules;
+    size_t max_fragment;
+};
+void PrintTo(const UserspaceRoute& r, std::ostream* os) { *os << r.name; }
+const UserspaceRoute kUserspaceRoutes[] = {
+    {"plain", false, false, crypto::kRecordMaxPlaintext},
+    {"rules_up", true, false, crypto::kRecordMaxPlaintext},
+    {"rules_down", false, true, crypto::kRecordMaxPlaintext},
+    {"rules_both_ways", true, true, crypto::kRecordMaxPlaintext},
+    {"plain_max_fragment_512", false, false, 512},
+    {"rules_down_max_fragment_1024", false, true, 1024},
+};
+
+void start(Peers& peers, SecretRoute& secret, const UserspaceRoute& route) {
+    Host& host = peers.host;
+    peers.client.max_fragment = route.max_fragment;
+    auto stage = [&](bool rules, config::RuleDirection d) { return rules ? secret.stage(d) : conn::RedactionStage{}; };
+    host.start_userspace(io::GatedPools{*host.bulk, *host.burst}, stage(route.up_rules, config::RuleDirection::request),
+                         stage(route.down_rules, config::RuleDirection::response), route.max_fragment);
+}
+
 // Bug 1 of issue 12: the client's KeyUpdate(update_requested) goes out while the relay waits on the
 // backend; backend bytes arrive before that send completes. The records sealed from them must stay
 // untouched until their own send completes: no receive into them, no return to the pool.
-TEST(RelayCoreUserspace, RecordsOnTheWireAreNeverOverwrittenAfterAKeyUpdateAnswer) {
+class RelayCoreUserspaceKeyUpdate : public ::testing::TestWithParam<UserspaceRoute> {};
+
+TEST_P(RelayCoreUserspaceKeyUpdate, RecordsOnTheWireAreNeverOverwrittenAfterAKeyUpdateAnswer) {
+    SecretRoute secret;
     Host host;
     Peers peers(host);
-    host.start_userspace();
+    start(peers, secret, GetParam());
 
     peers.client.key_update(true);
-    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);
-    peers.complete(peers.find(kClientFd, Kind::recv), 1.0);
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);  // read at once, in the same turn
     const int answer = peers.find(kClientFd, Kind::send);  // our KeyUpdate, alone
     ASSERT_GE(answer, 0);
 
@@ -291,14 +336,17 @@ TEST(RelayCoreUserspace, RecordsOnTheWireAreNeverOverwrittenAfterAKeyUpdateAnswe
     EXPECT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
 }
 
+INSTANTIATE_TEST_SUITE_P(Routes, RelayCoreUserspaceKeyUpdate, ::testing::ValuesIn(kUserspaceRoutes),
+                         [](const auto& info) { return std::string(info.param.name); });
+
 // The property test: random traffic both ways with KeyUpdates, completed in random orders with
-// random receive sizes and short sends, many seeds; on a plain route and on a rule route (the client
-// → backend direction through the relay core's redaction stage, small batches copied out of their
-// slots; on_pause = hold, so the output is the reference's).
-class RelayCoreUserspaceProperty : public ::testing::TestWithParam<bool> {};
+// random receive sizes and short sends, many seeds, on every route above (on_pause = hold, so the
+// output of a direction with rules is the reference's).
+class RelayCoreUserspaceProperty : public ::testing::TestWithParam<UserspaceRoute> {};
 
 TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrittenInFlight) {
-    const bool with_rules = GetParam();
+    const UserspaceRoute& route = GetParam();
+    const bool with_rules = route.up_rules || route.down_rules;
     SecretRoute secret;
     for (uint32_t seed = 1; seed <= (with_rules ? 100u : 200u); ++seed) {
         SCOPED_TRACE("seed " + std::to_string(seed));
@@ -306,11 +354,7 @@ TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrit
         std::uniform_real_distribution<double> unit(0.0, 1.0);
         Host host;
         Peers peers(host);
-        if (with_rules) {
-            host.start_userspace(io::GatedPools{*host.bulk, *host.burst}, secret.stage(config::RuleDirection::request));
-        } else {
-            host.start_userspace();
-        }
+        start(peers, secret, route);
         size_t client_left = 40'000 + rng() % 200'000, backend_left = 40'000 + rng() % 400'000;
         int key_updates_left = 3;
         for (int step = 0; step < 200000 && !host.finished && host.failed.empty(); ++step) {
@@ -330,7 +374,9 @@ TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrit
             }
             if (what < 0.16 && backend_left > 0) {
                 size_t n = std::min<size_t>(backend_left, 1 + rng() % (unit(rng) < 0.3 ? 300'000 : 3'000));
-                peers.backend_sends(pattern(n, static_cast<uint32_t>(backend_left)));
+                std::string t = pattern(n, static_cast<uint32_t>(backend_left));
+                if (n > 20 && unit(rng) < 0.3) t.replace(rng() % (n - 9), 9, "SECRET-42");
+                peers.backend_sends(t);
                 backend_left -= n;
                 peers.backend_fin = backend_left == 0;
                 continue;
@@ -342,14 +388,16 @@ TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrit
                 if (client_left == 0 && backend_left == 0) break;
                 continue;
             }
+            peers.recv_now_cut = unit(rng);
             peers.complete(ready[rng() % ready.size()], unit(rng));
+            ASSERT_LE(host.buffer_pool.leased(), 1u) << "one record buffer per connection";
         }
         ASSERT_EQ(host.failed, "");
         ASSERT_TRUE(host.finished);
         ASSERT_EQ(host.ring.violations(), std::vector<std::string>{});
         ASSERT_EQ(peers.client.error, "");
-        ASSERT_EQ(peers.backend_got, with_rules ? secret.expect(peers.client.sent) : peers.client.sent);
-        ASSERT_EQ(peers.client.got, peers.backend_sent);
+        ASSERT_EQ(peers.backend_got, route.up_rules ? secret.expect(peers.client.sent) : peers.client.sent);
+        ASSERT_EQ(peers.client.got, route.down_rules ? secret.expect(peers.backend_sent) : peers.backend_sent);
         ASSERT_TRUE(peers.client.got_close_notify);
         host.relay.reset();
         ASSERT_EQ(host.buffer_pool.leased(), 0u);
@@ -357,8 +405,29 @@ TEST_P(RelayCoreUserspaceProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrit
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Routes, RelayCoreUserspaceProperty, ::testing::Values(false, true),
-                         [](const auto& info) { return std::string(info.param ? "rules" : "plain"); });
+INSTANTIATE_TEST_SUITE_P(Routes, RelayCoreUserspaceProperty, ::testing::ValuesIn(kUserspaceRoutes),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// A client's readiness that completes is read in the same loop turn (a non-blocking recv), not
+// through a second io_uring RECV; a readiness with nothing behind it waits again holding no slot.
+TEST(RelayCoreUserspace, AReadinessIsReadInTheSameTurnAndASpuriousOneHoldsNoSlot) {
+    Host host;
+    Peers peers(host);
+    host.start_userspace();
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);  // spurious: nothing was sent
+    EXPECT_GE(host.ring.find(kClientFd, Kind::poll), 0) << "waits for readiness again";
+    EXPECT_EQ(host.bulk->slots_in_use() + host.burst->slots_in_use(), 0u);
+
+    peers.client.send("GET / HTTP/1.1\r\n\r\n");
+    const size_t submitted = host.ring.submitted();
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);
+    EXPECT_EQ(host.ring.find(kClientFd, Kind::recv), -1) << "a RECV submitted for bytes already there";
+    ASSERT_GE(host.ring.find(kBackendFd, Kind::send), 0);
+    EXPECT_EQ(host.ring.submitted(), submitted + 2) << "the backend send and the next readiness wait only";
+    peers.run_to_quiet();
+    EXPECT_EQ(peers.backend_got, "GET / HTTP/1.1\r\n\r\n");
+    EXPECT_EQ(host.ring.violations(), std::vector<std::string>{});
+}
 
 // Issue 12: verified records that precede a bad record in the same read reach the backend (as on
 // the kernel and OpenSSL paths, which deliver record by record); then the client gets its alert.
@@ -371,8 +440,7 @@ TEST(RelayCoreUserspace, VerifiedRecordsBeforeABadOneInTheSameReadAreForwarded) 
     const size_t good = peers.client.to_proxy.size();
     peers.client.send("third, tampered");
     peers.client.to_proxy[good + 8] ^= 0x01;  // one ciphertext bit of the third record
-    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);
-    peers.complete(peers.find(kClientFd, Kind::recv), 1.0);  // all three records in one read
+    host.ring.complete(peers.find(kClientFd, Kind::poll), POLLIN);  // all three records in one read
     peers.run_to_quiet();
     EXPECT_EQ(peers.backend_got, "first record;second record;");
     EXPECT_EQ(host.failed.rfind("bad_record", 0), 0u) << host.failed;

@@ -156,6 +156,8 @@ public:
     // Ends the connection now: the sink's goodbye if nothing is queued, else a counted truncation.
     void say_goodbye();
     void fail(const char* reason, const std::string& detail) { ending_.fail(reason, detail); }
+    // Stops the relay without reporting yet (Ending::halt): a fatal alert goes out first.
+    bool halt() { return ending_.halt(); }
     bool failed() const { return ending_.failed(); }
     RelayCounters& counters() { return counters_; }
     bool rewrites() const { return stage_.rewrites(); }

@@ -8,6 +8,8 @@
 //   PathSource      client record path (OpenSSL, or the kernel's recvmsg) → chunks, driven by
 //                   readiness (ClientReadiness): the path does its own socket I/O.
 //   PathSink        plan → client record path writes; the end of the stream is close_notify.
+// The userspace record layer's ends are in gated_source.hpp (client records → gated slots) and
+// sealing.hpp (plan → sealed records; backend → record slots).
 #pragma once
 
 #include <sys/socket.h>
