@@ -4,8 +4,9 @@
 //                    direction, over leased chunks) for record paths that do their own socket I/O:
 //                    OpenSSL, and the kernel path on rule routes;
 //   UserspaceRelay   ztproxy's own record layer with page-gated plaintext;
-//   SpliceRelay      kernel record path: socket → pipe → socket with io_uring SPLICE, so the
-//                    plaintext never enters user space.
+//   SpliceRelay      kernel record path, plain routes: socket → pipe → socket with non-blocking
+//                    splice(2) on readiness (relay_core/pipe_direction.hpp), so the plaintext
+//                    never enters user space.
 // The owning Connection submits nothing for the relay: it forwards completions whose tag is at
 // least kFirstRelayTag, counts in-flight ops through RelayHost, and frees the relay only when no
 // op is in flight.

@@ -141,23 +141,14 @@ void EventLoop::multishot_accept(Op* op, int listen_fd) {
     io_uring_sqe_set_data(s, op);
 }
 
-void EventLoop::splice(Op* op, int in, int out, size_t len) {
-    auto* s = sqe();
-    // SPLICE_F_NONBLOCK: io_uring runs splice in a worker thread; a full pipe or socket must
-    // give EAGAIN there instead of blocking it. SPLICE_F_MOVE: move pages, don't copy, where able.
-    io_uring_prep_splice(s, in, -1, out, -1, static_cast<unsigned>(len), SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
-    io_uring_sqe_set_data(s, op);
-}
-
-void EventLoop::poll_then_splice(Op* op, int in, int out, size_t len) {
-    auto* p = sqe();
-    io_uring_prep_poll_add(p, in, POLLIN);
-    // Kernel contract: a successful poll posts no CQE (SKIP_SUCCESS) and the splice reports; a
-    // failed or cancelled poll posts ITS CQE and the linked splice posts none. So the poll must
-    // carry the same op: either way the owner gets exactly one completion for the pair.
-    io_uring_sqe_set_data(p, op);
-    p->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
-    splice(op, in, out, len);
+long EventLoop::splice_now(int in, int out, size_t len) {
+    // SPLICE_F_NONBLOCK: a full or empty pipe gives EAGAIN instead of blocking the loop (the socket
+    // end must be O_NONBLOCK as well: SpliceRelay::start). SPLICE_F_MOVE: move pages where able.
+    for (;;) {
+        const ssize_t n = ::splice(in, nullptr, out, nullptr, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+        if (n >= 0) return n;
+        if (errno != EINTR) return -errno;
+    }
 }
 
 void EventLoop::timeout(Op* op, __kernel_timespec* ts) {

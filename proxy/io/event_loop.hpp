@@ -50,12 +50,7 @@ public:
     // connect with a deadline: the kernel cancels it (-ECANCELED) when `timeout_ms` passes.
     void connect(Op* op, int fd, const sockaddr* addr, socklen_t len, __kernel_timespec* timeout);
     void multishot_accept(Op* op, int listen_fd);
-    // splice(in → out) of up to `len` bytes, never blocking on either end.
-    void splice(Op* op, int in, int out, size_t len) override;
-    // Waits until `in` is readable, then splices: one submission, exactly one completion for
-    // `op` (the splice's result, or the poll's error, e.g. -ECANCELED). Splicing only after
-    // readiness keeps io_uring from parking a kernel worker thread on every idle connection.
-    void poll_then_splice(Op* op, int in, int out, size_t len) override;
+    long splice_now(int in, int out, size_t len) override;
     void timeout(Op* op, __kernel_timespec* ts) override;
     // Cancels every op still pending on `fd`; their owners get -ECANCELED completions.
     void cancel_fd(int fd) override;

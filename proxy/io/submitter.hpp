@@ -26,10 +26,11 @@ public:
     // readiness just completed (no second submission and loop turn to fetch the bytes). The byte
     // count, 0 at the peer's FIN, or -errno (-EAGAIN: nothing there after all).
     virtual long recv_now(int fd, void* buf, size_t len) = 0;
-    // splice(in → out) of up to `len` bytes, never blocking on either end.
-    virtual void splice(Op* op, int in, int out, size_t len) = 0;
-    // Waits until `in` is readable, then splices: exactly one completion for `op`.
-    virtual void poll_then_splice(Op* op, int in, int out, size_t len) = 0;
+    // Not an io_uring operation either: a non-blocking splice(2) of up to `len` bytes from `in` to
+    // `out` (one of them a pipe) in this loop turn. The byte count, 0 at the source's end, or
+    // -errno (-EAGAIN: the source is empty or the destination full). io_uring's SPLICE would run in
+    // an io-wq worker thread, a handoff per message.
+    virtual long splice_now(int in, int out, size_t len) = 0;
     virtual void timeout(Op* op, __kernel_timespec* ts) = 0;
     // Cancels every op still pending on `fd`; their owners get -ECANCELED completions.
     virtual void cancel_fd(int fd) = 0;

@@ -10,7 +10,7 @@
 // TCP socket whose peer, a sink thread of the sender process, reads and discards. Four ways:
 //   splice        splice(kTLS → pipe) + splice(pipe → TCP), blocking system calls
 //   recv          recvmsg(kTLS, cmsg) + send(TCP) through a buffer of the message size
-//   uring-splice  io_uring as ztproxy: POLL_ADD linked to SPLICE(NONBLOCK|MOVE), then SPLICE out
+//   uring-splice  io_uring as ztproxy did before splice_now: POLL_ADD linked to SPLICE, then SPLICE out
 //   uring-recv    io_uring: POLL_ADD linked to RECVMSG (cmsg), then SEND
 // Measured: the forwarder process's CPU time (CLOCK_PROCESS_CPUTIME_ID: its thread plus io_uring's
 // io-wq workers, which run io_uring's splices) per message, and wall time per message. The sender
@@ -166,7 +166,8 @@ int submit_and_wait(io_uring& ring) {
     return res;
 }
 
-// As SpliceRelay through EventLoop::poll_then_splice / splice: the poll posts no CQE on success.
+// As SpliceRelay did before it spliced from the event loop (poll linked to an io_uring SPLICE, then
+// SPLICE out): the poll posts no CQE on success.
 void forward_uring_splice(io_uring& ring, int in, int out, int pipe_r, int pipe_w, size_t size, size_t total) {
     constexpr unsigned kFlags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
     size_t moved = 0;

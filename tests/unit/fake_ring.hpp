@@ -27,14 +27,14 @@ namespace ztp::testing {
 
 class FakeRing final : public io::Submitter {
 public:
-    enum class Kind { poll, recv, send, splice, poll_then_splice, timeout };
+    enum class Kind { poll, recv, send, timeout };
 
     struct Pending {
         uint64_t id = 0;
         io::Op* op = nullptr;
         Kind kind = Kind::poll;
-        int fd = -1;       // poll/recv/send: the socket; splice: the source
-        int out = -1;  // splice: the destination
+        int fd = -1;              // poll/recv/send: the socket
+        unsigned events = 0;      // poll: POLLIN / POLLOUT
         size_t len = 0;
         std::vector<iovec> mem;  // recv: where the kernel writes; send: what it reads
         std::string snapshot;    // send: the bytes at submission
@@ -42,7 +42,11 @@ public:
     };
 
     // ---- io::Submitter
-    void poll(io::Op* op, int fd, unsigned) override { add(make(op, Kind::poll, fd)); }
+    void poll(io::Op* op, int fd, unsigned events) override {
+        Pending p = make(op, Kind::poll, fd);
+        p.events = events;
+        add(std::move(p));
+    }
     void recv(io::Op* op, int fd, void* buf, size_t len) override {
         add_recv(op, fd, {iovec{buf, len}});
     }
@@ -59,21 +63,22 @@ public:
         check_not_read_by_a_send(buf, len, next_id_);
         return on_recv_now ? on_recv_now(fd, buf, len) : -EAGAIN;
     }
-    void splice(io::Op* op, int in, int out, size_t len) override {
-        add(make(op, Kind::splice, in, out, len));
-    }
-    void poll_then_splice(io::Op* op, int in, int out, size_t len) override {
-        add(make(op, Kind::poll_then_splice, in, out, len));
+    long splice_now(int in, int out, size_t len) override {
+        ++splices_now_;
+        return on_splice_now ? on_splice_now(in, out, len) : -EAGAIN;
     }
     void timeout(io::Op* op, __kernel_timespec*) override { add(make(op, Kind::timeout, -1)); }
     void cancel_fd(int fd) override {
         for (auto& p : pending_)
-            if (p.fd == fd || p.out == fd) p.cancelled = true;
+            if (p.fd == fd) p.cancelled = true;
     }
 
     // ---- the test's side
     // What a synchronous recv_now() finds on `fd` (the test's peers); unset: -EAGAIN.
     std::function<long(int fd, void* buf, size_t len)> on_recv_now;
+    // What a synchronous splice_now() does (the test's pipes and peers); unset: -EAGAIN.
+    std::function<long(int in, int out, size_t len)> on_splice_now;
+    size_t splices_now() const { return splices_now_; }
     const std::vector<Pending>& pending() const { return pending_; }
     std::vector<std::string>& violations() { return violations_; }
     size_t submitted() const { return next_id_; }
@@ -125,12 +130,11 @@ public:
     }
 
 private:
-    static Pending make(io::Op* op, Kind kind, int fd, int out = -1, size_t len = 0) {
+    static Pending make(io::Op* op, Kind kind, int fd, size_t len = 0) {
         Pending p;
         p.op = op;
         p.kind = kind;
         p.fd = fd;
-        p.out = out;
         p.len = len;
         return p;
     }
@@ -140,7 +144,7 @@ private:
     }
     void add_recv(io::Op* op, int fd, std::vector<iovec> mem) {
         for (const iovec& v : mem) check_not_read_by_a_send(v.iov_base, v.iov_len, next_id_);
-        Pending p = make(op, Kind::recv, fd, -1, total(mem));
+        Pending p = make(op, Kind::recv, fd, total(mem));
         p.mem = std::move(mem);
         add(std::move(p));
     }
@@ -151,7 +155,7 @@ private:
                     if (overlaps(q.mem, v.iov_base, v.iov_len))
                         violations_.push_back("send #" + std::to_string(next_id_) +
                                               " reads memory a pending receive may write");
-        Pending p = make(op, Kind::send, fd, -1, total(mem));
+        Pending p = make(op, Kind::send, fd, total(mem));
         p.snapshot = gather(mem, p.len);
         p.mem = std::move(mem);
         add(std::move(p));
@@ -183,6 +187,7 @@ private:
     std::vector<Pending> pending_;
     std::vector<std::string> violations_;
     uint64_t next_id_ = 0;
+    size_t splices_now_ = 0;
 };
 
 }  // namespace ztp::testing
