@@ -885,14 +885,21 @@ TEST_P(RelayCoreSpliceProperty, EveryByteOnceInOrderAndTheEndsLast) {
     for (int step = 0; step < 200000 && !rig.host.finished && rig.host.failed.empty(); ++step) {
         if (rig.from_client.off == rig.from_client.bytes.size() && !rig.from_client.fin) rig.client_fin();
         if (rig.from_backend.off == rig.from_backend.bytes.size()) rig.from_backend.fin = true;
-        ASSERT_FALSE(ring.pending().empty()) << "the relay waits for nothing";
+        ASSERT_FALSE(ring.pending().empty())
+            << "the relay waits for nothing; client " << rig.from_client.off << "/" << rig.from_client.bytes.size()
+            << " fin " << rig.from_client.fin << " -> " << rig.to_backend.size() << ", backend " << rig.from_backend.off
+            << "/" << rig.from_backend.bytes.size() << " -> " << rig.to_client.size() << " step " << step;
         std::uniform_int_distribution<size_t> pick(0, ring.pending().size() - 1);
         const size_t i = pick(rig.rng);
         const size_t eagains = rig.eagains, moves = rig.moves;
         ring.complete(i, static_cast<int>(ring.pending()[i].events));
         ASSERT_LE(rig.eagains - eagains, rig.moves - moves + 4) << "splices retried without progress";
-        if (!rig.close_notify_seen().empty()) ASSERT_EQ(rig.to_client.size(), rig.from_backend.bytes.size());
-        if (rig.backend_fin_seen()) ASSERT_EQ(rig.to_backend.size(), rig.from_client.bytes.size());
+        if (!rig.close_notify_seen().empty()) {
+            ASSERT_EQ(rig.to_client.size(), rig.from_backend.bytes.size()) << "close_notify before the last byte";
+        }
+        if (rig.backend_fin_seen()) {
+            ASSERT_EQ(rig.to_backend.size(), rig.from_client.bytes.size()) << "FIN before the last byte";
+        }
     }
     ASSERT_EQ(rig.host.failed, "");
     ASSERT_TRUE(rig.host.finished);

@@ -49,9 +49,10 @@ bool PipeDirection::open() {
 void PipeDirection::kick() {
     for (int steps = 0; !ending_.failed(); ++steps) {
         if (steps == kMaxStepsPerKick) {
-            // More may be there: wait for readiness that fires at once, after the others' turn.
-            if (in_pipe_ > 0) wait_writable();
-            else if (!input_ended_) wait_readable();
+            // More may be there: wait for readiness that fires at once, after the others' turn. The
+            // drain goes on (or ends the direction) when the destination is writable.
+            if (in_pipe_ > 0 || input_ended_) wait_writable();
+            else wait_readable();
             return;
         }
         const bool filled = fill() == Step::moved;
