@@ -662,7 +662,7 @@ class KtlsE2ETest(E2ETestCase):
             return out
 
         messages, size = 200, 1024
-        mark = self.mark()
+        mark, emark = self.mark(), self.echo_mark()
         io_wq = set()
         with tls_connect(self.port, "echo.test", self.ca.cert, timeout=30) as s:
             s.sendall(b"x" * size)  # the first exchange sets the relay up
@@ -673,16 +673,19 @@ class KtlsE2ETest(E2ETestCase):
                 s.sendall(payload)
                 self.assertEqual(recv_up_to(s, size), payload)
                 if i % 10 == 0:
-                    io_wq |= {comm for comm, _ in tasks().values() if comm.startswith("iou-wrk")}
+                    io_wq |= {tid for tid, (comm, _) in tasks().items() if comm.startswith("iou-wrk")}
             after = tasks()
         e = self.next_access(mark, "for the small-message exchange")
         c = self.assert_kernel_entry(e, "small messages", close=None)
         self.assertEqual(c["bytes_up"], (messages + 1) * size, e)
+        got, _ = self.echo_closed(emark, "the small-message exchange")
+        self.assertEqual(got, (messages + 1) * size)
+        switches = sum(after[t][1] - before[t][1] for t in after if t in before)
+        print("\n  kernel path, %d x %d B echoed: %d proxy threads (%d io_uring workers seen), %.2f "
+              "context switches per message (threads alive throughout)"
+              % (messages, size, len(after), len(io_wq), switches / messages), file=sys.stderr)
         self.assertEqual(io_wq, set(), "io_uring worker threads relayed the kernel path's messages")
         self.assertEqual(set(after), set(before), "threads came or went while relaying")
-        switches = sum(after[t][1] - before[t][1] for t in after)
-        print("\n  kernel path, %d x %d B echoed: %d proxy threads, %.2f context switches per "
-              "message (all threads)" % (messages, size, len(after), switches / messages), file=sys.stderr)
 
     # ------------------------------------------------------------------ 4. tampering
 
