@@ -7,7 +7,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
 #include "config/admin_token.hpp"
 #include "config/units.hpp"
@@ -58,23 +57,12 @@ namespace {
 
 constexpr std::string_view kAdmin = "[admin]";
 
-std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
-
-std::string resolve(const std::string& base_dir, const std::string& file) {
-    std::filesystem::path p(file);
-    return (p.is_absolute() ? p : std::filesystem::path(base_dir) / p).lexically_normal().string();
-}
-
 // A non-empty string at `key`, resolved against the policy's directory.
 std::optional<std::string> path_value(TomlReader& r, const toml::table& t, std::string_view key,
                                       const std::string& base_dir) {
-    auto v = r.string(t, key, kAdmin);
+    auto v = r.name(t, key, kAdmin, false);
     if (!v) return std::nullopt;
-    if (v->empty()) {
-        r.error(t.get(key)->source(), in_quotes(key) + " must not be empty");
-        return std::nullopt;
-    }
-    return resolve(base_dir, *v);
+    return resolve_path(base_dir, *v);
 }
 
 }  // namespace

@@ -108,6 +108,7 @@
 #include "config/admin_section.hpp"
 #include "config/admission_section.hpp"
 #include "config/process_section.hpp"
+#include "config/tls_section.hpp"
 #include "config/toml_reader.hpp"
 #include "config/units.hpp"
 
@@ -116,6 +117,7 @@ namespace ztp::config {
 namespace {
 
 namespace fs = std::filesystem;
+using detail::in_quotes;
 using detail::StringItem;
 using detail::TomlReader;
 
@@ -124,54 +126,12 @@ constexpr std::string_view kRuntime = "[runtime]";
 constexpr std::string_view kLogging = "[logging]";
 constexpr std::string_view kLimits = "[limits]";
 constexpr std::string_view kListener = "[[listener]]";
-constexpr std::string_view kTls = "[listener.tls]";
-constexpr std::string_view kCert = "[[listener.tls.certificate]]";
 constexpr std::string_view kBackend = "[[backend]]";
 constexpr std::string_view kRoute = "[[route]]";
 // A route's `pause`: shorter cuts more secrets at a pause; longer delays every reply whose request
 // ends in bytes that could begin a match.
 constexpr std::chrono::milliseconds kMinPause{1}, kMaxPause{60'000};
 constexpr std::string_view kRule = "[[rule]]";
-
-std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
-
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string lowercase(std::string_view s) {
-    std::string r(s);
-    std::transform(r.begin(), r.end(), r.begin(), lower);
-    return r;
-}
-
-bool fail(std::string* why, std::string message) {
-    *why = std::move(message);
-    return false;
-}
-
-// Server names as they appear in SNI: lower-case DNS labels, with "*." allowed only in front.
-bool normalize_server_name(std::string& name, std::string* why) {
-    name = lowercase(name);
-    if (name.empty()) return fail(why, "must not be empty");
-    if (name.size() > 253) return fail(why, "longer than 253 characters");
-    std::string_view rest = name;
-    if (rest.substr(0, 2) == "*.") rest.remove_prefix(2);
-    if (rest.find('*') != std::string_view::npos)
-        return fail(why, "'*' is only allowed as a leading '*.'");
-    if (rest.empty()) return fail(why, "nothing after '*.'");
-    size_t label = 0;
-    for (char c : rest) {
-        if (c == '.') {
-            if (label == 0) return fail(why, "empty label");
-            label = 0;
-            continue;
-        }
-        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-        if (!ok) return fail(why, "unexpected character " + in_quotes(std::string(1, c)));
-        if (++label > 63) return fail(why, "label longer than 63 characters");
-    }
-    if (label == 0) return fail(why, "must not end with '.'");
-    return true;
-}
 
 class PolicyReader {
 public:
@@ -202,27 +162,12 @@ public:
     }
 
 private:
-    static const toml::source_region& at(const toml::table& t, std::string_view key) {
-        return t.get(key)->source();
-    }
-
-    // A required, non-empty string (names, references).
-    std::optional<std::string> name(const toml::table& t, std::string_view key, std::string_view where,
-                                    bool required) {
-        auto v = r_.string(t, key, where, required);
-        if (v && v->empty()) {
-            r_.error(at(t, key), in_quotes(key) + " must not be empty");
-            return std::nullopt;
-        }
-        return v;
-    }
-
     void read_runtime(const toml::table& t) {
         p_.runtime.loc = r_.loc(t.source());
         r_.check_keys(t, {"workers"}, kRuntime);
         if (auto v = r_.integer(t, "workers", kRuntime)) {
             if (*v < 0 || *v > 1024)
-                r_.error(at(t, "workers"), "'workers' must be between 0 and 1024");
+                r_.error(TomlReader::at(t, "workers"), "'workers' must be between 0 and 1024");
             else
                 p_.runtime.workers = static_cast<unsigned>(*v);
         }
@@ -237,7 +182,7 @@ private:
             if (std::find(std::begin(levels), std::end(levels), *v) != std::end(levels))
                 lg.level = *v;
             else
-                r_.error(at(t, "level"), "'level' must be one of trace, debug, info, warn, error, off");
+                r_.error(TomlReader::at(t, "level"), "'level' must be one of trace, debug, info, warn, error, off");
         }
         if (auto i = r_.choice(t, "format", kLogging, {"text", "json"})) lg.format = static_cast<LogFormat>(*i);
         if (auto v = r_.boolean(t, "access_log", kLogging)) lg.access_log = *v;
@@ -269,13 +214,13 @@ private:
                       kLimits);
         if (auto v = r_.integer(t, "max_connections", kLimits)) {
             if (*v < 1 || *v > int64_t{UINT32_MAX})
-                r_.error(at(t, "max_connections"), "'max_connections' must be between 1 and 4294967295");
+                r_.error(TomlReader::at(t, "max_connections"), "'max_connections' must be between 1 and 4294967295");
             else
                 lim.max_connections = static_cast<uint32_t>(*v);
         }
         if (auto v = r_.integer(t, "max_connections_per_source", kLimits)) {
             if (*v < 0 || *v > int64_t{UINT32_MAX})
-                r_.error(at(t, "max_connections_per_source"),
+                r_.error(TomlReader::at(t, "max_connections_per_source"),
                          "'max_connections_per_source' must be between 0 (no limit) and 4294967295");
             else
                 lim.max_connections_per_source = static_cast<uint32_t>(*v);
@@ -321,160 +266,33 @@ private:
         return a;
     }
 
-    std::vector<std::string> server_names(const toml::table& t, std::string_view where) {
-        std::vector<std::string> names;
-        auto items = r_.strings(t, "server_names", where);
-        if (!items) return names;
-        for (auto& item : *items) {
-            std::string why;
-            std::string n = item.value;
-            if (!normalize_server_name(n, &why))
-                r_.error(item.where, "bad server name " + in_quotes(item.value) + ": " + why);
-            // Kept even when bad (the load fails anyway), so the route does not look name-less.
-            names.push_back(std::move(n));
-        }
-        return names;
-    }
-
-    std::string resolve(const std::string& file) const {
-        fs::path p(file);
-        return (p.is_absolute() ? p : base_dir_ / p).lexically_normal().string();
-    }
-
     void read_listener(const toml::table& t) {
         Listener l;
         l.loc = r_.loc(t.source());
         r_.check_keys(t, {"name", "address", "tls", "admission"}, kListener);
-        if (auto v = name(t, "name", kListener, true)) l.name = *v;
+        if (auto v = r_.name(t, "name", kListener, true)) l.name = *v;
         if (auto v = r_.string(t, "address", kListener, true))
-            if (auto a = address(*v, at(t, "address"), false)) l.address = *a;
-        if (auto* tls = r_.table(t, "tls", kListener, true)) read_tls(*tls, l.tls);
+            if (auto a = address(*v, TomlReader::at(t, "address"), false)) l.address = *a;
+        if (auto* tls = r_.table(t, "tls", kListener, true)) detail::read_tls(r_, *tls, base_dir_.string(), l.tls);
         if (auto* adm = r_.table(t, "admission", kListener)) detail::read_admission(r_, *adm, l.admission);
         p_.listeners.push_back(std::move(l));
-    }
-
-    std::optional<TlsVersion> version(const toml::table& t, std::string_view key) {
-        auto v = r_.string(t, key, kTls);
-        if (!v) return std::nullopt;
-        if (*v == "1.2") return TlsVersion::tls1_2;
-        if (*v == "1.3") return TlsVersion::tls1_3;
-        r_.error(at(t, key), in_quotes(key) + " must be \"1.2\" or \"1.3\"");
-        return std::nullopt;
-    }
-
-    void read_tls(const toml::table& t, TlsSettings& tls) {
-        tls.loc = r_.loc(t.source());
-        r_.check_keys(t,
-                      {"min_version", "max_version", "ciphers", "alpn", "session_tickets", "tls13_tickets",
-                       "session_ticket_keys", "ktls", "record_path", "client_auth", "client_ca", "verify_depth",
-                       "default_certificate", "certificate"},
-                      kTls);
-        if (auto v = version(t, "min_version")) tls.min_version = *v;
-        if (auto v = version(t, "max_version")) tls.max_version = *v;
-        if (auto items = r_.strings(t, "ciphers", kTls)) {
-            tls.ciphers.clear();
-            if (items->empty()) r_.error(at(t, "ciphers"), "'ciphers' must not be empty");
-            for (const auto& item : *items) {
-                static constexpr Cipher all[] = {Cipher::aes_128_gcm, Cipher::aes_256_gcm,
-                                                 Cipher::chacha20_poly1305};
-                auto it = std::find_if(std::begin(all), std::end(all), [&](Cipher c) {
-                    return lowercase(to_string(c)) == lowercase(item.value);
-                });
-                if (it == std::end(all))
-                    r_.error(item.where, "unknown cipher " + in_quotes(item.value) +
-                                             " (use AES-128-GCM, AES-256-GCM, CHACHA20-POLY1305)");
-                else if (std::find(tls.ciphers.begin(), tls.ciphers.end(), *it) != tls.ciphers.end())
-                    r_.error(item.where, "cipher " + in_quotes(to_string(*it)) + " listed twice");
-                else
-                    tls.ciphers.push_back(*it);
-            }
-        }
-        if (auto items = r_.strings(t, "alpn", kTls)) {
-            for (const auto& item : *items) {
-                if (item.value.empty() || item.value.size() > 255)
-                    r_.error(item.where,
-                             "ALPN protocol " + in_quotes(item.value) + " must be 1 to 255 bytes long");
-                else
-                    tls.alpn.push_back(item.value);
-            }
-        }
-        if (auto v = r_.boolean(t, "session_tickets", kTls)) tls.session_tickets = *v;
-        if (auto v = r_.integer(t, "tls13_tickets", kTls)) {
-            if (*v < 0 || *v > kMaxTls13Tickets)
-                r_.error(at(t, "tls13_tickets"),
-                         "'tls13_tickets' must be between 0 and " + std::to_string(kMaxTls13Tickets));
-            else if (!tls.session_tickets && *v != 0)
-                r_.error(at(t, "tls13_tickets"), "'tls13_tickets' needs session_tickets = true (or 0)");
-            else
-                tls.tls13_tickets = static_cast<unsigned>(*v);
-        }
-        // The file itself is read (and its problems reported at this value) by the crypto layer.
-        if (auto v = name(t, "session_ticket_keys", kTls, false)) {
-            if (!tls.session_tickets)
-                r_.error(at(t, "session_ticket_keys"), "'session_ticket_keys' needs session_tickets = true");
-            tls.session_ticket_keys = resolve(*v);
-            tls.session_ticket_keys_loc = r_.loc(at(t, "session_ticket_keys"));
-        }
-        // The option lists are in enum order: the index is the value.
-        if (auto i = r_.choice(t, "ktls", kTls, {"auto", "require", "off"})) tls.ktls = static_cast<KtlsMode>(*i);
-        if (auto i = r_.choice(t, "record_path", kTls, {"auto", "kernel", "userspace", "openssl"}))
-            tls.record_path = static_cast<RecordPathMode>(*i);
-        auto auth = r_.choice(t, "client_auth", kTls, {"none", "optional", "require"});
-        if (auth) tls.client_auth = static_cast<ClientAuth>(*auth);
-        // After a bad client_auth the CA is left out: "client_ca without client_auth" would only
-        // repeat the mistake already reported at the value.
-        if (auto v = name(t, "client_ca", kTls, false); v && (auth || !t.contains("client_auth"))) {
-            tls.client_ca = resolve(*v);
-            tls.client_ca_loc = r_.loc(at(t, "client_ca"));
-        }
-        if (auto v = r_.integer(t, "verify_depth", kTls)) {
-            if (*v < 0 || *v > kMaxVerifyDepth)
-                r_.error(at(t, "verify_depth"),
-                         "'verify_depth' must be between 0 and " + std::to_string(kMaxVerifyDepth));
-            else
-                tls.verify_depth = static_cast<unsigned>(*v);
-        }
-        if (auto v = name(t, "default_certificate", kTls, false)) tls.default_certificate = *v;
-
-        auto certs = r_.tables(t, "certificate", kTls, "listener.tls.certificate", true);
-        if (const toml::node* n = t.get("certificate"); n && n->is_array() && n->as_array()->empty())
-            r_.error(n->source(), "'certificate' must list at least one certificate");
-        for (auto* c : certs) tls.certificates.push_back(read_certificate(*c));
-    }
-
-    Certificate read_certificate(const toml::table& t) {
-        Certificate c;
-        c.loc = r_.loc(t.source());
-        r_.check_keys(t, {"name", "cert", "key", "server_names"}, kCert);
-        if (auto v = name(t, "name", kCert, true)) c.name = *v;
-        // A file that cannot be read or does not match is reported at its value, not the table.
-        if (auto v = name(t, "cert", kCert, true)) {
-            c.cert_file = resolve(*v);
-            c.cert_loc = r_.loc(at(t, "cert"));
-        }
-        if (auto v = name(t, "key", kCert, true)) {
-            c.key_file = resolve(*v);
-            c.key_loc = r_.loc(at(t, "key"));
-        }
-        c.server_names = server_names(t, kCert);
-        return c;
     }
 
     void read_backend(const toml::table& t) {
         Backend b;
         b.loc = r_.loc(t.source());
         r_.check_keys(t, {"name", "address", "addresses", "proxy_protocol"}, kBackend);
-        if (auto v = name(t, "name", kBackend, true)) b.name = *v;
+        if (auto v = r_.name(t, "name", kBackend, true)) b.name = *v;
         if (auto i = r_.choice(t, "proxy_protocol", kBackend, {"off", "v2"}))
             b.proxy_protocol = static_cast<ProxyProtocol>(*i);
         bool has_one = t.contains("address"), has_many = t.contains("addresses");
         if (has_one && has_many) {
-            r_.error(at(t, "address"), "use either 'address' or 'addresses', not both");
+            r_.error(TomlReader::at(t, "address"), "use either 'address' or 'addresses', not both");
         } else if (has_one) {
             if (auto v = r_.string(t, "address", kBackend))
-                if (auto a = address(*v, at(t, "address"), true)) b.addresses.push_back(*a);
+                if (auto a = address(*v, TomlReader::at(t, "address"), true)) b.addresses.push_back(*a);
         } else if (auto items = r_.strings(t, "addresses", kBackend, true)) {
-            if (items->empty()) r_.error(at(t, "addresses"), "'addresses' must not be empty");
+            if (items->empty()) r_.error(TomlReader::at(t, "addresses"), "'addresses' must not be empty");
             for (const auto& item : *items)
                 if (auto a = address(item.value, item.where, true)) b.addresses.push_back(*a);
         }
@@ -488,10 +306,10 @@ private:
                       {"listener", "server_names", "default", "backend", "rules", "allow_length_change", "on_pause",
                        "pause"},
                       kRoute);
-        if (auto v = name(t, "listener", kRoute, false)) r.listener = *v;
-        r.server_names = server_names(t, kRoute);
+        if (auto v = r_.name(t, "listener", kRoute, false)) r.listener = *v;
+        r.server_names = detail::read_server_names(r_, t, kRoute);
         if (auto v = r_.boolean(t, "default", kRoute)) r.is_default = *v;
-        if (auto v = name(t, "backend", kRoute, true)) r.backend = *v;
+        if (auto v = r_.name(t, "backend", kRoute, true)) r.backend = *v;
         if (auto items = r_.strings(t, "rules", kRoute)) {
             // References are resolved by validate() (quick mode builds them too); positions kept here.
             for (auto& item : *items) {
@@ -515,12 +333,12 @@ private:
         rule.loc = r_.loc(t.source());
         r_.check_keys(t, {"id", "direction", "pattern", "literal", "case_insensitive", "mask", "replacement"},
                       kRule);
-        if (auto v = name(t, "id", kRule, true)) rule.id = *v;
+        if (auto v = r_.name(t, "id", kRule, true)) rule.id = *v;
         if (auto i = r_.choice(t, "direction", kRule, {"request", "response", "both"}))
             rule.direction = static_cast<RuleDirection>(*i);
         bool has_pattern = t.contains("pattern"), has_literal = t.contains("literal");
         if (has_pattern && has_literal) {
-            r_.error(at(t, "literal"), "use either 'pattern' or 'literal', not both");
+            r_.error(TomlReader::at(t, "literal"), "use either 'pattern' or 'literal', not both");
         } else if (!has_pattern && !has_literal) {
             r_.error(t.source(), "[[rule]] needs 'pattern' (a regular expression) or 'literal'");
         }
@@ -530,19 +348,19 @@ private:
             if (auto v = r_.string(t, key, kRule)) {
                 rule.pattern = *v;
                 rule.literal = !has_pattern;
-                rule.pattern_loc = r_.loc(at(t, key));
+                rule.pattern_loc = r_.loc(TomlReader::at(t, key));
             }
         }
         if (auto v = r_.boolean(t, "case_insensitive", kRule)) rule.case_insensitive = *v;
         if (auto v = r_.string(t, "mask", kRule)) {
             if (v->size() != 1)
-                r_.error(at(t, "mask"), "'mask' must be exactly one byte, e.g. \"*\"");
+                r_.error(TomlReader::at(t, "mask"), "'mask' must be exactly one byte, e.g. \"*\"");
             else
                 rule.mask = (*v)[0];
         }
         if (auto v = r_.string(t, "replacement", kRule)) {
             if (t.contains("mask"))
-                r_.error(at(t, "replacement"), "use either 'mask' or 'replacement', not both");
+                r_.error(TomlReader::at(t, "replacement"), "use either 'mask' or 'replacement', not both");
             rule.replacement = *v;
         }
         p_.rules.push_back(std::move(rule));
@@ -555,7 +373,7 @@ private:
 
 std::string lower_first(std::string_view s) {
     std::string r(s);
-    if (!r.empty()) r[0] = lower(r[0]);
+    if (!r.empty()) r[0] = detail::ascii_lower(r[0]);
     return r;
 }
 

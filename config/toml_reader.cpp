@@ -1,6 +1,7 @@
 #include "config/toml_reader.hpp"
 
 #include <algorithm>
+#include <filesystem>
 
 namespace ztp::config::detail {
 
@@ -23,6 +24,17 @@ const char* type_name(toml::node_type t) {
 }
 
 }  // namespace
+
+std::string ascii_lowercase(std::string_view s) {
+    std::string r(s);
+    std::transform(r.begin(), r.end(), r.begin(), ascii_lower);
+    return r;
+}
+
+std::string resolve_path(const std::string& base_dir, const std::string& file) {
+    std::filesystem::path p(file);
+    return (p.is_absolute() ? p : std::filesystem::path(base_dir) / p).lexically_normal().string();
+}
 
 SourceLoc TomlReader::loc(const toml::source_region& r) const {
     return SourceLoc{path_, static_cast<int>(r.begin.line), static_cast<int>(r.begin.column)};
@@ -51,6 +63,16 @@ const toml::node* TomlReader::get(const toml::table& t, std::string_view key, st
     if (!n && required)
         error(t.source(), "missing required key '" + std::string(key) + "' in " + std::string(where));
     return n;
+}
+
+std::optional<std::string> TomlReader::name(const toml::table& t, std::string_view key, std::string_view where,
+                                            bool required) {
+    auto v = string(t, key, where, required);
+    if (v && v->empty()) {
+        error(at(t, key), in_quotes(key) + " must not be empty");
+        return std::nullopt;
+    }
+    return v;
 }
 
 std::optional<std::string> TomlReader::string(const toml::table& t, std::string_view key,

@@ -16,6 +16,14 @@
 
 namespace ztp::config::detail {
 
+// Small text helpers shared by the section readers, defined once here.
+inline std::string in_quotes(std::string_view s) { return "'" + std::string(s) + "'"; }
+// ASCII only, never the locale: server names and cipher names compare the same on every host.
+inline char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+std::string ascii_lowercase(std::string_view s);
+// A relative path in a policy is relative to the policy file's directory (`base_dir`).
+std::string resolve_path(const std::string& base_dir, const std::string& file);
+
 struct StringItem {
     std::string value;
     toml::source_region where;
@@ -40,6 +48,9 @@ public:
     std::optional<int64_t> integer(const toml::table& t, std::string_view key, std::string_view where,
                                    bool required = false);
     std::optional<bool> boolean(const toml::table& t, std::string_view key, std::string_view where);
+    // A non-empty string (names, references, file paths): "" is reported at the value.
+    std::optional<std::string> name(const toml::table& t, std::string_view key, std::string_view where,
+                                    bool required);
     // A string that must be one of `options`: returns its index. Anything else is reported at the
     // value as "'key' must be "a", "b" or "c"".
     std::optional<size_t> choice(const toml::table& t, std::string_view key, std::string_view where,
@@ -54,6 +65,11 @@ public:
                                            std::string_view header, bool required = false);
 
     void type_error(std::string_view key, const toml::node& n, std::string_view expected);
+
+    // Where `key`'s value is; `t` must contain `key`.
+    static const toml::source_region& at(const toml::table& t, std::string_view key) {
+        return t.get(key)->source();
+    }
 
 private:
     std::string path_;

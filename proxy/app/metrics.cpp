@@ -167,6 +167,10 @@ std::string render_metrics(const std::vector<std::shared_ptr<conn::ListenerAdmis
     f.push_back(counter("ztproxy_gated_slot_waits_total",
                         "Times a client was not read for a moment because every gated slot of its worker was busy",
                         s.gated_slot_waits));
+    f.push_back(counter("ztproxy_pipe_resize_failures_total",
+                        "Splice pipes the kernel would not size to connection_buffer (fs.pipe-max-size, "
+                        "fs.pipe-user-pages-soft): relayed at the smaller size they had",
+                        s.pipe_resize_failures));
     f.push_back(counter("ztproxy_backend_connect_failures_total", "Connections whose backend could not be reached",
                         s.backend_connect_failures));
     f.push_back(connect_histogram(s));

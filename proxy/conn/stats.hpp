@@ -60,6 +60,9 @@ struct Stats {
     std::atomic<uint64_t> idle_timeouts{0};
     std::atomic<uint64_t> truncated_closes{0};  // ended early with bytes queued: no close_notify
     std::atomic<uint64_t> gated_slot_waits{0};  // a client not read for a moment: every gated slot busy
+    // Splice pipes the kernel would not size to connection_buffer (F_SETPIPE_SZ refused, e.g. over
+    // fs.pipe-max-size or fs.pipe-user-pages-soft): relayed at the size they had.
+    std::atomic<uint64_t> pipe_resize_failures{0};
     std::atomic<uint64_t> backend_connect_failures{0};
     std::atomic<uint64_t> bytes_up{0};    // plaintext client → backend
     std::atomic<uint64_t> bytes_down{0};  // plaintext backend → client

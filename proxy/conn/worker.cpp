@@ -10,6 +10,7 @@
 
 #include "crypto/record_layer.hpp"
 #include "proxy/base/log.hpp"
+#include "proxy/conn/pipe_budget.hpp"
 #include "proxy/conn/stats.hpp"
 #include "proxy/conn/userspace_relay.hpp"
 
@@ -46,6 +47,27 @@ void check_max_map_count(const config::Policy& policy, size_t bulk_slots, size_t
                          have, worker_count(policy), needed, needed);
 }
 
+// Empty pipes each worker's PipePool keeps for reuse (two fds each).
+constexpr size_t kIdlePipes = 256;
+
+// The splice pipes' sizes and numbers are bounded per user by fs.pipe-max-size and
+// fs.pipe-user-pages-soft/-hard (pipe_budget.hpp), and ztproxy runs without the capabilities that
+// lift them. Past them pipes silently come out smaller (counted at run time): say at start what the
+// policy needs, with the sysctl to set. Only when some connection can take the kernel path: a
+// listener that may use kTLS, and a route without rules (routes with rules never splice).
+void check_pipe_limits(const config::Policy& policy) {
+    const bool kernel_listener = std::any_of(policy.listeners.begin(), policy.listeners.end(), [](const auto& l) {
+        return l.tls.ktls != config::KtlsMode::off && (l.tls.record_path == config::RecordPathMode::automatic ||
+                                                       l.tls.record_path == config::RecordPathMode::kernel);
+    });
+    const bool plain_route =
+        std::any_of(policy.routes.begin(), policy.routes.end(), [](const auto& r) { return r.rules.empty(); });
+    if (!kernel_listener || !plain_route) return;
+    PipeDemand demand{policy.limits.max_connections, worker_count(policy), kIdlePipes,
+                      policy.limits.connection_buffer_bytes};
+    for (const std::string& line : pipe_limit_warnings(demand, read_pipe_limits())) log::main().warn("{}", line);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<const Runtime> runtime,
@@ -61,9 +83,11 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
     if (id == 0 && !w->loop_->restricted())
         log::main().warn("this kernel cannot restrict io_uring opcodes (< 5.10): the seccomp filter does not "
                          "cover what the rings can do");
-    // A pipe's capacity is the splice relay's per-direction buffer: the same bound the buffered
-    // relay uses. Idle pipes are kept for reuse up to a small cap (two fds each).
-    w->pipes_ = std::make_unique<io::PipePool>(w->runtime_->policy().limits.connection_buffer_bytes, 256);
+    // A pipe's capacity is the splice relay's per-direction buffer: connection_buffer, or what the
+    // kernel allowed (pipe_pool.hpp). Idle pipes are kept for reuse up to a small cap.
+    w->pipes_ = std::make_unique<io::PipePool>(w->runtime_->policy().limits.connection_buffer_bytes, kIdlePipes,
+                                               &stats().pipe_resize_failures);
+    if (id == 0) check_pipe_limits(w->runtime_->policy());
     // Gated slots hold client records being decrypted and verified plaintext until the backend
     // took it; a connection holds them only while data flows. 256 KiB slots: the gate costs two
     // mprotects per batch, and bigger batches took upload from 0.91 to 0.70 CPU-s/GB (64 KiB

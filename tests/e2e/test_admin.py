@@ -49,6 +49,8 @@ class AdminTest(LocalhostTestCase):
         self.assertEqual(metric(text, "ztproxy_backend_connect_duration_seconds_bucket", le="+Inf"), 3)
         self.assertGreater(metric(text, "ztproxy_backend_connect_duration_seconds_sum"), 0)
         self.assertEqual(metric(text, "ztproxy_connections_refused_total", reason="max_connections"), 0)
+        # 64 KiB pipes as root: the kernel sizes every one (README "Relay memory bounds").
+        self.assertEqual(metric(text, "ztproxy_pipe_resize_failures_total"), 0)
         relayed = 3
         path = "kernel" if os.path.exists("/proc/net/tls_stat") else "userspace"
         self.assertGreater(metric(text, "ztproxy_plaintext_bytes_total", direction="backend_to_client",

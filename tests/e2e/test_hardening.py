@@ -131,6 +131,52 @@ class PrivilegeDropTest(E2ETestCase):
         self.assert_dropped(proxy.pid)
         self.assertEqual(proxy.stop(), (0, False), proxy.diag())
 
+    def test_the_splice_pipe_limits_are_checked_at_start_for_the_dropped_user(self):
+        # CAP_SYS_RESOURCE lifts fs.pipe-max-size and fs.pipe-user-pages-*, CAP_SYS_ADMIN the
+        # latter; nobody has no capability. Worker 0 says what the policy needs of them, with the value to
+        # set (proxy/conn/pipe_budget.cpp), and serves anyway.
+        backend = self.start_backend("http")
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            max_size = int(f.read())
+        with open("/proc/sys/fs/pipe-user-pages-soft") as f:
+            soft = int(f.read())
+        buffer = 16 << 20  # the largest connection_buffer
+        pipes = 2 * 10000 + 2 * 256  # 2 per connection (default max_connections), 256 idle per worker
+
+        def start(process, limits):
+            policy = policy_toml(
+                listeners=[{"name": "main", "certs": [("main", self.old, None)], "tls": {"record_path": "auto"}}],
+                backends=[{"name": "app", "addresses": [backend.address]}],
+                routes=[{"default": True, "backend": "app"}],
+                sections={"process": process, "runtime": {"workers": 2}, "limits": limits})
+            path = self.write_policy(policy)
+            os.chmod(path, 0o644)
+            proxy = self.start_proxy(["run", "-c", path])
+            r = curl(curl_args("localhost", proxy.port, "/bytes/100", self.ca.cert) + ["-o", os.devnull])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return proxy
+
+        proxy = start({"user": "nobody", "group": "nogroup"}, {"connection_buffer": "16MiB"})
+        checked = 0
+        if max_size < buffer:
+            m = proxy.wait_line("stderr", r"limits\.connection_buffer = 16777216 needs splice pipes of 16777216 "
+                                          r"bytes, over fs\.pipe-max-size = (\d+): .*"
+                                          r"\(sysctl fs\.pipe-max-size=16777216\)")
+            self.assertEqual(int(m.group(1)), max_size)
+            checked += 1
+        pages = pipes * (buffer // os.sysconf("SC_PAGE_SIZE"))
+        if 0 < soft < pages:
+            m = proxy.wait_line("stderr", r"may hold (\d+) splice pipes .* over fs\.pipe-user-pages-soft = (\d+): "
+                                          r".*\(sysctl fs\.pipe-user-pages-soft=(\d+)\)")
+            self.assertEqual([int(g) for g in m.groups()], [pipes, soft, pages])
+            checked += 1
+        if not checked:
+            self.skipTest("this host's pipe limits fit even 16 MiB pipes")
+        proxy.stop()
+        # 8 connections: 48 pipes of 64 KiB (16 idle per worker at most), 768 pages.
+        quiet = start({"user": "nobody", "group": "nogroup"}, {"max_connections": 8})
+        self.assertFalse([l for l in quiet.err.snapshot() if "fs.pipe-" in l], quiet.diag())
+
     def test_a_reload_that_cannot_read_its_key_as_nobody_is_refused(self):
         backend = self.start_backend("http")
         path = self.write_policy(self.policy(self.old, backend, {"user": "nobody"}))
