@@ -11,6 +11,7 @@
 #include "crypto/record_layer.hpp"
 #include "proxy/base/log.hpp"
 #include "proxy/conn/pipe_budget.hpp"
+#include "proxy/conn/relay_memory.hpp"
 #include "proxy/conn/stats.hpp"
 #include "proxy/conn/userspace_relay.hpp"
 
@@ -68,6 +69,21 @@ void check_pipe_limits(const config::Policy& policy) {
     for (const std::string& line : pipe_limit_warnings(demand, read_pipe_limits())) log::main().warn("{}", line);
 }
 
+// The relays' memory bound from the policy (relay_memory.hpp): stated at start, and a warning when
+// max_connections could take the process past the memory it may use.
+void state_relay_memory(const config::Policy& policy, const io::GatedPool& bulk, const io::GatedPool& burst,
+                        size_t pool_buffer) {
+    const bool rules = std::any_of(policy.routes.begin(), policy.routes.end(), [](const auto& r) { return !r.rules.empty(); });
+    const RelayMemoryInputs in{policy.limits.connection_buffer_bytes, pool_buffer, policy.limits.max_connections,
+                               worker_count(policy),
+                               bulk.slots() * bulk.slot_size() + burst.slots() * burst.slot_size(), rules};
+    const RelayMemoryBound bound = relay_memory_bound(in);
+    log::main().info("relay memory: at most {} KiB per connection ({}), {} MiB at max_connections {} with the "
+                     "gated pools", (bound.per_connection + 1023) / 1024, bound.costliest,
+                     (bound.process + (size_t{1} << 20) - 1) >> 20, policy.limits.max_connections);
+    if (auto w = relay_memory_warning(in, bound, process_memory_limit())) log::main().warn("{}", *w);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<const Runtime> runtime,
@@ -117,6 +133,7 @@ Result<std::unique_ptr<Worker>> Worker::create(unsigned id, std::shared_ptr<cons
                                       limits.connection_buffer_bytes / crypto::kRecordMaxPlaintext);
     size_t buffer = std::max<size_t>(limits.connection_buffer_bytes, records * crypto::kRecordMaxSize);
     w->buffers_ = std::make_unique<io::BufferPool>(buffer, std::max<size_t>(16, (size_t{16} << 20) / buffer));
+    if (id == 0) state_relay_memory(w->runtime_->policy(), *w->gated_, *w->gated_burst_, buffer);
     auto scratch = w->runtime_->rules().make_scratch();
     if (!scratch) return scratch.error();
     w->scratch_ = std::move(scratch).value();

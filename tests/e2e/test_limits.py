@@ -125,6 +125,28 @@ class LimitsTest(LocalhostTestCase):
         self.assert_curl_ok(quiet, "one worker")
         self.assertFalse([l for l in quiet.err.snapshot() if "max_map_count" in l], quiet.diag())
 
+    def test_relay_memory_bound_is_stated_and_warned_with_the_max_connections_that_fits(self):
+        # proxy/conn/relay_memory.hpp: the per-connection bound of the costliest route (here the
+        # userspace path's record batch: 16 records of 16,413 bytes, plus two plan queues of 1024
+        # segments of 64 bytes) times max_connections, plus the gated pools. A million connections
+        # cannot fit this machine: warned with the number that does; the proxy still serves.
+        per_connection = 16 * 16413 + 2 * 1024 * 64
+        proxy, _ = self.start("--max-connections", "1000000")
+        m = proxy.wait_line("stderr", r"relay memory: at most (\d+) KiB per connection \(([^)]*)\), (\d+) MiB "
+                                      r"at max_connections 1000000")
+        self.assertEqual((int(m.group(1)), m.group(2)),
+                         (-(-per_connection // 1024), "route without rules, userspace path"))
+        w = proxy.wait_line("stderr", r"relay memory may reach (\d+) MiB .* plus (\d+) MiB of gated pools\), above "
+                                      r"this process's memory limit of (\d+) MiB: set limits.max_connections to "
+                                      r"at most (\d+) ")
+        reach, pools, limit, fits = (int(g) for g in w.groups())
+        self.assertEqual(reach, int(m.group(3)))
+        self.assertAlmostEqual(fits, (limit - pools) * 2**20 // per_connection, delta=3)
+        self.assert_curl_ok(proxy, "with the warning")
+        quiet, _ = self.start("--max-connections", "64")
+        self.assert_curl_ok(quiet, "64 connections")
+        self.assertFalse([l for l in quiet.err.snapshot() if "relay memory may reach" in l], quiet.diag())
+
     def test_per_source_limit_refuses_one_address_not_the_others(self):
         proxy, admin = self.start("--max-connections-per-source", "4", "--handshake-timeout", "60s")
         held = [stalled(proxy.port, source="127.0.0.2", payload=b"") for _ in range(4)]

@@ -33,8 +33,8 @@ public:
         uint64_t id = 0;
         io::Op* op = nullptr;
         Kind kind = Kind::poll;
-        int fd = -1;              // poll/recv/send: the socket
-        unsigned events = 0;      // poll: POLLIN / POLLOUT
+        int fd = -1;             // poll/recv/send: the socket
+        unsigned events = 0;     // poll: POLLIN / POLLOUT
         size_t len = 0;
         std::vector<iovec> mem;  // recv: where the kernel writes; send: what it reads
         std::string snapshot;    // send: the bytes at submission
