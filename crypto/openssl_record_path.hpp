@@ -10,7 +10,11 @@ namespace ztp::crypto {
 
 class OpenSslRecordPath final : public RecordPath {
 public:
-    explicit OpenSslRecordPath(SSL* ssl) : ssl_(ssl) {}  // the connection owns the SSL
+    // The connection owns the SSL. Built once the handshake is done and the session stays with
+    // OpenSSL: read-ahead then fills OpenSSL's buffer with whatever the socket holds in one read(),
+    // instead of a read() for each record's header and another for its body. Not before: at the
+    // hand-over to the kernel or our record layer, bytes read ahead could not be given back.
+    explicit OpenSslRecordPath(SSL* ssl) : ssl_(ssl) { SSL_set_read_ahead(ssl_, 1); }
 
     const char* rx_name() const override { return "openssl"; }
     const char* tx_name() const override { return "openssl"; }

@@ -41,7 +41,11 @@ void RecordPathRelay::start() {
 }
 
 void RecordPathRelay::on_completion(uint8_t tag, int res) {
-    if (client_io_.on_completion(tag, ending_.failed(), [this] { up_.kick(); }, [this] { down_.kick(); })) return;
+    auto read = [this] {
+        client_in_.readable();
+        up_.kick();
+    };
+    if (client_io_.on_completion(tag, ending_.failed(), read, [this] { down_.kick(); })) return;
     if (backend_in_.on_completion(tag, res) || backend_out_.on_completion(tag, res)) return;
     if (tag == kUpQuiet) up_.on_quiet();
     if (tag == kDownQuiet) down_.on_quiet();

@@ -102,6 +102,7 @@ bool BackendSink::on_completion(uint8_t tag, int res) {
 // ---------------------------------------------------------------------------- client record path
 
 void PathSource::pump() {
+    if (waiting_) return;  // nothing new since the last want_read: the readiness pumps again
     bool drained = false;  // the client has nothing more for now: held-back bytes wait for a pause
     while (dir_.reading()) {
         // Into the current chunk's tail: the plan and the held-back bytes point into what is before.
@@ -116,6 +117,7 @@ void PathSource::pump() {
                 continue;
             case crypto::IoStatus::want_read:
                 io_.want_read();
+                waiting_ = true;
                 drained = true;
                 break;
             case crypto::IoStatus::want_write: io_.reader_needs_write(); break;

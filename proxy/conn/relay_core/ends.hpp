@@ -72,12 +72,18 @@ class PathSource final : public Source {
 public:
     PathSource(Direction& dir, crypto::RecordPath& path, ClientReadiness& io) : dir_(dir), path_(path), io_(io) {}
     void pump() override;
+    // The client's socket became readable (ClientReadiness): the path may have bytes again.
+    void readable() { waiting_ = false; }
 
 private:
     Direction& dir_;
     crypto::RecordPath& path_;
     ClientReadiness& io_;
     uint64_t key_updates_seen_ = 0;
+    // The path said want_read and no readiness came since. A kick from the other side (the backend
+    // took bytes) would only find nothing: one more SSL_read / recvmsg returning EAGAIN per request.
+    // (want_read means the path holds no whole record: only new bytes on the socket can help.)
+    bool waiting_ = false;
 };
 
 class PathSink final : public Sink {
