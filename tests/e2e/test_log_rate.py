@@ -16,7 +16,8 @@ above that bound, so a cap that lets every event through fails the test. The pro
 worker: the caps are per worker.
 
 Not here: the `key_update_unsupported` line (at most one per 10 s per worker) needs a kernel whose
-kTLS refuses to rekey (EBUSY): it cannot be triggered on a host without kTLS.
+kTLS refuses to rekey (EBUSY), so no client can cause it on a host without kTLS; its cap and
+counter are pinned by tests/unit/client_records_test.cpp.
 """
 
 import math
