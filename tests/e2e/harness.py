@@ -18,6 +18,7 @@ backend on stdout ("LISTENING PORT").
 """
 
 import atexit
+import errno
 import hashlib
 import json
 import os
@@ -972,6 +973,53 @@ def wait_until(predicate, timeout, what):
         if time.monotonic() >= deadline:
             raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
         time.sleep(0.05)
+
+
+class HeldPolicyRead:
+    """Holds ztproxy's next read of its policy file, so that a reload lasts as long as a test
+    needs: the file is swapped for a named pipe, whose open blocks the reloading main thread until
+    a writer comes. wait_reading() returns once the reload has begun (the pipe has its reader);
+    release() puts the file back (with `text`, if given) and hands the reader the same bytes.
+    Register release() as a cleanup: a reload left waiting would hold the proxy's main thread."""
+
+    def __init__(self, path):
+        self.path = path
+        self.saved = path + ".held"
+        with open(path) as f:
+            self.text = f.read()
+        os.rename(path, self.saved)
+        os.mkfifo(path, 0o600)
+        self.fd = None
+        self.released = False
+
+    def _open_writer(self):
+        # A non-blocking open for writing succeeds only while the pipe has a reader (ENXIO else):
+        # how the test learns, without a log line, that the reload is reading the policy.
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+        return self.fd is not None
+
+    def wait_reading(self, timeout=EVENT_TIMEOUT):
+        wait_until(self._open_writer, timeout, "the reload to open the policy file")
+
+    def release(self, text=None):
+        if self.released:
+            return
+        self.released = True
+        if text is not None:
+            self.text = text
+            with open(self.saved, "w") as f:
+                f.write(text)
+        if self.fd is None:
+            self._open_writer()  # a reload that began after the last look
+        os.rename(self.saved, self.path)  # later reads get a plain file again
+        if self.fd is not None:
+            os.write(self.fd, self.text.encode())  # far below the pipe's buffer: never blocks
+            os.close(self.fd)  # end of file for the reader
+            self.fd = None
 
 
 class BioTlsClient:

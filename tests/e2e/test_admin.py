@@ -13,8 +13,8 @@ import threading
 import time
 import unittest
 
-from harness import (curl, curl_args, HttpConn, LocalhostTestCase, metric, policy_toml, require_tool, scrape,
-                     tls_connect, wait_until, ztproxy_bin)
+from harness import (curl, curl_args, HeldPolicyRead, HttpConn, LocalhostTestCase, metric, policy_toml,
+                     require_tool, scrape, tls_connect, wait_until, ztproxy_bin)
 
 
 class AdminTest(LocalhostTestCase):
@@ -108,6 +108,17 @@ def closed_by_peer(sock):
         return True
 
 
+def read_to_end(sock):
+    """Everything the server sends until it closes; b"" when it closes unanswered (EOF or reset)."""
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
 class AdminHardeningTest(LocalhostTestCase):
     def start_admin_policy(self, admin, **kw):
         backend = self.start_backend("http")
@@ -177,6 +188,31 @@ class AdminHardeningTest(LocalhostTestCase):
         self.assertEqual(status, 200)
         self.assertEqual(metric(text, "ztproxy_admin_connections_dropped_total", reason="evicted"), 1, text)
         self.assertEqual(metric(text, "ztproxy_admin_connections"), 4)  # three idle and the scrape
+
+    def test_at_the_cap_new_connections_are_refused_while_every_open_one_is_answered(self):
+        # The only slot holds a POST /reload whose reload is held on the policy read: it is being
+        # answered, so nothing can be evicted for a newcomer, which is closed unanswered (full).
+        proxy, admin = self.start_admin_policy({"max_connections": 1, "request_timeout": "30s"})
+        held = HeldPolicyRead(os.path.join(self.tmp, "policy.toml"))
+        self.addCleanup(held.release)
+        host, port = admin.rsplit(":", 1)
+        reload = socket.create_connection((host, int(port)), timeout=20)
+        self.addCleanup(reload.close)
+        reload.sendall(b"POST /reload HTTP/1.1\r\nHost: admin\r\n\r\n")
+        held.wait_reading()  # the admin thread submitted it: the connection waits for the outcome
+        for _ in range(3):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+                self.assertEqual(read_to_end(s), b"", "a connection over the cap was answered")
+        self.assertFalse(closed_by_peer(reload), "the reload being answered was closed for a newcomer")
+        held.release()
+        answer = read_to_end(reload).decode()
+        self.assertTrue(answer.startswith("HTTP/1.1 200 "), answer)
+        self.assertTrue(answer.endswith("\r\n\r\nreload applied\n"), answer)
+        _, text = scrape(admin)
+        self.assertEqual(metric(text, "ztproxy_admin_connections_dropped_total", reason="full"), 3, text)
+        self.assertEqual(metric(text, "ztproxy_admin_connections_dropped_total", reason="evicted"), 0)
+        self.assertEqual(metric(text, "ztproxy_reloads_total", result="ok"), 1)
 
     def test_oversized_requests_are_refused(self):
         proxy, admin = self.start_admin_policy({"max_request": "1KiB"})

@@ -4,12 +4,14 @@ refused with its file:line:col and the old one keeps serving; listener changes n
 """
 
 import os
+import select
 import signal
+import socket
 import threading
 import time
 import unittest
 
-from harness import E2ETestCase, CertAuthority, HttpConn, policy_toml, scrape, tls_connect
+from harness import E2ETestCase, CertAuthority, HeldPolicyRead, HttpConn, metric, policy_toml, scrape, tls_connect
 
 MIB = 1024 * 1024
 
@@ -170,6 +172,70 @@ class ReloadTest(E2ETestCase):
         text = scrape(admin)[1]
         self.assertIn('ztproxy_reloads_total{result="ok"} 1', text)
         self.assertIn('ztproxy_reloads_total{result="failed"} 1', text)
+
+    def test_post_reload_waits_for_its_reload_beyond_request_timeout(self):
+        # request_timeout bounds a request, not the reload it asks for: a POST /reload waits for
+        # its outcome (up to 60 s, a fixed bound not tested here). The reload is held on the
+        # policy read for twice request_timeout; meanwhile the proxy keeps serving.
+        backend = self.start_backend("http")
+        admin_section = '[admin]\naddress = "127.0.0.1:0"\nrequest_timeout = "1s"\n\n'
+        path = self.write_policy(admin_section + self.policy(self.old_cert, backend))
+        proxy = self.start_proxy(["run", "-c", path])
+        host, port = proxy.admin_address().rsplit(":", 1)
+        held = HeldPolicyRead(path)
+        self.addCleanup(held.release)
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            s.sendall(b"POST /reload HTTP/1.1\r\nHost: admin\r\n\r\n")
+            held.wait_reading()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 2.0:
+                self.assertEqual(self.get(proxy), ("old certificate", 200))
+                time.sleep(0.1)
+            self.assertEqual(select.select([s], [], [], 0)[0], [], "POST /reload closed or answered early")
+            held.release(admin_section + self.policy(self.new_cert, backend))
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        self.assertRegex(answer.decode(), r"^HTTP/1\.1 200 [^\r]*\r\n(.*\r\n)*\r\nreload applied\n$")
+        self.assertEqual(self.get(proxy), ("new certificate", 200))
+        text = scrape(proxy.admin_address())[1]
+        self.assertEqual(metric(text, "ztproxy_admin_connections_dropped_total", reason="deadline"), 0, text)
+        self.assertEqual(metric(text, "ztproxy_reloads_total", result="ok"), 1)
+
+    def test_restart_only_settings_are_kept_and_admin_caps_change_on_reload(self):
+        # The worker count and the admin address are applied at the next restart (a warning says
+        # so, the reload still applies the rest); the admin caps and deadline change at once.
+        backend = self.start_backend("http")
+
+        def policy(workers, admin_address, max_request):
+            return ('[runtime]\nworkers = %d\n\n[admin]\naddress = "%s"\nmax_request = "%s"\n\n'
+                    % (workers, admin_address, max_request)) + self.policy(self.old_cert, backend)
+
+        path = self.write_policy(policy(1, "127.0.0.1:0", "8KiB"))
+        proxy = self.start_proxy(["run", "-c", path])
+        admin = proxy.admin_address()
+        host, port = admin.rsplit(":", 1)
+        big_request = ("GET /healthz HTTP/1.1\r\nHost: admin\r\nX-Padding: %s\r\n\r\n" % ("a" * 2000)).encode()
+
+        def admin_status(request):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(request)
+                head = s.recv(4096).decode()
+            return int(head.split(" ")[1])
+
+        self.assertEqual(admin_status(big_request), 200)
+        self.write_policy(policy(2, "127.0.0.2:0", "1KiB"))
+        m, mark = self.reload(proxy, "applied")
+        self.assertEqual(m.group(1), "applied", proxy.diag())
+        proxy.wait_line("stderr", r"reload: runtime\.workers changes take effect at the next restart", start=mark)
+        proxy.wait_line("stderr", r"reload: \[admin\] address and unix_socket changes take effect at the next "
+                                  r"restart", start=mark)
+        self.assertEqual(admin_status(big_request), 431)  # the new cap, on the old address
+        self.assertEqual(scrape(admin, "/healthz"), (200, "ok\n"))
+        for _ in range(9):
+            self.assertEqual(self.get(proxy), ("old certificate", 200))
+        workers = {e["worker"] for e in proxy.wait_access(count=9)}
+        self.assertEqual(workers, {0}, "a reload started a second worker")
 
     def test_admin_reload_without_a_policy_file(self):
         backend = self.start_backend("http")

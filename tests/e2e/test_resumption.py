@@ -112,6 +112,17 @@ class ResumptionTest(LocalhostTestCase):
             with self.subTest(version=version.name):
                 self.assertTrue(client.fetch(proxy.port, session)[0], "%s: session lost across SIGHUP" % version.name)
 
+    def test_a_session_lives_two_hours(self):
+        # README: a session lives 2 hours (OpenSSL's default session timeout). The server's own
+        # session timeout is what it announces as each new ticket's lifetime hint (RFC 8446
+        # 4.6.1, RFC 5077 3.3) and what it checks at resumption: both versions, in seconds.
+        proxy = self.start()
+        for version in (TLS12, TLS13):
+            with self.subTest(version=version.name):
+                _, session = Client(self.ca.cert, version).fetch(proxy.port)
+                self.assertTrue(session.has_ticket, version.name)
+                self.assertEqual(session.ticket_lifetime_hint, 2 * 3600)
+
     def test_sessions_survive_sighup_with_generated_keys(self):
         self.assert_survives_sighup()
 
