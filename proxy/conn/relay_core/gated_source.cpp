@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <functional>
+#include <memory>
 
 #include "proxy/conn/client_records.hpp"
 #include "proxy/conn/stats.hpp"
@@ -298,17 +299,26 @@ void GatedSource::forward(io::GatedBuffer& slot, size_t begin, size_t end) {
     // Rule routes: a small batch is copied into the direction's small chunk and its slot goes back
     // at once. The stage may hold such bytes back for as long as the client pauses, and a few
     // hundred copied bytes cost less than a pinned slot (a slow typist would pin one per
-    // keystroke). When that chunk is full, the bytes stay in their slot.
+    // keystroke). That chunk rolls over when its tail gets short, but while held-back bytes still
+    // reference it no other can be taken (one chunk); the batch then gets a heap piece of its own,
+    // exactly its size: the held bytes are at most the rules' hold-back (<= 4 KiB + 1), and what is
+    // queued is bounded by the segment cap, so this stays small where a slot would be 16-256 KiB.
     const bool copy = dir_.rewrites() && end - begin <= kCopyBelow;
     for (const auto& sp : spans_) {
-        auto room = copy ? dir_.room() : std::span<uint8_t>();
-        if (room.size() >= sp.size) {
-            std::memcpy(room.data(), verified->data() + (sp.offset - begin), sp.size);
-            dir_.counters().copied_up += sp.size;
-            dir_.received(sp.size);
-        } else {
+        const uint8_t* from = verified->data() + (sp.offset - begin);
+        if (!copy) {
             dir_.deliver(redact::SharedBytes(verified->slice(sp.offset - begin, sp.size)));
+            continue;
         }
+        dir_.counters().copied_up += sp.size;
+        if (auto room = dir_.room(); room.size() >= sp.size) {
+            std::memcpy(room.data(), from, sp.size);
+            dir_.received(sp.size);
+            continue;
+        }
+        auto piece = std::make_shared<uint8_t[]>(sp.size);
+        std::memcpy(piece.get(), from, sp.size);
+        dir_.deliver(redact::SharedBytes::adopt(piece, {piece.get(), sp.size}));
     }
 }
 
