@@ -36,7 +36,7 @@ UserspaceRelay::UserspaceRelay(RelayHost& host, io::GatedPools pools, crypto::Re
       client_out_(host, down_, std::move(writer), client_fd, record_slots_,
                   kClientSend),
       client_in_(host, up_, client_out_, pools, std::move(reader), version, client_fd,
-                 {kClientRecv, kClientReadable, kSlotRetry}),
+                 {kClientRecv, kClientReadable, kSlotFree}),
       backend_out_(host, up_, backend_fd, kBackendSend) {
     up_.attach(client_in_, backend_out_);
     if (down_.rewrites()) {

@@ -55,7 +55,7 @@ public:
 private:
     enum Tag : uint8_t {
         kClientRecv = kFirstRelayTag, kBackendSend, kBackendRecv, kClientSend, kClientReadable, kBackendReadable,
-        kUpQuiet, kDownQuiet, kSlotRetry
+        kUpQuiet, kDownQuiet, kSlotFree
     };
 
     size_t record_slots_;  // records per batch towards the client

@@ -212,10 +212,22 @@ void Worker::run() {
             log::main().error("worker {}: event loop failed: {}", id_, r.error().message());
             break;
         }
-        for (Connection* c : finished_) connections_.erase(c);
-        finished_.clear();
+        settle();
     }
     done_.store(true, std::memory_order_release);
+}
+
+void Worker::settle() {
+    // Between two loop turns no connection's code is on the stack: the safe point. Finished
+    // connections are freed (their slots come back, their waits end), then the clients promised
+    // a gated slot are woken, oldest first; a woken client may finish or free slots in turn (of
+    // either pool), so until nothing is left to do: the next turn may block until the next tick.
+    size_t woken = 0;
+    do {
+        for (Connection* c : finished_) connections_.erase(c);
+        finished_.clear();
+        woken = gated_->wake_waiters() + gated_burst_->wake_waiters();
+    } while (woken > 0 || !finished_.empty());
 }
 
 void Worker::arm_accept(size_t i) {
@@ -302,6 +314,9 @@ void Worker::on_tick() {
     auto now = Clock::now();
     for (auto& [raw, conn] : connections_) raw->check_deadlines(now);
     check_drain_deadline(now);
+    // The one retry left for clients waiting on a gated slot: slots in quarantine (their re-gate
+    // failed) come back only by a retry, not by a connection giving them back.
+    gated_->retry_quarantined();
     for (size_t i = 0; i < sockets_.size(); ++i) arm_accept(i);
     arm_tick();
 }

@@ -59,6 +59,7 @@ private:
 
     Worker() = default;
     void run();
+    void settle();
     void arm_accept(size_t i);
     void on_accept(size_t i, int res, uint32_t flags);
     void on_tick();

@@ -137,22 +137,43 @@ GatedPool::~GatedPool() {
     assert(in_use_ == 0 && "GatedBuffer/VerifiedBytes outlived their GatedPool");
 }
 
-Result<GatedBuffer> GatedPool::acquire() {
-    if (free_.empty() && !quarantined_.empty()) {
-        // Retry the re-gate of a quarantined slot over its whole extent (a superset of whatever was
-        // released): only a slot that is PROT_NONE again goes back to the free list.
-        const uint32_t q = quarantined_.back();
-        if (protect(q, 0, slot_size_, PROT_NONE) == 0) {
-            quarantined_.pop_back();
-            free_.push_back(q);
-        }
-    }
-    if (free_.empty()) return make_error(ENOBUFS, "GatedPool: no free slot");
+bool GatedPool::regate_one() {
+    // Retry the re-gate of a quarantined slot over its whole extent (a superset of whatever was
+    // released): only a slot that is PROT_NONE again goes back to the free list.
+    const uint32_t q = quarantined_.back();
+    if (protect(q, 0, slot_size_, PROT_NONE) != 0) return false;
+    quarantined_.pop_back();
+    free_.push_back(q);
+    return true;
+}
+
+GatedBuffer GatedPool::take() {
     uint32_t slot = free_.back();
     free_.pop_back();
     slots_[slot] = Slot{1, 0};
     ++in_use_;
     return GatedBuffer(this, slot);
+}
+
+Result<GatedBuffer> GatedPool::acquire() {
+    // A slot back from quarantine goes to the oldest waiter, if any, like any slot coming back.
+    if (!has_unpromised() && !quarantined_.empty() && regate_one()) waiters_.grant_one();
+    if (!has_unpromised()) return make_error(ENOBUFS, "GatedPool: no free slot");
+    return take();
+}
+
+Result<GatedBuffer> GatedPool::acquire(SlotWait& w) {
+    // Its promised slot is in the free list: promises are only made for free slots, and nobody
+    // else may take one (has_unpromised).
+    if (waiters_.claim(w)) return take();
+    if (w.waiting()) return make_error(ENOBUFS, "GatedPool: waiting for a slot");  // its turn comes
+    if (auto b = acquire()) return b;
+    waiters_.enqueue(w);
+    return make_error(ENOBUFS, "GatedPool: no free slot");
+}
+
+void GatedPool::retry_quarantined() {
+    while (waiters_.queued() > 0 && !quarantined_.empty() && regate_one()) waiters_.grant_one();
 }
 
 bool GatedPool::in_release_view(const void* p) const {
@@ -199,6 +220,9 @@ void GatedPool::recycle(uint32_t slot) {
         return;
     }
     free_.push_back(slot);
+    // The oldest waiter is promised it; it is woken later, at the owner's safe point (we may be
+    // inside another connection's code here: the destructor of its last lease on the slot).
+    waiters_.grant_one();
 }
 
 // ---- GatedBuffer ------------------------------------------------------------------------------

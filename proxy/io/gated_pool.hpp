@@ -97,6 +97,7 @@
 
 #include "proxy/base/result.hpp"
 #include "proxy/base/unique_fd.hpp"
+#include "proxy/io/slot_waiters.hpp"
 
 namespace ztp::io {
 
@@ -250,7 +251,22 @@ public:
     GatedPool& operator=(const GatedPool&) = delete;
 
     // A free slot, or ENOBUFS when none is free: the caller applies back-pressure (stop reading).
+    // Slots promised to waiters (below) are not free for this.
     Result<GatedBuffer> acquire();
+    // The same for a party that waits when there is none: the slot promised to `w` if it holds a
+    // promise, else a free one, else ENOBUFS and `w` waits at the tail of the pool's queue. When a
+    // slot comes back, the oldest waiter is promised it, and wake_waiters() calls it back
+    // (slot_waiters.hpp): FIFO, one waiter per slot, nothing run from inside the slot's release.
+    Result<GatedBuffer> acquire(SlotWait& w);
+    // The owner's safe point, between two loop turns: wakes the waiters promised a slot. Returns
+    // how many were woken.
+    size_t wake_waiters() { return waiters_.wake(); }
+    // Retries the re-gate of quarantined slots while somebody waits: those waiters get no slot
+    // back otherwise when nothing else is in use. Cheap when nothing is quarantined or waits.
+    void retry_quarantined();
+    // Waiters without a promise yet, and free slots promised and not yet claimed.
+    size_t waiting() const { return waiters_.queued(); }
+    size_t promised() const { return waiters_.promised(); }
 
     size_t slot_size() const { return slot_size_; }
     Layout layout() const { return layout_; }
@@ -292,6 +308,11 @@ private:
     Result<std::span<uint8_t>> writable(uint32_t slot, size_t offset, size_t len);
 
     int protect(uint32_t slot, size_t begin, size_t end, int prot);
+    // Free slots nobody was promised.
+    bool has_unpromised() const { return free_.size() > waiters_.promised(); }
+    // Re-gates the newest quarantined slot; true when it went back to the free list.
+    bool regate_one();
+    GatedBuffer take();
     void ref(uint32_t slot) { ++slots_[slot].refs; }
     void unref(uint32_t slot);
     void recycle(uint32_t slot);
@@ -310,6 +331,7 @@ private:
     // acquire() retries the re-gate when no other slot is free, so a passing failure loses nothing.
     std::vector<uint32_t> quarantined_;
     uint64_t mprotect_calls_ = 0;
+    SlotWaiters waiters_;  // declared last: detached first, before the slots they wait for go
 };
 
 // A worker's two pools: `bulk` (packed, big slots) for streams, `burst` (isolated slots of one

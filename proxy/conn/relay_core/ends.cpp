@@ -1,7 +1,6 @@
 #include "proxy/conn/relay_core/ends.hpp"
 
 #include <limits.h>
-#include <poll.h>
 
 #include <algorithm>
 #include <cstring>
@@ -14,12 +13,10 @@ namespace ztp::conn::core {
 // ---------------------------------------------------------------------------- backend socket
 
 void BackendSource::pump() {
-    if (recv_.pending() || wait_.pending() || !dir_.reading()) return;
-    if (!readable_ && !dir_.queued()) {
+    if (recv_.pending() || ready_.pending() || !dir_.reading()) return;
+    if (!ready_.readable() && !dir_.queued()) {
         dir_.idle();  // wait without holding a chunk
-        host_.op_submitted();
-        host_.loop().poll(wait_.start(), fd_, POLLIN);
-        return;
+        return ready_.arm();
     }
     auto room = dir_.room();
     if (room.empty()) return;  // at a cap: the sink's progress pumps again
@@ -31,24 +28,17 @@ void BackendSource::pump() {
 }
 
 bool BackendSource::on_completion(uint8_t tag, int res) {
-    if (tag == recv_.tag()) {
-        const Recv done = recv_.finish();
-        if (dir_.failed() || res == -ECANCELED) return true;
-        if (res < 0) {
-            dir_.fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
-        } else if (res == 0) {
-            dir_.input_ended("backend_close");
-        } else {
-            readable_ = static_cast<size_t>(res) == done.len;
-            dir_.received(static_cast<size_t>(res));
-            dir_.end_pass(!readable_);
-        }
-    } else if (tag == wait_.tag()) {
-        wait_.finish();
-        readable_ = true;  // or an error, which the receive reports
-        if (dir_.failed() || res == -ECANCELED) return true;
+    if (tag != recv_.tag()) return ready_.on_completion(tag, res, dir_);
+    const Recv done = recv_.finish();
+    if (dir_.failed() || res == -ECANCELED) return true;
+    if (res < 0) {
+        dir_.fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
+    } else if (res == 0) {
+        dir_.input_ended("backend_close");
     } else {
-        return false;
+        ready_.received(static_cast<size_t>(res), done.len);
+        dir_.received(static_cast<size_t>(res));
+        dir_.end_pass(!ready_.readable());
     }
     dir_.kick();
     return true;

@@ -15,11 +15,11 @@
 #include <sys/socket.h>
 
 #include <memory>
-#include <variant>
 
 #include "crypto/record_path.hpp"
 #include "proxy/conn/client_readiness.hpp"
 #include "proxy/conn/relay_core/direction.hpp"
+#include "proxy/conn/relay_core/readiness_wait.hpp"
 #include "proxy/io/lease.hpp"
 
 namespace ztp::conn::core {
@@ -27,8 +27,7 @@ namespace ztp::conn::core {
 class BackendSource final : public Source {
 public:
     BackendSource(RelayHost& host, Direction& dir, int fd, uint8_t recv_tag, uint8_t poll_tag)
-        : host_(host), dir_(dir), fd_(fd), recv_(&host.completion_target(), recv_tag),
-          wait_(&host.completion_target(), poll_tag) {}
+        : host_(host), dir_(dir), fd_(fd), recv_(&host.completion_target(), recv_tag), ready_(host, fd, poll_tag) {}
     void pump() override;
     // False when `tag` is not one of its ops.
     bool on_completion(uint8_t tag, int res);
@@ -42,9 +41,7 @@ private:
     Direction& dir_;
     int fd_;
     io::InFlight<Recv> recv_;
-    io::InFlight<std::monostate> wait_;  // readiness, holding nothing
-    // A receive that filled what it asked for means more is likely queued: read again directly.
-    bool readable_ = false;
+    ReadinessWait ready_;
 };
 
 class BackendSink final : public Sink {

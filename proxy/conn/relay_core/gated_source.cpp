@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <functional>
+#include <memory>
 
 #include "proxy/conn/client_records.hpp"
 #include "proxy/conn/stats.hpp"
@@ -32,7 +33,9 @@ GatedSource::GatedSource(RelayHost& host, Direction& dir, SealingSink& replies, 
       fd_(fd),
       recv_(&host.completion_target(), tags.recv),
       wait_(&host.completion_target(), tags.readable),
-      slot_retry_(&host.completion_target(), tags.slot_retry) {}
+      slot_free_tag_(tags.slot_free),
+      slot_wait_([this] { slot_promised(); }),
+      burst_wait_([this] { slot_promised(); }) {}
 
 bool GatedSource::on_completion(uint8_t tag, int res) {
     if (tag == recv_.tag()) {
@@ -43,31 +46,26 @@ bool GatedSource::on_completion(uint8_t tag, int res) {
         woke_ = res >= 0;
         if (res < 0 && res != -ECANCELED) fail("client_error", "poll: " + std::string(std::strerror(-res)));
         if (res >= 0) read_now();
-    } else if (tag == slot_retry_.tag()) {
-        slot_retry_.finish();
-    } else {
+    } else if (tag != slot_free_tag_) {
         return false;
     }
     dir_.kick();
     return true;
 }
 
-void GatedSource::wait_for_slot() {
-    if (slot_retry_.pending()) return;
-    bump(stats().gated_slot_waits);
-    // Slots come back when other connections' batches were sent: a short timer, not a wake-up
-    // list, keeps the pool free of callbacks into connections from inside a slot's release.
-    __kernel_timespec& ts = slot_retry_.body();
-    ts = {0, kSlotRetryAfter.count() * 1'000'000};
+void GatedSource::slot_promised() {
+    // Called by the pool's wake_waiters(), at the worker's safe point (no connection's code on the
+    // stack). Delivered like a completion of this connection's (one in flight for the moment it
+    // takes), so a connection that is closing ignores it, exactly as it ignores late completions;
+    // the promise it leaves unclaimed passes to the next waiter.
     host_.op_submitted();
-    io::Op* op = slot_retry_.start();
-    host_.loop().timeout(op, &slot_retry_.completing());
+    host_.completion_target().on_completion(slot_free_tag_, 0, 0);
 }
 
 bool GatedSource::may_read() const {
     // Back-pressure: a verified batch waits behind the one the backend is taking, and without a
-    // free slot nothing is read.
-    return dir_.reading() && !recv_.pending() && !wait_.pending() && !slot_retry_.pending() && !dir_.full();
+    // free slot nothing is read until one was promised to us.
+    return dir_.reading() && !recv_.pending() && !wait_.pending() && !waiting_for_slot() && !dir_.full();
 }
 
 std::span<uint8_t> GatedSource::receive_space() {
@@ -123,16 +121,16 @@ bool GatedSource::switch_slot(size_t keep_from) {
     // and a whole-slot gate costs about half of a partial one. Not when the read before the wait
     // was bigger than a burst slot: a stream that drained the socket for a moment goes on in bulk
     // slots, rather than paying a gate round and a tail copy for one record. When no burst slot is
-    // free, bulk serves.
+    // free, bulk serves. A bulk slot promised to us is taken first: it is ours.
     const bool burst = std::exchange(woke_, false) && (!in_.valid() || fill_ == keep_from) &&
-                       last_recv_bytes_ < burst_pool_.slot_size();
-    auto fresh = burst ? burst_pool_.acquire() : pool_.acquire();
-    if (!fresh && burst) fresh = pool_.acquire();
+                       last_recv_bytes_ < burst_pool_.slot_size() && !slot_wait_.granted();
+    auto fresh = take_slot(burst);
     if (!fresh) {
-        // Every slot of the worker is busy: stop reading this client (back-pressure) and try again
-        // shortly. Never a failure: other connections' load must not end this one.
+        // Every slot of the worker is busy: stop reading this client (back-pressure) until a slot
+        // is promised to it, in the order the clients began to wait. Never a failure: other
+        // connections' load must not end this one.
         woke_ = woke_ || burst;
-        wait_for_slot();
+        bump(stats().gated_slot_waits);
         return false;
     }
     size_t tail = in_.valid() ? fill_ - keep_from : 0;
@@ -160,6 +158,18 @@ bool GatedSource::switch_slot(size_t keep_from) {
     parse_off_ = 0;
     fill_ = tail;
     return true;
+}
+
+Result<io::GatedBuffer> GatedSource::take_slot(bool burst) {
+    // Waiting for a burst slot, we wait for a bulk one too: whichever pool gives one back first.
+    auto fresh = burst ? burst_pool_.acquire(burst_wait_) : pool_.acquire(slot_wait_);
+    if (!fresh && burst) fresh = pool_.acquire(slot_wait_);
+    if (fresh) {
+        // Out of both queues; a promise the other pool made us goes to its next waiter.
+        slot_wait_.leave();
+        burst_wait_.leave();
+    }
+    return fresh;
 }
 
 void GatedSource::on_recv(int res) {
@@ -289,17 +299,26 @@ void GatedSource::forward(io::GatedBuffer& slot, size_t begin, size_t end) {
     // Rule routes: a small batch is copied into the direction's small chunk and its slot goes back
     // at once. The stage may hold such bytes back for as long as the client pauses, and a few
     // hundred copied bytes cost less than a pinned slot (a slow typist would pin one per
-    // keystroke). When that chunk is full, the bytes stay in their slot.
+    // keystroke). That chunk rolls over when its tail gets short, but while held-back bytes still
+    // reference it no other can be taken (one chunk); the batch then gets a heap piece of its own,
+    // exactly its size: the held bytes are at most the rules' hold-back (<= 4 KiB + 1), and what is
+    // queued is bounded by the segment cap, so this stays small where a slot would be 16-256 KiB.
     const bool copy = dir_.rewrites() && end - begin <= kCopyBelow;
     for (const auto& sp : spans_) {
-        auto room = copy ? dir_.room() : std::span<uint8_t>();
-        if (room.size() >= sp.size) {
-            std::memcpy(room.data(), verified->data() + (sp.offset - begin), sp.size);
-            dir_.counters().copied_up += sp.size;
-            dir_.received(sp.size);
-        } else {
+        const uint8_t* from = verified->data() + (sp.offset - begin);
+        if (!copy) {
             dir_.deliver(redact::SharedBytes(verified->slice(sp.offset - begin, sp.size)));
+            continue;
         }
+        dir_.counters().copied_up += sp.size;
+        if (auto room = dir_.room(); room.size() >= sp.size) {
+            std::memcpy(room.data(), from, sp.size);
+            dir_.received(sp.size);
+            continue;
+        }
+        auto piece = std::make_shared<uint8_t[]>(sp.size);
+        std::memcpy(piece.get(), from, sp.size);
+        dir_.deliver(redact::SharedBytes::adopt(piece, {piece.get(), sp.size}));
     }
 }
 

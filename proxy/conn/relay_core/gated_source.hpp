@@ -9,8 +9,11 @@
 // verified batches keep their slot alive through the plan (VerifiedBytes) until they were sent.
 // Idle connections hold no slot: with nothing partially received, the source waits for readiness
 // first and takes a slot only once bytes are there; those are read at once, in the loop turn the
-// readiness completed in (a non-blocking recv, not a second io_uring submission). When every slot of the worker is busy, the
-// client is not read until a short timer fires (back-pressure, never a failure).
+// readiness completed in (a non-blocking recv, not a second io_uring submission). When every slot
+// of the worker is busy, the client is not read (back-pressure, never a failure): it waits in the
+// pool's queue (io::SlotWait), and when a slot comes back the oldest waiter is promised it and woken
+// at the worker's next safe point, as the completion of its slot tag (so the connection's rules
+// for completions apply: none reaches a relay that is closing).
 //
 // Control records: close_notify ends the input; other alerts end the relay; TLS 1.3 KeyUpdate
 // rekeys the reader (rate-limited) and, when the client asks, the sealing sink answers with ours.
@@ -18,9 +21,6 @@
 // reached the backend), with the fatal alert the sealing sink sends behind what is in flight.
 #pragma once
 
-#include <linux/time_types.h>
-
-#include <chrono>
 #include <string>
 #include <variant>
 #include <vector>
@@ -38,11 +38,10 @@ public:
     // Rule routes: verified batches up to this size are copied out of their gated slot into the
     // direction's small chunk, so held-back bytes never pin a slot.
     static constexpr size_t kCopyBelow = 512;
-    // How long a client waits to be read again when every gated slot of the worker is busy.
-    static constexpr std::chrono::milliseconds kSlotRetryAfter{2};
 
     struct Tags {
-        uint8_t recv, readable, slot_retry;
+        uint8_t recv, readable;
+        uint8_t slot_free;  // a slot was promised to this source (no io_uring op: see above)
     };
     GatedSource(RelayHost& host, Direction& dir, SealingSink& replies, io::GatedPools pools,
                 crypto::RecordReader reader, config::TlsVersion version, int fd, Tags tags);
@@ -66,7 +65,13 @@ private:
     void on_recv(int res);
     // A receive of `asked` bytes into the current slot's room completed with `res`.
     void received(int res, size_t asked);
-    void wait_for_slot();
+    void slot_promised();
+    // A slot promised to us, else a free one; else we wait in the pools' queues.
+    Result<io::GatedBuffer> take_slot(bool burst);
+    // Waiting for a slot, and none promised yet.
+    bool waiting_for_slot() const {
+        return (slot_wait_.queued() || burst_wait_.queued()) && !slot_wait_.granted() && !burst_wait_.granted();
+    }
     bool switch_slot(size_t keep_from);
     void process_records();
     void forward(io::GatedBuffer& slot, size_t begin, size_t end);
@@ -88,7 +93,11 @@ private:
 
     io::InFlight<Recv> recv_;
     io::InFlight<std::monostate> wait_;           // readiness, holding nothing
-    io::InFlight<__kernel_timespec> slot_retry_;  // no free slot: the timer the kernel reads
+    uint8_t slot_free_tag_;
+    // In the pools' queues while no slot is free (the burst pool's only when a burst slot would
+    // do); each leaves its queue when destroyed.
+    io::SlotWait slot_wait_;
+    io::SlotWait burst_wait_;
     bool readable_ = false;  // a recv that filled what it asked for: more is likely queued
     bool woke_ = false;      // the next slot is for the first read after a readiness wait
     size_t last_recv_bytes_ = 0;  // what the last recv got: request-sized or a stream

@@ -1,7 +1,5 @@
 #include "proxy/conn/relay_core/sealing.hpp"
 
-#include <poll.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -194,13 +192,8 @@ void SealingSink::goodbye() {
 // ---------------------------------------------------------------------------- backend → record slots
 
 void SlotSource::pump() {
-    if (recv_.pending() || wait_.pending() || !dir_.reading()) return;
-    if (!readable_) {
-        // Idle: wait for bytes without holding a record buffer.
-        host_.op_submitted();
-        host_.loop().poll(wait_.start(), fd_, POLLIN);
-        return;
-    }
+    if (recv_.pending() || ready_.pending() || !dir_.reading()) return;
+    if (!ready_.readable()) return ready_.arm();  // idle: wait for bytes without holding a record buffer
     auto buf = sink_.lend();
     if (!buf) return;  // the last batch's records are still on their way: the sink's progress pumps again
     const RecordSlots& sl = sink_.slots();
@@ -220,33 +213,25 @@ void SlotSource::pump() {
 }
 
 bool SlotSource::on_completion(uint8_t tag, int res) {
-    if (tag == recv_.tag()) {
-        const Recv done = recv_.finish();
-        if (dir_.failed() || res == -ECANCELED) return true;
-        if (res < 0) {
-            dir_.fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
-            return true;
-        }
-        if (res == 0) {
-            dir_.input_ended("backend_close");
-        } else {
-            readable_ = static_cast<size_t>(res) == done.len;  // a full read: more is likely queued
-            host_.activity();
-            size_t left = static_cast<size_t>(res);
-            for (size_t i = 0; left > 0; ++i) {
-                const size_t n = std::min(left, done.iov[i].iov_len);
-                dir_.deliver(redact::SharedBytes::adopt(
-                    done.buf, {static_cast<const uint8_t*>(done.iov[i].iov_base), n}));
-                left -= n;
-            }
-            dir_.end_pass(!readable_);
-        }
-    } else if (tag == wait_.tag()) {
-        wait_.finish();
-        readable_ = true;  // or an error, which the receive reports
-        if (dir_.failed() || res == -ECANCELED) return true;
+    if (tag != recv_.tag()) return ready_.on_completion(tag, res, dir_);
+    const Recv done = recv_.finish();
+    if (dir_.failed() || res == -ECANCELED) return true;
+    if (res < 0) {
+        dir_.fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
+        return true;
+    }
+    if (res == 0) {
+        dir_.input_ended("backend_close");
     } else {
-        return false;
+        ready_.received(static_cast<size_t>(res), done.len);  // a full read: more is likely queued
+        host_.activity();
+        size_t left = static_cast<size_t>(res);
+        for (size_t i = 0; left > 0; ++i) {
+            const size_t n = std::min(left, done.iov[i].iov_len);
+            dir_.deliver(redact::SharedBytes::adopt(done.buf, {static_cast<const uint8_t*>(done.iov[i].iov_base), n}));
+            left -= n;
+        }
+        dir_.end_pass(!ready_.readable());
     }
     dir_.kick();
     return true;

@@ -19,11 +19,11 @@
 #include <array>
 #include <memory>
 #include <string>
-#include <variant>
 #include <vector>
 
 #include "crypto/record_layer.hpp"
 #include "proxy/conn/relay_core/direction.hpp"
+#include "proxy/conn/relay_core/readiness_wait.hpp"
 #include "proxy/io/lease.hpp"
 
 namespace ztp::conn::core {
@@ -98,7 +98,7 @@ class SlotSource final : public Source {
 public:
     SlotSource(RelayHost& host, Direction& dir, SealingSink& sink, int fd, uint8_t recv_tag, uint8_t poll_tag)
         : host_(host), dir_(dir), sink_(sink), fd_(fd), recv_(&host.completion_target(), recv_tag),
-          wait_(&host.completion_target(), poll_tag) {}
+          ready_(host, fd, poll_tag) {}
     void pump() override;
     bool on_completion(uint8_t tag, int res);
 
@@ -114,8 +114,7 @@ private:
     SealingSink& sink_;
     int fd_;
     io::InFlight<Recv> recv_;
-    io::InFlight<std::monostate> wait_;  // readiness, holding nothing
-    bool readable_ = false;  // a receive that filled its slots: more is likely queued
+    ReadinessWait ready_;
 };
 
 }  // namespace ztp::conn::core
