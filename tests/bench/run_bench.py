@@ -374,11 +374,20 @@ class Bench:
     # -- proxies
     def start_proxy(self, kind: str, cert: str, bport: int, conns: int = 0) -> tuple[subprocess.Popen, int, Path]:
         """conns: connections the run will hold at once (0 = a few); sizes ztproxy's limit."""
+        port, log, argv = self.proxy_command(kind, cert, bport, conns)
+        with open(log, "wb") as logf:
+            p = spawn(self.proxy_cpu() + argv, limit_s=900, stdout=subprocess.DEVNULL, stderr=logf)
+        wait_port(port, p, kind, log)
+        time.sleep(0.1)  # let the readiness probe's connection finish in the proxy
+        return p, port, log
+
+    def proxy_command(self, kind: str, cert: str, bport: int, conns: int = 0) -> tuple[int, Path, list[str]]:
+        """(listening port, log file, command line) of one proxy of the bench, its config written;
+        also for tools that run it under a tracer (keepalive_syscalls.py)."""
         self.run_counter += 1
         port = free_port()
         c, k, both = self.certs[cert]
         log = self.tmp / f"{kind}-{self.run_counter}.log"
-        logf = open(log, "wb")
         if kind.startswith("ztproxy-"):
             path = kind.split("-", 1)[1]
             argv = [str(self.ztproxy), "--log-level", "warn", "run", "--listen", f"127.0.0.1:{port}",
@@ -387,7 +396,6 @@ class Bench:
                     # ztproxy warns when the fd limit is below 6 per connection: stay under it
                     # except where the run really holds many connections.
                     str(max(conns + 64, (self.nofile - 64) // 6))]
-            p = spawn(self.proxy_cpu() + argv, limit_s=900, stdout=subprocess.DEVNULL, stderr=logf)
         elif kind == "nginx":
             d = self.tmp / f"nginx-{self.run_counter}"
             d.mkdir()
@@ -413,8 +421,7 @@ stream {{
     }}
 }}
 """)
-            p = spawn(self.proxy_cpu() + ["nginx", "-p", str(d), "-c", str(conf), "-e", str(log)], limit_s=900,
-                      stdout=subprocess.DEVNULL, stderr=logf)
+            argv = ["nginx", "-p", str(d), "-c", str(conf), "-e", str(log)]
         elif kind == "haproxy":
             conf = self.tmp / f"haproxy-{self.run_counter}.cfg"
             conf.write_text(f"""
@@ -435,14 +442,16 @@ frontend fe
 backend be
     server s1 127.0.0.1:{bport}
 """)
-            p = spawn(self.proxy_cpu() + ["haproxy", "-db", "-f", str(conf)], limit_s=900,
-                      stdout=subprocess.DEVNULL, stderr=logf)
+            argv = ["haproxy", "-db", "-f", str(conf)]
         else:
             raise ValueError(kind)
-        logf.close()
-        wait_port(port, p, kind, log)
-        time.sleep(0.1)  # let the readiness probe's connection finish in the proxy
-        return p, port, log
+        return port, log, argv
+
+    def wrk_keepalive(self, port: int, seconds: float) -> list[str]:
+        """The keep-alive workload's wrk command (run it with OPENSSL_CONF=self.wrk_conf): one thread,
+        --wrk-conns connections, GET / of bench_backend's `http` mode (1 KiB body) through the proxy."""
+        return ["wrk", "-t1", f"-c{self.args.wrk_conns}", f"-d{seconds}s", "--timeout", "5s",
+                f"https://127.0.0.1:{port}/"]
 
     def note_foreign(self, pct: float) -> None:
         self.foreign.append(pct)
@@ -703,9 +712,7 @@ def run_keepalive(b: Bench, res: Results, proxies: list[str]) -> None:
             try:
                 px, port, log = b.start_proxy(kind, "ecdsa", bport)
                 (rc, out, err), cpu, load, foreign = b.measure(px.pid, lambda: run_tool(
-                    b.load_cpu() + ["wrk", "-t1", f"-c{a.wrk_conns}", f"-d{a.ka_seconds}s", "--timeout", "5s",
-                                    f"https://127.0.0.1:{port}/"],
-                    limit_s=a.ka_seconds + 30, env=env))
+                    b.load_cpu() + b.wrk_keepalive(port, a.ka_seconds), limit_s=a.ka_seconds + 30, env=env))
             finally:
                 stop(px)
                 stop(be)
