@@ -447,7 +447,7 @@ backend be
             raise ValueError(kind)
         return port, log, argv
 
-    def wrk_keepalive(self, port: int, seconds: float) -> list[str]:
+    def wrk_keepalive(self, port: int, seconds: int) -> list[str]:
         """The keep-alive workload's wrk command (run it with OPENSSL_CONF=self.wrk_conf): one thread,
         --wrk-conns connections, GET / of bench_backend's `http` mode (1 KiB body) through the proxy."""
         return ["wrk", "-t1", f"-c{self.args.wrk_conns}", f"-d{seconds}s", "--timeout", "5s",
