@@ -73,7 +73,8 @@ void check_pipe_limits(const config::Policy& policy) {
 // max_connections could take the process past the memory it may use.
 void state_relay_memory(const config::Policy& policy, const io::GatedPool& bulk, const io::GatedPool& burst,
                         size_t pool_buffer) {
-    const bool rules = std::any_of(policy.routes.begin(), policy.routes.end(), [](const auto& r) { return !r.rules.empty(); });
+    const bool rules =
+        std::any_of(policy.routes.begin(), policy.routes.end(), [](const auto& r) { return !r.rules.empty(); });
     const RelayMemoryInputs in{policy.limits.connection_buffer_bytes, pool_buffer, policy.limits.max_connections,
                                worker_count(policy),
                                bulk.slots() * bulk.slot_size() + burst.slots() * burst.slot_size(), rules};
