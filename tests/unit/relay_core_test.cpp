@@ -6,7 +6,7 @@
 //   * every lease is released exactly once (the pools get every buffer and slot back; a second
 //     release asserts in debug builds);
 //   * nothing writes into memory an in-flight operation holds.
-// Labels: unit and hostile.
+// Label: hostile-unit, which both `ctest -L unit` and `ctest -L hostile` select.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/ioctl.h>
