@@ -571,6 +571,26 @@ TEST(RelayCorePlain, AGoodbyeWithBytesQueuedClosesWithoutCloseNotify) {
     EXPECT_EQ(conn::stats().truncated_closes.load(), truncated + 1);
 }
 
+// A backend read that leaves the chunk's tail too short for the next one, written to the client at
+// once: the next read needs a fresh chunk, and with one chunk per direction (plain routes) the old
+// one must be gone by then. A receive's op record that kept its lease until after the kick left the
+// download stalled with nothing in flight (found end to end: 60 KiB of an 8 MiB download).
+TEST(RelayCorePlain, AReadThatFillsTheChunkIsFollowedByTheNextOne) {
+    Host host;
+    Peers peers(host);
+    auto path = std::make_unique<ScriptedPath>();
+    ScriptedPath& client = *path;
+    host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024,
+                                                         conn::RedactionStage{}, conn::RedactionStage{});
+    host.relay->start();
+    const std::string body = pattern(1 << 20, 9);
+    peers.backend_sends(body);
+    client.write_room = SIZE_MAX;  // the client takes everything at once
+    peers.run_to_quiet();
+    EXPECT_EQ(client.written.size(), body.size());
+    EXPECT_TRUE(client.written == body);
+}
+
 TEST(RelayCorePlain, AGoodbyeWithNothingQueuedSendsCloseNotify) {
     Host host;
     Peers peers(host);

@@ -29,14 +29,16 @@ void BackendSource::pump() {
 
 bool BackendSource::on_completion(uint8_t tag, int res) {
     if (tag != recv_.tag()) return ready_.on_completion(tag, res, dir_);
-    const Recv done = recv_.finish();
+    // The receive's lease on its chunk ends here, before the kick: what it wrote is the arena's (and
+    // the plan's) now, and at a cap of one chunk the next read needs the old one gone.
+    const size_t asked = recv_.finish().len;
     if (dir_.failed() || res == -ECANCELED) return true;
     if (res < 0) {
         dir_.fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
     } else if (res == 0) {
         dir_.input_ended("backend_close");
     } else {
-        ready_.received(static_cast<size_t>(res), done.len);
+        ready_.received(static_cast<size_t>(res), asked);
         dir_.received(static_cast<size_t>(res));
         dir_.end_pass(!ready_.readable());
     }

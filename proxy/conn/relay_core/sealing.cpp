@@ -214,24 +214,29 @@ void SlotSource::pump() {
 
 bool SlotSource::on_completion(uint8_t tag, int res) {
     if (tag != recv_.tag()) return ready_.on_completion(tag, res, dir_);
-    const Recv done = recv_.finish();
-    if (dir_.failed() || res == -ECANCELED) return true;
-    if (res < 0) {
-        dir_.fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
-        return true;
-    }
-    if (res == 0) {
-        dir_.input_ended("backend_close");
-    } else {
-        ready_.received(static_cast<size_t>(res), done.len);  // a full read: more is likely queued
-        host_.activity();
-        size_t left = static_cast<size_t>(res);
-        for (size_t i = 0; left > 0; ++i) {
-            const size_t n = std::min(left, done.iov[i].iov_len);
-            dir_.deliver(redact::SharedBytes::adopt(done.buf, {static_cast<const uint8_t*>(done.iov[i].iov_base), n}));
-            left -= n;
+    {
+        // The receive's lease on the record buffer ends with this block, before the kick: the
+        // delivered bytes hold their own references, and the sink may need the buffer back.
+        const Recv done = recv_.finish();
+        if (dir_.failed() || res == -ECANCELED) return true;
+        if (res < 0) {
+            dir_.fail("backend_reset", std::string("recv from backend: ") + std::strerror(-res));
+            return true;
         }
-        dir_.end_pass(!ready_.readable());
+        if (res == 0) {
+            dir_.input_ended("backend_close");
+        } else {
+            ready_.received(static_cast<size_t>(res), done.len);  // a full read: more is likely queued
+            host_.activity();
+            size_t left = static_cast<size_t>(res);
+            for (size_t i = 0; left > 0; ++i) {
+                const size_t n = std::min(left, done.iov[i].iov_len);
+                dir_.deliver(
+                    redact::SharedBytes::adopt(done.buf, {static_cast<const uint8_t*>(done.iov[i].iov_base), n}));
+                left -= n;
+            }
+            dir_.end_pass(!ready_.readable());
+        }
     }
     dir_.kick();
     return true;
