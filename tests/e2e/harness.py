@@ -1107,6 +1107,49 @@ def half_close_exchange(port, server_name, ctx, payload, timeout=15.0):
         c.close()
 
 
+class PipeReaders:
+    """What a child process writes to its output streams, each read to its end by a thread of its
+    own into one of `bufs`; `cond` is notified at every piece and at every end."""
+
+    def __init__(self, *streams):
+        self.bufs = tuple(bytearray() for _ in streams)
+        self.cond = threading.Condition()
+        self.ended = 0
+        self.threads = [threading.Thread(target=self._read, args=(s, b), daemon=True)
+                        for s, b in zip(streams, self.bufs)]
+        for t in self.threads:
+            t.start()
+
+    def _read(self, stream, into):
+        while True:
+            try:
+                b = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+            except OSError:  # a pseudo-terminal's master reads EIO once the client is gone
+                b = b""
+            with self.cond:
+                if not b:
+                    self.ended += 1
+                    self.cond.notify_all()
+                    return
+                into.extend(b)
+                self.cond.notify_all()
+
+    def wait(self, predicate, deadline, exited):
+        """True once predicate(*bufs) holds; False at the deadline, or once exited() and every
+        stream was read to its end (what the process printed last is judged before giving up)."""
+        with self.cond:
+            while not predicate(*(bytes(b) for b in self.bufs)):
+                left = deadline - time.monotonic()
+                if left <= 0 or (exited() and self.ended == len(self.threads)):
+                    return False
+                self.cond.wait(min(left, 0.2))
+            return True
+
+    def join(self, timeout):
+        for t in self.threads:
+            t.join(timeout)
+
+
 class SClientSession:
     """`openssl s_client -brief` with its stdout and stderr collected; the test writes lines to
     its stdin and waits on what it printed. Bounded everywhere; close() always reaps it."""
@@ -1118,26 +1161,8 @@ class SClientSession:
             list(extra)
         self.p = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
-        self.out, self.err = bytearray(), bytearray()
-        self.eofs = 0  # pipes read to the end
-        self.cond = threading.Condition()
-        self.threads = [threading.Thread(target=self._read, args=(self.p.stdout, self.out),
-                                         daemon=True),
-                        threading.Thread(target=self._read, args=(self.p.stderr, self.err),
-                                         daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _read(self, pipe, into):
-        while True:
-            b = pipe.read1(65536)
-            with self.cond:
-                if not b:
-                    self.eofs += 1
-                    self.cond.notify_all()
-                    return
-                into.extend(b)
-                self.cond.notify_all()
+        self.io = PipeReaders(self.p.stdout, self.p.stderr)
+        self.out, self.err = self.io.bufs
 
     def write(self, data):
         try:
@@ -1150,16 +1175,7 @@ class SClientSession:
     def wait(self, predicate, timeout):
         """Waits until predicate(stdout, stderr) holds, s_client exits, or the timeout. After an
         exit, what s_client printed last may still be in the pipes: judged once both are drained."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not predicate(bytes(self.out), bytes(self.err)):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                if self.p.poll() is not None and self.eofs == len(self.threads):
-                    return False
-                self.cond.wait(min(left, 0.2))
-            return True
+        return self.io.wait(predicate, time.monotonic() + timeout, lambda: self.p.poll() is not None)
 
     def wait_exit(self, timeout):
         try:
@@ -1175,8 +1191,7 @@ class SClientSession:
         if self.wait_exit(10) is None:
             self.p.kill()
             self.p.wait(10)
-        for t in self.threads:
-            t.join(5)
+        self.io.join(5)
         for f in (self.p.stdout, self.p.stderr):
             f.close()
 

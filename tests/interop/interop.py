@@ -48,14 +48,14 @@ import subprocess
 import sys
 import tempfile
 import termios
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "ktls"))
 
-from harness import Backend, CertAuthority, Proxy, describe_rc, metric, policy_toml, scrape, wait_until  # noqa: E402
+from harness import (Backend, CertAuthority, PipeReaders, Proxy, describe_rc, metric, policy_toml,  # noqa: E402
+                     scrape, wait_until)
 
 SKIP = 77
 IN_VM = bool(os.environ.get("KTLS_VM_GUEST"))
@@ -237,27 +237,8 @@ class ClientProcess:
             if tty_stderr:
                 os.close(slave)
         self.err_stream = err_stream
-        self.out, self.err = bytearray(), bytearray()
-        self.cond = threading.Condition()
-        self.eofs = 0
-        self.threads = [threading.Thread(target=self._read, args=(f, buf), daemon=True)
-                        for f, buf in ((self.p.stdout, self.out), (err_stream or self.p.stderr, self.err))]
-        for t in self.threads:
-            t.start()
-
-    def _read(self, pipe, into):
-        while True:
-            try:
-                b = pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536)
-            except OSError:  # a pseudo-terminal's master reads EIO once the client is gone
-                b = b""
-            with self.cond:
-                if not b:
-                    self.eofs += 1
-                    self.cond.notify_all()
-                    return
-                into.extend(b)
-                self.cond.notify_all()
+        self.io = PipeReaders(self.p.stdout, err_stream or self.p.stderr)
+        self.out, self.err = self.io.bufs
 
     def write(self, data):
         self.p.stdin.write(data)
@@ -266,13 +247,9 @@ class ClientProcess:
     def wait(self, predicate, what, timeout=TIMEOUT):
         """Until predicate(stdout, stderr) holds; AssertionError naming `what` on exit or timeout."""
         deadline = time.monotonic() + timeout
-        with self.cond:
-            while not predicate(bytes(self.out), bytes(self.err)):
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.p.poll() is not None and self.eofs == 2):
-                    raise AssertionError("%s: %s\n%s" % (
-                        "timed out" if left <= 0 else "the client exited first", what, self.describe()))
-                self.cond.wait(min(left, 0.2))
+        if not self.io.wait(predicate, deadline, lambda: self.p.poll() is not None):
+            raise AssertionError("%s: %s\n%s" % (
+                "timed out" if time.monotonic() >= deadline else "the client exited first", what, self.describe()))
 
     def finish(self, timeout=TIMEOUT):
         """Closes stdin (if piped) and waits for the exit; returns the exit code (killed: None)."""
@@ -287,8 +264,7 @@ class ClientProcess:
             self.p.kill()
             self.p.wait(10)
             rc = None
-        for t in self.threads:
-            t.join(10)
+        self.io.join(10)
         if self.err_stream:
             self.err_stream.close()
         return rc

@@ -7,12 +7,19 @@
 namespace ztp::app {
 namespace {
 
-TEST(QuickPolicy, BuildsAValidPolicy) {
+// The flags quick mode cannot do without: one listener, one backend, a certificate and its key.
+QuickOptions minimal_options() {
     QuickOptions o;
     o.listen = "127.0.0.1:0";
-    o.backends = {"127.0.0.1:8080", "[::1]:8081"};
+    o.backends = {"127.0.0.1:8080"};
     o.cert = "c.pem";
     o.key = "k.pem";
+    return o;
+}
+
+TEST(QuickPolicy, BuildsAValidPolicy) {
+    QuickOptions o = minimal_options();
+    o.backends.push_back("[::1]:8081");
     o.alpn = {"h2", "http/1.1"};
     o.handshake_timeout = "3s";
     o.idle_timeout = "1m";
@@ -70,11 +77,7 @@ TEST(QuickPolicy, NamesTheBadFlag) {
 }
 
 TEST(QuickPolicy, Tls13Tickets) {
-    QuickOptions o;
-    o.listen = "127.0.0.1:0";
-    o.backends = {"127.0.0.1:8080"};
-    o.cert = "c.pem";
-    o.key = "k.pem";
+    QuickOptions o = minimal_options();
     std::vector<std::string> problems;
     EXPECT_EQ(quick_policy(o, problems).listeners[0].tls.tls13_tickets, 1u);  // the default
     for (int n : {0, 2, 8}) {
@@ -89,11 +92,7 @@ TEST(QuickPolicy, Tls13Tickets) {
 }
 
 TEST(QuickPolicy, RedactOnPause) {
-    QuickOptions o;
-    o.listen = "127.0.0.1:0";
-    o.backends = {"127.0.0.1:8080"};
-    o.cert = "c.pem";
-    o.key = "k.pem";
+    QuickOptions o = minimal_options();
     o.redact_request = {"[0-9]{13,16}"};
     std::vector<std::string> problems;
     EXPECT_EQ(quick_policy(o, problems).routes[0].on_pause, config::OnPause::mask);  // the default

@@ -551,15 +551,23 @@ public:
     }
 };
 
+// The relay core of the OpenSSL and kernel record paths in front of a scripted client, not yet
+// started: the test scripts the client (returned), then starts the relay.
+ScriptedPath& make_path_relay(Host& host, size_t chunk = 64 * 1024, conn::RedactionStage up = {},
+                              conn::RedactionStage down = {}) {
+    auto path = std::make_unique<ScriptedPath>();
+    ScriptedPath& client = *path;
+    host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, chunk,
+                                                         std::move(up), std::move(down));
+    return client;
+}
+
 // Issue 12: at the drain deadline or an idle timeout, close_notify must not go out while bytes are
 // still queued towards the client: it would make a truncated close-delimited body look complete.
 TEST(RelayCorePlain, AGoodbyeWithBytesQueuedClosesWithoutCloseNotify) {
     Host host;
     Peers peers(host);
-    auto path = std::make_unique<ScriptedPath>();
-    ScriptedPath& client = *path;
-    host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024,
-                                                         conn::RedactionStage{}, conn::RedactionStage{});
+    ScriptedPath& client = make_path_relay(host);
     host.relay->start();
     peers.backend_sends(pattern(5000, 3));
     client.write_room = 1000;  // the client reads slowly: most of it stays queued
@@ -578,10 +586,7 @@ TEST(RelayCorePlain, AGoodbyeWithBytesQueuedClosesWithoutCloseNotify) {
 TEST(RelayCorePlain, AReadThatFillsTheChunkIsFollowedByTheNextOne) {
     Host host;
     Peers peers(host);
-    auto path = std::make_unique<ScriptedPath>();
-    ScriptedPath& client = *path;
-    host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024,
-                                                         conn::RedactionStage{}, conn::RedactionStage{});
+    ScriptedPath& client = make_path_relay(host);
     host.relay->start();
     const std::string body = pattern(1 << 20, 9);
     peers.backend_sends(body);
@@ -594,10 +599,7 @@ TEST(RelayCorePlain, AReadThatFillsTheChunkIsFollowedByTheNextOne) {
 TEST(RelayCorePlain, AGoodbyeWithNothingQueuedSendsCloseNotify) {
     Host host;
     Peers peers(host);
-    auto path = std::make_unique<ScriptedPath>();
-    ScriptedPath& client = *path;
-    host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, 64 * 1024,
-                                                         conn::RedactionStage{}, conn::RedactionStage{});
+    ScriptedPath& client = make_path_relay(host);
     host.relay->start();
     peers.backend_sends(pattern(5000, 3));
     client.write_room = 5000;
@@ -627,14 +629,11 @@ TEST(RelayCorePathRelay, OneByteFloodsIntoStalledPeersStayWithinTheChunkCap) {
         SCOPED_TRACE(rules ? "rule route" : "plain route");
         auto stage = [&](config::RuleDirection d) { return rules ? secret.stage(d) : conn::RedactionStage{}; };
         Host host;
-        auto path = std::make_unique<ScriptedPath>();
-        ScriptedPath& client = *path;
+        const size_t before = heap_in_use();
+        ScriptedPath& client = make_path_relay(host, kChunk, stage(config::RuleDirection::request),
+                                               stage(config::RuleDirection::response));
         client.endless = true;
         client.read_size = 1;
-        const size_t before = heap_in_use();
-        host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, kChunk,
-                                                             stage(config::RuleDirection::request),
-                                                             stage(config::RuleDirection::response));
         host.relay->start();  // reads the client until the direction is at its cap; the backend never takes it
         int recvs = 0;
         for (int i = 0; i < 100000; ++i) {
@@ -683,12 +682,9 @@ TEST_P(RelayCorePathRelayProperty, EveryByteOnceInOrderEveryLeaseBackNothingWrit
         auto stage = [&](config::RuleDirection d) { return cfg.rules ? secret.stage(d) : conn::RedactionStage{}; };
         Host host;
         Peers peers(host);
-        auto path = std::make_unique<ScriptedPath>();
-        ScriptedPath& client = *path;
+        ScriptedPath& client = make_path_relay(host, cfg.chunk, stage(config::RuleDirection::request),
+                                               stage(config::RuleDirection::response));
         client.read_size = unit(rng) < 0.3 ? 1 + rng() % 8 : 1 + rng() % 20'000;
-        host.relay = std::make_unique<conn::RecordPathRelay>(host, std::move(path), kClientFd, kBackendFd, cfg.chunk,
-                                                             stage(config::RuleDirection::request),
-                                                             stage(config::RuleDirection::response));
         host.relay->start();
         std::string client_sent;
         size_t client_left = 1'000 + rng() % 60'000, backend_left = 1'000 + rng() % 200'000;
