@@ -8,8 +8,7 @@ namespace ztp::conn {
 
 SpliceRelay::SpliceRelay(RelayHost& host, io::PipePool& pipes, std::unique_ptr<crypto::KernelRecordPath> path,
                          int client_fd, int backend_fd)
-    : client_fd_(client_fd),
-      backend_fd_(backend_fd),
+    : backend_fd_(backend_fd),
       path_(std::move(path)),
       ending_(host),
       up_(host, ending_, counters_, *path_, pipes, true, client_fd, backend_fd, kClientReadable, kBackendWritable),
@@ -22,7 +21,8 @@ void SpliceRelay::start() {
     // Kernel contract: splice(2) between a socket and a pipe blocks on the socket unless the
     // socket's file is O_NONBLOCK (TCP splice-read and the sendpage/splice-write side take their
     // blocking mode from the file, not from SPLICE_F_NONBLOCK), and the event loop must never block.
-    for (int fd : {client_fd_, backend_fd_}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    // The client was accepted non-blocking; the backend socket was blocking for io_uring's connect.
+    ::fcntl(backend_fd_, F_SETFL, ::fcntl(backend_fd_, F_GETFL) | O_NONBLOCK);
     if (!up_.open() || !down_.open()) return;
     up_.kick();
     down_.kick();

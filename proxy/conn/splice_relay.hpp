@@ -39,7 +39,7 @@ public:
 private:
     enum Tag : uint8_t { kClientReadable = kFirstRelayTag, kBackendWritable, kBackendReadable, kClientWritable };
 
-    int client_fd_, backend_fd_;
+    int backend_fd_;
     std::unique_ptr<crypto::KernelRecordPath> path_;
     RelayCounters counters_;
     core::Ending ending_;
