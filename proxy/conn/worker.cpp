@@ -174,6 +174,7 @@ void Worker::swap_runtime(std::shared_ptr<const Runtime> runtime) {
         std::lock_guard lock(pending_mutex_);
         pending_runtime_ = std::move(runtime);
     }
+    runtime_pending_.store(true, std::memory_order_release);
     uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(wake_fd_.get(), &one, sizeof one);
 }
@@ -188,6 +189,7 @@ void Worker::adopt_pending_runtime() {
     std::shared_ptr<const Runtime> next;
     {
         std::lock_guard lock(pending_mutex_);
+        runtime_pending_.store(false, std::memory_order_relaxed);
         next = std::move(pending_runtime_);
     }
     if (!next) return;
@@ -263,6 +265,10 @@ void Worker::on_accept(size_t i, int res, uint32_t flags) {
     }
     UniqueFd fd(res);
     if (stopping_) return;
+    // "reload applied" is logged once every worker was handed the new runtime, but this accept's
+    // completion may come before the wake-up's in the same loop turn: a connection accepted after
+    // a reload must not start on the old policy (a removed ticket key would still resume).
+    if (runtime_pending_.load(std::memory_order_acquire)) adopt_pending_runtime();
     if (!(flags & IORING_CQE_F_MORE)) arm_accept(i);
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;

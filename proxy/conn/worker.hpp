@@ -97,6 +97,7 @@ private:
     std::atomic<bool> stop_requested_{false};
     std::mutex pending_mutex_;
     std::shared_ptr<const Runtime> pending_runtime_;  // guarded by pending_mutex_
+    std::atomic<bool> runtime_pending_{false};         // set with pending_runtime_: checked per accept
     std::thread thread_;
 };
 
