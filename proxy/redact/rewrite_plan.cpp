@@ -84,6 +84,25 @@ RewritePlan& RewritePlan::operator=(RewritePlan&& o) noexcept {
     return *this;
 }
 
+void RewritePlan::swap(RewritePlan& o) noexcept {
+    if (this == &o) return;
+    using std::swap;
+    swap(iov_, o.iov_);
+    swap(owned_idx_, o.owned_idx_);
+    swap(owned_resolved_, o.owned_resolved_);
+    swap(owned_base_, o.owned_base_);
+    swap(last_, o.last_);
+    swap(refs_, o.refs_);
+    swap(owned_, o.owned_);
+    swap(first_, o.first_);
+    swap(bytes_, o.bytes_);
+    swap(source_bytes_, o.source_bytes_);
+    swap(replacement_bytes_, o.replacement_bytes_);
+    // A short owned_ keeps its bytes inside the object: they changed address with the swap.
+    finalize();
+    o.finalize();
+}
+
 void RewritePlan::consume(size_t n) {
     n = std::min(n, bytes_);
     bytes_ -= n;

@@ -29,6 +29,11 @@ public:
     RewritePlan& operator=(RewritePlan&& o) noexcept;
     RewritePlan(const RewritePlan&) = delete;
     RewritePlan& operator=(const RewritePlan&) = delete;
+    // Exchanges two plans, capacity included (a relay hands its sink the stage's output and takes
+    // the emptied plan back for the next step): no allocation, where std::swap's three moves would
+    // re-point and clear three times.
+    void swap(RewritePlan& o) noexcept;
+    friend void swap(RewritePlan& a, RewritePlan& b) noexcept { a.swap(b); }
 
     // What is left to send. More than IOV_MAX (1024) segments: send the first IOV_MAX, consume().
     std::span<const iovec> iovecs() const { return {iov_.data() + first_, iov_.size() - first_}; }

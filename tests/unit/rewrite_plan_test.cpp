@@ -34,6 +34,39 @@ TEST(RewritePlan, MovingKeepsShortReplacementSegmentsIntact) {
     std::swap(assigned, plan);
     EXPECT_EQ(plan.to_string(), "a [R] b");
     EXPECT_TRUE(assigned.empty());
+    plan.swap(assigned);
+    EXPECT_EQ(assigned.to_string(), "a [R] b");
+    EXPECT_TRUE(plan.empty());
+}
+
+// Swapping two plans that both own short replacements: each one's iovecs follow its bytes into
+// the other object, and the emptied plan keeps working after clear().
+TEST(RewritePlan, SwappingTwoPlansWithShortReplacements) {
+    auto db = testing::compile({testing::with_replacement(testing::lit("card", "4111"), "[R]")});
+    auto rw = Rewriter::open(db);
+    ASSERT_TRUE(rw);
+    Scratch scratch;
+    ASSERT_TRUE(scratch.grow_for(*db));
+    RewritePlan a, b;
+    ASSERT_TRUE(rw->feed(SharedBytes::copy_of("x 4111 y"), scratch, a));
+    ASSERT_TRUE(rw->finish(scratch, a));
+    auto rw2 = Rewriter::open(db);
+    ASSERT_TRUE(rw2);
+    ASSERT_TRUE(rw2->feed(SharedBytes::copy_of("4111-4111"), scratch, b));
+    ASSERT_TRUE(rw2->finish(scratch, b));
+    ASSERT_EQ(a.to_string(), "x [R] y");
+    ASSERT_EQ(b.to_string(), "[R]-[R]");
+    a.swap(b);
+    EXPECT_EQ(a.to_string(), "[R]-[R]");
+    EXPECT_EQ(b.to_string(), "x [R] y");
+    swap(a, b);  // the friend, as std::swap-style generic code finds it
+    EXPECT_EQ(a.to_string(), "x [R] y");
+    EXPECT_EQ(b.to_string(), "[R]-[R]");
+    a.consume(2);
+    b.clear();
+    b.swap(a);
+    EXPECT_EQ(b.to_string(), "[R] y");
+    EXPECT_TRUE(a.empty());
 }
 
 // A flood of 1-byte pieces of one buffer costs one iovec and one reference, not one per piece

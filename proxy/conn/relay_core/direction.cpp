@@ -107,7 +107,7 @@ void Direction::input_ended(const char* who) {
 
 void Direction::take(redact::RewritePlan& into) {
     into.clear();  // drops the chunks the sink's last plan referenced
-    std::swap(into, out_);
+    into.swap(out_);
 }
 
 void Direction::sent(size_t n) {
