@@ -11,6 +11,8 @@
 #include <new>
 #include <string_view>
 
+#include "crypto/keylog_hex.hpp"
+
 namespace ztp::crypto {
 
 namespace {
@@ -253,6 +255,9 @@ Result<SessionKeys> tls12_keys(SSL* ssl, config::Cipher cipher) {
 void enable_key_capture(SSL_CTX* ctx) {
     if (ctx == nullptr) return;
     (void)capture_index();  // allocate the index before any SSL is created from this context
+    // OpenSSL formats every secret as hex before it calls us; the fast path for that formatting
+    // (keylog_hex.cpp) must be in the binary. Asking whether it is active keeps it there.
+    (void)keylog_hex_fast_path_active();
     SSL_CTX_set_keylog_callback(ctx, on_keylog);
     SSL_CTX_set_msg_callback(ctx, on_message);
 }
