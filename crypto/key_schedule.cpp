@@ -3,8 +3,10 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/kdf.h>
+#include <openssl/obj_mac.h>
 #include <openssl/params.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <memory>
@@ -17,24 +19,46 @@ namespace ztp::crypto {
 namespace {
 
 using KdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, CDeleter<EVP_KDF_CTX_free>>;
+using MacCtxPtr = std::unique_ptr<EVP_MAC_CTX, CDeleter<EVP_MAC_CTX_free>>;
 
 constexpr std::string_view kTls13LabelPrefix = "tls13 ";
 constexpr size_t kTls12MasterSecretSize = 48;  // RFC 5246 §8.1: always 48 bytes (EMS too, RFC 7627)
 constexpr size_t kRandomSize = 32;
 
-// The KDF implementations, fetched once per process. A fetch is a locked lookup in OpenSSL's method
-// store, about 15,000 instructions, and a TLS 1.3 connection that leaves OpenSSL derives four keys
-// (callgrind, tests/bench/handshake_profile). EVP_KDF objects are immutable and reference-counted,
-// so one is shared by every thread; C++ static initialisation is thread-safe. Never freed: they
-// live as long as the process, like OpenSSL's own method store.
-const EVP_KDF* hkdf_impl() {
-    static EVP_KDF* const kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-    return kdf;
+// The KDF and MAC implementations, fetched once per process. A fetch is a locked lookup in
+// OpenSSL's method store, about 15,000 instructions, and a TLS 1.3 connection that leaves OpenSSL
+// derives four keys (callgrind, tests/bench/handshake_profile). EVP_KDF and EVP_MAC objects are
+// immutable and reference-counted, so one is shared by every thread; C++ static initialisation is
+// thread-safe. Never freed: they live as long as the process, like OpenSSL's own method store.
+const EVP_MAC* hmac_impl() {
+    static EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    return mac;
 }
 
 const EVP_KDF* tls1_prf_impl() {
     static EVP_KDF* const kdf = EVP_KDF_fetch(nullptr, "TLS1-PRF", nullptr);
     return kdf;
+}
+
+// A keyless HMAC context for `md` (SHA-256 or SHA-384, the TLS 1.3 suite hashes), one per thread,
+// duplicated for each secret. Setting a digest by name fetches it again (what OpenSSL's HKDF did
+// for every context: most of a derivation's cost); a duplicate copies the fetched digest. Per
+// thread because OpenSSL objects are not to be shared between threads, and it holds no key.
+EVP_MAC_CTX* hmac_template(const EVP_MD* md) {
+    thread_local MacCtxPtr sha256, sha384;
+    const int type = EVP_MD_get_type(md);
+    MacCtxPtr* slot = type == NID_sha256 ? &sha256 : type == NID_sha384 ? &sha384 : nullptr;
+    if (slot == nullptr || hmac_impl() == nullptr) return nullptr;
+    if (!*slot) {
+        MacCtxPtr ctx(EVP_MAC_CTX_new(const_cast<EVP_MAC*>(hmac_impl())));
+        const OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>(EVP_MD_get0_name(md)), 0),
+            OSSL_PARAM_construct_end(),
+        };
+        if (!ctx || EVP_MAC_CTX_set_params(ctx.get(), params) != 1) return nullptr;
+        *slot = std::move(ctx);
+    }
+    return slot->get();
 }
 
 // Runs one EVP_KDF derivation into `out` on `ctx` (whose fixed parameters may be set already).
@@ -51,25 +75,23 @@ KdfCtxPtr new_kdf_ctx(const EVP_KDF* kdf) {
     return KdfCtxPtr(kdf != nullptr ? EVP_KDF_CTX_new(const_cast<EVP_KDF*>(kdf)) : nullptr);
 }
 
-// HKDF-Expand-Label under one secret: the digest, the mode and the secret go into the KDF context
-// once, and each label passes only its HkdfLabel, so a key and its IV cost one digest fetch and one
-// copy of the secret (scrubbed by EVP_KDF_CTX_free), not two.
+// HKDF-Expand-Label under one secret (RFC 8446 §7.1 over RFC 5869 §2.3 HKDF-Expand, the secret
+// being the PRK: a traffic secret already is the output of Derive-Secret). The secret is keyed into
+// one HMAC context once; each label then costs one HMAC per hash-length block of output (one for
+// every key, IV and next secret TLS 1.3 asks for). The context holds the keyed pads; freeing it
+// scrubs them, and the blocks below are scrubbed before return.
 class LabelExpander {
 public:
     static Result<LabelExpander> create(const EVP_MD* md, std::span<const uint8_t> secret) {
         if (md == nullptr || secret.empty()) return make_error(EINVAL, "hkdf_expand_label: no hash or secret");
+        EVP_MAC_CTX* tmpl = hmac_template(md);
+        if (tmpl == nullptr) return make_error(ENOTSUP, "hkdf_expand_label: no HMAC for this hash");
         LabelExpander e;
-        e.ctx_ = new_kdf_ctx(hkdf_impl());
-        if (!e.ctx_) return make_error(hkdf_impl() ? ENOMEM : ENOTSUP, "hkdf_expand_label: no HKDF");
-        // EXPAND_ONLY: `secret` already is a PRK (a traffic secret is the output of Derive-Secret).
-        int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
-        const OSSL_PARAM params[] = {
-            OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>(EVP_MD_get0_name(md)), 0),
-            OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode),
-            OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(secret.data()), secret.size()),
-            OSSL_PARAM_construct_end(),
-        };
-        if (EVP_KDF_CTX_set_params(e.ctx_.get(), params) != 1) return make_error(EPROTO, "hkdf_expand_label: HKDF setup");
+        e.ctx_.reset(EVP_MAC_CTX_dup(tmpl));
+        if (!e.ctx_) return make_error(ENOMEM, "hkdf_expand_label: HMAC context");
+        if (EVP_MAC_init(e.ctx_.get(), secret.data(), secret.size(), nullptr) != 1)
+            return make_error(EPROTO, "hkdf_expand_label: HMAC key");
+        e.hash_len_ = static_cast<size_t>(EVP_MD_get_size(md));
         return e;
     }
 
@@ -96,21 +118,39 @@ public:
         if (!context.empty()) std::memcpy(&info[n], context.data(), context.size());
         n += context.size();
 
-        // OpenSSL's HKDF replaces its info with the INFO parameters of each call (they concatenate
-        // within one call only), so every label starts from its own HkdfLabel.
-        const OSSL_PARAM params[] = {
-            OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info.data(), n),
-            OSSL_PARAM_construct_end(),
-        };
+        // T(i) = HMAC(PRK, T(i-1) || info || i), T(0) empty; the output is T(1) || T(2) ... cut to
+        // `length`. Blocks are derived key material: scrubbed on every path.
         SecretBytes out;
         auto dst = out.writable(length);
-        if (auto r = kdf_derive(ctx_.get(), params, dst, "hkdf_expand_label: HKDF failed"); !r) return r.error();
+        std::array<uint8_t, EVP_MAX_MD_SIZE> block{};
+        size_t done = 0;
+        bool ok = true;
+        for (uint8_t i = 1; ok && done < length; ++i) {
+            const uint8_t counter[1] = {i};
+            size_t got = 0;
+            // A NULL key re-initialises the context with the key it already holds.
+            ok = EVP_MAC_init(ctx_.get(), nullptr, 0, nullptr) == 1 &&
+                 (i == 1 || EVP_MAC_update(ctx_.get(), block.data(), hash_len_) == 1) &&
+                 EVP_MAC_update(ctx_.get(), info.data(), n) == 1 && EVP_MAC_update(ctx_.get(), counter, 1) == 1 &&
+                 EVP_MAC_final(ctx_.get(), block.data(), &got, block.size()) == 1 && got == hash_len_;
+            if (!ok) break;
+            const size_t take = std::min(hash_len_, length - done);
+            std::memcpy(dst.data() + done, block.data(), take);
+            done += take;
+        }
+        OPENSSL_cleanse(block.data(), block.size());
+        if (!ok) {
+            // Never hand out a half-written key.
+            OPENSSL_cleanse(dst.data(), dst.size());
+            return make_error(EPROTO, "hkdf_expand_label: HMAC failed");
+        }
         return out;
     }
 
 private:
     LabelExpander() = default;
-    KdfCtxPtr ctx_;
+    MacCtxPtr ctx_;
+    size_t hash_len_ = 0;
 };
 
 }  // namespace
