@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "proxy/io/gated_pool.hpp"
 
@@ -13,17 +14,22 @@
 namespace ztp::redact {
 namespace {
 
-TEST(RewritePlan, MovingKeepsShortReplacementSegmentsIntact) {
-    // A replacement this short lives inside the plan's std::string object (small-string
-    // optimisation), so it changes address when the plan moves.
+// `input` rewritten by one rule that replaces "4111" with "[R]". A replacement this short lives
+// inside the plan's std::string object (small-string optimisation), so it changes address when
+// the plan moves or is swapped.
+void rewrite_cards(std::string_view input, RewritePlan& plan) {
     auto db = testing::compile({testing::with_replacement(testing::lit("card", "4111"), "[R]")});
     auto rw = Rewriter::open(db);
     ASSERT_TRUE(rw);
     Scratch scratch;
     ASSERT_TRUE(scratch.grow_for(*db));
-    RewritePlan plan;
-    ASSERT_TRUE(rw->feed(SharedBytes::copy_of("a 4111 b"), scratch, plan));
+    ASSERT_TRUE(rw->feed(SharedBytes::copy_of(input), scratch, plan));
     ASSERT_TRUE(rw->finish(scratch, plan));
+}
+
+TEST(RewritePlan, MovingKeepsShortReplacementSegmentsIntact) {
+    RewritePlan plan;
+    ASSERT_NO_FATAL_FAILURE(rewrite_cards("a 4111 b", plan));
     ASSERT_EQ(plan.to_string(), "a [R] b");
 
     RewritePlan moved(std::move(plan));
@@ -42,18 +48,9 @@ TEST(RewritePlan, MovingKeepsShortReplacementSegmentsIntact) {
 // Swapping two plans that both own short replacements: each one's iovecs follow its bytes into
 // the other object, and the emptied plan keeps working after clear().
 TEST(RewritePlan, SwappingTwoPlansWithShortReplacements) {
-    auto db = testing::compile({testing::with_replacement(testing::lit("card", "4111"), "[R]")});
-    auto rw = Rewriter::open(db);
-    ASSERT_TRUE(rw);
-    Scratch scratch;
-    ASSERT_TRUE(scratch.grow_for(*db));
     RewritePlan a, b;
-    ASSERT_TRUE(rw->feed(SharedBytes::copy_of("x 4111 y"), scratch, a));
-    ASSERT_TRUE(rw->finish(scratch, a));
-    auto rw2 = Rewriter::open(db);
-    ASSERT_TRUE(rw2);
-    ASSERT_TRUE(rw2->feed(SharedBytes::copy_of("4111-4111"), scratch, b));
-    ASSERT_TRUE(rw2->finish(scratch, b));
+    ASSERT_NO_FATAL_FAILURE(rewrite_cards("x 4111 y", a));
+    ASSERT_NO_FATAL_FAILURE(rewrite_cards("4111-4111", b));
     ASSERT_EQ(a.to_string(), "x [R] y");
     ASSERT_EQ(b.to_string(), "[R]-[R]");
     a.swap(b);
