@@ -2,10 +2,11 @@
 """User-space instructions per full handshake and per keep-alive request: ztproxy, nginx, HAProxy.
 
     tests/bench/peer_profile.py [--build-dir build] [--proxies ztproxy-userspace,...]
-                                [--handshakes 40] [--ka-seconds 3,9] [--top 12] [--out FILE.md]
+                                [--handshakes 40] [--tls 1.3|1.2] [--ka-seconds 3,9] [--top 12]
+                                [--out FILE.md]
 
 Every proxy runs the bench's own configuration (run_bench.py: one worker, the ECDSA P-256
-certificate, TLS 1.3 TLS_AES_128_GCM_SHA256, bench_backend behind it) under
+certificate, AES-128-GCM, TLS 1.3 or, for the handshakes, --tls 1.2; bench_backend behind it) under
 `valgrind --tool=callgrind`, which counts the instructions the whole process executes in user
 space. Instruction counts do not move with the machine's load, where CPU times on a shared 2-core
 host move by 15 % between identical runs; they leave out the kernel (system calls and the TCP work
@@ -186,7 +187,7 @@ def one_run(b: rb.Bench, kind: str, work: str, amount: float) -> tuple[dict, flo
         rb.wait_port(port, px, kind, log, timeout=180)
         time.sleep(1.0)  # the readiness probe's connection ends
         if work == "handshake":
-            r = b.client("handshakes", int(amount), port, "--tls", "1.3", "--threads", "1",
+            r = b.client("handshakes", int(amount), port, "--tls", b.args.tls, "--threads", "1",
                          "--duration", "600", limit_s=900)
             if not r.get("ok") or r.get("handshakes") != int(amount):
                 sys.exit(f"{kind}: bench_client {r}")
@@ -264,6 +265,7 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=5, help="handshakes in the short run")
     ap.add_argument("--handshakes", type=int, default=40, help="more handshakes in the long run")
     ap.add_argument("--ka-seconds", default="3,9", help="wrk durations of the short and the long run")
+    ap.add_argument("--tls", choices=("1.3", "1.2"), default="1.3", help="the handshakes' TLS version")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -288,7 +290,7 @@ def main() -> None:
                 print(f"handshakes: {k} ...", flush=True)
                 res[k] = per_unit(one_run(b, k, "handshake", a.warm),
                                   one_run(b, k, "handshake", a.warm + a.handshakes))
-            lines += report("Full handshake, ECDSA P-256, TLS 1.3, with a 16-byte echo", "handshake", res, a.top)
+            lines += report(f"Full handshake, ECDSA P-256, TLS {a.tls}, with a 16-byte echo", "handshake", res, a.top)
         if "keepalive" in only:
             res = {}
             for k in kinds:
