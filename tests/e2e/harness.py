@@ -1027,14 +1027,17 @@ class BioTlsClient:
     step. Its use: send close_notify and keep reading (a TLS half-close), which SSLSocket cannot
     do (unwrap() waits for the peer's close_notify and drops data)."""
 
-    def __init__(self, port, server_name, ctx, timeout=15.0):
+    def __init__(self, port, server_name, ctx, timeout=15.0, hold_final_flight=False):
+        """hold_final_flight: the client's last handshake flight (its Finished) is not sent at the
+        end of the handshake but with the first write(), in the same send()."""
         self.raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=server_name)
         while True:
             try:
                 self.obj.do_handshake()
-                self._flush()
+                if not hold_final_flight:
+                    self._flush()
                 return
             except ssl.SSLWantReadError:
                 self._flush()
@@ -1059,6 +1062,17 @@ class BioTlsClient:
         for i in range(0, len(view), 64 * 1024):
             self.obj.write(view[i:i + 64 * 1024])
             self._flush()
+
+    def read_exactly(self, n):
+        """n bytes of application data; socket.timeout when they do not come in time."""
+        got = bytearray()
+        while len(got) < n:
+            try:
+                got += self.obj.read(n - len(got))
+            except ssl.SSLWantReadError:
+                if not self._pump():
+                    raise ssl.SSLEOFError("EOF after %d of %d bytes" % (len(got), n))
+        return bytes(got)
 
     def half_close(self):
         """Sends close_notify; reading stays possible."""

@@ -4,17 +4,23 @@
   whole, and a leaf-only file is sent alone even when the listener's client CA bundle holds its
   issuer (ztproxy sets SSL_MODE_NO_AUTO_CHAIN: no chain is built per handshake);
 - a client receives exactly `tls13_tickets` TLS 1.3 session tickets per full handshake (default
-  1; 0 and more are allowed), from the policy file and from quick mode's --tls13-tickets.
+  1; 0 and more are allowed), from the policy file and from quick mode's --tls13-tickets;
+- a listener whose record path is always OpenSSL reads ahead from the first byte, so a request that
+  arrives in the same segment as the client's Finished lies in OpenSSL's buffer when the handshake
+  completes, and no more bytes will wake the socket: the relay still answers it (and so do the
+  other record paths, where the request waits in the socket for the hand-over).
 
 Clients are `openssl s_client` (-showcerts for the chain, -msg for the NewSessionTicket messages).
 """
 
 import os
 import re
+import ssl
 import subprocess
 import unittest
 
-from harness import CertAuthority, LocalhostTestCase, policy_toml, require_tool, run_checked, s_client
+from harness import (BioTlsClient, CertAuthority, LocalhostTestCase, client_context, policy_toml, require_tool,
+                     run_checked, s_client)
 
 NEW_SESSION_TICKET = re.compile(r"^<<< TLS 1\.3, Handshake \[length [0-9a-f]+\], NewSessionTicket", re.M)
 CERT_LINE = re.compile(r"^ *(\d+) s:", re.M)
@@ -93,6 +99,21 @@ class HandshakeSettingsTest(LocalhostTestCase):
             with self.subTest(flags=extra):
                 proxy = self.quick(self.leaf.cert, self.leaf.key, *extra)
                 self.assertEqual(self.tickets_received(proxy.port), want)
+                proxy.stop()
+
+    def test_a_request_in_the_segment_of_the_clients_finished_is_answered(self):
+        echo = self.start_backend("echo")
+        ctx = client_context(self.ca.cert, minimum=ssl.TLSVersion.TLSv1_3)
+        for path in ("openssl", "userspace"):
+            with self.subTest(record_path=path):
+                proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", echo.address,
+                                          "--cert", self.leaf.cert, "--key", self.leaf.key, "--record-path", path])
+                client = BioTlsClient(proxy.port, "localhost", ctx, timeout=10.0, hold_final_flight=True)
+                try:
+                    client.write(b"ping")  # Finished and the request: one send(), one segment
+                    self.assertEqual(client.read_exactly(4), b"ping", proxy.diag())
+                finally:
+                    client.close()
                 proxy.stop()
 
     def test_policy_ticket_count(self):
