@@ -1027,10 +1027,15 @@ class BioTlsClient:
     step. Its use: send close_notify and keep reading (a TLS half-close), which SSLSocket cannot
     do (unwrap() waits for the peer's close_notify and drops data)."""
 
-    def __init__(self, port, server_name, ctx, timeout=15.0, hold_final_flight=False):
+    def __init__(self, port, server_name, ctx, timeout=15.0, hold_final_flight=False, dribble=False):
         """hold_final_flight: the client's last handshake flight (its Finished) is not sent at the
-        end of the handshake but with the first write(), in the same send()."""
+        end of the handshake but with the first write(), in the same send(). dribble: every byte
+        goes out in a send() of its own (TCP_NODELAY, a short pause after each), so the server
+        sees each record, the ClientHello's and the Finished's too, arrive a byte at a time."""
+        self.dribble = dribble
         self.raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if dribble:
+            self.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname=server_name)
         while True:
@@ -1046,7 +1051,11 @@ class BioTlsClient:
 
     def _flush(self):
         data = self.out.read()
-        if data:
+        if data and self.dribble:
+            for i in range(len(data)):
+                self.raw.sendall(data[i:i + 1])
+                time.sleep(0.0005)
+        elif data:
             self.raw.sendall(data)
 
     def _pump(self):

@@ -8,7 +8,8 @@
 - a listener whose record path is always OpenSSL reads ahead from the first byte, so a request that
   arrives in the same segment as the client's Finished lies in OpenSSL's buffer when the handshake
   completes, and no more bytes will wake the socket: the relay still answers it (and so do the
-  other record paths, where the request waits in the socket for the hand-over).
+  other record paths, where the request waits in the socket for the hand-over); and the same when
+  the client sends its whole handshake and the request a byte at a time.
 
 Clients are `openssl s_client` (-showcerts for the chain, -msg for the NewSessionTicket messages).
 """
@@ -102,19 +103,30 @@ class HandshakeSettingsTest(LocalhostTestCase):
                 proxy.stop()
 
     def test_a_request_in_the_segment_of_the_clients_finished_is_answered(self):
+        self.ping_behind_the_finished()
+
+    def test_a_handshake_and_request_sent_a_byte_at_a_time_are_answered(self):
+        self.ping_behind_the_finished(dribble=True)
+
+    def ping_behind_the_finished(self, dribble=False):
+        """TLS 1.3: the client's Finished and a 4-byte request leave together (one send(), or one
+        byte per send() with dribble); TLS 1.2: the request follows the server's Finished (the
+        client's flight goes first). On each host record path, the echo must come back."""
         echo = self.start_backend("echo")
-        ctx = client_context(self.ca.cert, minimum=ssl.TLSVersion.TLSv1_3)
-        for path in ("openssl", "userspace"):
-            with self.subTest(record_path=path):
-                proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", echo.address,
-                                          "--cert", self.leaf.cert, "--key", self.leaf.key, "--record-path", path])
-                client = BioTlsClient(proxy.port, "localhost", ctx, timeout=10.0, hold_final_flight=True)
-                try:
-                    client.write(b"ping")  # Finished and the request: one send(), one segment
-                    self.assertEqual(client.read_exactly(4), b"ping", proxy.diag())
-                finally:
-                    client.close()
-                proxy.stop()
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            ctx = client_context(self.ca.cert, minimum=version, maximum=version)
+            for path in ("openssl", "userspace"):
+                with self.subTest(record_path=path, version=version.name):
+                    proxy = self.start_proxy(["run", "--listen", "127.0.0.1:0", "--backend", echo.address, "--cert",
+                                              self.leaf.cert, "--key", self.leaf.key, "--record-path", path])
+                    client = BioTlsClient(proxy.port, "localhost", ctx, timeout=10.0, hold_final_flight=True,
+                                          dribble=dribble)
+                    try:
+                        client.write(b"ping")
+                        self.assertEqual(client.read_exactly(4), b"ping", proxy.diag())
+                    finally:
+                        client.close()
+                    proxy.stop()
 
     def test_policy_ticket_count(self):
         text = policy_toml(

@@ -483,21 +483,25 @@ class KtlsE2ETest(E2ETestCase):
         self.echo_roundtrip_kernel("under seccomp")
 
     def test_a_record_in_the_segment_of_the_clients_finished_goes_to_the_kernel(self):
-        # TLS 1.3: the client's Finished and its first record leave in one send(). OpenSSL reads
-        # the handshake's records exactly (never ahead on a listener that hands sessions over), so
-        # the record waits in the socket and the kernel decrypts it after the hand-over.
-        mark, before = self.mark(), tls_stat()
+        # TLS 1.3: the client's Finished and its first record leave in one send(), or (dribble)
+        # the whole handshake and the record one byte per send(). OpenSSL reads the handshake's
+        # records exactly (never ahead on a listener that hands sessions over), so the record
+        # waits in the socket and the kernel decrypts it after the hand-over.
         ctx = client_context(self.ca.cert, minimum=ssl.TLSVersion.TLSv1_3)
-        client = BioTlsClient(self.port, "echo.test", ctx, timeout=30, hold_final_flight=True)
-        try:
-            client.write(b"ping")
-            self.assertEqual(client.read_exactly(4), b"ping", self.proxy.diag())
-        finally:
-            client.close()
-        what = "a record behind the Finished"
-        c = self.assert_kernel_entry(self.next_access(mark, "for " + what), what, close=None)
-        self.assertEqual((c["bytes_up"], c["bytes_down"]), (4, 4))
-        self.assert_ktls_counted(before, tls_stat(), 1, what)
+        for dribble in (False, True):
+            with self.subTest(dribble=dribble):
+                mark, before = self.mark(), tls_stat()
+                client = BioTlsClient(self.port, "echo.test", ctx, timeout=30, hold_final_flight=True,
+                                      dribble=dribble)
+                try:
+                    client.write(b"ping")
+                    self.assertEqual(client.read_exactly(4), b"ping", self.proxy.diag())
+                finally:
+                    client.close()
+                what = "a record behind the Finished" + (", a byte at a time" if dribble else "")
+                c = self.assert_kernel_entry(self.next_access(mark, "for " + what), what, close=None)
+                self.assertEqual((c["bytes_up"], c["bytes_down"]), (4, 4))
+                self.assert_ktls_counted(before, tls_stat(), 1, what)
 
     def test_curl_tls12_and_tls13_on_the_kernel_path(self):
         cases = [("1.3", ["--tlsv1.3", "--tls13-ciphers", TLS13["CHACHA20-POLY1305"]]),
